@@ -1,0 +1,94 @@
+//! Authentication: find the bearer token, verify it against the issuer's keys, and turn
+//! its claims into an [`Identity`].
+
+mod identity;
+mod jwks;
+mod token;
+mod verify;
+
+pub use identity::Identity;
+pub use jwks::{JwksError, JwksSource, JwksStore, KeySet};
+pub use token::{bearer_token, MAX_TOKEN_BYTES};
+pub use verify::{IssuerSettings, TokenVerifier};
+
+/// Why a request could not be authenticated.
+///
+/// Every variant but [`AuthnError::KeysUnavailable`] is the caller's problem (HTTP 401);
+/// that one means mesh-authz cannot decide.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthnError {
+    /// No `Authorization` header.
+    #[error("no bearer token in the request")]
+    MissingToken,
+    /// An `Authorization` header with another scheme or no credentials.
+    #[error("Authorization header is not a Bearer token")]
+    NotBearer,
+    /// The token is longer than [`MAX_TOKEN_BYTES`].
+    #[error("token too large")]
+    TooLarge,
+    /// Not a compact JWS with a JSON header and payload.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is unknown, `none`, symmetric, or not accepted for this issuer.
+    #[error("token algorithm not accepted")]
+    AlgorithmNotAccepted,
+    /// `iss` is missing or not a configured issuer.
+    #[error("issuer not accepted")]
+    UnknownIssuer,
+    /// No key in the issuer's key set has the token's `kid` (after a refetch, if allowed).
+    #[error("unknown key id")]
+    UnknownKeyId,
+    /// The key named by `kid` cannot verify this algorithm.
+    #[error("key does not fit the token algorithm")]
+    KeyMismatch,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    BadSignature,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// No `aud` value is accepted.
+    #[error("audience not accepted")]
+    Audience,
+    /// A claim the token must carry is missing or has the wrong type.
+    #[error("missing or invalid claim `{0}`")]
+    Claim(String),
+    /// The issuer's keys have never been loaded: cannot decide.
+    #[error("signing keys for the issuer are not available")]
+    KeysUnavailable,
+}
+
+impl AuthnError {
+    /// A short stable label for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthnError::MissingToken => "missing_token",
+            AuthnError::NotBearer => "not_bearer",
+            AuthnError::TooLarge => "token_too_large",
+            AuthnError::Malformed => "malformed_token",
+            AuthnError::AlgorithmNotAccepted => "algorithm_not_accepted",
+            AuthnError::UnknownIssuer => "unknown_issuer",
+            AuthnError::UnknownKeyId => "unknown_kid",
+            AuthnError::KeyMismatch => "key_mismatch",
+            AuthnError::BadSignature => "bad_signature",
+            AuthnError::Expired => "expired",
+            AuthnError::NotYetValid => "not_yet_valid",
+            AuthnError::Audience => "audience",
+            AuthnError::Claim(_) => "claim",
+            AuthnError::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// The RFC 6750 error code for `WWW-Authenticate`, or `None` when the request carried
+    /// no credentials at all (RFC 6750 §3.1: then no error code is sent).
+    pub fn rfc6750_error(&self) -> Option<&'static str> {
+        match self {
+            AuthnError::MissingToken => None,
+            AuthnError::NotBearer => Some("invalid_request"),
+            _ => Some("invalid_token"),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Verifying a JWT: issuer selection, key lookup, signature and claims.
+
+use super::jwks::{JwksStore, KeySet, VerifyKey};
+use super::{AuthnError, Identity};
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Compiled settings of one issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// Accepted audiences (any of).
+    pub audiences: Vec<String>,
+    /// Claim naming the user.
+    pub user_claim: String,
+    /// Claim holding the email.
+    pub email_claim: String,
+    /// Accepted algorithms (asymmetric only).
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway: Duration,
+}
+
+struct IssuerVerifier {
+    settings: IssuerSettings,
+    store: Arc<JwksStore>,
+    validations: HashMap<Algorithm, Validation>,
+}
+
+/// Verifies tokens of every configured issuer.
+pub struct TokenVerifier {
+    issuers: HashMap<String, IssuerVerifier>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier over issuers and their key stores.
+    pub fn new(issuers: Vec<(IssuerSettings, Arc<JwksStore>)>) -> Self {
+        let issuers = issuers
+            .into_iter()
+            .map(|(settings, store)| {
+                let validations = settings
+                    .algorithms
+                    .iter()
+                    .map(|alg| (*alg, validation_for(&settings, *alg)))
+                    .collect();
+                let v = IssuerVerifier {
+                    settings,
+                    store,
+                    validations,
+                };
+                (v.settings.issuer.clone(), v)
+            })
+            .collect();
+        Self { issuers }
+    }
+
+    /// The key stores, for readiness and the background refreshers.
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<JwksStore>> {
+        self.issuers.values().map(|i| &i.store)
+    }
+
+    /// Whether every issuer has a key set.
+    pub fn is_ready(&self) -> bool {
+        self.stores().all(|s| s.is_loaded())
+    }
+
+    /// Verifies `token` and returns the caller's identity.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthnError> {
+        if token.len() > super::MAX_TOKEN_BYTES {
+            return Err(AuthnError::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+                AuthnError::AlgorithmNotAccepted
+            }
+            _ => AuthnError::Malformed,
+        })?;
+        // The issuer is chosen from the unverified payload; nothing else in it is trusted
+        // until the signature checks out with that issuer's key.
+        let iss = unverified_issuer(token)?;
+        let issuer = self.issuers.get(&iss).ok_or(AuthnError::UnknownIssuer)?;
+        let validation = issuer
+            .validations
+            .get(&header.alg)
+            .ok_or(AuthnError::AlgorithmNotAccepted)?;
+
+        let kid = header.kid.as_deref();
+        let set = issuer.store.key_set().ok_or(AuthnError::KeysUnavailable)?;
+        let set = match set.find(kid) {
+            Some(_) => set,
+            None => issuer
+                .store
+                .refetch_for_unknown_kid(kid)
+                .await
+                .unwrap_or(set),
+        };
+        let key = find_fitting(&set, kid, header.alg)?;
+
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+            .map_err(|e| map_error(e.into_kind()))?;
+        identity_from(&issuer.settings, data.claims)
+    }
+}
+
+fn find_fitting<'a>(
+    set: &'a KeySet,
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<&'a VerifyKey, AuthnError> {
+    let key = set.find(kid).ok_or(AuthnError::UnknownKeyId)?;
+    if key.family != alg.family() || key.alg.is_some_and(|a| a != alg) {
+        return Err(AuthnError::KeyMismatch);
+    }
+    Ok(key)
+}
+
+fn validation_for(settings: &IssuerSettings, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.set_issuer(&[&settings.issuer]);
+    v.set_audience(&settings.audiences);
+    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+    v.leeway = settings.leeway.as_secs();
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v
+}
+
+fn unverified_issuer(token: &str) -> Result<String, AuthnError> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        iss: Option<String>,
+    }
+    let payload = token.split('.').nth(1).ok_or(AuthnError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| AuthnError::Malformed)?;
+    let peek: Peek = serde_json::from_slice(&bytes).map_err(|_| AuthnError::Malformed)?;
+    peek.iss.ok_or(AuthnError::UnknownIssuer)
+}
+
+fn map_error(kind: ErrorKind) -> AuthnError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthnError::Expired,
+        ErrorKind::ImmatureSignature => AuthnError::NotYetValid,
+        ErrorKind::InvalidAudience => AuthnError::Audience,
+        ErrorKind::InvalidIssuer => AuthnError::UnknownIssuer,
+        ErrorKind::InvalidSignature => AuthnError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthnError::KeyMismatch,
+        ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+            AuthnError::Claim(c)
+        }
+        _ => AuthnError::Malformed,
+    }
+}
+
+fn identity_from(
+    settings: &IssuerSettings,
+    claims: Map<String, Value>,
+) -> Result<Identity, AuthnError> {
+    let user = match claims.get(&settings.user_claim) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(AuthnError::Claim(settings.user_claim.clone())),
+    };
+    let email = match claims.get(&settings.email_claim) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    Ok(Identity {
+        issuer: settings.issuer.clone(),
+        user,
+        email,
+    })
+}

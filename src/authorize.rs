@@ -1,0 +1,304 @@
+//! The decision logic: route → token → groups → verdict, with no gRPC in sight.
+
+use crate::authn::{bearer_token, AuthnError, Identity, JwksStore, TokenVerifier};
+use crate::config::{Config, ConfigError, GroupsConfig, Problem};
+use crate::decision::{upstream_changes, HeaderChanges};
+use crate::gerrit::{GerritClient, GerritSettings, GroupCache, GroupSource, Membership, Secret};
+use crate::policy::{Requirement, RouteRule, RouteTable};
+use crate::request::RequestView;
+use std::sync::Arc;
+
+/// Everything needed to decide: the verifier, the group cache and the routes.
+#[derive(Debug)]
+pub struct Authorizer {
+    verifier: TokenVerifier,
+    groups: Option<GroupCache>,
+    routes: RouteTable,
+}
+
+/// The outcome of one authorization, with the reasoning that led to it.
+#[derive(Debug)]
+pub struct Decision {
+    /// The route that decided, if any matched.
+    pub route: Option<Arc<RouteRule>>,
+    /// Allow, deny or cannot decide.
+    pub verdict: Verdict,
+    /// Human-readable steps, in order: what matched and what was checked.
+    pub steps: Vec<String>,
+}
+
+/// What to tell Envoy.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Let the request through with these header changes.
+    Allow {
+        /// The caller, if the route needed a token.
+        identity: Option<Identity>,
+        /// The caller's groups, if the route needed them.
+        membership: Option<Arc<Membership>>,
+        /// Headers to set and remove upstream.
+        headers: HeaderChanges,
+    },
+    /// Reject the request.
+    Deny(Denial),
+    /// mesh-authz cannot decide (a dependency is down): let Envoy's failure mode decide.
+    Unavailable(String),
+}
+
+/// Why a request was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No usable token where one is needed (HTTP 401).
+    Unauthenticated(AuthnError),
+    /// No route covers the request (HTTP 403).
+    NoRoute,
+    /// The caller is not in any required group (HTTP 403).
+    NotInGroup,
+    /// The identity cannot be expressed as an HTTP header value (HTTP 403).
+    UnsafeHeaderValue,
+}
+
+impl Verdict {
+    /// A short stable reason label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Verdict::Allow { .. } => "allowed",
+            Verdict::Deny(Denial::Unauthenticated(e)) => e.code(),
+            Verdict::Deny(Denial::NoRoute) => "no_route",
+            Verdict::Deny(Denial::NotInGroup) => "not_in_group",
+            Verdict::Deny(Denial::UnsafeHeaderValue) => "unsafe_header_value",
+            Verdict::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// `allow`, `deny` or `unavailable`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Allow { .. } => "allow",
+            Verdict::Deny(_) => "deny",
+            Verdict::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl Authorizer {
+    /// An authorizer over compiled parts.
+    pub fn new(verifier: TokenVerifier, groups: Option<GroupCache>, routes: RouteTable) -> Self {
+        Self {
+            verifier,
+            groups,
+            routes,
+        }
+    }
+
+    /// The token verifier (readiness, key refreshers).
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    /// Decides one request.
+    pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
+        let mut steps = Vec::new();
+        let Some(route) = self.routes.find(req) else {
+            steps.push(format!(
+                "no route matches {} {}{}: denied by default",
+                req.method, req.host, req.path
+            ));
+            return Decision {
+                route: None,
+                verdict: Verdict::Deny(Denial::NoRoute),
+                steps,
+            };
+        };
+        steps.push(format!("route {:?} matched", &*route.name));
+        let verdict = self.decide_route(route, req, &mut steps).await;
+        Decision {
+            route: Some(route.clone()),
+            verdict,
+            steps,
+        }
+    }
+
+    async fn decide_route(
+        &self,
+        route: &RouteRule,
+        req: &RequestView<'_>,
+        steps: &mut Vec<String>,
+    ) -> Verdict {
+        if route.requirement == Requirement::Public {
+            steps.push("route is public: no token needed, identity headers are removed".into());
+            return allow(route, None, None, steps);
+        }
+        let identity = match self.authenticate(req).await {
+            Ok(identity) => identity,
+            Err(AuthnError::KeysUnavailable) => {
+                steps.push("issuer signing keys have not been loaded yet: cannot decide".into());
+                return Verdict::Unavailable("issuer signing keys not loaded".into());
+            }
+            Err(e) => {
+                steps.push(format!("token rejected: {e}"));
+                return Verdict::Deny(Denial::Unauthenticated(e));
+            }
+        };
+        steps.push(format!(
+            "token verified: user {:?} from issuer {}",
+            identity.user, identity.issuer
+        ));
+        // Groups are fetched when the rule needs them or the route injects them.
+        let wants_groups = route.requirement.needs_groups() || route.inject.groups.is_some();
+        let membership = if wants_groups {
+            match self.membership(&identity.user, steps).await {
+                Ok(m) => Some(m),
+                Err(reason) => return Verdict::Unavailable(reason),
+            }
+        } else {
+            None
+        };
+        match (&route.requirement, &membership) {
+            (Requirement::GroupsAnyOf(required), Some(m)) => {
+                match required.iter().find(|g| m.contains(g)) {
+                    Some(group) => {
+                        steps.push(format!("requires any of {required:?}: member of {group:?}"));
+                    }
+                    None => {
+                        steps.push(format!("requires any of {required:?}: not a member"));
+                        return Verdict::Deny(Denial::NotInGroup);
+                    }
+                }
+            }
+            (Requirement::GroupsAnyOf(_), None) => {
+                return Verdict::Unavailable("group membership missing".into());
+            }
+            _ => steps.push("route requires any valid token: satisfied".into()),
+        }
+        allow(route, Some(identity), membership, steps)
+    }
+
+    async fn membership(
+        &self,
+        user: &str,
+        steps: &mut Vec<String>,
+    ) -> Result<Arc<Membership>, String> {
+        let Some(cache) = &self.groups else {
+            // Config compilation refuses this; stay closed if it ever happens.
+            steps.push("no group source configured: cannot decide".into());
+            return Err("no group source configured".into());
+        };
+        let membership = cache.membership(user).await.map_err(|e| {
+            steps.push(format!("group lookup failed: {e}: cannot decide"));
+            format!("group lookup failed: {e}")
+        })?;
+        if membership.known_account {
+            let names: Vec<&str> = membership.groups.iter().map(|g| g.name.as_str()).collect();
+            steps.push(format!("groups of {user:?}: {}", names.join(", ")));
+        } else {
+            steps.push(format!("Gerrit has no account {user:?}: no groups"));
+        }
+        Ok(membership)
+    }
+
+    async fn authenticate(&self, req: &RequestView<'_>) -> Result<Identity, AuthnError> {
+        let token = bearer_token(req)?;
+        self.verifier.verify(token).await
+    }
+}
+
+fn allow(
+    route: &RouteRule,
+    identity: Option<Identity>,
+    membership: Option<Arc<Membership>>,
+    steps: &mut Vec<String>,
+) -> Verdict {
+    match upstream_changes(route, identity.as_ref(), membership.as_deref()) {
+        Ok(headers) => Verdict::Allow {
+            identity,
+            membership,
+            headers,
+        },
+        Err(e) => {
+            steps.push(format!("{e}: denied rather than injected"));
+            Verdict::Deny(Denial::UnsafeHeaderValue)
+        }
+    }
+}
+
+impl Authorizer {
+    /// Builds the runtime parts from a checked config: key stores, the verifier, the
+    /// group cache (reading Gerrit's password file now) and the routes.
+    pub fn from_config(config: &Config, http: reqwest::Client) -> Result<Self, ConfigError> {
+        let problem = |path: &str, reason: String| ConfigError::Invalid {
+            file: config.source.clone(),
+            problems: vec![Problem {
+                path: path.to_string(),
+                reason,
+            }],
+        };
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        for (i, issuer) in config.issuers.iter().enumerate() {
+            let store = JwksStore::new(
+                issuer.settings.issuer.clone(),
+                issuer.jwks.clone(),
+                http.clone(),
+                issuer.refresh_interval,
+                issuer.min_refetch_interval,
+            )
+            .map_err(|e| problem(&format!("issuers[{i}].jwks"), e.to_string()))?;
+            issuers.push((issuer.settings.clone(), Arc::new(store)));
+        }
+        let groups = match &config.groups {
+            None => None,
+            Some(GroupsConfig::Static(table)) => Some(GroupCache::new(
+                GroupSource::Static(table.clone()),
+                STATIC_TTL,
+                STATIC_TTL,
+                table.len() as u64 + 1,
+            )),
+            Some(GroupsConfig::Gerrit {
+                url,
+                username,
+                password_file,
+                timeout,
+                cache_ttl,
+                not_found_ttl,
+                cache_max_users,
+            }) => {
+                let password = std::fs::read_to_string(password_file).map_err(|e| {
+                    problem(
+                        "gerrit.password_file",
+                        format!("cannot read {}: {e}", password_file.display()),
+                    )
+                })?;
+                let password = Secret::new(password);
+                if password.expose().is_empty() {
+                    return Err(problem(
+                        "gerrit.password_file",
+                        format!("{} is empty", password_file.display()),
+                    ));
+                }
+                let client = GerritClient::new(
+                    http,
+                    GerritSettings {
+                        base: url.clone(),
+                        username: username.clone(),
+                        password,
+                        timeout: *timeout,
+                    },
+                );
+                Some(GroupCache::new(
+                    GroupSource::Gerrit(client),
+                    *cache_ttl,
+                    *not_found_ttl,
+                    *cache_max_users,
+                ))
+            }
+        };
+        Ok(Self::new(
+            TokenVerifier::new(issuers),
+            groups,
+            config.routes.clone(),
+        ))
+    }
+}
+
+/// Static tables never change, so their entries stay for an hour (the cache needs a TTL).
+const STATIC_TTL: std::time::Duration = std::time::Duration::from_secs(3600);

@@ -1,0 +1,608 @@
+//! Turns a [`RawConfig`] into a [`Config`], collecting every problem with its path.
+
+use super::schema::{RawAllow, RawConfig, RawGerrit, RawIssuer, RawRoute};
+use super::{ConfigError, FileResolver, Problem};
+use crate::authn::{IssuerSettings, JwksSource, KeySet};
+use crate::gerrit::Group;
+use crate::policy::{
+    header_name, HostMatcher, IdentityHeaders, MethodSet, PathMatcher, Requirement, RouteRule,
+    RouteTable,
+};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// A checked configuration, ready to build a server from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (file path or the built-in name).
+    pub source: String,
+    /// Listen addresses and shutdown timing.
+    pub server: ServerSettings,
+    /// Accepted token issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Where group membership comes from, if any route needs groups.
+    pub groups: Option<GroupsConfig>,
+    /// The route table.
+    pub routes: RouteTable,
+}
+
+/// Listen addresses and shutdown timing.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// gRPC address (Check, health, reflection).
+    pub grpc_listen: SocketAddr,
+    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// Time readiness is false before listeners close.
+    pub drain_delay: Duration,
+    /// Bound on waiting for in-flight checks.
+    pub shutdown_timeout: Duration,
+}
+
+/// One issuer: verification settings plus where its keys come from.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Claims and algorithms.
+    pub settings: IssuerSettings,
+    /// The JWKS source.
+    pub jwks: JwksSource,
+    /// Background refresh period.
+    pub refresh_interval: Duration,
+    /// Minimum time between unknown-`kid` refetches.
+    pub min_refetch_interval: Duration,
+}
+
+/// Where group membership comes from.
+#[derive(Debug, Clone)]
+pub enum GroupsConfig {
+    /// Gerrit's REST API; the password is read from `password_file` at start.
+    Gerrit {
+        /// Base URL.
+        url: Url,
+        /// Service account.
+        username: String,
+        /// File with the HTTP password.
+        password_file: PathBuf,
+        /// Per-request timeout.
+        timeout: Duration,
+        /// Cache TTL for known accounts.
+        cache_ttl: Duration,
+        /// Cache TTL for unknown accounts.
+        not_found_ttl: Duration,
+        /// Cache bound.
+        cache_max_users: u64,
+    },
+    /// A fixed table.
+    Static(Arc<HashMap<String, Vec<Group>>>),
+}
+
+/// Collects problems while compiling.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+pub(super) fn compile_str(
+    name: &str,
+    text: &str,
+    files: &FileResolver,
+) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: name.to_string(),
+        problems,
+    };
+    let mut problems = Problems::default();
+    let mut unknown = Vec::new();
+    let de = serde_yaml::Deserializer::from_str(text);
+    let raw: Result<RawConfig, _> =
+        serde_ignored::deserialize(de, |path| unknown.push(yaml_path(&path)));
+    for path in unknown {
+        problems.add(path, "unknown field");
+    }
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.add("", e.to_string());
+            return Err(invalid(problems.0));
+        }
+    };
+    let config = compile(name, raw, files, &mut problems);
+    if problems.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(invalid(problems.0))
+    }
+}
+
+/// `serde_ignored` paths as `routes[0].match.bogus`.
+fn yaml_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", yaml_path(parent)),
+        P::Map { parent, key } => {
+            let parent = yaml_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            yaml_path(parent)
+        }
+    }
+}
+
+fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -> Config {
+    let server = ServerSettings {
+        grpc_listen: socket_addr(&raw.server.grpc_listen, "server.grpc_listen", p),
+        admin_listen: socket_addr(&raw.server.admin_listen, "server.admin_listen", p),
+        drain_delay: raw.server.drain_delay,
+        shutdown_timeout: raw.server.shutdown_timeout,
+    };
+
+    let mut seen_issuers = HashSet::new();
+    let issuers: Vec<IssuerConfig> = raw
+        .issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, issuer)| {
+            let path = format!("issuers[{i}]");
+            if !seen_issuers.insert(issuer.issuer.as_str()) {
+                p.add(
+                    format!("{path}.issuer"),
+                    format!("duplicate issuer {:?}", issuer.issuer),
+                );
+            }
+            compile_issuer(&path, issuer, files, p)
+        })
+        .collect();
+
+    let groups = match (&raw.gerrit, &raw.static_groups) {
+        (Some(_), Some(_)) => {
+            p.add("static_groups", "cannot be used together with `gerrit`");
+            None
+        }
+        (Some(g), None) => compile_gerrit(g, files, p),
+        (None, Some(table)) => Some(GroupsConfig::Static(Arc::new(
+            table
+                .iter()
+                .map(|(user, names)| {
+                    let groups = names
+                        .iter()
+                        .map(|n| Group {
+                            uuid: n.clone(),
+                            name: n.clone(),
+                        })
+                        .collect();
+                    (user.clone(), groups)
+                })
+                .collect(),
+        ))),
+        (None, None) => None,
+    };
+
+    if raw.routes.is_empty() {
+        p.add(
+            "routes",
+            "at least one route is needed; without routes every request is denied",
+        );
+    }
+    let mut seen_routes = HashSet::new();
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, route)| {
+            let path = format!("routes[{i}]");
+            if !seen_routes.insert(route.name.as_str()) {
+                p.add(format!("{path}.name"), format!("duplicate route name {:?}", route.name));
+            }
+            // Cross-section checks on the raw route, so they are reported even when the
+            // route has problems of its own.
+            if route.allow != RawAllow::Public && raw.issuers.is_empty() {
+                p.add(format!("{path}.allow"), "needs a token, but no `issuers` are configured");
+            }
+            let no_group_source = raw.gerrit.is_none() && raw.static_groups.is_none();
+            if matches!(route.allow, RawAllow::GroupsAnyOf(_)) && no_group_source {
+                p.add(
+                    format!("{path}.allow.groups_any_of"),
+                    "needs group membership, but neither `gerrit` nor `static_groups` is configured",
+                );
+            }
+            if route.inject.groups.is_some() && no_group_source {
+                p.add(
+                    format!("{path}.inject.groups"),
+                    "injects groups, but neither `gerrit` nor `static_groups` is configured",
+                );
+            }
+            let rule = compile_route(&path, route, p)?;
+            Some(rule)
+        })
+        .collect();
+
+    Config {
+        source: name.to_string(),
+        server,
+        issuers,
+        groups,
+        routes: RouteTable::new(routes),
+    }
+}
+
+fn socket_addr(value: &str, path: &str, p: &mut Problems) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        p.add(
+            path,
+            format!("{value:?} is not an address like 0.0.0.0:9191"),
+        );
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    })
+}
+
+fn http_url(value: &str, path: &str, p: &mut Problems) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        Ok(_) => {
+            p.add(path, format!("{value:?} is not an http(s) URL"));
+            None
+        }
+        Err(e) => {
+            p.add(path, format!("{value:?} is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+fn compile_issuer(
+    path: &str,
+    raw: &RawIssuer,
+    files: &FileResolver,
+    p: &mut Problems,
+) -> Option<IssuerConfig> {
+    let before = p.0.len();
+    if raw.issuer.is_empty() {
+        p.add(format!("{path}.issuer"), "must not be empty");
+    }
+    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+        p.add(
+            format!("{path}.audiences"),
+            "list at least one non-empty audience",
+        );
+    }
+    if raw.user_claim.is_empty() {
+        p.add(format!("{path}.user_claim"), "must not be empty");
+    }
+    let mut algorithms = Vec::new();
+    if raw.algorithms.is_empty() {
+        p.add(format!("{path}.algorithms"), "list at least one algorithm");
+    }
+    for (i, name) in raw.algorithms.iter().enumerate() {
+        match Algorithm::from_str(name) {
+            Ok(alg) if alg.family() != AlgorithmFamily::Hmac => algorithms.push(alg),
+            Ok(_) => p.add(
+                format!("{path}.algorithms[{i}]"),
+                format!("{name} is symmetric; only public-key algorithms can be verified with a JWKS"),
+            ),
+            Err(_) => p.add(
+                format!("{path}.algorithms[{i}]"),
+                format!("unknown algorithm {name:?} (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"),
+            ),
+        }
+    }
+    let jwks = match (&raw.jwks.url, &raw.jwks.file) {
+        (Some(url), None) => {
+            http_url(url, &format!("{path}.jwks.url"), p).map(|url| JwksSource::Url {
+                url,
+                timeout: raw.jwks.timeout,
+            })
+        }
+        (None, Some(file)) => {
+            let shown = files.display(file);
+            match files.read(file) {
+                Ok(document) => match KeySet::parse(&document) {
+                    Ok(_) => Some(JwksSource::Static {
+                        name: shown,
+                        document: document.into(),
+                    }),
+                    Err(e) => {
+                        p.add(format!("{path}.jwks.file"), format!("{shown}: {e}"));
+                        None
+                    }
+                },
+                Err(e) => {
+                    p.add(
+                        format!("{path}.jwks.file"),
+                        format!("cannot read {shown}: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            p.add(format!("{path}.jwks"), "set exactly one of `url` or `file`");
+            None
+        }
+    };
+    if raw.jwks.min_refetch_interval.is_zero() {
+        p.add(
+            format!("{path}.jwks.min_refetch_interval"),
+            "must be greater than zero, or every bad token triggers a fetch",
+        );
+    }
+    if raw.jwks.refresh_interval.is_zero() {
+        p.add(
+            format!("{path}.jwks.refresh_interval"),
+            "must be greater than zero",
+        );
+    }
+    if p.0.len() != before {
+        return None;
+    }
+    Some(IssuerConfig {
+        settings: IssuerSettings {
+            issuer: raw.issuer.clone(),
+            audiences: raw.audiences.clone(),
+            user_claim: raw.user_claim.clone(),
+            email_claim: raw.email_claim.clone(),
+            algorithms,
+            leeway: raw.leeway,
+        },
+        jwks: jwks?,
+        refresh_interval: raw.jwks.refresh_interval,
+        min_refetch_interval: raw.jwks.min_refetch_interval,
+    })
+}
+
+fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Option<GroupsConfig> {
+    let url = http_url(&raw.url, "gerrit.url", p);
+    if raw.username.is_empty() {
+        p.add("gerrit.username", "must not be empty");
+    }
+    if raw.password_file.as_os_str().is_empty() {
+        p.add("gerrit.password_file", "must not be empty");
+    }
+    if raw.timeout.is_zero() {
+        p.add("gerrit.timeout", "must be greater than zero");
+    }
+    if raw.cache_max_users == 0 {
+        p.add("gerrit.cache_max_users", "must be greater than zero");
+    }
+    Some(GroupsConfig::Gerrit {
+        url: url?,
+        username: raw.username.clone(),
+        password_file: files.resolve(&raw.password_file),
+        timeout: raw.timeout,
+        cache_ttl: raw.cache_ttl,
+        not_found_ttl: raw.not_found_ttl,
+        cache_max_users: raw.cache_max_users,
+    })
+}
+
+fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRule> {
+    let before = p.0.len();
+    if raw.name.is_empty() {
+        p.add(format!("{path}.name"), "must not be empty");
+    }
+    let hosts: Vec<HostMatcher> = raw
+        .matches
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            HostMatcher::parse(h)
+                .map_err(|e| p.add(format!("{path}.match.hosts[{i}]"), e.to_string()))
+                .ok()
+        })
+        .collect();
+    let path_matcher = match &raw.matches.path {
+        None => Some(PathMatcher::Any),
+        Some(m) => match (&m.prefix, &m.exact) {
+            (Some(prefix), None) => PathMatcher::prefix(prefix)
+                .map_err(|e| p.add(format!("{path}.match.path.prefix"), e.to_string()))
+                .ok(),
+            (None, Some(exact)) => PathMatcher::exact(exact)
+                .map_err(|e| p.add(format!("{path}.match.path.exact"), e.to_string()))
+                .ok(),
+            _ => {
+                p.add(
+                    format!("{path}.match.path"),
+                    "set exactly one of `prefix` or `exact`",
+                );
+                None
+            }
+        },
+    };
+    let methods = MethodSet::new(&raw.matches.methods)
+        .map_err(|e| p.add(format!("{path}.match.methods"), e.to_string()))
+        .ok();
+    let requirement = match &raw.allow {
+        RawAllow::Public => Requirement::Public,
+        RawAllow::Authenticated => Requirement::Authenticated,
+        RawAllow::GroupsAnyOf(groups) => {
+            if groups.is_empty() || groups.iter().any(String::is_empty) {
+                p.add(
+                    format!("{path}.allow.groups_any_of"),
+                    "list at least one non-empty group name or UUID",
+                );
+            }
+            Requirement::GroupsAnyOf(groups.clone())
+        }
+    };
+    let mut header = |value: &Option<String>, field: &str| {
+        value.as_deref().and_then(|v| {
+            header_name(v)
+                .map_err(|e| p.add(format!("{path}.inject.{field}"), e.to_string()))
+                .ok()
+        })
+    };
+    let inject = IdentityHeaders {
+        user: header(&raw.inject.user, "user"),
+        email: header(&raw.inject.email, "email"),
+        groups: header(&raw.inject.groups, "groups"),
+    };
+    if requirement == Requirement::Public && inject.names().next().is_some() {
+        // Not an error: public routes strip these headers so clients cannot forge them.
+        tracing::debug!(route = %raw.name, "public route: identity headers are removed, not set");
+    }
+    let mut remove_headers = Vec::new();
+    for (i, h) in raw.remove_headers.iter().enumerate() {
+        match header_name(h) {
+            Ok(h) if inject.names().any(|n| n == h) => p.add(
+                format!("{path}.remove_headers[{i}]"),
+                format!("{h:?} is also injected; Envoy applies removals last, so it would never reach the upstream"),
+            ),
+            Ok(h) => remove_headers.push(h),
+            Err(e) => p.add(format!("{path}.remove_headers[{i}]"), e.to_string()),
+        }
+    }
+    if p.0.len() != before {
+        return None;
+    }
+    Some(RouteRule {
+        name: raw.name.as_str().into(),
+        hosts,
+        path: path_matcher?,
+        methods: methods?,
+        requirement,
+        inject,
+        remove_headers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match compile_str("test.yaml", yaml, &FileResolver::Builtin) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    const GOOD: &str = r#"
+issuers:
+  - issuer: https://idp.example.com
+    audiences: [mesh]
+    jwks: {file: jwks.json}
+static_groups:
+  alice: [team-a]
+routes:
+  - name: api
+    match: {hosts: ["*.example.com"], path: {prefix: /a/}, methods: [GET]}
+    allow: {groups_any_of: [team-a]}
+    inject: {user: X-Forwarded-User}
+    remove_headers: [Authorization]
+  - name: open
+    allow: public
+"#;
+
+    #[test]
+    fn a_good_config_compiles() {
+        let c = compile_str("test.yaml", GOOD, &FileResolver::Builtin).unwrap();
+        assert_eq!(c.routes.routes().len(), 2);
+        assert_eq!(c.issuers.len(), 1);
+        assert_eq!(c.server.grpc_listen.port(), 9191);
+        let api = &c.routes.routes()[0];
+        assert_eq!(api.inject.user.as_deref(), Some("x-forwarded-user"));
+        assert_eq!(api.remove_headers, vec!["authorization".to_string()]);
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported_with_its_path() {
+        let yaml = GOOD.replace(
+            "    allow: public",
+            "    allow: public\n    alow: public\n    match: {hostz: [a]}",
+        );
+        let got = problems(&yaml);
+        assert!(
+            got.contains(&"routes[1].alow: unknown field".to_string()),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&"routes[1].match.hostz: unknown field".to_string()),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn all_semantic_problems_are_reported_at_once() {
+        let yaml = r#"
+issuers:
+  - issuer: https://idp.example.com
+    audiences: []
+    jwks: {url: "ftp://x"}
+    algorithms: [HS256, RS257]
+routes:
+  - name: a
+    match: {hosts: ["a.*.com"], path: {prefix: nope}}
+    allow: {groups_any_of: [team-a]}
+    inject: {user: "bad header"}
+  - name: a
+    allow: authenticated
+    inject: {user: x-user}
+    remove_headers: [X-User]
+"#;
+        let got = problems(yaml);
+        let want = [
+            "issuers[0].audiences: list at least one non-empty audience",
+            "issuers[0].algorithms[0]: HS256 is symmetric",
+            "issuers[0].algorithms[1]: unknown algorithm \"RS257\"",
+            "issuers[0].jwks.url: \"ftp://x\" is not an http(s) URL",
+            "routes[0].match.hosts[0]: invalid host pattern",
+            "routes[0].match.path.prefix: invalid path",
+            "routes[0].inject.user: invalid header name",
+            "routes[0].allow.groups_any_of: needs group membership",
+            "routes[1].name: duplicate route name",
+            "routes[1].remove_headers[0]: \"x-user\" is also injected",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_field_and_line() {
+        let got = problems("server: {drain_delay: soon}\nroutes: []\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("server.drain_delay"), "{got:?}");
+        assert!(got[0].contains("line 1"), "{got:?}");
+    }
+
+    #[test]
+    fn an_unreadable_jwks_file_is_a_config_problem() {
+        let yaml = GOOD.replace("jwks.json", "missing.json");
+        let got = problems(&yaml);
+        assert!(
+            got[0].starts_with("issuers[0].jwks.file: cannot read <built-in missing.json>"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn the_builtin_quickstart_config_compiles() {
+        let c = super::super::builtin().unwrap();
+        assert!(!c.routes.routes().is_empty());
+    }
+}

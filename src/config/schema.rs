@@ -1,0 +1,256 @@
+//! The configuration file as written: plain structs that `serde_yaml` fills in.
+//!
+//! Nothing here is trusted yet. [`super::compile`] turns these into runtime types that
+//! cannot be invalid, collecting every problem with its field path.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+pub struct RawConfig {
+    /// Listen addresses and shutdown timing.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Token issuers whose JWTs are accepted.
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    /// Gerrit, the source of group membership.
+    pub gerrit: Option<RawGerrit>,
+    /// A fixed user-to-groups table standing in for Gerrit (quickstart and tests).
+    pub static_groups: Option<BTreeMap<String, Vec<String>>>,
+    /// Route rules, first match wins; anything unmatched is denied.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `server:` listen addresses and shutdown behaviour.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    /// gRPC listen address for Check, health and reflection.
+    pub grpc_listen: String,
+    /// HTTP listen address for `/healthz`, `/readyz` and `/metrics`.
+    pub admin_listen: String,
+    /// How long readiness stays false before the listeners close on SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Upper bound on waiting for in-flight checks after the drain delay.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            grpc_listen: "0.0.0.0:9191".into(),
+            admin_listen: "0.0.0.0:9192".into(),
+            drain_delay: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One `issuers[]` entry.
+#[derive(Debug, Deserialize)]
+pub struct RawIssuer {
+    /// Exact value of the token's `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values; the token must carry at least one.
+    pub audiences: Vec<String>,
+    /// Where the issuer's signing keys come from.
+    pub jwks: RawJwks,
+    /// Claim that names the user (the Gerrit account).
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// Claim holding the user's email address, if any.
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
+    /// Accepted signature algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+fn default_email_claim() -> String {
+    "email".into()
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `issuers[].jwks`: exactly one of `url` or `file`.
+#[derive(Debug, Deserialize)]
+pub struct RawJwks {
+    /// HTTPS (or, for tests, HTTP) URL of the JWKS document.
+    pub url: Option<String>,
+    /// Path of a JWKS document, relative to the config file.
+    pub file: Option<PathBuf>,
+    /// How often a URL JWKS is fetched again in the background.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Minimum time between fetches triggered by tokens with an unknown `kid`.
+    #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
+    pub min_refetch_interval: Duration,
+    /// Timeout of one JWKS fetch.
+    #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_jwks_min_refetch() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `gerrit:` the REST endpoint and its group cache.
+#[derive(Debug, Deserialize)]
+pub struct RawGerrit {
+    /// Base URL, e.g. `https://gerrit.example.com` (a path prefix is kept).
+    pub url: String,
+    /// Service account username used for HTTP basic auth.
+    pub username: String,
+    /// File holding the service account's HTTP password (a mounted Secret).
+    pub password_file: PathBuf,
+    /// Timeout of one Gerrit request.
+    #[serde(default = "default_gerrit_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a user's groups are cached.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long "no such account" is cached.
+    #[serde(default = "default_not_found_ttl", with = "humantime_serde")]
+    pub not_found_ttl: Duration,
+    /// Maximum number of users in the group cache.
+    #[serde(default = "default_cache_max_users")]
+    pub cache_max_users: u64,
+}
+
+fn default_gerrit_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_not_found_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_cache_max_users() -> u64 {
+    10_000
+}
+
+/// One `routes[]` entry.
+#[derive(Debug, Deserialize)]
+pub struct RawRoute {
+    /// Name shown in decisions, metrics and metadata.
+    pub name: String,
+    /// Which requests this route covers.
+    #[serde(rename = "match", default)]
+    pub matches: RawMatch,
+    /// Who may pass.
+    pub allow: RawAllow,
+    /// Headers injected upstream from the identity.
+    #[serde(default)]
+    pub inject: RawInject,
+    /// Request headers removed before the request goes upstream.
+    #[serde(default)]
+    pub remove_headers: Vec<String>,
+}
+
+/// `routes[].match`; an empty field matches everything.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMatch {
+    /// Exact hosts or `*.suffix` wildcards.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix or exact path.
+    pub path: Option<RawPath>,
+    /// HTTP methods.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// `routes[].match.path`: exactly one of `prefix` or `exact`.
+#[derive(Debug, Deserialize)]
+pub struct RawPath {
+    /// Matches paths that start with this string.
+    pub prefix: Option<String>,
+    /// Matches only this path.
+    pub exact: Option<String>,
+}
+
+/// `routes[].allow`: `public`, `authenticated`, or `{groups_any_of: [...]}`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawAllow {
+    /// No token needed.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A valid token whose user is in at least one of these Gerrit groups (name or UUID).
+    GroupsAnyOf(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawAllow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AllowVisitor)
+    }
+}
+
+struct AllowVisitor;
+
+impl<'de> Visitor<'de> for AllowVisitor {
+    type Value = RawAllow;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("`public`, `authenticated`, or a map `{groups_any_of: [group, ...]}`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAllow, E> {
+        match v {
+            "public" => Ok(RawAllow::Public),
+            "authenticated" => Ok(RawAllow::Authenticated),
+            other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawAllow, A::Error> {
+        let mut groups = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "groups_any_of" if groups.is_none() => groups = Some(map.next_value()?),
+                "groups_any_of" => return Err(de::Error::duplicate_field("groups_any_of")),
+                other => return Err(de::Error::unknown_field(other, &["groups_any_of"])),
+            }
+        }
+        groups
+            .map(RawAllow::GroupsAnyOf)
+            .ok_or_else(|| de::Error::missing_field("groups_any_of"))
+    }
+}
+
+/// `routes[].inject`: upstream header names for identity fields.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawInject {
+    /// Header carrying the username (Gerrit's `auth.httpHeader`).
+    pub user: Option<String>,
+    /// Header carrying the email address.
+    pub email: Option<String>,
+    /// Header carrying the user's group names, comma-separated.
+    pub groups: Option<String>,
+}

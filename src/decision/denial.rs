@@ -1,0 +1,150 @@
+//! Denied responses: HTTP status, `WWW-Authenticate`, JSON body.
+
+use super::code;
+use crate::authorize::Denial;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{CheckResponse, DeniedHttpResponse};
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+/// The realm in `WWW-Authenticate`.
+const REALM: &str = "mesh-authz";
+
+/// The HTTP status for a denial: 401 without a usable token, 403 otherwise.
+pub fn http_status(denial: &Denial) -> u16 {
+    match denial {
+        Denial::Unauthenticated(_) => 401,
+        _ => 403,
+    }
+}
+
+/// `(error, reason)` for the JSON body. Neither ever contains token or claim contents.
+fn error_and_reason(denial: &Denial) -> (&'static str, String) {
+    match denial {
+        Denial::Unauthenticated(e) => (
+            e.rfc6750_error().unwrap_or("invalid_request"),
+            e.to_string(),
+        ),
+        Denial::NoRoute => ("access_denied", "no route allows this request".into()),
+        Denial::NotInGroup => (
+            "access_denied",
+            "not a member of any group allowed on this route".into(),
+        ),
+        Denial::UnsafeHeaderValue => (
+            "access_denied",
+            "the identity cannot be passed to the upstream safely".into(),
+        ),
+    }
+}
+
+/// The JSON body: `{"error": ..., "reason": ..., "request_id": ...}`.
+pub fn denial_body(denial: &Denial, request_id: Option<&str>) -> String {
+    let (error, reason) = error_and_reason(denial);
+    let mut body = serde_json::json!({ "error": error, "reason": reason });
+    if let Some(id) = request_id {
+        body["request_id"] = serde_json::Value::String(id.to_string());
+    }
+    body.to_string()
+}
+
+/// `WWW-Authenticate` for a 401 (RFC 6750 §3): no error code when no credentials came.
+fn www_authenticate(denial: &Denial) -> Option<String> {
+    let Denial::Unauthenticated(e) = denial else {
+        return None;
+    };
+    Some(match e.rfc6750_error() {
+        None => format!("Bearer realm=\"{REALM}\""),
+        Some(code) => {
+            format!("Bearer realm=\"{REALM}\", error=\"{code}\", error_description=\"{e}\"")
+        }
+    })
+}
+
+#[allow(deprecated)] // `append`: see HeaderChanges::to_envoy
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            value,
+            ..Default::default()
+        }),
+        append: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+/// The CheckResponse that makes Envoy answer the client with our denial.
+pub fn denied_response(denial: &Denial, request_id: Option<&str>) -> CheckResponse {
+    let status = http_status(denial);
+    let mut headers = vec![
+        header("content-type", "application/json".into()),
+        header("cache-control", "no-store".into()),
+    ];
+    if let Some(value) = www_authenticate(denial) {
+        headers.push(header("www-authenticate", value));
+    }
+    let (grpc_code, http_code) = if status == 401 {
+        (code::UNAUTHENTICATED, StatusCode::Unauthorized)
+    } else {
+        (code::PERMISSION_DENIED, StatusCode::Forbidden)
+    };
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: grpc_code,
+            message: error_and_reason(denial).1,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: http_code as i32,
+            }),
+            headers,
+            body: denial_body(denial, request_id),
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::AuthnError;
+
+    #[test]
+    fn missing_token_gets_a_bare_bearer_challenge() {
+        let d = Denial::Unauthenticated(AuthnError::MissingToken);
+        assert_eq!(www_authenticate(&d).unwrap(), "Bearer realm=\"mesh-authz\"");
+        assert_eq!(http_status(&d), 401);
+    }
+
+    #[test]
+    fn bad_token_gets_the_rfc6750_error_and_reason() {
+        let d = Denial::Unauthenticated(AuthnError::Expired);
+        assert_eq!(
+            www_authenticate(&d).unwrap(),
+            "Bearer realm=\"mesh-authz\", error=\"invalid_token\", error_description=\"token expired\""
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&denial_body(&d, Some("req-1"))).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_token", "reason": "token expired", "request_id": "req-1"})
+        );
+    }
+
+    #[test]
+    fn group_denial_is_403_without_challenge() {
+        let r = denied_response(&Denial::NotInGroup, None);
+        let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
+            panic!()
+        };
+        assert_eq!(d.status.unwrap().code, 403);
+        assert!(d
+            .headers
+            .iter()
+            .all(|h| h.header.as_ref().unwrap().key != "www-authenticate"));
+        assert_eq!(r.status.unwrap().code, code::PERMISSION_DENIED);
+    }
+}

@@ -1,0 +1,62 @@
+//! Rendering a [`Decision`](crate::authorize::Decision) as Envoy's `CheckResponse`.
+//!
+//! - allow: status OK (always set: Envoy reads an unset status as OK), an
+//!   `OkHttpResponse` that overwrites identity headers and removes the rest, and the
+//!   identity in `dynamic_metadata` for Envoy's access log;
+//! - deny: a non-OK status and a `DeniedHttpResponse` (401 or 403, JSON body);
+//! - cannot decide: a gRPC `UNAVAILABLE` error, so Envoy's `failure_mode_allow` and
+//!   `status_on_error` apply.
+
+mod denial;
+mod headers;
+mod metadata;
+
+pub use denial::{denial_body, denied_response, http_status as denied_http_status};
+pub use headers::{upstream_changes, HeaderChanges, UnsafeHeaderValue};
+
+use crate::authorize::{Decision, Verdict};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{CheckResponse, OkHttpResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+/// gRPC status codes used in `CheckResponse.status`.
+mod code {
+    pub const OK: i32 = 0;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// The CheckResponse for a decision, or the gRPC error Envoy should see when mesh-authz
+/// cannot decide. `request_id` (Envoy's `x-request-id`) is echoed in denial bodies so a
+/// developer can quote it to an operator.
+pub fn render(
+    decision: &Decision,
+    request_id: Option<&str>,
+) -> Result<CheckResponse, tonic::Status> {
+    match &decision.verdict {
+        Verdict::Allow {
+            identity,
+            membership,
+            headers,
+        } => Ok(CheckResponse {
+            status: Some(RpcStatus {
+                code: code::OK,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers: headers.to_envoy(),
+                headers_to_remove: headers.remove.clone(),
+                ..Default::default()
+            })),
+            dynamic_metadata: Some(metadata::identity(
+                decision.route.as_deref(),
+                identity.as_ref(),
+                membership.as_deref(),
+            )),
+        }),
+        Verdict::Deny(denial) => Ok(denied_response(denial, request_id)),
+        Verdict::Unavailable(reason) => Err(tonic::Status::unavailable(format!(
+            "mesh-authz cannot decide: {reason}"
+        ))),
+    }
+}

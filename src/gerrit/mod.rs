@@ -1,0 +1,38 @@
+//! Gerrit group membership: the REST client and the per-user group cache.
+
+mod cache;
+mod client;
+mod secret;
+
+pub use cache::{GroupCache, GroupSource, Membership};
+pub use client::{GerritClient, GerritSettings, Group};
+pub use secret::Secret;
+
+/// Why group membership could not be resolved.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GerritError {
+    /// Gerrit could not be reached or did not answer in time.
+    #[error("Gerrit unreachable: {0}")]
+    Unreachable(String),
+    /// Gerrit rejected the service account (HTTP 401/403): a configuration problem.
+    #[error("Gerrit rejected the service account credentials (HTTP {0})")]
+    Credentials(u16),
+    /// Gerrit answered with an unexpected status.
+    #[error("Gerrit answered HTTP {0}")]
+    Status(u16),
+    /// The body was not the documented JSON.
+    #[error("unexpected Gerrit response: {0}")]
+    Response(String),
+}
+
+impl GerritError {
+    /// A short stable label for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GerritError::Unreachable(_) => "unreachable",
+            GerritError::Credentials(_) => "credentials",
+            GerritError::Status(_) => "status",
+            GerritError::Response(_) => "bad_response",
+        }
+    }
+}

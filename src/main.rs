@@ -1,0 +1,278 @@
+//! The `mesh-authz` command line: `serve`, `validate`, `check`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mesh_authz::authorize::{Authorizer, Verdict};
+use mesh_authz::config::{self, Config};
+use mesh_authz::decision::{denial_body, HeaderChanges};
+use mesh_authz::request::RequestView;
+use mesh_authz::telemetry::{self, LogFormat};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "mesh-authz",
+    version,
+    about = "External authorization for Envoy and Istio: JWT identity, Gerrit groups, route policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Envoy's ext_authz Check (gRPC) and the admin port.
+    Serve {
+        /// Config file; without it, the built-in quickstart config (demo only).
+        #[arg(long, short, env = "MESH_AUTHZ_CONFIG")]
+        config: Option<PathBuf>,
+        /// Log line format.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "text",
+            env = "MESH_AUTHZ_LOG_FORMAT"
+        )]
+        log_format: LogFormat,
+    },
+    /// Check a config file and report every problem; exits non-zero if there is any.
+    Validate {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Decide one request without a server and explain the decision.
+    ///
+    /// Exit status: 0 allowed, 1 denied, 3 cannot decide, 2 bad usage or config.
+    Check {
+        /// Config file; without it, the built-in quickstart config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Bearer token (use --token-file to keep it out of shell history).
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// File holding the bearer token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// HTTP method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Host (`:authority`).
+        #[arg(long)]
+        host: String,
+        /// Path, optionally with a query string.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Extra request header, `name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config, log_format } => runtime.block_on(serve(config, log_format)),
+        Command::Validate { config } => validate(&config),
+        Command::Check {
+            config,
+            token,
+            token_file,
+            method,
+            host,
+            path,
+            headers,
+        } => runtime.block_on(check(CheckArgs {
+            config,
+            token,
+            token_file,
+            method,
+            host,
+            path,
+            headers,
+        })),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => config::load(path)?,
+        None => config::builtin()?,
+    })
+}
+
+async fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    telemetry::init_logging(log_format);
+    let config = load(path.as_ref())?;
+    if path.is_none() {
+        tracing::warn!(
+            "serving the built-in quickstart config: its demo tokens are public, never expose this server"
+        );
+    }
+    let server = mesh_authz::server::start(&config).await?;
+    // Printed for scripts and tests that start the server on port 0.
+    println!(
+        "grpc_listen={} admin_listen={}",
+        server.grpc_addr, server.admin_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("signal received");
+    server.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn validate(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} issuer(s), {} route(s))",
+                path.display(),
+                c.issuers.len(),
+                c.routes.routes().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+struct CheckArgs {
+    config: Option<PathBuf>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    method: String,
+    host: String,
+    path: String,
+    headers: Vec<String>,
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = load(args.config.as_ref())?;
+    let authorizer = Authorizer::from_config(&config, mesh_authz::server::http_client()?)?;
+    for store in authorizer.verifier().stores() {
+        if !store.is_loaded() {
+            // One fetch, bounded, so a dead IdP gives an answer rather than a hang.
+            let fetched = tokio::time::timeout(Duration::from_secs(10), store.refresh()).await;
+            if let Ok(Err(e)) = fetched {
+                eprintln!("warning: {}: {e}", store.issuer());
+            }
+        }
+    }
+    let mut headers = HashMap::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("--header {h:?}: expected `name: value`"))?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(t) = token {
+        headers.insert("authorization".into(), format!("Bearer {t}"));
+    }
+    let path = args.path.split(['?', '#']).next().unwrap_or("");
+    let view = RequestView {
+        method: &args.method,
+        host: &args.host,
+        path,
+        headers: &headers,
+    };
+    let decision = authorizer.decide(&view).await;
+
+    println!("request:  {} {}{}", args.method, args.host, args.path);
+    println!("config:   {}", config.source);
+    println!(
+        "route:    {}",
+        decision.route.as_ref().map_or("(none)", |r| &r.name)
+    );
+    let code = match &decision.verdict {
+        Verdict::Allow { headers, .. } => {
+            println!("decision: ALLOW");
+            print_header_changes(headers);
+            ExitCode::SUCCESS
+        }
+        Verdict::Deny(denial) => {
+            println!(
+                "decision: DENY (HTTP {})",
+                mesh_authz::decision::denied_http_status(denial)
+            );
+            println!("body:     {}", denial_body(denial, None));
+            ExitCode::from(1)
+        }
+        Verdict::Unavailable(reason) => {
+            println!("decision: CANNOT DECIDE (gRPC UNAVAILABLE: {reason})");
+            ExitCode::from(3)
+        }
+    };
+    println!("why:");
+    for step in &decision.steps {
+        println!("  - {step}");
+    }
+    Ok(code)
+}
+
+fn print_header_changes(changes: &HeaderChanges) {
+    if changes.set.is_empty() && changes.remove.is_empty() {
+        return;
+    }
+    println!("upstream headers:");
+    for (name, value) in &changes.set {
+        println!("  set     {name}: {value}");
+    }
+    for name in &changes.remove {
+        println!("  remove  {name}");
+    }
+}

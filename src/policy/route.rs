@@ -1,0 +1,177 @@
+//! Route rules and the first-match route table.
+
+use super::{HostMatcher, MethodSet, PathMatcher, PolicyError};
+use crate::request::RequestView;
+use std::sync::Arc;
+
+/// What a route demands of the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nobody needs to authenticate.
+    Public,
+    /// A valid token from any configured issuer.
+    Authenticated,
+    /// A valid token whose user is in at least one of these Gerrit groups, each named by
+    /// group name or group UUID.
+    GroupsAnyOf(Vec<String>),
+}
+
+impl Requirement {
+    /// Whether deciding needs the user's groups.
+    pub fn needs_groups(&self) -> bool {
+        matches!(self, Requirement::GroupsAnyOf(_))
+    }
+}
+
+/// Upstream header names for the identity; `None` means the field is not injected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// Header set to the username.
+    pub user: Option<String>,
+    /// Header set to the email address.
+    pub email: Option<String>,
+    /// Header set to the comma-separated group names.
+    pub groups: Option<String>,
+}
+
+impl IdentityHeaders {
+    /// Every configured header name, lower-case.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [&self.user, &self.email, &self.groups]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+}
+
+/// A compiled route: matchers, requirement and header changes.
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    /// Name from the config; appears in decisions, metrics and metadata.
+    pub name: Arc<str>,
+    /// Any of these hosts; empty means any host.
+    pub hosts: Vec<HostMatcher>,
+    /// The path matcher.
+    pub path: PathMatcher,
+    /// Accepted methods; empty means any.
+    pub methods: MethodSet,
+    /// What the caller must prove.
+    pub requirement: Requirement,
+    /// Identity headers to inject on allow.
+    pub inject: IdentityHeaders,
+    /// Request headers to remove on allow (lower-case).
+    pub remove_headers: Vec<String>,
+}
+
+impl RouteRule {
+    /// Whether this rule covers the request.
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
+            && self.path.matches(req.path)
+            && self.methods.matches(req.method)
+    }
+}
+
+/// Normalises a header name to lower case and checks it is an HTTP token.
+pub fn header_name(name: &str) -> Result<String, PolicyError> {
+    let ok = !name.is_empty()
+        && !name.starts_with(':')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(PolicyError::InvalidHeaderName(name.to_string()))
+    }
+}
+
+/// Routes in config order; the first that matches decides.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<RouteRule>>,
+}
+
+impl RouteTable {
+    /// A table of already-compiled rules.
+    pub fn new(routes: Vec<RouteRule>) -> Self {
+        Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The first rule that covers the request, if any.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<RouteRule>> {
+        self.routes.iter().find(|r| r.matches(req))
+    }
+
+    /// All rules, in order.
+    pub fn routes(&self) -> &[Arc<RouteRule>] {
+        &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn rule(name: &str, host: &str, prefix: &str, methods: &[&str]) -> RouteRule {
+        RouteRule {
+            name: name.into(),
+            hosts: vec![HostMatcher::parse(host).unwrap()],
+            path: PathMatcher::prefix(prefix).unwrap(),
+            methods: MethodSet::new(methods).unwrap(),
+            requirement: Requirement::Public,
+            inject: IdentityHeaders::default(),
+            remove_headers: vec![],
+        }
+    }
+
+    fn req<'a>(
+        h: &'a HashMap<String, String>,
+        m: &'a str,
+        host: &'a str,
+        p: &'a str,
+    ) -> RequestView<'a> {
+        RequestView {
+            method: m,
+            host,
+            path: p,
+            headers: h,
+        }
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let t = RouteTable::new(vec![
+            rule("gerrit-api", "gerrit.example.com", "/a/", &[]),
+            rule("gerrit-read", "gerrit.example.com", "/", &["GET"]),
+            rule("builds", "*.builds.example.com", "/", &[]),
+        ]);
+        let h = HashMap::new();
+        let name = |m, host, p| t.find(&req(&h, m, host, p)).map(|r| r.name.to_string());
+        assert_eq!(
+            name("POST", "gerrit.example.com", "/a/changes/"),
+            Some("gerrit-api".into())
+        );
+        assert_eq!(
+            name("GET", "gerrit.example.com", "/c/foo"),
+            Some("gerrit-read".into())
+        );
+        assert_eq!(name("POST", "gerrit.example.com", "/c/foo"), None);
+        assert_eq!(
+            name("GET", "pod-1.builds.example.com", "/x"),
+            Some("builds".into())
+        );
+        assert_eq!(name("GET", "other.example.com", "/"), None);
+    }
+
+    #[test]
+    fn header_names_are_lower_cased_and_checked() {
+        assert_eq!(header_name("X-Forwarded-User").unwrap(), "x-forwarded-user");
+        assert!(header_name("bad header").is_err());
+        assert!(header_name(":path").is_err());
+        assert!(header_name("").is_err());
+    }
+}

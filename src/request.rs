@@ -1,0 +1,66 @@
+//! The HTTP request as the decision logic sees it, independent of gRPC types.
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use std::collections::HashMap;
+
+/// A borrowed view of the request being authorized.
+///
+/// Built once per Check from Envoy's `AttributeContext`; header names are lower-case, as
+/// Envoy sends them.
+#[derive(Clone, Copy)]
+pub struct RequestView<'a> {
+    /// HTTP method, e.g. `GET`.
+    pub method: &'a str,
+    /// Host or `:authority`, possibly with a port.
+    pub host: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    /// Request headers with lower-case names.
+    pub headers: &'a HashMap<String, String>,
+}
+
+impl<'a> RequestView<'a> {
+    /// Builds a view from Envoy's CheckRequest. Missing parts become empty strings, which
+    /// match no host and no path, so a malformed request falls through to a deny.
+    pub fn from_check_request(req: &'a CheckRequest, empty: &'a HashMap<String, String>) -> Self {
+        let http = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        match http {
+            Some(http) => {
+                // Envoy puts the query string into `path`; matching is on the path alone.
+                let path = http.path.split(['?', '#']).next().unwrap_or("");
+                Self {
+                    method: &http.method,
+                    host: &http.host,
+                    path,
+                    headers: &http.headers,
+                }
+            }
+            None => Self {
+                method: "",
+                host: "",
+                path: "",
+                headers: empty,
+            },
+        }
+    }
+
+    /// A header value by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for RequestView<'_> {
+    // Headers are left out on purpose: they carry `Authorization` and `Cookie`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}

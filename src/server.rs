@@ -1,0 +1,249 @@
+//! Assembling and running the listeners: gRPC (Check, health, reflection) and admin HTTP,
+//! with a graceful shutdown that turns readiness false before anything closes.
+
+use crate::admin::{self, Readiness};
+use crate::authorize::Authorizer;
+use crate::config::{Config, ConfigError};
+use crate::service::CheckService;
+use crate::telemetry::Metrics;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic_health::ServingStatus;
+
+/// The descriptor set of `envoy.service.auth.v3` built from `proto/` by build.rs, served
+/// by gRPC reflection.
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/authz_descriptor.bin"));
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP client for JWKS and Gerrit could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+    /// gRPC reflection could not load the descriptor sets.
+    #[error("cannot set up gRPC reflection: {0}")]
+    Reflection(String),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The admin server failed.
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining,
+    Closing,
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where the gRPC listener is bound (useful with port 0).
+    pub grpc_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    phase: watch::Sender<Phase>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Starts a graceful shutdown: readiness turns false at once, the listeners close
+    /// after the drain delay, in-flight checks finish (up to the shutdown timeout).
+    pub fn begin_shutdown(&self) {
+        self.phase.send_if_modified(|p| {
+            let start = *p == Phase::Running;
+            if start {
+                *p = Phase::Draining;
+            }
+            start
+        });
+    }
+
+    /// Shuts down and waits until every listener has closed.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.begin_shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Admin(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// A shared HTTP client for JWKS and Gerrit (rustls, connection pooling).
+pub fn http_client() -> Result<reqwest::Client, ServerError> {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(concat!("mesh-authz/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ServerError::HttpClient(e.to_string()))
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
+    let authorizer = Arc::new(Authorizer::from_config(config, http_client()?)?);
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::new(authorizer.clone()));
+
+    let grpc_listener = bind(config.server.grpc_listen).await?;
+    let admin_listener = bind(config.server.admin_listen).await?;
+    let grpc_addr = local_addr(&grpc_listener, config.server.grpc_listen)?;
+    let admin_addr = local_addr(&admin_listener, config.server.admin_listen)?;
+
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let refreshers: Vec<JoinHandle<()>> = authorizer
+        .verifier()
+        .stores()
+        .map(|s| tokio::spawn(s.clone().run_refresher()))
+        .collect();
+
+    let check = AuthorizationServer::new(CheckService::new(authorizer, metrics.clone()));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {
+        conn.inspect(|stream| {
+            // Checks are small request/response pairs: Nagle only adds latency.
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(check)
+        .serve_with_incoming_shutdown(incoming, reached(phase_rx.clone(), Phase::Closing));
+    let admin = axum::serve(admin_listener, admin::router(readiness.clone(), metrics))
+        .with_graceful_shutdown(reached(phase_rx.clone(), Phase::Closing));
+
+    let server = config.server.clone();
+    let health = tokio::spawn(report_health(
+        health_reporter,
+        readiness.clone(),
+        phase_rx.clone(),
+    ));
+    let drain = {
+        let phase_tx = phase_tx.clone();
+        let mut phase_rx = phase_rx.clone();
+        async move {
+            // Readiness goes false first, so load balancers stop sending new checks,
+            // then the listeners close.
+            if phase_rx.wait_for(|p| *p != Phase::Running).await.is_ok() {
+                readiness.start_draining();
+                tracing::info!(drain_delay = ?server.drain_delay, "shutting down: readiness is now false");
+                tokio::time::sleep(server.drain_delay).await;
+            }
+            phase_tx.send_replace(Phase::Closing);
+        }
+    };
+    let task = tokio::spawn(async move {
+        tokio::spawn(drain);
+        let deadline = async {
+            reached(phase_rx.clone(), Phase::Closing).await;
+            tokio::time::sleep(server.shutdown_timeout).await;
+        };
+        let result = tokio::select! {
+            (grpc, admin) = async { tokio::join!(grpc, admin) } => {
+                grpc.map_err(ServerError::from).and(admin.map_err(ServerError::Admin))
+            }
+            () = deadline => {
+                tracing::warn!(timeout = ?server.shutdown_timeout, "shutdown timeout reached with checks still in flight");
+                Ok(())
+            }
+        };
+        for r in refreshers {
+            r.abort();
+        }
+        health.abort();
+        tracing::info!("stopped");
+        result
+    });
+    tracing::info!(%grpc_addr, %admin_addr, config = %config.source, "mesh-authz listening");
+    Ok(RunningServer {
+        grpc_addr,
+        admin_addr,
+        phase: phase_tx,
+        task,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+async fn reached(mut phase: watch::Receiver<Phase>, target: Phase) {
+    let _ = phase
+        .wait_for(|p| {
+            matches!(
+                (p, target),
+                (Phase::Closing, _) | (Phase::Draining, Phase::Draining)
+            )
+        })
+        .await;
+}
+
+/// Mirrors readiness into `grpc.health.v1.Health` (overall and for the Check service).
+async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    readiness: Arc<Readiness>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    const CHECK_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+    let mut last = None;
+    loop {
+        let status = if readiness.check().is_ok() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(CHECK_SERVICE, status).await;
+            last = Some(status);
+        }
+        // Re-check on a phase change or every 250 ms (keys may arrive at any time).
+        let _ = tokio::time::timeout(Duration::from_millis(250), phase.changed()).await;
+    }
+}
