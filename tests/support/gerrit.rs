@@ -1,0 +1,176 @@
+//! A fake Gerrit that follows the documented REST wire format:
+//! `GET /a/accounts/{account-id}/groups/` behind HTTP basic auth, JSON bodies behind the
+//! `)]}'` XSSI line, `404 Not found: ...` as plain text, `401` for bad credentials.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Service account the fake accepts.
+pub const USERNAME: &str = "mesh-authz";
+/// Its HTTP password.
+pub const PASSWORD: &str = "s3cret-http-password";
+
+/// One account: username, email and group names.
+#[derive(Clone)]
+struct Account {
+    username: String,
+    email: String,
+    groups: Vec<String>,
+}
+
+#[derive(Default)]
+struct GerritState {
+    accounts: Mutex<Vec<Account>>,
+    requests: Mutex<HashMap<String, usize>>,
+    total: AtomicUsize,
+    delay: Mutex<Duration>,
+}
+
+/// A running fake Gerrit.
+pub struct FakeGerrit {
+    state: Arc<GerritState>,
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The UUID the fake gives a group: 40 hex digits derived from its name, like an
+/// internal Gerrit group.
+pub fn group_uuid(name: &str) -> String {
+    let mut hex = String::new();
+    for b in name.bytes().cycle().take(20) {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+impl FakeGerrit {
+    /// Starts on an ephemeral loopback port with no accounts.
+    pub async fn start() -> Self {
+        let state = Arc::new(GerritState::default());
+        let app = Router::new()
+            .route("/a/accounts/{account}/groups/", get(account_groups))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { state, addr, task }
+    }
+
+    /// Base URL, as configured in `gerrit.url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Adds an account in these groups (besides the system group Registered Users).
+    pub fn add_account(&self, username: &str, groups: &[&str]) {
+        self.state.accounts.lock().unwrap().push(Account {
+            username: username.into(),
+            email: format!("{username}@example.com"),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        });
+    }
+
+    /// Delays every answer (to make concurrent requests overlap).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Requests made for one account id (as it appeared in the path, decoded).
+    pub fn requests_for(&self, account: &str) -> usize {
+        self.state.requests.lock().unwrap().get(account).copied().unwrap_or(0)
+    }
+
+    /// All group requests.
+    pub fn total_requests(&self) -> usize {
+        self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening: later requests fail to connect, like a Gerrit that is down.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for FakeGerrit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        == Some(expected.as_str())
+}
+
+async fn account_groups(
+    State(state): State<Arc<GerritState>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    state.total.fetch_add(1, Ordering::SeqCst);
+    *state.requests.lock().unwrap().entry(account.clone()).or_default() += 1;
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if !authorized(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Basic realm=\"Gerrit Code Review\"")],
+            "Unauthorized",
+        )
+            .into_response();
+    }
+    let found = state
+        .accounts
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|a| a.username == account || a.email == account)
+        .cloned();
+    let Some(found) = found else {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain;charset=utf-8")],
+            format!("Not found: {account}"),
+        )
+            .into_response();
+    };
+    let mut infos = vec![json!({
+        "id": "global%3ARegistered-Users",
+        "name": "Registered Users",
+        "options": {},
+        "group_id": 3,
+    })];
+    for (i, name) in found.groups.iter().enumerate() {
+        let uuid = group_uuid(name);
+        infos.push(json!({
+            "id": uuid,
+            "url": format!("#/admin/groups/uuid-{uuid}"),
+            "options": {"visible_to_all": true},
+            "description": format!("Members of {name}"),
+            "group_id": 10 + i,
+            "owner": "Administrators",
+            "owner_id": "59b92f35489e62c80d1ab1bf0c2d17843038df8b",
+            "created_on": "2026-01-01 09:59:32.126000000",
+            "name": name,
+        }));
+    }
+    let body = format!(")]}}'\n{}\n", serde_json::to_string_pretty(&infos).unwrap());
+    ([("content-type", "application/json;charset=utf-8")], body).into_response()
+}

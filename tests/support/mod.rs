@@ -1,0 +1,13 @@
+//! Shared fakes and helpers for the integration tests.
+//!
+//! - [`idp`]: a fake IdP serving a JWKS over HTTP, counting fetches.
+//! - [`gerrit`]: a fake Gerrit following its REST wire format (`)]}'`, `/a/`, basic auth).
+//! - [`tokens`]: signs test tokens with the fixture keys in `tests/fixtures`.
+//! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod gerrit;
+pub mod idp;
+pub mod server;
+pub mod tokens;

@@ -1,0 +1,154 @@
+//! Starting the real server for a test, and building Envoy-like CheckRequests.
+
+use envoy_types::pb::envoy::config::core::v3::Address;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use mesh_authz::server::RunningServer;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+/// A running mesh-authz with a connected Check client.
+pub struct TestServer {
+    /// The server (shut it down to test draining).
+    pub server: Option<RunningServer>,
+    /// A gRPC client connected over TCP.
+    pub client: AuthorizationClient<Channel>,
+    /// Directory holding the config and referenced files.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Writes `yaml` to a temp dir (with `files` beside it), loads it like `--config`
+    /// would, and starts the server on ephemeral ports.
+    pub async fn start(yaml: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let config = mesh_authz::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let server = mesh_authz::server::start(&config).await.unwrap();
+        let client = AuthorizationClient::connect(format!("http://{}", server.grpc_addr))
+            .await
+            .unwrap();
+        Self {
+            server: Some(server),
+            client,
+            dir,
+        }
+    }
+
+    /// The running server.
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    /// Base URL of the admin port.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.running().admin_addr)
+    }
+
+    /// Path of a file in the config directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.begin_shutdown();
+        }
+    }
+}
+
+/// A config with the standard test routes. `jwks` is a `url:` or `file:` line;
+/// `groups` is a `gerrit:` or `static_groups:` section (or empty).
+pub fn config(jwks: &str, groups: &str) -> String {
+    format!(
+        r#"
+server:
+  grpc_listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
+  drain_delay: 0s
+  shutdown_timeout: 5s
+issuers:
+  - issuer: {issuer}
+    audiences: [{audience}]
+    jwks: {{{jwks}, min_refetch_interval: 1s}}
+    user_claim: preferred_username
+{groups}
+routes:
+  - name: gerrit-public
+    match: {{hosts: [gerrit.example.com], path: {{exact: /}}, methods: [GET]}}
+    allow: public
+    inject: {{user: x-forwarded-user}}
+  - name: gerrit-team-a
+    match: {{hosts: [gerrit.example.com], path: {{prefix: /a/projects/team-a}}}}
+    allow: {{groups_any_of: [team-a]}}
+    inject: {{user: x-forwarded-user, email: x-forwarded-email, groups: x-forwarded-groups}}
+    remove_headers: [authorization]
+  - name: gerrit-signed-in
+    match: {{hosts: [gerrit.example.com]}}
+    allow: authenticated
+    inject: {{user: x-forwarded-user, email: x-forwarded-email}}
+    remove_headers: [authorization]
+"#,
+        issuer = super::tokens::ISSUER,
+        audience = super::tokens::AUDIENCE,
+    )
+}
+
+/// A `gerrit:` section for a fake Gerrit whose password is in `password-file`.
+pub fn gerrit_section(url: &str) -> String {
+    format!(
+        "gerrit:\n  url: {url}\n  username: {}\n  password_file: gerrit-password\n  timeout: 2s\n  cache_ttl: 60s\n  not_found_ttl: 5s\n",
+        super::gerrit::USERNAME
+    )
+}
+
+/// A CheckRequest shaped like one from an Istio gateway: peers with SPIFFE principals,
+/// pseudo-headers, lower-case header names, the query in `path`.
+pub fn check_request(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut map: HashMap<String, String> = HashMap::new();
+    map.insert(":authority".into(), host.into());
+    map.insert(":method".into(), method.into());
+    map.insert(":path".into(), path.into());
+    map.insert(":scheme".into(), "https".into());
+    map.insert("user-agent".into(), "git/2.47.3".into());
+    map.insert("x-request-id".into(), "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21".into());
+    map.insert("x-forwarded-proto".into(), "https".into());
+    for (k, v) in headers {
+        map.insert(k.to_ascii_lowercase(), v.to_string());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address::default()),
+                principal: "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account".into(),
+                ..Default::default()
+            }),
+            destination: Some(Peer {
+                principal: "spiffe://cluster.local/ns/gerrit/sa/gerrit".into(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: "1234567890".into(),
+                    method: method.into(),
+                    headers: map,
+                    path: path.into(),
+                    host: host.into(),
+                    scheme: "https".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}

@@ -1,0 +1,64 @@
+//! Test tokens signed with the fixture keys (tests/fixtures, TEST-ONLY keys).
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Issuer used by the test configs.
+pub const ISSUER: &str = "https://idp.test.invalid";
+/// Audience used by the test configs.
+pub const AUDIENCE: &str = "mesh-authz-test";
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// The public JWK of a fixture key (`rsa-a`, `rsa-b`, `ec-a`).
+pub fn jwk(name: &str) -> Value {
+    serde_json::from_str(&fixture(&format!("{name}.jwk.json"))).expect("fixture JWK is JSON")
+}
+
+/// A JWKS document holding the named fixture keys.
+pub fn jwks(names: &[&str]) -> Value {
+    json!({ "keys": names.iter().map(|n| jwk(n)).collect::<Vec<_>>() })
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Standard claims for `user`, valid for an hour.
+pub fn claims(user: &str) -> Value {
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": format!("sub-{user}"),
+        "preferred_username": user,
+        "email": format!("{user}@example.com"),
+        "iat": now(),
+        "exp": now() + 3600,
+    })
+}
+
+/// Signs `claims` with fixture key `key` (its name is the `kid`).
+pub fn sign(key: &str, claims: &Value) -> String {
+    let pem = fixture(&format!("{key}.pem"));
+    let (alg, enc) = if key.starts_with("ec") {
+        (Algorithm::ES256, EncodingKey::from_ec_pem(pem.as_bytes()))
+    } else {
+        (Algorithm::RS256, EncodingKey::from_rsa_pem(pem.as_bytes()))
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(key.to_string());
+    encode(&header, claims, &enc.expect("fixture key parses")).expect("signing works")
+}
+
+/// A valid RS256 token for `user`.
+pub fn token_for(user: &str) -> String {
+    sign("rsa-a", &claims(user))
+}
