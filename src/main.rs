@@ -8,7 +8,7 @@ use mesh_authz::decision::{denial_body, HeaderChanges};
 use mesh_authz::request::RequestView;
 use mesh_authz::telemetry::{self, LogFormat};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -163,7 +163,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn validate(path: &PathBuf) -> anyhow::Result<ExitCode> {
+fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     match config::load(path) {
         Ok(c) => {
             println!(
