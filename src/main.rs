@@ -48,29 +48,32 @@ enum Command {
     /// Decide one request without a server and explain the decision.
     ///
     /// Exit status: 0 allowed, 1 denied, 3 cannot decide, 2 bad usage or config.
-    Check {
-        /// Config file; without it, the built-in quickstart config.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Bearer token (use --token-file to keep it out of shell history).
-        #[arg(long, conflicts_with = "token_file")]
-        token: Option<String>,
-        /// File holding the bearer token.
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// HTTP method.
-        #[arg(long, default_value = "GET")]
-        method: String,
-        /// Host (`:authority`).
-        #[arg(long)]
-        host: String,
-        /// Path, optionally with a query string.
-        #[arg(long, default_value = "/")]
-        path: String,
-        /// Extra request header, `name: value` (repeatable).
-        #[arg(long = "header", short = 'H')]
-        headers: Vec<String>,
-    },
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Config file; without it, the built-in quickstart config.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Bearer token (use --token-file to keep it out of shell history).
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Host (`:authority`).
+    #[arg(long)]
+    host: String,
+    /// Path, optionally with a query string.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Extra request header, `name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -88,23 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, log_format } => runtime.block_on(serve(config, log_format)),
         Command::Validate { config } => validate(&config),
-        Command::Check {
-            config,
-            token,
-            token_file,
-            method,
-            host,
-            path,
-            headers,
-        } => runtime.block_on(check(CheckArgs {
-            config,
-            token,
-            token_file,
-            method,
-            host,
-            path,
-            headers,
-        })),
+        Command::Check(args) => runtime.block_on(check(args)),
     };
     match result {
         Ok(code) => code,
@@ -179,16 +166,6 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-struct CheckArgs {
-    config: Option<PathBuf>,
-    token: Option<String>,
-    token_file: Option<PathBuf>,
-    method: String,
-    host: String,
-    path: String,
-    headers: Vec<String>,
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
