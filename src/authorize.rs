@@ -50,6 +50,10 @@ pub enum Verdict {
 pub enum Denial {
     /// No usable token where one is needed (HTTP 401).
     Unauthenticated(AuthnError),
+    /// The path has dot-segments (`/../`, `/./`, or their percent-encoded forms), so a
+    /// prefix rule could be matched against a path the upstream resolves elsewhere
+    /// (HTTP 400).
+    UnnormalizedPath,
     /// No route covers the request (HTTP 403).
     NoRoute,
     /// The caller is not in any required group (HTTP 403).
@@ -64,6 +68,7 @@ impl Verdict {
         match self {
             Verdict::Allow { .. } => "allowed",
             Verdict::Deny(Denial::Unauthenticated(e)) => e.code(),
+            Verdict::Deny(Denial::UnnormalizedPath) => "unnormalized_path",
             Verdict::Deny(Denial::NoRoute) => "no_route",
             Verdict::Deny(Denial::NotInGroup) => "not_in_group",
             Verdict::Deny(Denial::UnsafeHeaderValue) => "unsafe_header_value",
@@ -99,6 +104,17 @@ impl Authorizer {
     /// Decides one request.
     pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
         let mut steps = Vec::new();
+        if has_dot_segments(req.path) {
+            steps.push(format!(
+                "path {:?} has dot-segments: refused before matching",
+                req.path
+            ));
+            return Decision {
+                route: None,
+                verdict: Verdict::Deny(Denial::UnnormalizedPath),
+                steps,
+            };
+        }
         let Some(route) = self.routes.find(req) else {
             steps.push(format!(
                 "no route matches {} {}{}: denied by default",
@@ -203,6 +219,16 @@ impl Authorizer {
     }
 }
 
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded. Envoy does not
+/// normalise paths unless configured to (Istio does by default), and prefix rules on an
+/// unnormalised path can be sidestepped: `/a/projects/team-a/../team-b`.
+fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 fn allow(
     route: &RouteRule,
     identity: Option<Identity>,
@@ -302,3 +328,34 @@ impl Authorizer {
 
 /// Static tables never change, so their entries stay for an hour (the cache needs a TTL).
 const STATIC_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::has_dot_segments;
+
+    #[test]
+    fn dot_segments_are_found_plain_and_encoded() {
+        for p in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/a/%2E./b",
+            "/a/.%2e",
+            "/.",
+        ] {
+            assert!(has_dot_segments(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/a/b",
+            "/a/..b",
+            "/a/.well-known/x",
+            "/a/projects/team-a%2Fsub",
+            "/a/b..",
+            "",
+        ] {
+            assert!(!has_dot_segments(p), "{p}");
+        }
+    }
+}

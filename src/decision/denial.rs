@@ -12,10 +12,12 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 /// The realm in `WWW-Authenticate`.
 const REALM: &str = "mesh-authz";
 
-/// The HTTP status for a denial: 401 without a usable token, 403 otherwise.
+/// The HTTP status for a denial: 401 without a usable token, 400 for a path that is not
+/// normalised, 403 otherwise.
 pub fn http_status(denial: &Denial) -> u16 {
     match denial {
         Denial::Unauthenticated(_) => 401,
+        Denial::UnnormalizedPath => 400,
         _ => 403,
     }
 }
@@ -26,6 +28,10 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
         Denial::Unauthenticated(e) => (
             e.rfc6750_error().unwrap_or("invalid_request"),
             e.to_string(),
+        ),
+        Denial::UnnormalizedPath => (
+            "invalid_request",
+            "the path contains `.` or `..` segments".into(),
         ),
         Denial::NoRoute => ("access_denied", "no route allows this request".into()),
         Denial::NotInGroup => (
@@ -85,10 +91,10 @@ pub fn denied_response(denial: &Denial, request_id: Option<&str>) -> CheckRespon
     if let Some(value) = www_authenticate(denial) {
         headers.push(header("www-authenticate", value));
     }
-    let (grpc_code, http_code) = if status == 401 {
-        (code::UNAUTHENTICATED, StatusCode::Unauthorized)
-    } else {
-        (code::PERMISSION_DENIED, StatusCode::Forbidden)
+    let (grpc_code, http_code) = match status {
+        401 => (code::UNAUTHENTICATED, StatusCode::Unauthorized),
+        400 => (code::INVALID_ARGUMENT, StatusCode::BadRequest),
+        _ => (code::PERMISSION_DENIED, StatusCode::Forbidden),
     };
     CheckResponse {
         status: Some(RpcStatus {

@@ -22,6 +22,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 /// gRPC status codes used in `CheckResponse.status`.
 mod code {
     pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
     pub const PERMISSION_DENIED: i32 = 7;
     pub const UNAUTHENTICATED: i32 = 16;
 }
