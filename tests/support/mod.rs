@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod envoy;
 pub mod gerrit;
 pub mod idp;
 pub mod server;
