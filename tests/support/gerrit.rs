@@ -88,7 +88,13 @@ impl FakeGerrit {
 
     /// Requests made for one account id (as it appeared in the path, decoded).
     pub fn requests_for(&self, account: &str) -> usize {
-        self.state.requests.lock().unwrap().get(account).copied().unwrap_or(0)
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .get(account)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// All group requests.
@@ -109,7 +115,8 @@ impl Drop for FakeGerrit {
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
-    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -123,7 +130,12 @@ async fn account_groups(
     headers: HeaderMap,
 ) -> Response {
     state.total.fetch_add(1, Ordering::SeqCst);
-    *state.requests.lock().unwrap().entry(account.clone()).or_default() += 1;
+    *state
+        .requests
+        .lock()
+        .unwrap()
+        .entry(account.clone())
+        .or_default() += 1;
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -112,14 +112,22 @@ pub fn gerrit_section(url: &str) -> String {
 
 /// A CheckRequest shaped like one from an Istio gateway: peers with SPIFFE principals,
 /// pseudo-headers, lower-case header names, the query in `path`.
-pub fn check_request(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+pub fn check_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> CheckRequest {
     let mut map: HashMap<String, String> = HashMap::new();
     map.insert(":authority".into(), host.into());
     map.insert(":method".into(), method.into());
     map.insert(":path".into(), path.into());
     map.insert(":scheme".into(), "https".into());
     map.insert("user-agent".into(), "git/2.47.3".into());
-    map.insert("x-request-id".into(), "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21".into());
+    map.insert(
+        "x-request-id".into(),
+        "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21".into(),
+    );
     map.insert("x-forwarded-proto".into(), "https".into());
     for (k, v) in headers {
         map.insert(k.to_ascii_lowercase(), v.to_string());
@@ -128,7 +136,9 @@ pub fn check_request(method: &str, host: &str, path: &str, headers: &[(&str, &st
         attributes: Some(AttributeContext {
             source: Some(Peer {
                 address: Some(Address::default()),
-                principal: "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account".into(),
+                principal:
+                    "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+                        .into(),
                 ..Default::default()
             }),
             destination: Some(Peer {
