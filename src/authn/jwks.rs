@@ -142,8 +142,9 @@ pub struct JwksStore {
     http: reqwest::Client,
     current: RwLock<Option<Arc<KeySet>>>,
     /// Serialises fetches (concurrent unknown-kid requests share one) and remembers when
-    /// the last one started.
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// the last unknown-kid refetch started. Background refreshes do not count against
+    /// that limit, so a key rotated just after a refresh is still found at once.
+    last_kid_refetch: tokio::sync::Mutex<Option<Instant>>,
     min_refetch_interval: Duration,
     refresh_interval: Duration,
 }
@@ -176,7 +177,7 @@ impl JwksStore {
             source,
             http,
             current: RwLock::new(current),
-            last_fetch: tokio::sync::Mutex::new(None),
+            last_kid_refetch: tokio::sync::Mutex::new(None),
             min_refetch_interval,
             refresh_interval,
         })
@@ -204,7 +205,7 @@ impl JwksStore {
         if matches!(self.source, JwksSource::Static { .. }) {
             return self.key_set();
         }
-        let mut last = self.last_fetch.lock().await;
+        let mut last = self.last_kid_refetch.lock().await;
         if let Some(set) = self.key_set() {
             if set.find(kid).is_some() {
                 return Some(set); // another caller's fetch brought the key
@@ -226,8 +227,7 @@ impl JwksStore {
         if matches!(self.source, JwksSource::Static { .. }) {
             return Ok(());
         }
-        let mut last = self.last_fetch.lock().await;
-        *last = Some(Instant::now());
+        let _serialised = self.last_kid_refetch.lock().await;
         self.fetch_and_store().await
     }
 
