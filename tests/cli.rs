@@ -1,0 +1,190 @@
+//! The `mesh-authz` binary: validate, check and serve as an operator runs them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mesh-authz"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_the_quickstart_config() {
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(repo("examples/quickstart/config.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_field_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(
+        &path,
+        r#"
+issuers:
+  - issuer: https://idp.example.com
+    audiences: [mesh]
+    jwks: {file: nowhere.json}
+routes:
+  - name: gerrit
+    match: {hosts: ["gerrit.*.com"]}
+    allow: authenticated
+    inject: {usr: x-user}
+"#,
+    )
+    .unwrap();
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let (_, stderr) = text(&out);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}: routes[0].inject.usr: unknown field"),
+        format!("{file}: routes[0].match.hosts[0]: invalid host pattern"),
+        format!("{file}: issuers[0].jwks.file: cannot read"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn validate_names_a_missing_file() {
+    let out = bin()
+        .args(["validate", "--config", "/nonexistent/mesh-authz.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out)
+        .1
+        .contains("/nonexistent/mesh-authz.yaml: cannot read"));
+}
+
+fn check(token: Option<&str>) -> Output {
+    let mut cmd = bin();
+    cmd.args(["check", "--config"])
+        .arg(repo("examples/quickstart/config.yaml"))
+        .args(["--method", "GET", "--host", "gerrit.example.com"])
+        .args(["--path", "/a/projects/team-a/branches"]);
+    if let Some(t) = token {
+        cmd.arg("--token-file").arg(repo(t));
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn check_explains_an_allow_with_the_route_and_upstream_headers() {
+    let out = check(Some("examples/quickstart/alice.jwt"));
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("route:    gerrit-team-a"), "{stdout}");
+    assert!(stdout.contains("decision: ALLOW"), "{stdout}");
+    assert!(
+        stdout.contains("set     x-forwarded-user: alice"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("remove  authorization"), "{stdout}");
+}
+
+#[test]
+fn check_explains_a_group_denial() {
+    let out = check(Some("examples/quickstart/bob.jwt"));
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("decision: DENY (HTTP 403)"), "{stdout}");
+    assert!(
+        stdout.contains("requires any of [\"team-a\"]: not a member"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_without_a_token_is_a_401() {
+    let out = check(None);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("decision: DENY (HTTP 401)"), "{stdout}");
+    assert!(stdout.contains("no bearer token"), "{stdout}");
+}
+
+#[test]
+fn serve_drains_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(repo("examples/quickstart/config.yaml"))
+        .unwrap()
+        .replace("0.0.0.0:9191", "127.0.0.1:0")
+        .replace("0.0.0.0:9192", "127.0.0.1:0");
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    std::fs::copy(
+        repo("examples/quickstart/jwks.json"),
+        dir.path().join("jwks.json"),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // grpc_listen=127.0.0.1:PORT admin_listen=127.0.0.1:PORT
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("admin_listen="))
+        .unwrap_or_else(|| panic!("no address line: {line:?}"))
+        .to_string();
+    let readyz = format!("http://{admin}/readyz");
+    let ready = || {
+        reqwest::blocking::get(&readyz)
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    assert_eq!(ready(), Some(200));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // drain_delay is 1s in the quickstart config: readiness must turn false within it.
+    let mut saw_not_ready = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        saw_not_ready |= ready() != Some(200);
+        assert!(
+            Instant::now() < deadline,
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(saw_not_ready, "readiness never went false before exit");
+    assert!(exit.success(), "{exit:?}");
+}

@@ -1,0 +1,232 @@
+//! Health, reflection, the admin port and graceful shutdown of the real server.
+
+mod support;
+
+use std::time::Duration;
+use support::gerrit::{FakeGerrit, PASSWORD};
+use support::idp::FakeIdp;
+use support::server::{check_request, config, gerrit_section, TestServer};
+use support::tokens;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+const CHECK_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+async fn static_server() -> TestServer {
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = config("file: jwks.json", "static_groups: {alice: [team-a]}");
+    TestServer::start(&yaml, &[("jwks.json", &jwks)]).await
+}
+
+async fn channel(s: &TestServer) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", s.running().grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn health(s: &TestServer, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(channel(s).await);
+    let resp = client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ServingStatus::try_from(resp.status).unwrap()
+}
+
+/// Polls until `f` holds, a bounded number of times.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn status_of(url: String) -> Option<u16> {
+    reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn health_follows_key_availability() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    idp.set_failing(true);
+    let yaml = config(
+        &format!("url: \"{}\"", idp.jwks_url()),
+        "static_groups: {alice: [team-a]}",
+    );
+    let s = TestServer::start(&yaml, &[]).await;
+    assert_eq!(health(&s, "").await, ServingStatus::NotServing);
+    assert_eq!(health(&s, CHECK_SERVICE).await, ServingStatus::NotServing);
+    idp.set_failing(false);
+    eventually("health SERVING once keys load", || async {
+        health(&s, CHECK_SERVICE).await == ServingStatus::Serving
+    })
+    .await;
+    assert_eq!(health(&s, "").await, ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn reflection_lists_check_and_health_and_serves_their_descriptors() {
+    let s = static_server().await;
+    let mut client = ServerReflectionClient::new(channel(&s).await);
+    let ask = |req: MessageRequest| {
+        tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(req),
+        }])
+    };
+    let mut stream = client
+        .server_reflection_info(ask(MessageRequest::ListServices(String::new())))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&CHECK_SERVICE.to_string()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+
+    let mut stream = client
+        .server_reflection_info(ask(MessageRequest::FileContainingSymbol(
+            CHECK_SERVICE.into(),
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected file descriptors");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn admin_port_reports_health_readiness_and_decision_metrics() {
+    let mut s = static_server().await;
+    let admin = s.admin_url();
+    assert_eq!(status_of(format!("{admin}/healthz")).await, Some(200));
+    assert_eq!(status_of(format!("{admin}/readyz")).await, Some(200));
+
+    let token = format!("Bearer {}", tokens::token_for("alice"));
+    s.client
+        .check(check_request(
+            "GET",
+            "gerrit.example.com",
+            "/a/projects/team-a/x",
+            &[("authorization", &token)],
+        ))
+        .await
+        .unwrap();
+    s.client
+        .check(check_request(
+            "GET",
+            "gerrit.example.com",
+            "/a/projects/team-a/x",
+            &[],
+        ))
+        .await
+        .unwrap();
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"mesh_authz_checks_total{decision="allow",reason="allowed",route="gerrit-team-a"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"mesh_authz_checks_total{decision="deny",reason="missing_token",route="gerrit-team-a"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mesh_authz_check_duration_seconds_count{decision=\"allow\"} 1"));
+}
+
+#[tokio::test]
+async fn shutdown_turns_readiness_false_first_and_finishes_in_flight_checks() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    gerrit.set_delay(Duration::from_millis(600));
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url()))
+        .replace("drain_delay: 0s", "drain_delay: 300ms");
+    let mut s = TestServer::start(
+        &yaml,
+        &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+    )
+    .await;
+    let admin = s.admin_url();
+    let grpc_addr = s.running().grpc_addr;
+
+    // A check that needs a slow Gerrit call is in flight...
+    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let mut client = s.client.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .check(check_request(
+                "GET",
+                "gerrit.example.com",
+                "/a/projects/team-a/x",
+                &[("authorization", &token)],
+            ))
+            .await
+    });
+    eventually("the Gerrit call started", || async {
+        gerrit.total_requests() == 1
+    })
+    .await;
+
+    // ...when shutdown begins: readiness is false at once, while the listener still serves.
+    let server = s.server.take().unwrap();
+    server.begin_shutdown();
+    eventually("readyz 503 while draining", || async {
+        status_of(format!("{admin}/readyz")).await == Some(503)
+    })
+    .await;
+    let body = reqwest::get(format!("{admin}/readyz"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("shutting down"), "{body}");
+
+    server.wait().await.unwrap();
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight check completes");
+    assert_eq!(resp.into_inner().status.unwrap().code, 0);
+    assert!(
+        tokio::net::TcpStream::connect(grpc_addr).await.is_err(),
+        "the gRPC port is closed after shutdown"
+    );
+}
