@@ -61,6 +61,10 @@ impl Authorization for CheckService {
             path = view.path,
             "check"
         );
+        if let Verdict::Unavailable(reason) = &decision.verdict {
+            // The operator must hear about this: Envoy's failure mode now decides.
+            tracing::warn!(route, request_id, reason = %reason, "cannot decide");
+        }
         decision::render(&decision, request_id).map(Response::new)
     }
 }

@@ -32,6 +32,12 @@ pub enum GroupSource {
     Gerrit(GerritClient),
     /// A fixed table (quickstart, demos); users not in it are unknown accounts.
     Static(Arc<HashMap<String, Vec<Group>>>),
+    /// A table that counts lookups, for tests of the cache itself.
+    #[cfg(test)]
+    Counted(
+        Arc<HashMap<String, Vec<Group>>>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ),
 }
 
 impl GroupSource {
@@ -39,6 +45,11 @@ impl GroupSource {
         let groups = match self {
             GroupSource::Gerrit(client) => client.account_groups(user).await?,
             GroupSource::Static(table) => table.get(user).cloned(),
+            #[cfg(test)]
+            GroupSource::Counted(table, lookups) => {
+                lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                table.get(user).cloned()
+            }
         };
         Ok(match groups {
             Some(groups) => Membership {
@@ -52,6 +63,9 @@ impl GroupSource {
         })
     }
 }
+
+/// Stand-in for TTLs beyond what `Instant` can represent.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A cached answer and when it stops being fresh.
 ///
@@ -135,9 +149,11 @@ impl GroupCache {
         } else {
             self.not_found_ttl
         };
+        let now = Instant::now();
         Ok(Arc::new(Cached {
             membership: Arc::new(membership),
-            fresh_until: Instant::now() + ttl,
+            // A TTL too large for the clock means "until restart", never a panic.
+            fresh_until: now.checked_add(ttl).unwrap_or(now + FOREVER),
         }))
     }
 }
@@ -169,5 +185,63 @@ mod tests {
         let bob = c.membership("bob").await.unwrap();
         assert!(!bob.known_account);
         assert!(bob.groups.is_empty());
+    }
+
+    fn counted() -> (GroupSource, Arc<std::sync::atomic::AtomicUsize>) {
+        let GroupSource::Static(table) = table() else {
+            unreachable!()
+        };
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (GroupSource::Counted(table, lookups.clone()), lookups)
+    }
+
+    fn count(lookups: &std::sync::atomic::AtomicUsize) -> usize {
+        lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn known_accounts_are_cached_for_the_ttl_then_looked_up_again() {
+        let (source, lookups) = counted();
+        let c = GroupCache::new(source, Duration::from_secs(60), Duration::from_secs(5), 10);
+        c.membership("alice").await.unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        c.membership("alice").await.unwrap();
+        assert_eq!(count(&lookups), 1, "fresh for the whole TTL");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let m = c.membership("alice").await.unwrap();
+        assert!(m.contains("team-a"));
+        assert_eq!(count(&lookups), 2, "looked up again after the TTL");
+        c.membership("alice").await.unwrap();
+        assert_eq!(count(&lookups), 2, "and cached again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_accounts_use_the_shorter_not_found_ttl() {
+        let (source, lookups) = counted();
+        let c = GroupCache::new(source, Duration::from_secs(60), Duration::from_secs(5), 10);
+        assert!(!c.membership("carol").await.unwrap().known_account);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        c.membership("carol").await.unwrap();
+        assert_eq!(count(&lookups), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        c.membership("carol").await.unwrap();
+        assert_eq!(count(&lookups), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_reloads_after_expiry_share_one_lookup() {
+        let (source, lookups) = counted();
+        let c = GroupCache::new(source, Duration::from_secs(60), Duration::from_secs(5), 10);
+        c.membership("alice").await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let all = futures::future::join_all((0..20).map(|_| c.membership("alice"))).await;
+        assert!(all.iter().all(|m| m.as_ref().unwrap().known_account));
+        assert_eq!(count(&lookups), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_enormous_ttl_does_not_panic() {
+        let c = GroupCache::new(table(), Duration::MAX, Duration::MAX, 10);
+        assert!(c.membership("alice").await.unwrap().known_account);
     }
 }
