@@ -46,6 +46,9 @@ pub enum ServerError {
     /// The admin server failed.
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    /// The task running the listeners panicked or was cancelled.
+    #[error("server task failed: {0}")]
+    Task(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +92,7 @@ impl RunningServer {
     pub async fn wait(self) -> Result<(), ServerError> {
         match self.task.await {
             Ok(result) => result,
-            Err(e) => Err(ServerError::Admin(std::io::Error::other(e))),
+            Err(e) => Err(ServerError::Task(e.to_string())),
         }
     }
 }
@@ -146,9 +149,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(check)
-        .serve_with_incoming_shutdown(incoming, reached(phase_rx.clone(), Phase::Closing));
+        .serve_with_incoming_shutdown(incoming, closing(phase_rx.clone()));
     let admin = axum::serve(admin_listener, admin::router(readiness.clone(), metrics))
-        .with_graceful_shutdown(reached(phase_rx.clone(), Phase::Closing));
+        .with_graceful_shutdown(closing(phase_rx.clone()));
 
     let server = config.server.clone();
     let health = tokio::spawn(report_health(
@@ -173,7 +176,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     let task = tokio::spawn(async move {
         tokio::spawn(drain);
         let deadline = async {
-            reached(phase_rx.clone(), Phase::Closing).await;
+            closing(phase_rx.clone()).await;
             tokio::time::sleep(server.shutdown_timeout).await;
         };
         let result = tokio::select! {
@@ -213,15 +216,9 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Se
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-async fn reached(mut phase: watch::Receiver<Phase>, target: Phase) {
-    let _ = phase
-        .wait_for(|p| {
-            matches!(
-                (p, target),
-                (Phase::Closing, _) | (Phase::Draining, Phase::Draining)
-            )
-        })
-        .await;
+/// Resolves once the listeners should close.
+async fn closing(mut phase: watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|p| *p == Phase::Closing).await;
 }
 
 /// Mirrors readiness into `grpc.health.v1.Health` (overall and for the Check service).
