@@ -25,6 +25,8 @@
 //! - [`request`]: the request view shared by policy, authn and decision.
 //! - `main.rs`: the CLI (`serve`, `validate`, `check`).
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod authn;
 pub mod authorize;
