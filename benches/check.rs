@@ -1,5 +1,6 @@
-//! In-process costs of the Check path: route matching, and whole decisions (allow with
-//! RS256 verification and cached groups, deny without a token) with the quickstart config.
+//! In-process costs of the Check path: route matching, and whole decisions with the
+//! quickstart config (allow with RS256 verified every time or served from the
+//! verified-token cache, groups cached; deny without a token).
 //!
 //! `cargo bench --bench check`. Load tests against a running server: `benches/ghz/`.
 
@@ -9,8 +10,12 @@ use mesh_authz::request::RequestView;
 use std::collections::HashMap;
 use std::hint::black_box;
 
-fn quickstart() -> Authorizer {
-    let config = mesh_authz::config::builtin().expect("built-in config compiles");
+/// The quickstart config, with the verified-token cache on (its default) or off.
+fn quickstart(token_cache: bool) -> Authorizer {
+    let mut config = mesh_authz::config::builtin().expect("built-in config compiles");
+    if !token_cache {
+        config.token_cache_entries = 0;
+    }
     Authorizer::from_config(&config, reqwest::Client::new()).expect("authorizer builds")
 }
 
@@ -43,7 +48,8 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let config = mesh_authz::config::builtin().unwrap();
-    let authorizer = quickstart();
+    let authorizer = quickstart(true);
+    let uncached = quickstart(false);
     let token = include_str!("../examples/quickstart/alice.jwt").trim();
 
     let anonymous = headers(None);
@@ -52,7 +58,11 @@ fn benches(c: &mut Criterion) {
     });
 
     let signed = headers(Some(token));
-    c.bench_function("decide_allow_rs256_static_groups", |b| {
+    c.bench_function("decide_allow_rs256_verify_every_time", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(uncached.decide(&view(&signed)).await) })
+    });
+    c.bench_function("decide_allow_rs256_verified_token_cache", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(authorizer.decide(&view(&signed)).await) })
     });

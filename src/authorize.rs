@@ -33,7 +33,7 @@ pub enum Verdict {
     /// Let the request through with these header changes.
     Allow {
         /// The caller, if the route needed a token.
-        identity: Option<Identity>,
+        identity: Option<Arc<Identity>>,
         /// The caller's groups, if the route needed them.
         membership: Option<Arc<Membership>>,
         /// Headers to set and remove upstream.
@@ -213,7 +213,7 @@ impl Authorizer {
         Ok(membership)
     }
 
-    async fn authenticate(&self, req: &RequestView<'_>) -> Result<Identity, AuthnError> {
+    async fn authenticate(&self, req: &RequestView<'_>) -> Result<Arc<Identity>, AuthnError> {
         let token = bearer_token(req)?;
         self.verifier.verify(token).await
     }
@@ -231,11 +231,11 @@ fn has_dot_segments(path: &str) -> bool {
 
 fn allow(
     route: &RouteRule,
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     membership: Option<Arc<Membership>>,
     steps: &mut Vec<String>,
 ) -> Verdict {
-    match upstream_changes(route, identity.as_ref(), membership.as_deref()) {
+    match upstream_changes(route, identity.as_deref(), membership.as_deref()) {
         Ok(headers) => Verdict::Allow {
             identity,
             membership,
@@ -319,7 +319,7 @@ impl Authorizer {
             }
         };
         Ok(Self::new(
-            TokenVerifier::new(issuers),
+            TokenVerifier::new(issuers, config.token_cache_entries),
             groups,
             config.routes.clone(),
         ))

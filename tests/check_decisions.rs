@@ -461,3 +461,42 @@ async fn jwks_never_loaded_means_cannot_decide_but_public_routes_work() {
         .await
         .unwrap());
 }
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_working_after_the_next_refresh_even_for_cached_tokens() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a", "rsa-b"])).await;
+    let yaml = config(
+        &format!("url: \"{}\", refresh_interval: 100ms", idp.jwks_url()),
+        "static_groups: {alice: [team-a]}",
+    );
+    let mut s = TestServer::start(&yaml, &[]).await;
+    wait_ready(&s).await;
+    let token = bearer(&tokens::sign("rsa-b", &tokens::claims("alice")));
+    // Verified once, and again from the verified-token cache.
+    ok(&check(&mut s, "/c/x", &[("authorization", &token)])
+        .await
+        .unwrap());
+    ok(&check(&mut s, "/c/x", &[("authorization", &token)])
+        .await
+        .unwrap());
+
+    idp.publish(tokens::jwks(&["rsa-a"]));
+    let mut rejected = false;
+    for _ in 0..100 {
+        let resp = check(&mut s, "/c/x", &[("authorization", &token)])
+            .await
+            .unwrap();
+        if resp.status.as_ref().map(|st| st.code) != Some(0) {
+            let (status, _, body, _) = denied(&resp);
+            assert_eq!(status, 401);
+            assert_eq!(body["reason"], "unknown key id");
+            rejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        rejected,
+        "a token signed by a withdrawn key was still accepted"
+    );
+}

@@ -4,6 +4,7 @@ use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,6 +44,8 @@ pub struct VerifyKey {
 pub struct KeySet {
     by_kid: HashMap<String, Arc<VerifyKey>>,
     all: Vec<Arc<VerifyKey>>,
+    /// SHA-256 of the document, to notice when a refresh changed nothing.
+    digest: [u8; 32],
 }
 
 impl KeySet {
@@ -55,7 +58,10 @@ impl KeySet {
         }
         let doc: Document = serde_json::from_slice(document)
             .map_err(|e| JwksError::Invalid(format!("not a JWKS document: {e}")))?;
-        let mut set = KeySet::default();
+        let mut set = KeySet {
+            digest: sha256(document),
+            ..KeySet::default()
+        };
         for (index, value) in doc.keys.into_iter().enumerate() {
             match usable_key(value) {
                 Ok((kid, key)) => {
@@ -92,6 +98,13 @@ impl KeySet {
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
     }
+}
+
+/// SHA-256 of `bytes`.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
 }
 
 fn usable_key(value: serde_json::Value) -> Result<(Option<String>, VerifyKey), String> {
@@ -141,6 +154,8 @@ pub struct JwksStore {
     source: JwksSource,
     http: reqwest::Client,
     current: RwLock<Option<Arc<KeySet>>>,
+    /// Bumped whenever the key set changes, so verified tokens are checked again.
+    generation: AtomicU64,
     /// Serialises fetches (concurrent unknown-kid requests share one) and remembers when
     /// the last unknown-kid refetch started. Background refreshes do not count against
     /// that limit, so a key rotated just after a refresh is still found at once.
@@ -177,6 +192,7 @@ impl JwksStore {
             source,
             http,
             current: RwLock::new(current),
+            generation: AtomicU64::new(0),
             last_kid_refetch: tokio::sync::Mutex::new(None),
             min_refetch_interval,
             refresh_interval,
@@ -191,6 +207,11 @@ impl JwksStore {
     /// The current key set, if one was ever loaded.
     pub fn key_set(&self) -> Option<Arc<KeySet>> {
         self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Changes whenever a different key set is stored.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether a key set is loaded.
@@ -236,9 +257,14 @@ impl JwksStore {
             return Ok(());
         };
         let set = fetch(&self.http, url, *timeout).await?;
-        tracing::info!(issuer = %self.issuer, keys = set.len(), "JWKS loaded");
         if let Ok(mut current) = self.current.write() {
+            if current.as_ref().is_some_and(|c| c.digest == set.digest) {
+                tracing::debug!(issuer = %self.issuer, "JWKS unchanged");
+                return Ok(());
+            }
+            tracing::info!(issuer = %self.issuer, keys = set.len(), "JWKS loaded");
             *current = Some(Arc::new(set));
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }

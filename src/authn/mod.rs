@@ -4,11 +4,13 @@
 mod identity;
 mod jwks;
 mod token;
+mod token_cache;
 mod verify;
 
 pub use identity::Identity;
 pub use jwks::{JwksError, JwksSource, JwksStore, KeySet};
 pub use token::{bearer_token, MAX_TOKEN_BYTES};
+pub use token_cache::VerifiedTokenCache;
 pub use verify::{IssuerSettings, TokenVerifier};
 
 /// Why a request could not be authenticated.

@@ -1,6 +1,7 @@
 //! Verifying a JWT: issuer selection, key lookup, signature and claims.
 
 use super::jwks::{JwksStore, KeySet, VerifyKey};
+use super::token_cache::{token_key, unix_now, VerifiedTokenCache};
 use super::{AuthnError, Identity};
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
@@ -36,6 +37,7 @@ struct IssuerVerifier {
 /// Verifies tokens of every configured issuer.
 pub struct TokenVerifier {
     issuers: HashMap<String, IssuerVerifier>,
+    cache: Option<VerifiedTokenCache>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -47,8 +49,9 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// A verifier over issuers and their key stores.
-    pub fn new(issuers: Vec<(IssuerSettings, Arc<JwksStore>)>) -> Self {
+    /// A verifier over issuers and their key stores, remembering up to
+    /// `cache_entries` verified tokens (0 disables the cache).
+    pub fn new(issuers: Vec<(IssuerSettings, Arc<JwksStore>)>, cache_entries: u64) -> Self {
         let issuers = issuers
             .into_iter()
             .map(|(settings, store)| {
@@ -65,7 +68,8 @@ impl TokenVerifier {
                 (v.settings.issuer.clone(), v)
             })
             .collect();
-        Self { issuers }
+        let cache = (cache_entries > 0).then(|| VerifiedTokenCache::new(cache_entries));
+        Self { issuers, cache }
     }
 
     /// The key stores, for readiness and the background refreshers.
@@ -79,9 +83,15 @@ impl TokenVerifier {
     }
 
     /// Verifies `token` and returns the caller's identity.
-    pub async fn verify(&self, token: &str) -> Result<Identity, AuthnError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
         if token.len() > super::MAX_TOKEN_BYTES {
             return Err(AuthnError::TooLarge);
+        }
+        let cached = self.cache.as_ref().map(|c| (c, token_key(token)));
+        if let Some((cache, key)) = &cached {
+            if let Some(identity) = cache.get(key, unix_now()) {
+                return Ok(identity);
+            }
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
@@ -99,6 +109,9 @@ impl TokenVerifier {
             .ok_or(AuthnError::AlgorithmNotAccepted)?;
 
         let kid = header.kid.as_deref();
+        // Read before the key set: if the set changes meanwhile, the cache entry is
+        // merely re-verified on its next use.
+        let generation = issuer.store.generation();
         let set = issuer.store.key_set().ok_or(AuthnError::KeysUnavailable)?;
         let set = match set.find(kid) {
             Some(_) => set,
@@ -112,7 +125,12 @@ impl TokenVerifier {
 
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| map_error(e.into_kind()))?;
-        identity_from(&issuer.settings, data.claims)
+        let exp = numeric_claim(&data.claims, "exp")?;
+        let identity = Arc::new(identity_from(&issuer.settings, data.claims)?);
+        if let Some((cache, key)) = cached {
+            cache.insert(key, identity.clone(), exp, issuer.store.clone(), generation);
+        }
+        Ok(identity)
     }
 }
 
@@ -164,6 +182,17 @@ fn map_error(kind: ErrorKind) -> AuthnError {
             AuthnError::Claim(c)
         }
         _ => AuthnError::Malformed,
+    }
+}
+
+/// A NumericDate claim as whole seconds (fractions are allowed by RFC 7519).
+fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<u64, AuthnError> {
+    match claims.get(name) {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .ok_or_else(|| AuthnError::Claim(name.to_string())),
+        _ => Err(AuthnError::Claim(name.to_string())),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Config {
     pub groups: Option<GroupsConfig>,
     /// The route table.
     pub routes: RouteTable,
+    /// Capacity of the verified-token cache (0: off).
+    pub token_cache_entries: u64,
 }
 
 /// Listen addresses and shutdown timing.
@@ -241,6 +243,7 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         issuers,
         groups,
         routes: RouteTable::new(routes),
+        token_cache_entries: raw.token_cache.max_entries,
     }
 }
 

@@ -26,6 +26,25 @@ pub struct RawConfig {
     /// Route rules, first match wins; anything unmatched is denied.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// The verified-token cache.
+    #[serde(default)]
+    pub token_cache: RawTokenCache,
+}
+
+/// `token_cache:` how many verified tokens are remembered until they expire.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawTokenCache {
+    /// Maximum entries; 0 turns the cache off.
+    pub max_entries: u64,
+}
+
+impl Default for RawTokenCache {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+        }
+    }
 }
 
 /// `server:` listen addresses and shutdown behaviour.

@@ -51,7 +51,7 @@ pub fn render(
             })),
             dynamic_metadata: Some(metadata::identity(
                 decision.route.as_deref(),
-                identity.as_ref(),
+                identity.as_deref(),
                 membership.as_deref(),
             )),
         }),
