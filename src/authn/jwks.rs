@@ -1,6 +1,6 @@
 //! Issuer signing keys: loading, caching and refetching a JWKS.
 
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -33,7 +33,8 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 pub struct VerifyKey {
     /// The key, ready for `jsonwebtoken::decode`.
     pub key: DecodingKey,
-    /// The key's own `alg`, if the JWK named one; the token must then use exactly it.
+    /// The one algorithm this key may verify, when the JWK pins it: its `alg`, or its
+    /// curve (P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA).
     pub alg: Option<Algorithm>,
     /// The algorithm family the key can verify.
     pub family: AlgorithmFamily,
@@ -118,6 +119,24 @@ fn usable_key(value: serde_json::Value) -> Result<(Option<String>, VerifyKey), S
             Algorithm::from_str(&a.to_string()).map_err(|_| format!("unsupported key alg {a}"))?,
         ),
         None => None,
+    };
+    let curve_alg = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(ec) => Some(match &ec.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            other => return Err(format!("unsupported EC curve {other:?}")),
+        }),
+        AlgorithmParameters::OctetKeyPair(okp) => match &okp.curve {
+            EllipticCurve::Ed25519 => Some(Algorithm::EdDSA),
+            other => return Err(format!("unsupported OKP curve {other:?}")),
+        },
+        _ => None,
+    };
+    let alg = match (alg, curve_alg) {
+        (Some(a), Some(c)) if a != c => {
+            return Err(format!("key alg {a:?} does not fit its curve ({c:?})"));
+        }
+        (a, c) => a.or(c),
     };
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
     let family = key.family();

@@ -52,6 +52,12 @@ pub enum AuthnError {
     /// `nbf` is in the future (beyond the leeway).
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` exceeds the issuer's `max_token_lifetime`.
+    #[error("token lifetime exceeds the maximum")]
+    LifetimeTooLong,
     /// No `aud` value is accepted.
     #[error("audience not accepted")]
     Audience,
@@ -78,6 +84,8 @@ impl AuthnError {
             AuthnError::BadSignature => "bad_signature",
             AuthnError::Expired => "expired",
             AuthnError::NotYetValid => "not_yet_valid",
+            AuthnError::IssuedInFuture => "issued_in_future",
+            AuthnError::LifetimeTooLong => "lifetime_too_long",
             AuthnError::Audience => "audience",
             AuthnError::Claim(_) => "claim",
             AuthnError::KeysUnavailable => "keys_unavailable",

@@ -24,8 +24,12 @@ pub struct IssuerSettings {
     pub email_claim: String,
     /// Accepted algorithms (asymmetric only).
     pub algorithms: Vec<Algorithm>,
-    /// Clock skew tolerated on `exp`/`nbf`.
+    /// Clock skew tolerated on `exp`/`nbf`/`iat`.
     pub leeway: Duration,
+    /// Longest accepted `exp - iat`, if limited.
+    pub max_token_lifetime: Option<Duration>,
+    /// Claims that must be present.
+    pub required_claims: Vec<String>,
 }
 
 struct IssuerVerifier {
@@ -126,6 +130,7 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| map_error(e.into_kind()))?;
         let exp = numeric_claim(&data.claims, "exp")?;
+        check_claims(&issuer.settings, &data.claims, exp, unix_now())?;
         let identity = Arc::new(identity_from(&issuer.settings, data.claims)?);
         if let Some((cache, key)) = cached {
             cache.insert(key, identity.clone(), exp, issuer.store.clone(), generation);
@@ -185,6 +190,35 @@ fn map_error(kind: ErrorKind) -> AuthnError {
     }
 }
 
+/// The checks jsonwebtoken does not make: `iat` not in the future, the lifetime bound,
+/// and required claims.
+fn check_claims(
+    settings: &IssuerSettings,
+    claims: &Map<String, Value>,
+    exp: u64,
+    now: u64,
+) -> Result<(), AuthnError> {
+    let iat = match claims.get("iat") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(numeric_claim(claims, "iat")?),
+    };
+    if iat.is_some_and(|iat| iat > now + settings.leeway.as_secs()) {
+        return Err(AuthnError::IssuedInFuture);
+    }
+    if let Some(max) = settings.max_token_lifetime {
+        let iat = iat.ok_or_else(|| AuthnError::Claim("iat".into()))?;
+        if exp.saturating_sub(iat) > max.as_secs() {
+            return Err(AuthnError::LifetimeTooLong);
+        }
+    }
+    for name in &settings.required_claims {
+        if matches!(claims.get(name), None | Some(Value::Null)) {
+            return Err(AuthnError::Claim(name.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// A NumericDate claim as whole seconds (fractions are allowed by RFC 7519).
 fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<u64, AuthnError> {
     match claims.get(name) {
@@ -213,4 +247,76 @@ fn identity_from(
         user,
         email,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(max: Option<u64>, required: &[&str]) -> IssuerSettings {
+        IssuerSettings {
+            issuer: "https://idp".into(),
+            audiences: vec!["a".into()],
+            user_claim: "sub".into(),
+            email_claim: "email".into(),
+            algorithms: vec![Algorithm::RS256],
+            leeway: Duration::from_secs(30),
+            max_token_lifetime: max.map(Duration::from_secs),
+            required_claims: required.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn iat_in_the_future_beyond_leeway_is_rejected() {
+        let s = settings(None, &[]);
+        let now = 1_000_000;
+        assert_eq!(
+            check_claims(&s, &claims(json!({"iat": now + 30})), now + 60, now),
+            Ok(())
+        );
+        assert_eq!(
+            check_claims(&s, &claims(json!({"iat": now + 31})), now + 60, now),
+            Err(AuthnError::IssuedInFuture)
+        );
+        assert_eq!(
+            check_claims(&s, &claims(json!({"iat": "yesterday"})), now + 60, now),
+            Err(AuthnError::Claim("iat".into()))
+        );
+    }
+
+    #[test]
+    fn lifetime_bound_needs_iat_and_holds_exactly() {
+        let s = settings(Some(3600), &[]);
+        let now = 1_000_000;
+        assert_eq!(
+            check_claims(&s, &claims(json!({"iat": now})), now + 3600, now),
+            Ok(())
+        );
+        assert_eq!(
+            check_claims(&s, &claims(json!({"iat": now})), now + 3601, now),
+            Err(AuthnError::LifetimeTooLong)
+        );
+        assert_eq!(
+            check_claims(&s, &claims(json!({})), now + 60, now),
+            Err(AuthnError::Claim("iat".into()))
+        );
+    }
+
+    #[test]
+    fn required_claims_must_be_present_and_not_null() {
+        let s = settings(None, &["groups", "email_verified"]);
+        let now = 1_000_000;
+        let ok = claims(json!({"groups": [], "email_verified": false}));
+        assert_eq!(check_claims(&s, &ok, now + 60, now), Ok(()));
+        let missing = claims(json!({"groups": null, "email_verified": true}));
+        assert_eq!(
+            check_claims(&s, &missing, now + 60, now),
+            Err(AuthnError::Claim("groups".into()))
+        );
+    }
 }

@@ -341,6 +341,17 @@ fn compile_issuer(
             None
         }
     };
+    if raw.max_token_lifetime.is_some_and(|d| d.is_zero()) {
+        p.add(
+            format!("{path}.max_token_lifetime"),
+            "must be greater than zero",
+        );
+    }
+    for (i, claim) in raw.required_claims.iter().enumerate() {
+        if claim.is_empty() {
+            p.add(format!("{path}.required_claims[{i}]"), "must not be empty");
+        }
+    }
     if raw.jwks.min_refetch_interval.is_zero() {
         p.add(
             format!("{path}.jwks.min_refetch_interval"),
@@ -364,6 +375,8 @@ fn compile_issuer(
             email_claim: raw.email_claim.clone(),
             algorithms,
             leeway: raw.leeway,
+            max_token_lifetime: raw.max_token_lifetime,
+            required_claims: raw.required_claims.clone(),
         },
         jwks: jwks?,
         refresh_interval: raw.jwks.refresh_interval,

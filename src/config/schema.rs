@@ -92,9 +92,15 @@ pub struct RawIssuer {
     /// Accepted signature algorithms.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
+    /// Longest accepted `exp - iat`; tokens then must carry `iat`.
+    #[serde(default, with = "humantime_serde")]
+    pub max_token_lifetime: Option<Duration>,
+    /// Claims every token must carry (besides `iss`, `aud` and `exp`).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
 }
 
 fn default_user_claim() -> String {
