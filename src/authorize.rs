@@ -265,8 +265,7 @@ impl Authorizer {
                 issuer.settings.issuer.clone(),
                 issuer.jwks.clone(),
                 http.clone(),
-                issuer.refresh_interval,
-                issuer.min_refetch_interval,
+                issuer.timing,
             )
             .map_err(|e| problem(&format!("issuers[{i}].jwks"), e.to_string()))?;
             issuers.push((issuer.settings.clone(), Arc::new(store)));

@@ -500,3 +500,20 @@ async fn a_withdrawn_key_stops_working_after_the_next_refresh_even_for_cached_to
         "a token signed by a withdrawn key was still accepted"
     );
 }
+
+#[tokio::test]
+async fn keys_found_through_oidc_discovery_verify_tokens() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let yaml = config("discovery: true", "static_groups: {alice: [team-a]}")
+        .replace(tokens::ISSUER, &idp.issuer());
+    let mut s = TestServer::start(&yaml, &[]).await;
+    wait_ready(&s).await;
+    let mut claims = tokens::claims("alice");
+    claims["iss"] = idp.issuer().into();
+    let token = bearer(&tokens::sign("rsa-a", &claims));
+    let resp = check(&mut s, "/c/x", &[("authorization", &token)])
+        .await
+        .unwrap();
+    assert_eq!(set_headers(ok(&resp))["x-forwarded-user"].0, "alice");
+    assert_eq!(idp.fetches(), 1, "the JWKS named by jwks_uri was fetched");
+}

@@ -49,6 +49,15 @@ pub struct KeySet {
     digest: [u8; 32],
 }
 
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("kids", &self.by_kid.keys().collect::<Vec<_>>())
+            .field("keys", &self.all.len())
+            .finish()
+    }
+}
+
 impl KeySet {
     /// Parses a JWKS document, keeping every asymmetric signing key and skipping (with a
     /// log line) keys that cannot be used, so one odd key does not hide the others.
@@ -157,6 +166,14 @@ pub enum JwksSource {
         /// Timeout of one fetch.
         timeout: Duration,
     },
+    /// OIDC discovery: `{issuer}/.well-known/openid-configuration` names the `jwks_uri`,
+    /// looked up again on every fetch.
+    Discovery {
+        /// The issuer URL (the document's `issuer` must equal it).
+        issuer: String,
+        /// Timeout of each of the two requests.
+        timeout: Duration,
+    },
     /// Read once from a file at config load; `name` is the path, for messages.
     Static {
         /// Where the document came from.
@@ -164,23 +181,77 @@ pub enum JwksSource {
         /// The document itself.
         document: Arc<[u8]>,
     },
+    /// Answers scripted by a test, without any I/O (so a paused clock can drive it).
+    #[cfg(test)]
+    Scripted(Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>),
 }
 
-/// Caches one issuer's key set and refetches it: periodically, and when a token names a
-/// `kid` the set does not hold, at most once per `min_refetch_interval`.
+/// When a fetched key set is refreshed and how long it may serve while the IdP fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksTiming {
+    /// Refresh period when the IdP sends no `Cache-Control: max-age`.
+    pub refresh_interval: Duration,
+    /// Lower bound on a `max-age`-derived refresh period.
+    pub min_refresh_interval: Duration,
+    /// Upper bound on a `max-age`-derived refresh period.
+    pub max_refresh_interval: Duration,
+    /// Minimum time between fetches triggered by unknown `kid`s.
+    pub min_refetch_interval: Duration,
+    /// How long after the last successful fetch the key set may still be used.
+    pub max_staleness: Duration,
+}
+
+impl Default for JwksTiming {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(60),
+            max_refresh_interval: Duration::from_secs(3600),
+            min_refetch_interval: Duration::from_secs(30),
+            max_staleness: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl JwksTiming {
+    /// The wait before the next refresh after a successful fetch.
+    pub fn next_refresh(&self, max_age: Option<Duration>) -> Duration {
+        match max_age {
+            Some(age) => age.clamp(self.min_refresh_interval, self.max_refresh_interval),
+            None => self.refresh_interval,
+        }
+    }
+}
+
+/// One successful fetch: the keys and the server's `max-age`, if it sent one.
+#[derive(Debug)]
+pub struct Fetched {
+    set: KeySet,
+    max_age: Option<Duration>,
+}
+
+struct Current {
+    set: Arc<KeySet>,
+    /// When the last fetch succeeded (`None` for a static set, which never goes stale).
+    fetched_at: Option<Instant>,
+}
+
+/// Caches one issuer's key set and refetches it: in the background before it ages, and
+/// when a token names a `kid` the set does not hold (at most once per
+/// `min_refetch_interval`). While the IdP fails, the last good set serves for up to
+/// `max_staleness`; after that the issuer has no keys and checks cannot be decided.
 pub struct JwksStore {
     issuer: String,
     source: JwksSource,
     http: reqwest::Client,
-    current: RwLock<Option<Arc<KeySet>>>,
+    timing: JwksTiming,
+    current: RwLock<Option<Current>>,
     /// Bumped whenever the key set changes, so verified tokens are checked again.
     generation: AtomicU64,
     /// Serialises fetches (concurrent unknown-kid requests share one) and remembers when
     /// the last unknown-kid refetch started. Background refreshes do not count against
     /// that limit, so a key rotated just after a refresh is still found at once.
     last_kid_refetch: tokio::sync::Mutex<Option<Instant>>,
-    min_refetch_interval: Duration,
-    refresh_interval: Duration,
 }
 
 impl std::fmt::Debug for JwksStore {
@@ -193,28 +264,29 @@ impl std::fmt::Debug for JwksStore {
 }
 
 impl JwksStore {
-    /// A store for `issuer`. A static source is parsed now; a URL source starts empty
+    /// A store for `issuer`. A static source is parsed now; a fetched one starts empty
     /// until [`JwksStore::refresh`] succeeds.
     pub fn new(
         issuer: String,
         source: JwksSource,
         http: reqwest::Client,
-        refresh_interval: Duration,
-        min_refetch_interval: Duration,
+        timing: JwksTiming,
     ) -> Result<Self, JwksError> {
         let current = match &source {
-            JwksSource::Static { document, .. } => Some(Arc::new(KeySet::parse(document)?)),
-            JwksSource::Url { .. } => None,
+            JwksSource::Static { document, .. } => Some(Current {
+                set: Arc::new(KeySet::parse(document)?),
+                fetched_at: None,
+            }),
+            _ => None,
         };
         Ok(Self {
             issuer,
             source,
             http,
+            timing,
             current: RwLock::new(current),
             generation: AtomicU64::new(0),
             last_kid_refetch: tokio::sync::Mutex::new(None),
-            min_refetch_interval,
-            refresh_interval,
         })
     }
 
@@ -223,9 +295,15 @@ impl JwksStore {
         &self.issuer
     }
 
-    /// The current key set, if one was ever loaded.
+    /// The current key set, unless none was ever loaded or the last successful fetch is
+    /// older than `max_staleness`.
     pub fn key_set(&self) -> Option<Arc<KeySet>> {
-        self.current.read().ok().and_then(|g| g.clone())
+        let current = self.current.read().ok()?;
+        let current = current.as_ref()?;
+        match current.fetched_at {
+            Some(at) if at.elapsed() > self.timing.max_staleness => None,
+            _ => Some(current.set.clone()),
+        }
     }
 
     /// Changes whenever a different key set is stored.
@@ -233,16 +311,20 @@ impl JwksStore {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether a key set is loaded.
+    /// Whether a usable key set is loaded.
     pub fn is_loaded(&self) -> bool {
         self.key_set().is_some()
     }
 
+    fn is_static(&self) -> bool {
+        matches!(self.source, JwksSource::Static { .. })
+    }
+
     /// Called when a token names a `kid` the current set lacks. Fetches again unless a
-    /// fetch started less than `min_refetch_interval` ago; callers that arrive while a
+    /// refetch started less than `min_refetch_interval` ago; callers that arrive while a
     /// fetch runs wait for it instead of starting their own. Returns the newest set.
     pub async fn refetch_for_unknown_kid(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
-        if matches!(self.source, JwksSource::Static { .. }) {
+        if self.is_static() {
             return self.key_set();
         }
         let mut last = self.last_kid_refetch.lock().await;
@@ -251,7 +333,7 @@ impl JwksStore {
                 return Some(set); // another caller's fetch brought the key
             }
         }
-        if matches!(*last, Some(t) if t.elapsed() < self.min_refetch_interval) {
+        if matches!(*last, Some(t) if t.elapsed() < self.timing.min_refetch_interval) {
             return self.key_set();
         }
         *last = Some(Instant::now());
@@ -261,51 +343,77 @@ impl JwksStore {
         self.key_set()
     }
 
-    /// Fetches the key set now (for the background refresher). Keeps the old set on
-    /// failure.
-    pub async fn refresh(&self) -> Result<(), JwksError> {
-        if matches!(self.source, JwksSource::Static { .. }) {
-            return Ok(());
+    /// Fetches the key set now. Keeps the old set on failure. Returns the server's
+    /// `max-age`, if any.
+    pub async fn refresh(&self) -> Result<Option<Duration>, JwksError> {
+        if self.is_static() {
+            return Ok(None);
         }
         let _serialised = self.last_kid_refetch.lock().await;
         self.fetch_and_store().await
     }
 
-    async fn fetch_and_store(&self) -> Result<(), JwksError> {
-        let JwksSource::Url { url, timeout } = &self.source else {
-            return Ok(());
-        };
-        let set = fetch(&self.http, url, *timeout).await?;
+    async fn fetch_and_store(&self) -> Result<Option<Duration>, JwksError> {
+        let Fetched { set, max_age } = self.fetch().await?;
         if let Ok(mut current) = self.current.write() {
-            if current.as_ref().is_some_and(|c| c.digest == set.digest) {
-                tracing::debug!(issuer = %self.issuer, "JWKS unchanged");
-                return Ok(());
+            let changed = current.as_ref().is_none_or(|c| c.set.digest != set.digest);
+            if changed {
+                tracing::info!(issuer = %self.issuer, keys = set.len(), "JWKS loaded");
+                self.generation.fetch_add(1, Ordering::AcqRel);
             }
-            tracing::info!(issuer = %self.issuer, keys = set.len(), "JWKS loaded");
-            *current = Some(Arc::new(set));
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            *current = Some(Current {
+                set: Arc::new(set),
+                fetched_at: Some(Instant::now()),
+            });
         }
-        Ok(())
+        Ok(max_age)
     }
 
-    /// Keeps the key set fresh: retries quickly until the first load succeeds, then
-    /// refreshes every `refresh_interval`. Runs until the task is aborted.
+    async fn fetch(&self) -> Result<Fetched, JwksError> {
+        match &self.source {
+            JwksSource::Url { url, timeout } => fetch_jwks(&self.http, url, *timeout).await,
+            JwksSource::Discovery { issuer, timeout } => {
+                let jwks_uri = discover(&self.http, issuer, *timeout).await?;
+                fetch_jwks(&self.http, &jwks_uri, *timeout).await
+            }
+            JwksSource::Static { document, .. } => Ok(Fetched {
+                set: KeySet::parse(document)?,
+                max_age: None,
+            }),
+            #[cfg(test)]
+            JwksSource::Scripted(script) => {
+                let next = script
+                    .lock()
+                    .map_err(|_| JwksError::Invalid("script poisoned".into()))?
+                    .pop_front();
+                match next {
+                    Some(Ok(fetched)) => Ok(fetched),
+                    Some(Err(e)) => Err(JwksError::Invalid(e)),
+                    None => Err(JwksError::Invalid("script exhausted".into())),
+                }
+            }
+        }
+    }
+
+    /// Keeps the key set fresh: retries with backoff until a fetch succeeds, then
+    /// refreshes after `max-age` (within bounds) or `refresh_interval`. Runs until the
+    /// task is aborted.
     pub async fn run_refresher(self: Arc<Self>) {
-        if matches!(self.source, JwksSource::Static { .. }) {
+        if self.is_static() {
             return;
         }
         let mut retry = Duration::from_millis(500);
         loop {
             let wait = match self.refresh().await {
-                Ok(()) => self.refresh_interval,
+                Ok(max_age) => {
+                    retry = Duration::from_millis(500);
+                    self.timing.next_refresh(max_age)
+                }
                 Err(e) => {
                     tracing::warn!(issuer = %self.issuer, error = %e, "JWKS fetch failed");
-                    if self.is_loaded() {
-                        self.refresh_interval.min(Duration::from_secs(30))
-                    } else {
-                        retry = (retry * 2).min(Duration::from_secs(10));
-                        retry
-                    }
+                    let wait = retry;
+                    retry = (retry * 2).min(Duration::from_secs(30));
+                    wait.min(self.timing.refresh_interval)
                 }
             };
             tokio::time::sleep(wait).await;
@@ -313,7 +421,24 @@ impl JwksStore {
     }
 }
 
-async fn fetch(http: &reqwest::Client, url: &Url, timeout: Duration) -> Result<KeySet, JwksError> {
+/// `max-age` from a `Cache-Control` header.
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    value.split(',').find_map(|directive| {
+        let (name, secs) = directive.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| secs.trim().trim_matches('"').parse().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
+}
+
+async fn get_limited(
+    http: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
     let err = |reason: String| JwksError::Fetch {
         url: url.to_string(),
         reason,
@@ -328,6 +453,7 @@ async fn fetch(http: &reqwest::Client, url: &Url, timeout: Duration) -> Result<K
     if !resp.status().is_success() {
         return Err(err(format!("HTTP {}", resp.status())));
     }
+    let max_age = max_age(resp.headers());
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
@@ -335,7 +461,53 @@ async fn fetch(http: &reqwest::Client, url: &Url, timeout: Duration) -> Result<K
         }
         body.extend_from_slice(&chunk);
     }
-    KeySet::parse(&body)
+    Ok((body, max_age))
+}
+
+async fn fetch_jwks(
+    http: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+) -> Result<Fetched, JwksError> {
+    let (body, max_age) = get_limited(http, url, timeout).await?;
+    Ok(Fetched {
+        set: KeySet::parse(&body)?,
+        max_age,
+    })
+}
+
+/// The `jwks_uri` from the issuer's OIDC discovery document.
+async fn discover(
+    http: &reqwest::Client,
+    issuer: &str,
+    timeout: Duration,
+) -> Result<Url, JwksError> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let url = Url::parse(&format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    ))
+    .map_err(|e| JwksError::Invalid(format!("issuer is not a URL: {e}")))?;
+    let (body, _) = get_limited(http, &url, timeout).await?;
+    let doc: Discovery = serde_json::from_slice(&body)
+        .map_err(|e| JwksError::Invalid(format!("not an OIDC discovery document: {e}")))?;
+    // OIDC Discovery §4.3: the document must name exactly the issuer it was fetched for.
+    if doc.issuer != issuer {
+        return Err(JwksError::Invalid(format!(
+            "discovery document names issuer {:?}, expected {issuer:?}",
+            doc.issuer
+        )));
+    }
+    let jwks_uri = Url::parse(&doc.jwks_uri)
+        .map_err(|e| JwksError::Invalid(format!("jwks_uri is not a URL: {e}")))?;
+    if !matches!(jwks_uri.scheme(), "https" | "http") {
+        return Err(JwksError::Invalid("jwks_uri is not http(s)".into()));
+    }
+    Ok(jwks_uri)
 }
 
 #[cfg(test)]
@@ -384,5 +556,156 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(KeySet::parse(b"<html>").is_err());
         assert!(KeySet::parse(br#"{"keys":[]}"#).is_err());
+    }
+
+    fn fetched(max_age: Option<u64>) -> Result<Fetched, String> {
+        let doc = format!(r#"{{"keys":[{RSA_JWK}]}}"#);
+        Ok(Fetched {
+            set: KeySet::parse(doc.as_bytes()).unwrap(),
+            max_age: max_age.map(Duration::from_secs),
+        })
+    }
+
+    fn scripted(
+        answers: Vec<Result<Fetched, String>>,
+        timing: JwksTiming,
+    ) -> (
+        Arc<JwksStore>,
+        Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>,
+    ) {
+        let script = Arc::new(std::sync::Mutex::new(answers.into_iter().collect()));
+        let store = JwksStore::new(
+            "https://idp".into(),
+            JwksSource::Scripted(script.clone()),
+            reqwest::Client::new(),
+            timing,
+        )
+        .unwrap();
+        (Arc::new(store), script)
+    }
+
+    fn remaining(
+        script: &std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>,
+    ) -> usize {
+        script.lock().unwrap().len()
+    }
+
+    /// Lets the refresher task run until it sleeps again.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_follows_max_age_within_the_bounds() {
+        let timing = JwksTiming {
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(60),
+            max_refresh_interval: Duration::from_secs(3600),
+            ..JwksTiming::default()
+        };
+        // max-age 10 s is below the 60 s floor; 7200 s above the 1 h ceiling.
+        let (store, script) = scripted(
+            vec![
+                fetched(Some(10)),
+                fetched(Some(7200)),
+                fetched(None),
+                fetched(None),
+            ],
+            timing,
+        );
+        let task = tokio::spawn(store.clone().run_refresher());
+        settle().await;
+        assert_eq!(remaining(&script), 3, "first fetch at start");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        settle().await;
+        assert_eq!(remaining(&script), 3, "not before the 60 s floor");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(remaining(&script), 2);
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        settle().await;
+        assert_eq!(remaining(&script), 2, "max-age 7200 s is capped at 1 h");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(remaining(&script), 1);
+        tokio::time::advance(Duration::from_secs(300)).await;
+        settle().await;
+        assert_eq!(remaining(&script), 0, "no max-age: refresh_interval");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_good_set_serves_until_max_staleness_then_the_issuer_has_no_keys() {
+        let timing = JwksTiming {
+            refresh_interval: Duration::from_secs(60),
+            max_staleness: Duration::from_secs(600),
+            ..JwksTiming::default()
+        };
+        let mut answers = vec![fetched(None)];
+        answers.extend((0..100).map(|_| Err("IdP down".to_string())));
+        let (store, _script) = scripted(answers, timing);
+        let task = tokio::spawn(store.clone().run_refresher());
+        settle().await;
+        assert!(store.is_loaded());
+        tokio::time::advance(Duration::from_secs(599)).await;
+        settle().await;
+        assert!(
+            store.is_loaded(),
+            "still within max_staleness while the IdP fails"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        settle().await;
+        assert!(!store.is_loaded(), "stale beyond the bound: cannot decide");
+        assert!(store.key_set().is_none());
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idp_down_at_start_then_keys_arrive() {
+        let (store, script) = scripted(
+            vec![Err("down".into()), Err("down".into()), fetched(None)],
+            JwksTiming::default(),
+        );
+        let task = tokio::spawn(store.clone().run_refresher());
+        settle().await;
+        assert!(!store.is_loaded());
+        // Backoff: 0.5 s, then 1 s.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        settle().await;
+        assert!(!store.is_loaded());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert!(store.is_loaded());
+        assert_eq!(remaining(&script), 0);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_refresh_keeps_the_generation() {
+        let (store, _script) = scripted(vec![fetched(None), fetched(None)], JwksTiming::default());
+        store.refresh().await.unwrap();
+        let g = store.generation();
+        store.refresh().await.unwrap();
+        assert_eq!(
+            store.generation(),
+            g,
+            "same document: verified tokens stay cached"
+        );
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            "cache-control",
+            "public, max-age=3600, must-revalidate".parse().unwrap(),
+        );
+        assert_eq!(max_age(&h), Some(Duration::from_secs(3600)));
+        h.insert("cache-control", "no-cache".parse().unwrap());
+        assert_eq!(max_age(&h), None);
+        h.insert("cache-control", "Max-Age=\"60\"".parse().unwrap());
+        assert_eq!(max_age(&h), Some(Duration::from_secs(60)));
     }
 }

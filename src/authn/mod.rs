@@ -8,7 +8,7 @@ mod token_cache;
 mod verify;
 
 pub use identity::Identity;
-pub use jwks::{JwksError, JwksSource, JwksStore, KeySet};
+pub use jwks::{JwksError, JwksSource, JwksStore, JwksTiming, KeySet};
 pub use token::{bearer_token, MAX_TOKEN_BYTES};
 pub use token_cache::VerifiedTokenCache;
 pub use verify::{IssuerSettings, TokenVerifier};

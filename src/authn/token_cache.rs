@@ -118,8 +118,7 @@ mod tests {
                 "https://idp".into(),
                 source,
                 reqwest::Client::new(),
-                Duration::from_secs(60),
-                Duration::from_secs(1),
+                crate::authn::JwksTiming::default(),
             )
             .unwrap(),
         )

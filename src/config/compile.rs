@@ -2,7 +2,7 @@
 
 use super::schema::{RawAllow, RawConfig, RawGerrit, RawIssuer, RawRoute};
 use super::{ConfigError, FileResolver, Problem};
-use crate::authn::{IssuerSettings, JwksSource, KeySet};
+use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet};
 use crate::gerrit::Group;
 use crate::policy::{
     header_name, HostMatcher, IdentityHeaders, MethodSet, PathMatcher, Requirement, RouteRule,
@@ -54,10 +54,8 @@ pub struct IssuerConfig {
     pub settings: IssuerSettings,
     /// The JWKS source.
     pub jwks: JwksSource,
-    /// Background refresh period.
-    pub refresh_interval: Duration,
-    /// Minimum time between unknown-`kid` refetches.
-    pub min_refetch_interval: Duration,
+    /// Refresh, refetch and staleness timing.
+    pub timing: JwksTiming,
 }
 
 /// Where group membership comes from.
@@ -308,6 +306,18 @@ fn compile_issuer(
         }
     }
     let jwks = match (&raw.jwks.url, &raw.jwks.file) {
+        (None, None) if raw.jwks.discovery => http_url(&raw.issuer, &format!("{path}.issuer"), p)
+            .map(|_| JwksSource::Discovery {
+                issuer: raw.issuer.clone(),
+                timeout: raw.jwks.timeout,
+            }),
+        (Some(_), None) | (None, Some(_)) if raw.jwks.discovery => {
+            p.add(
+                format!("{path}.jwks"),
+                "set exactly one of `url`, `file` or `discovery: true`",
+            );
+            None
+        }
         (Some(url), None) => {
             http_url(url, &format!("{path}.jwks.url"), p).map(|url| JwksSource::Url {
                 url,
@@ -337,7 +347,10 @@ fn compile_issuer(
             }
         }
         _ => {
-            p.add(format!("{path}.jwks"), "set exactly one of `url` or `file`");
+            p.add(
+                format!("{path}.jwks"),
+                "set exactly one of `url`, `file` or `discovery: true`",
+            );
             None
         }
     };
@@ -352,16 +365,23 @@ fn compile_issuer(
             p.add(format!("{path}.required_claims[{i}]"), "must not be empty");
         }
     }
-    if raw.jwks.min_refetch_interval.is_zero() {
-        p.add(
-            format!("{path}.jwks.min_refetch_interval"),
-            "must be greater than zero, or every bad token triggers a fetch",
-        );
+    let j = &raw.jwks;
+    for (field, value) in [
+        ("refresh_interval", j.refresh_interval),
+        ("min_refresh_interval", j.min_refresh_interval),
+        ("max_refresh_interval", j.max_refresh_interval),
+        ("min_refetch_interval", j.min_refetch_interval),
+        ("max_staleness", j.max_staleness),
+        ("timeout", j.timeout),
+    ] {
+        if value.is_zero() {
+            p.add(format!("{path}.jwks.{field}"), "must be greater than zero");
+        }
     }
-    if raw.jwks.refresh_interval.is_zero() {
+    if j.min_refresh_interval > j.max_refresh_interval {
         p.add(
-            format!("{path}.jwks.refresh_interval"),
-            "must be greater than zero",
+            format!("{path}.jwks.min_refresh_interval"),
+            "must not exceed max_refresh_interval",
         );
     }
     if p.0.len() != before {
@@ -379,8 +399,13 @@ fn compile_issuer(
             required_claims: raw.required_claims.clone(),
         },
         jwks: jwks?,
-        refresh_interval: raw.jwks.refresh_interval,
-        min_refetch_interval: raw.jwks.min_refetch_interval,
+        timing: JwksTiming {
+            refresh_interval: j.refresh_interval,
+            min_refresh_interval: j.min_refresh_interval,
+            max_refresh_interval: j.max_refresh_interval,
+            min_refetch_interval: j.min_refetch_interval,
+            max_staleness: j.max_staleness,
+        },
     })
 }
 

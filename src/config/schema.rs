@@ -116,20 +116,32 @@ fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
 
-/// `issuers[].jwks`: exactly one of `url` or `file`.
+/// `issuers[].jwks`: exactly one of `url`, `file` or `discovery: true`.
 #[derive(Debug, Deserialize)]
 pub struct RawJwks {
     /// HTTPS (or, for tests, HTTP) URL of the JWKS document.
     pub url: Option<String>,
     /// Path of a JWKS document, relative to the config file.
     pub file: Option<PathBuf>,
-    /// How often a URL JWKS is fetched again in the background.
+    /// Find the JWKS through `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Refresh period when the IdP sends no `Cache-Control: max-age`.
     #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
     pub refresh_interval: Duration,
+    /// Lower bound on a refresh period taken from `max-age`.
+    #[serde(default = "default_jwks_min_refresh", with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+    /// Upper bound on a refresh period taken from `max-age`.
+    #[serde(default = "default_jwks_max_refresh", with = "humantime_serde")]
+    pub max_refresh_interval: Duration,
     /// Minimum time between fetches triggered by tokens with an unknown `kid`.
     #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
     pub min_refetch_interval: Duration,
-    /// Timeout of one JWKS fetch.
+    /// How long the last good key set serves while the IdP fails.
+    #[serde(default = "default_jwks_max_staleness", with = "humantime_serde")]
+    pub max_staleness: Duration,
+    /// Timeout of one JWKS (or discovery) request.
     #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -137,8 +149,17 @@ pub struct RawJwks {
 fn default_jwks_refresh() -> Duration {
     Duration::from_secs(300)
 }
+fn default_jwks_min_refresh() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_jwks_max_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_jwks_min_refetch() -> Duration {
     Duration::from_secs(30)
+}
+fn default_jwks_max_staleness() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 fn default_jwks_timeout() -> Duration {
     Duration::from_secs(5)

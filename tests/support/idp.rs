@@ -1,4 +1,5 @@
-//! A fake IdP: serves a JWKS at `/jwks.json` and counts fetches.
+//! A fake IdP: serves a JWKS at `/jwks.json` (counting fetches) and an OIDC discovery
+//! document at `/.well-known/openid-configuration` naming it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -30,15 +31,30 @@ impl FakeIdp {
             jwks: Mutex::new(jwks),
             ..Default::default()
         });
-        let app = Router::new()
-            .route("/jwks.json", get(serve_jwks))
-            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let discovery = serde_json::json!({
+            "issuer": format!("http://{addr}"),
+            "jwks_uri": format!("http://{addr}/jwks.json"),
+            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        })
+        .to_string();
+        let app = Router::new()
+            .route("/jwks.json", get(serve_jwks))
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { ([("content-type", "application/json")], discovery) }),
+            )
+            .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
         Self { state, addr, task }
+    }
+
+    /// The issuer URL its discovery document names (`http://127.0.0.1:PORT`).
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The JWKS URL.
