@@ -183,8 +183,12 @@ pub enum JwksSource {
     },
     /// Answers scripted by a test, without any I/O (so a paused clock can drive it).
     #[cfg(test)]
-    Scripted(Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>),
+    Scripted(Script),
 }
+
+/// Scripted fetch results, consumed front first.
+#[cfg(test)]
+pub type Script = Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>;
 
 /// When a fetched key set is refreshed and how long it may serve while the IdP fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -569,10 +573,7 @@ mod tests {
     fn scripted(
         answers: Vec<Result<Fetched, String>>,
         timing: JwksTiming,
-    ) -> (
-        Arc<JwksStore>,
-        Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>,
-    ) {
+    ) -> (Arc<JwksStore>, Script) {
         let script = Arc::new(std::sync::Mutex::new(answers.into_iter().collect()));
         let store = JwksStore::new(
             "https://idp".into(),
@@ -584,9 +585,7 @@ mod tests {
         (Arc::new(store), script)
     }
 
-    fn remaining(
-        script: &std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>,
-    ) -> usize {
+    fn remaining(script: &Script) -> usize {
         script.lock().unwrap().len()
     }
 
