@@ -38,6 +38,7 @@ fn view<'a>(headers: &'a HashMap<String, String>) -> RequestView<'a> {
         method: "GET",
         host: "gerrit.example.com",
         path: "/a/projects/team-a/branches",
+        query: "",
         headers,
     }
 }

@@ -1,6 +1,6 @@
 //! The decision logic: route → token → groups → verdict, with no gRPC in sight.
 
-use crate::authn::{bearer_token, AuthnError, Identity, JwksStore, TokenVerifier};
+use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GroupsConfig, Problem};
 use crate::decision::{upstream_changes, HeaderChanges};
 use crate::gerrit::{GerritClient, GerritSettings, GroupCache, GroupSource, Membership, Secret};
@@ -145,7 +145,7 @@ impl Authorizer {
             steps.push("route is public: no token needed, identity headers are removed".into());
             return allow(route, None, None, steps);
         }
-        let identity = match self.authenticate(req).await {
+        let identity = match self.authenticate(route, req).await {
             Ok(identity) => identity,
             Err(AuthnError::KeysUnavailable) => {
                 steps.push("issuer signing keys have not been loaded yet: cannot decide".into());
@@ -213,9 +213,13 @@ impl Authorizer {
         Ok(membership)
     }
 
-    async fn authenticate(&self, req: &RequestView<'_>) -> Result<Arc<Identity>, AuthnError> {
-        let token = bearer_token(req)?;
-        self.verifier.verify(token).await
+    async fn authenticate(
+        &self,
+        route: &RouteRule,
+        req: &RequestView<'_>,
+    ) -> Result<Arc<Identity>, AuthnError> {
+        let token = find_token(req, &route.token_sources)?;
+        self.verifier.verify(&token).await
     }
 }
 

@@ -200,11 +200,12 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = token {
         headers.insert("authorization".into(), format!("Bearer {t}"));
     }
-    let path = args.path.split(['?', '#']).next().unwrap_or("");
+    let (path, query) = mesh_authz::request::split_path(&args.path);
     let view = RequestView {
         method: &args.method,
         host: &args.host,
         path,
+        query,
         headers: &headers,
     };
     let decision = authorizer.decide(&view).await;

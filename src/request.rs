@@ -15,6 +15,8 @@ pub struct RequestView<'a> {
     pub host: &'a str,
     /// Path without the query string.
     pub path: &'a str,
+    /// The query string (after `?`, before any `#`), empty if none.
+    pub query: &'a str,
     /// Request headers with lower-case names.
     pub headers: &'a HashMap<String, String>,
 }
@@ -31,11 +33,12 @@ impl<'a> RequestView<'a> {
         match http {
             Some(http) => {
                 // Envoy puts the query string into `path`; matching is on the path alone.
-                let path = http.path.split(['?', '#']).next().unwrap_or("");
+                let (path, query) = split_path(&http.path);
                 Self {
                     method: &http.method,
                     host: &http.host,
                     path,
+                    query,
                     headers: &http.headers,
                 }
             }
@@ -43,6 +46,7 @@ impl<'a> RequestView<'a> {
                 method: "",
                 host: "",
                 path: "",
+                query: "",
                 headers: empty,
             },
         }
@@ -52,6 +56,14 @@ impl<'a> RequestView<'a> {
     pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers.get(name).map(String::as_str)
     }
+}
+
+/// `/p?q#f` → (`/p`, `q`).
+pub fn split_path(full: &str) -> (&str, &str) {
+    let without_fragment = full.split('#').next().unwrap_or("");
+    without_fragment
+        .split_once('?')
+        .unwrap_or((without_fragment, ""))
 }
 
 impl std::fmt::Debug for RequestView<'_> {

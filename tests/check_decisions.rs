@@ -175,7 +175,7 @@ async fn missing_token_is_401_with_a_bare_bearer_challenge() {
     assert_eq!(headers["www-authenticate"], "Bearer realm=\"mesh-authz\"");
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(body["error"], "invalid_request");
-    assert_eq!(body["reason"], "no bearer token in the request");
+    assert_eq!(body["reason"], "no token in the request");
     assert_eq!(body["request_id"], "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21");
 }
 
@@ -516,4 +516,47 @@ async fn keys_found_through_oidc_discovery_verify_tokens() {
         .unwrap();
     assert_eq!(set_headers(ok(&resp))["x-forwarded-user"].0, "alice");
     assert_eq!(idp.fetches(), 1, "the JWKS named by jwks_uri was fetched");
+}
+
+#[tokio::test]
+async fn a_route_can_take_the_token_from_a_cookie_or_an_opted_in_query_parameter() {
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = config("file: jwks.json", "static_groups: {alice: [team-a]}").replacen(
+        "routes:\n",
+        "routes:\n  - name: ui\n    match: {hosts: [ui.example.com]}\n    allow: authenticated\n    token_from: [\"cookie:session\", \"query:access_token\"]\n    inject: {user: x-forwarded-user}\n",
+        1,
+    );
+    let s = TestServer::start(&yaml, &[("jwks.json", &jwks)]).await;
+    let token = tokens::token_for("alice");
+    let ask = |path: String, headers: Vec<(&'static str, String)>| {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let req = check_request("GET", "ui.example.com", &path, &h);
+        let mut client = s.client.clone();
+        async move { client.check(req).await.unwrap().into_inner() }
+    };
+
+    let resp = ask(
+        "/".into(),
+        vec![("cookie", format!("theme=dark; session={token}"))],
+    )
+    .await;
+    assert_eq!(set_headers(ok(&resp))["x-forwarded-user"].0, "alice");
+
+    let resp = ask(format!("/dashboard?access_token={token}&tab=2"), vec![]).await;
+    let allowed = ok(&resp);
+    assert_eq!(set_headers(allowed)["x-forwarded-user"].0, "alice");
+    assert_eq!(
+        allowed.query_parameters_to_remove,
+        vec!["access_token".to_string()]
+    );
+
+    // This route does not read the Authorization header.
+    let resp = ask(
+        "/".into(),
+        vec![("authorization", format!("Bearer {token}"))],
+    )
+    .await;
+    let (status, _, body, _) = denied(&resp);
+    assert_eq!(status, 401);
+    assert_eq!(body["reason"], "no token in the request");
 }

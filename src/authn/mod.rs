@@ -9,7 +9,7 @@ mod verify;
 
 pub use identity::Identity;
 pub use jwks::{JwksError, JwksSource, JwksStore, JwksTiming, KeySet};
-pub use token::{bearer_token, MAX_TOKEN_BYTES};
+pub use token::{find_token, TokenSource, MAX_TOKEN_BYTES};
 pub use token_cache::VerifiedTokenCache;
 pub use verify::{IssuerSettings, TokenVerifier};
 
@@ -20,7 +20,7 @@ pub use verify::{IssuerSettings, TokenVerifier};
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthnError {
     /// No `Authorization` header.
-    #[error("no bearer token in the request")]
+    #[error("no token in the request")]
     MissingToken,
     /// An `Authorization` header with another scheme or no credentials.
     #[error("Authorization header is not a Bearer token")]

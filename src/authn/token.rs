@@ -2,17 +2,83 @@
 
 use super::AuthnError;
 use crate::request::RequestView;
+use std::borrow::Cow;
 
 /// Tokens longer than this are rejected before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// The token from `Authorization: Bearer <token>` (scheme matched case-insensitively).
-pub fn bearer_token<'a>(req: &RequestView<'a>) -> Result<&'a str, AuthnError> {
-    let value = req
-        .header("authorization")
-        .ok_or(AuthnError::MissingToken)?;
-    let value = value.trim();
-    let (scheme, rest) = value.split_once(' ').ok_or(AuthnError::NotBearer)?;
+/// Where a route looks for the token; the first source present in the request is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`, scheme matched case-insensitively.
+    Bearer,
+    /// The whole value of a named header (lower-case name).
+    Header(String),
+    /// A named cookie.
+    Cookie(String),
+    /// A query parameter. Only when configured: tokens in URLs end up in access logs.
+    Query(String),
+}
+
+impl TokenSource {
+    /// Parses `bearer`, `header:NAME`, `cookie:NAME` or `query:NAME`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{spec:?} is not `bearer`, `header:NAME`, `cookie:NAME` or `query:NAME`");
+        if spec == "bearer" {
+            return Ok(TokenSource::Bearer);
+        }
+        let (kind, name) = spec.split_once(':').ok_or_else(bad)?;
+        let name = name.trim();
+        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token_char) {
+            return Err(bad());
+        }
+        match kind {
+            "header" if name.eq_ignore_ascii_case("authorization") => {
+                Err("use `bearer` for the Authorization header".into())
+            }
+            "header" => Ok(TokenSource::Header(name.to_ascii_lowercase())),
+            "cookie" => Ok(TokenSource::Cookie(name.to_string())),
+            "query" => Ok(TokenSource::Query(name.to_string())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The token from the first of `sources` present in the request.
+pub fn find_token<'a>(
+    req: &RequestView<'a>,
+    sources: &[TokenSource],
+) -> Result<Cow<'a, str>, AuthnError> {
+    for source in sources {
+        let found = match source {
+            TokenSource::Bearer => match req.header("authorization") {
+                Some(value) => Some(Cow::Borrowed(bearer(value)?)),
+                None => None,
+            },
+            TokenSource::Header(name) => req.header(name).map(|v| Cow::Borrowed(v.trim())),
+            TokenSource::Cookie(name) => req
+                .header("cookie")
+                .and_then(|c| cookie(c, name))
+                .map(Cow::Borrowed),
+            TokenSource::Query(name) => query_param(req.query, name),
+        };
+        if let Some(token) = found {
+            if token.is_empty() {
+                return Err(AuthnError::Malformed);
+            }
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(AuthnError::TooLarge);
+            }
+            return Ok(token);
+        }
+    }
+    Err(AuthnError::MissingToken)
+}
+
+fn bearer(value: &str) -> Result<&str, AuthnError> {
+    let (scheme, rest) = value.trim().split_once(' ').ok_or(AuthnError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthnError::NotBearer);
     }
@@ -20,10 +86,26 @@ pub fn bearer_token<'a>(req: &RequestView<'a>) -> Result<&'a str, AuthnError> {
     if token.is_empty() {
         return Err(AuthnError::NotBearer);
     }
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(AuthnError::TooLarge);
-    }
     Ok(token)
+}
+
+/// A cookie's value from a `Cookie` header (`a=1; b=2`; Envoy may also comma-join
+/// repeated headers).
+fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split([';', ','])
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+/// A query parameter's percent-decoded value.
+fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
 }
 
 #[cfg(test)]
@@ -40,9 +122,10 @@ mod tests {
             method: "GET",
             host: "h",
             path: "/",
+            query: "",
             headers: &headers,
         };
-        bearer_token(&req).map(str::to_string)
+        find_token(&req, &[TokenSource::Bearer]).map(|t| t.into_owned())
     }
 
     #[test]
@@ -67,5 +150,83 @@ mod tests {
     fn oversized_token_is_rejected_without_parsing() {
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         assert_eq!(extract(Some(&big)), Err(AuthnError::TooLarge));
+    }
+
+    fn find(headers: &[(&str, &str)], query: &str, sources: &[&str]) -> Result<String, AuthnError> {
+        let headers: HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sources: Vec<TokenSource> = sources
+            .iter()
+            .map(|s| TokenSource::parse(s).unwrap())
+            .collect();
+        let req = RequestView {
+            method: "GET",
+            host: "h",
+            path: "/",
+            query,
+            headers: &headers,
+        };
+        find_token(&req, &sources).map(|t| t.into_owned())
+    }
+
+    #[test]
+    fn the_first_present_source_wins() {
+        let sources = [
+            "bearer",
+            "header:x-token",
+            "cookie:session",
+            "query:access_token",
+        ];
+        assert_eq!(
+            find(&[("authorization", "Bearer a")], "", &sources).unwrap(),
+            "a"
+        );
+        assert_eq!(find(&[("x-token", "b")], "", &sources).unwrap(), "b");
+        assert_eq!(
+            find(&[("cookie", "theme=dark; session=c; x=y")], "", &sources).unwrap(),
+            "c"
+        );
+        assert_eq!(
+            find(&[], "x=1&access_token=d%2Ee", &sources).unwrap(),
+            "d.e"
+        );
+        assert_eq!(find(&[], "", &sources), Err(AuthnError::MissingToken));
+        // A present but broken first source is an error, not a fall-through.
+        assert_eq!(
+            find(
+                &[("authorization", "Basic x"), ("x-token", "b")],
+                "",
+                &sources
+            ),
+            Err(AuthnError::NotBearer)
+        );
+    }
+
+    #[test]
+    fn query_tokens_are_ignored_unless_configured() {
+        assert_eq!(
+            find(&[], "access_token=t", &["bearer"]),
+            Err(AuthnError::MissingToken)
+        );
+    }
+
+    #[test]
+    fn source_specs_are_checked() {
+        assert_eq!(
+            TokenSource::parse("header:X-Token"),
+            Ok(TokenSource::Header("x-token".into()))
+        );
+        for bad in [
+            "",
+            "bearer:x",
+            "header:",
+            "cookie:a b",
+            "form:x",
+            "header:authorization",
+        ] {
+            assert!(TokenSource::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

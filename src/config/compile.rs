@@ -2,7 +2,7 @@
 
 use super::schema::{RawAllow, RawConfig, RawGerrit, RawIssuer, RawRoute};
 use super::{ConfigError, FileResolver, Problem};
-use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet};
+use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
 use crate::gerrit::Group;
 use crate::policy::{
     header_name, HostMatcher, IdentityHeaders, MethodSet, PathMatcher, Requirement, RouteRule,
@@ -484,6 +484,22 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
             Requirement::GroupsAnyOf(groups.clone())
         }
     };
+    if raw.token_from.is_empty() {
+        p.add(
+            format!("{path}.token_from"),
+            "list at least one token source",
+        );
+    }
+    let token_sources: Vec<TokenSource> = raw
+        .token_from
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| {
+            TokenSource::parse(spec)
+                .map_err(|e| p.add(format!("{path}.token_from[{i}]"), e))
+                .ok()
+        })
+        .collect();
     let mut header = |value: &Option<String>, field: &str| {
         value.as_deref().and_then(|v| {
             header_name(v)
@@ -520,6 +536,7 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         path: path_matcher?,
         methods: methods?,
         requirement,
+        token_sources,
         inject,
         remove_headers,
     })

@@ -211,12 +211,19 @@ pub struct RawRoute {
     pub matches: RawMatch,
     /// Who may pass.
     pub allow: RawAllow,
+    /// Where to look for the token: `bearer`, `header:NAME`, `cookie:NAME`, `query:NAME`.
+    #[serde(default = "default_token_from")]
+    pub token_from: Vec<String>,
     /// Headers injected upstream from the identity.
     #[serde(default)]
     pub inject: RawInject,
     /// Request headers removed before the request goes upstream.
     #[serde(default)]
     pub remove_headers: Vec<String>,
+}
+
+fn default_token_from() -> Vec<String> {
+    vec!["bearer".into()]
 }
 
 /// `routes[].match`; an empty field matches everything.

@@ -1,6 +1,6 @@
 //! Upstream header changes on allow: set identity headers, remove the rest.
 
-use crate::authn::Identity;
+use crate::authn::{Identity, TokenSource};
 use crate::gerrit::Membership;
 use crate::policy::RouteRule;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
@@ -24,6 +24,8 @@ pub struct HeaderChanges {
     pub set: Vec<(String, String)>,
     /// Header names to remove.
     pub remove: Vec<String>,
+    /// Query parameters to remove (tokens taken from the query string).
+    pub remove_query: Vec<String>,
 }
 
 impl HeaderChanges {
@@ -87,6 +89,13 @@ pub fn upstream_changes(
     });
     put(&route.inject.groups, groups, "groups")?;
     changes.remove.extend(route.remove_headers.iter().cloned());
+    // A token read from the URL must not travel on to the upstream (and its logs).
+    changes
+        .remove_query
+        .extend(route.token_sources.iter().filter_map(|s| match s {
+            TokenSource::Query(name) => Some(name.clone()),
+            _ => None,
+        }));
     Ok(changes)
 }
 
@@ -108,6 +117,10 @@ mod tests {
             path: PathMatcher::Any,
             methods: MethodSet::default(),
             requirement: Requirement::Authenticated,
+            token_sources: vec![
+                TokenSource::Bearer,
+                TokenSource::Query("access_token".into()),
+            ],
             inject: IdentityHeaders {
                 user: Some("x-forwarded-user".into()),
                 email: Some("x-forwarded-email".into()),
@@ -159,6 +172,7 @@ mod tests {
             c.remove,
             vec!["x-forwarded-email".to_string(), "authorization".into()]
         );
+        assert_eq!(c.remove_query, vec!["access_token".to_string()]);
         #[allow(deprecated)]
         let all_overwrite = c
             .to_envoy()

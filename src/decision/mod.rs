@@ -47,6 +47,7 @@ pub fn render(
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers: headers.to_envoy(),
                 headers_to_remove: headers.remove.clone(),
+                query_parameters_to_remove: headers.remove_query.clone(),
                 ..Default::default()
             })),
             dynamic_metadata: Some(metadata::identity(

@@ -1,6 +1,7 @@
 //! Route rules and the first-match route table.
 
 use super::{HostMatcher, MethodSet, PathMatcher, PolicyError};
+use crate::authn::TokenSource;
 use crate::request::RequestView;
 use std::sync::Arc;
 
@@ -57,6 +58,8 @@ pub struct RouteRule {
     pub methods: MethodSet,
     /// What the caller must prove.
     pub requirement: Requirement,
+    /// Where the token is looked for, in order.
+    pub token_sources: Vec<TokenSource>,
     /// Identity headers to inject on allow.
     pub inject: IdentityHeaders,
     /// Request headers to remove on allow (lower-case).
@@ -123,6 +126,7 @@ mod tests {
             path: PathMatcher::prefix(prefix).unwrap(),
             methods: MethodSet::new(methods).unwrap(),
             requirement: Requirement::Public,
+            token_sources: vec![TokenSource::Bearer],
             inject: IdentityHeaders::default(),
             remove_headers: vec![],
         }
@@ -138,6 +142,7 @@ mod tests {
             method: m,
             host,
             path: p,
+            query: "",
             headers: h,
         }
     }
