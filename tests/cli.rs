@@ -125,7 +125,7 @@ fn check_without_a_token_is_a_401() {
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("decision: DENY (HTTP 401)"), "{stdout}");
-    assert!(stdout.contains("no bearer token"), "{stdout}");
+    assert!(stdout.contains("no token"), "{stdout}");
 }
 
 #[test]

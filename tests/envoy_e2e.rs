@@ -129,7 +129,7 @@ async fn denials_carry_our_status_challenge_and_body_and_never_reach_upstream() 
     );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
-    assert_eq!(body["reason"], "no bearer token in the request");
+    assert_eq!(body["reason"], "no token in the request");
 
     let mut expired = tokens::claims("alice");
     expired["exp"] = (tokens::now() - 3600).into();

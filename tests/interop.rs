@@ -110,3 +110,65 @@ async fn a_key_pinned_to_one_algorithm_does_not_verify_another() {
         Err(AuthnError::KeyMismatch)
     );
 }
+
+#[tokio::test]
+async fn each_token_is_checked_against_the_issuer_its_iss_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("jwks.json"),
+        dir.path().join("interop.json"),
+    )
+    .unwrap();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let second_jwks = format!(r#"{{"keys":[{}]}}"#, fixture("rsa-a.jwk.json"));
+    std::fs::write(dir.path().join("second.json"), second_jwks).unwrap();
+    let yaml = r#"
+issuers:
+  - issuer: https://interop.test.invalid
+    audiences: [mesh-authz-interop]
+    jwks: {file: interop.json}
+  - issuer: https://second.test.invalid
+    audiences: [second]
+    jwks: {file: second.json}
+routes:
+  - name: all
+    allow: authenticated
+"#;
+    let config = config::from_str("two.yaml", yaml, &FileResolver::Disk(dir.path().into()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = Authorizer::from_config(&config, reqwest::Client::new()).unwrap();
+
+    assert_eq!(
+        verify(a.verifier(), "rs256").await,
+        Ok("interop-rs256".into())
+    );
+    let claims = |iss: &str, aud: &str| serde_json::json!({"iss": iss, "aud": aud, "sub": "bob", "exp": 4102444800u64});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(fixture("rsa-a.pem").as_bytes()).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("rsa-a".into());
+    let sign = |c| jsonwebtoken::encode(&header, &c, &key).unwrap();
+
+    let second = sign(claims("https://second.test.invalid", "second"));
+    assert_eq!(
+        a.verifier().verify(&second).await.map(|i| i.user.clone()),
+        Ok("bob".into())
+    );
+    // The same key under the other issuer's name: that issuer has no such key.
+    let crossed = sign(claims("https://interop.test.invalid", "mesh-authz-interop"));
+    assert_eq!(
+        a.verifier().verify(&crossed).await.map(|_| ()),
+        Err(AuthnError::UnknownKeyId)
+    );
+    let unknown = sign(claims("https://third.test.invalid", "second"));
+    assert_eq!(
+        a.verifier().verify(&unknown).await.map(|_| ()),
+        Err(AuthnError::UnknownIssuer)
+    );
+}
