@@ -322,7 +322,7 @@ impl Authorizer {
             }
         };
         Ok(Self::new(
-            TokenVerifier::new(issuers, config.token_cache_entries),
+            TokenVerifier::new(issuers, config.token_cache_entries, config.max_token_bytes),
             groups,
             config.routes.clone(),
         ))

@@ -9,7 +9,7 @@ mod verify;
 
 pub use identity::Identity;
 pub use jwks::{JwksError, JwksSource, JwksStore, JwksTiming, KeySet};
-pub use token::{find_token, TokenSource, MAX_TOKEN_BYTES};
+pub use token::{find_token, TokenSource, DEFAULT_MAX_TOKEN_BYTES};
 pub use token_cache::VerifiedTokenCache;
 pub use verify::{IssuerSettings, TokenVerifier};
 
@@ -25,7 +25,8 @@ pub enum AuthnError {
     /// An `Authorization` header with another scheme or no credentials.
     #[error("Authorization header is not a Bearer token")]
     NotBearer,
-    /// The token is longer than [`MAX_TOKEN_BYTES`].
+    /// The token is longer than the configured limit (default
+    /// [`DEFAULT_MAX_TOKEN_BYTES`]).
     #[error("token too large")]
     TooLarge,
     /// Not a compact JWS with a JSON header and payload.

@@ -42,6 +42,7 @@ struct IssuerVerifier {
 pub struct TokenVerifier {
     issuers: HashMap<String, IssuerVerifier>,
     cache: Option<VerifiedTokenCache>,
+    max_token_bytes: usize,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -54,8 +55,13 @@ impl std::fmt::Debug for TokenVerifier {
 
 impl TokenVerifier {
     /// A verifier over issuers and their key stores, remembering up to
-    /// `cache_entries` verified tokens (0 disables the cache).
-    pub fn new(issuers: Vec<(IssuerSettings, Arc<JwksStore>)>, cache_entries: u64) -> Self {
+    /// `cache_entries` verified tokens (0 disables the cache) and refusing tokens longer
+    /// than `max_token_bytes` before parsing them.
+    pub fn new(
+        issuers: Vec<(IssuerSettings, Arc<JwksStore>)>,
+        cache_entries: u64,
+        max_token_bytes: usize,
+    ) -> Self {
         let issuers = issuers
             .into_iter()
             .map(|(settings, store)| {
@@ -73,7 +79,11 @@ impl TokenVerifier {
             })
             .collect();
         let cache = (cache_entries > 0).then(|| VerifiedTokenCache::new(cache_entries));
-        Self { issuers, cache }
+        Self {
+            issuers,
+            cache,
+            max_token_bytes,
+        }
     }
 
     /// The key stores, for readiness and the background refreshers.
@@ -88,7 +98,7 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns the caller's identity.
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
-        if token.len() > super::MAX_TOKEN_BYTES {
+        if token.len() > self.max_token_bytes {
             return Err(AuthnError::TooLarge);
         }
         let cached = self.cache.as_ref().map(|c| (c, token_key(token)));

@@ -32,6 +32,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// Capacity of the verified-token cache (0: off).
     pub token_cache_entries: u64,
+    /// Longest accepted token.
+    pub max_token_bytes: usize,
 }
 
 /// Listen addresses and shutdown timing.
@@ -196,6 +198,12 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         (None, None) => None,
     };
 
+    if raw.max_token_bytes < 256 {
+        p.add(
+            "max_token_bytes",
+            "must be at least 256; real tokens are rarely under 500 bytes",
+        );
+    }
     if raw.routes.is_empty() {
         p.add(
             "routes",
@@ -242,6 +250,7 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         groups,
         routes: RouteTable::new(routes),
         token_cache_entries: raw.token_cache.max_entries,
+        max_token_bytes: raw.max_token_bytes,
     }
 }
 

@@ -29,6 +29,13 @@ pub struct RawConfig {
     /// The verified-token cache.
     #[serde(default)]
     pub token_cache: RawTokenCache,
+    /// Tokens longer than this are rejected before any parsing.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+fn default_max_token_bytes() -> usize {
+    crate::authn::DEFAULT_MAX_TOKEN_BYTES
 }
 
 /// `token_cache:` how many verified tokens are remembered until they expire.
