@@ -564,3 +564,46 @@ async fn a_route_can_take_the_token_from_a_cookie_or_an_opted_in_query_parameter
     assert_eq!(status, 401);
     assert_eq!(body["reason"], "no token in the request");
 }
+
+#[tokio::test]
+async fn when_the_idp_fails_cached_keys_serve_until_max_staleness_then_checks_cannot_be_decided() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let yaml = config(
+        &format!(
+            "url: \"{}\", refresh_interval: 50ms, max_staleness: 1s",
+            idp.jwks_url()
+        ),
+        "static_groups: {alice: [team-a]}",
+    );
+    let mut s = TestServer::start(&yaml, &[]).await;
+    wait_ready(&s).await;
+    let token = bearer(&tokens::token_for("alice"));
+    // Verified once: from here on the verified-token cache answers for it.
+    ok(&check(&mut s, "/c/x", &[("authorization", &token)])
+        .await
+        .unwrap());
+    idp.set_failing(true);
+    // Right after the IdP starts failing, the last good keys still serve.
+    ok(&check(&mut s, "/c/x", &[("authorization", &token)])
+        .await
+        .unwrap());
+    let mut unavailable = false;
+    for _ in 0..100 {
+        match check(&mut s, "/c/x", &[("authorization", &token)]).await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                unavailable = true;
+                break;
+            }
+            Ok(resp) => {
+                ok(&resp);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(unavailable, "stale keys were used beyond max_staleness");
+    let ready = reqwest::get(format!("{}/readyz", s.admin_url()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+}

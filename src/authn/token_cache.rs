@@ -69,10 +69,11 @@ impl VerifiedTokenCache {
         }
     }
 
-    /// The identity of an already verified, unexpired token whose key set is unchanged.
+    /// The identity of an already verified, unexpired token whose key set is unchanged
+    /// and not stale (past `max_staleness`, cached tokens stop working like all others).
     pub fn get(&self, key: &TokenKey, now: u64) -> Option<Arc<Identity>> {
         let hit = self.cache.get(key)?;
-        if now < hit.exp && hit.store.generation() == hit.generation {
+        if now < hit.exp && hit.store.generation() == hit.generation && hit.store.is_loaded() {
             Some(hit.identity.clone())
         } else {
             self.cache.invalidate(key);
