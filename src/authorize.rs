@@ -3,10 +3,13 @@
 use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GroupsConfig, Problem};
 use crate::decision::{upstream_changes, HeaderChanges};
-use crate::gerrit::{GerritClient, GerritSettings, GroupCache, GroupSource, Membership, Secret};
+use crate::gerrit::{
+    CacheSettings, GerritClient, GerritSettings, GroupCache, GroupSource, Membership, Secret,
+};
 use crate::policy::{Requirement, RouteRule, RouteTable};
 use crate::request::RequestView;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything needed to decide: the verifier, the group cache and the routes.
 #[derive(Debug)]
@@ -278,18 +281,19 @@ impl Authorizer {
             None => None,
             Some(GroupsConfig::Static(table)) => Some(GroupCache::new(
                 GroupSource::Static(table.clone()),
-                STATIC_TTL,
-                STATIC_TTL,
-                table.len() as u64 + 1,
+                CacheSettings {
+                    ttl: STATIC_TTL,
+                    not_found_ttl: STATIC_TTL,
+                    max_users: table.len() as u64 + 1,
+                    max_staleness: Duration::ZERO,
+                },
             )),
             Some(GroupsConfig::Gerrit {
                 url,
                 username,
                 password_file,
                 timeout,
-                cache_ttl,
-                not_found_ttl,
-                cache_max_users,
+                cache,
             }) => {
                 let password = std::fs::read_to_string(password_file).map_err(|e| {
                     problem(
@@ -313,12 +317,7 @@ impl Authorizer {
                         timeout: *timeout,
                     },
                 );
-                Some(GroupCache::new(
-                    GroupSource::Gerrit(client),
-                    *cache_ttl,
-                    *not_found_ttl,
-                    *cache_max_users,
-                ))
+                Some(GroupCache::new(GroupSource::Gerrit(client), *cache))
             }
         };
         Ok(Self::new(
@@ -330,7 +329,7 @@ impl Authorizer {
 }
 
 /// Static tables never change, so their entries stay for an hour (the cache needs a TTL).
-const STATIC_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+const STATIC_TTL: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {

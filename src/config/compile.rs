@@ -3,7 +3,7 @@
 use super::schema::{RawAllow, RawConfig, RawGerrit, RawIssuer, RawRoute};
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
-use crate::gerrit::Group;
+use crate::gerrit::{CacheSettings, Group};
 use crate::policy::{
     header_name, HostMatcher, IdentityHeaders, MethodSet, PathMatcher, Requirement, RouteRule,
     RouteTable,
@@ -73,12 +73,8 @@ pub enum GroupsConfig {
         password_file: PathBuf,
         /// Per-request timeout.
         timeout: Duration,
-        /// Cache TTL for known accounts.
-        cache_ttl: Duration,
-        /// Cache TTL for unknown accounts.
-        not_found_ttl: Duration,
-        /// Cache bound.
-        cache_max_users: u64,
+        /// Group cache ageing.
+        cache: CacheSettings,
     },
     /// A fixed table.
     Static(Arc<HashMap<String, Vec<Group>>>),
@@ -437,9 +433,12 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
         username: raw.username.clone(),
         password_file: files.resolve(&raw.password_file),
         timeout: raw.timeout,
-        cache_ttl: raw.cache_ttl,
-        not_found_ttl: raw.not_found_ttl,
-        cache_max_users: raw.cache_max_users,
+        cache: CacheSettings {
+            ttl: raw.cache_ttl,
+            not_found_ttl: raw.not_found_ttl,
+            max_users: raw.cache_max_users,
+            max_staleness: raw.max_staleness,
+        },
     })
 }
 

@@ -193,6 +193,13 @@ pub struct RawGerrit {
     /// Maximum number of users in the group cache.
     #[serde(default = "default_cache_max_users")]
     pub cache_max_users: u64,
+    /// How long past its TTL a user's groups may still serve while Gerrit fails.
+    #[serde(default = "default_gerrit_max_staleness", with = "humantime_serde")]
+    pub max_staleness: Duration,
+}
+
+fn default_gerrit_max_staleness() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_gerrit_timeout() -> Duration {

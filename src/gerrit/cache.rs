@@ -3,6 +3,7 @@
 use super::{GerritClient, GerritError, Group};
 use moka::ops::compute::Op;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,12 +33,9 @@ pub enum GroupSource {
     Gerrit(GerritClient),
     /// A fixed table (quickstart, demos); users not in it are unknown accounts.
     Static(Arc<HashMap<String, Vec<Group>>>),
-    /// A table that counts lookups, for tests of the cache itself.
+    /// A table that counts lookups and can fail, for tests of the cache itself.
     #[cfg(test)]
-    Counted(
-        Arc<HashMap<String, Vec<Group>>>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    ),
+    Counted(Arc<tests::CountedTable>),
 }
 
 impl GroupSource {
@@ -46,10 +44,7 @@ impl GroupSource {
             GroupSource::Gerrit(client) => client.account_groups(user).await?,
             GroupSource::Static(table) => table.get(user).cloned(),
             #[cfg(test)]
-            GroupSource::Counted(table, lookups) => {
-                lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                table.get(user).cloned()
-            }
+            GroupSource::Counted(counted) => counted.lookup(user)?,
         };
         Ok(match groups {
             Some(groups) => Membership {
@@ -64,26 +59,49 @@ impl GroupSource {
     }
 }
 
-/// Stand-in for TTLs beyond what `Instant` can represent.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// How the group cache ages its entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// How long a known account's groups are fresh.
+    pub ttl: Duration,
+    /// How long "no such account" is fresh.
+    pub not_found_ttl: Duration,
+    /// Bound on cached users.
+    pub max_users: u64,
+    /// How long past its TTL an entry may still serve while Gerrit fails.
+    pub max_staleness: Duration,
+}
 
-/// A cached answer and when it stops being fresh.
+/// Entries used in the last fifth of their TTL are reloaded in the background, so a user
+/// who keeps making requests never waits for Gerrit.
+const REFRESH_AHEAD_AT: f64 = 0.8;
+
+/// A cached answer and its age.
 ///
-/// Freshness is kept here, on tokio's clock, rather than in moka's expiry, so TTLs are
-/// testable with a paused clock; moka bounds the entry count.
+/// Age is kept here, on tokio's clock, rather than in moka's expiry, so TTLs are testable
+/// with a paused clock; moka bounds the entry count.
 struct Cached {
     membership: Arc<Membership>,
-    fresh_until: Instant,
+    fetched_at: Instant,
+    ttl: Duration,
+    /// A background reload is under way (at most one per entry).
+    refreshing: AtomicBool,
+}
+
+impl Cached {
+    fn age(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.fetched_at)
+    }
 }
 
 /// Caches each user's groups for a TTL (a shorter one for unknown accounts, so a new
 /// Gerrit account starts working soon). Concurrent lookups of the same user share one
-/// Gerrit request; failures are not cached.
+/// Gerrit request; failures are not cached. Hot entries are refreshed ahead of expiry;
+/// when Gerrit fails, expired entries keep serving up to `max_staleness`.
 #[derive(Clone)]
 pub struct GroupCache {
     source: GroupSource,
-    ttl: Duration,
-    not_found_ttl: Duration,
+    settings: CacheSettings,
     cache: moka::future::Cache<String, Arc<Cached>>,
 }
 
@@ -96,20 +114,14 @@ impl std::fmt::Debug for GroupCache {
 }
 
 impl GroupCache {
-    /// A cache of at most `max_users` users.
-    pub fn new(
-        source: GroupSource,
-        ttl: Duration,
-        not_found_ttl: Duration,
-        max_users: u64,
-    ) -> Self {
+    /// An empty cache in front of `source`.
+    pub fn new(source: GroupSource, settings: CacheSettings) -> Self {
         let cache = moka::future::Cache::builder()
-            .max_capacity(max_users)
+            .max_capacity(settings.max_users)
             .build();
         Self {
             source,
-            ttl,
-            not_found_ttl,
+            settings,
             cache,
         }
     }
@@ -121,17 +133,32 @@ impl GroupCache {
             .try_get_with_by_ref(user, self.load(user))
             .await
             .map_err(|e: Arc<GerritError>| (*e).clone())?;
-        if entry.fresh_until > Instant::now() {
+        let age = entry.age();
+        if age < entry.ttl {
+            if age >= entry.ttl.mul_f64(REFRESH_AHEAD_AT) {
+                self.refresh_in_background(user, &entry);
+            }
             return Ok(entry.membership.clone());
         }
-        // Expired: reload under moka's per-key lock, so callers arriving together make
-        // one request and later ones find the fresh entry.
+        match self.reload_expired(user).await {
+            Ok(membership) => Ok(membership),
+            Err(e) if age < entry.ttl.saturating_add(self.settings.max_staleness) => {
+                tracing::warn!(user, error = %e, age = ?age, "Gerrit failed: serving stale groups");
+                Ok(entry.membership.clone())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reloads an expired entry under moka's per-key lock, so callers arriving together
+    /// make one request and later ones find the fresh entry.
+    async fn reload_expired(&self, user: &str) -> Result<Arc<Membership>, GerritError> {
         let result = self
             .cache
             .entry_by_ref(user)
             .and_try_compute_with(|current| async move {
                 match current {
-                    Some(e) if e.value().fresh_until > Instant::now() => Ok(Op::Nop),
+                    Some(e) if e.value().age() < e.value().ttl => Ok(Op::Nop),
                     _ => self.load(user).await.map(Op::Put),
                 }
             })
@@ -142,27 +169,62 @@ impl GroupCache {
             .ok_or_else(|| GerritError::Response("cache entry vanished".into()))
     }
 
+    fn refresh_in_background(&self, user: &str, entry: &Arc<Cached>) {
+        if entry.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (this, user, entry) = (self.clone(), user.to_string(), entry.clone());
+        tokio::spawn(async move {
+            match this.load(&user).await {
+                Ok(fresh) => this.cache.insert(user, fresh).await,
+                Err(e) => {
+                    tracing::warn!(user, error = %e, "refreshing groups ahead of expiry failed");
+                    entry.refreshing.store(false, Ordering::Release);
+                }
+            }
+        });
+    }
+
     async fn load(&self, user: &str) -> Result<Arc<Cached>, GerritError> {
         let membership = self.source.lookup(user).await?;
         let ttl = if membership.known_account {
-            self.ttl
+            self.settings.ttl
         } else {
-            self.not_found_ttl
+            self.settings.not_found_ttl
         };
-        let now = Instant::now();
         Ok(Arc::new(Cached {
             membership: Arc::new(membership),
-            // A TTL too large for the clock means "until restart", never a panic.
-            fresh_until: now.checked_add(ttl).unwrap_or(now + FOREVER),
+            fetched_at: Instant::now(),
+            ttl,
+            refreshing: AtomicBool::new(false),
         }))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
 
-    fn table() -> GroupSource {
+    /// A lookup table that counts lookups and fails on demand.
+    #[derive(Debug, Default)]
+    pub struct CountedTable {
+        table: HashMap<String, Vec<Group>>,
+        lookups: AtomicUsize,
+        failing: AtomicBool,
+    }
+
+    impl CountedTable {
+        pub(super) fn lookup(&self, user: &str) -> Result<Option<Vec<Group>>, GerritError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(GerritError::Unreachable("test: Gerrit down".into()));
+            }
+            Ok(self.table.get(user).cloned())
+        }
+    }
+
+    fn alice_groups() -> HashMap<String, Vec<Group>> {
         let mut t = HashMap::new();
         t.insert(
             "alice".to_string(),
@@ -171,12 +233,44 @@ mod tests {
                 name: "team-a".into(),
             }],
         );
-        GroupSource::Static(Arc::new(t))
+        t
+    }
+
+    fn table() -> GroupSource {
+        GroupSource::Static(Arc::new(alice_groups()))
+    }
+
+    fn settings(ttl: u64, not_found_ttl: u64, max_staleness: u64) -> CacheSettings {
+        CacheSettings {
+            ttl: Duration::from_secs(ttl),
+            not_found_ttl: Duration::from_secs(not_found_ttl),
+            max_users: 10,
+            max_staleness: Duration::from_secs(max_staleness),
+        }
+    }
+
+    fn counted() -> (GroupSource, Arc<CountedTable>) {
+        let counted = Arc::new(CountedTable {
+            table: alice_groups(),
+            ..CountedTable::default()
+        });
+        (GroupSource::Counted(counted.clone()), counted)
+    }
+
+    fn count(c: &CountedTable) -> usize {
+        c.lookups.load(Ordering::SeqCst)
+    }
+
+    /// Lets spawned background refreshes run.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test]
     async fn membership_matches_group_name_or_uuid() {
-        let c = GroupCache::new(table(), Duration::from_secs(60), Duration::from_secs(5), 10);
+        let c = GroupCache::new(table(), settings(60, 5, 0));
         let m = c.membership("alice").await.unwrap();
         assert!(m.known_account);
         assert!(m.contains("team-a"));
@@ -187,27 +281,19 @@ mod tests {
         assert!(bob.groups.is_empty());
     }
 
-    fn counted() -> (GroupSource, Arc<std::sync::atomic::AtomicUsize>) {
-        let GroupSource::Static(table) = table() else {
-            unreachable!()
-        };
-        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        (GroupSource::Counted(table, lookups.clone()), lookups)
-    }
-
-    fn count(lookups: &std::sync::atomic::AtomicUsize) -> usize {
-        lookups.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
     #[tokio::test(start_paused = true)]
     async fn known_accounts_are_cached_for_the_ttl_then_looked_up_again() {
         let (source, lookups) = counted();
-        let c = GroupCache::new(source, Duration::from_secs(60), Duration::from_secs(5), 10);
+        let c = GroupCache::new(source, settings(60, 5, 0));
         c.membership("alice").await.unwrap();
-        tokio::time::advance(Duration::from_secs(59)).await;
+        tokio::time::advance(Duration::from_secs(47)).await;
         c.membership("alice").await.unwrap();
-        assert_eq!(count(&lookups), 1, "fresh for the whole TTL");
-        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            count(&lookups),
+            1,
+            "fresh, and not yet in the refresh-ahead window"
+        );
+        tokio::time::advance(Duration::from_secs(14)).await;
         let m = c.membership("alice").await.unwrap();
         assert!(m.contains("team-a"));
         assert_eq!(count(&lookups), 2, "looked up again after the TTL");
@@ -218,12 +304,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unknown_accounts_use_the_shorter_not_found_ttl() {
         let (source, lookups) = counted();
-        let c = GroupCache::new(source, Duration::from_secs(60), Duration::from_secs(5), 10);
+        let c = GroupCache::new(source, settings(60, 5, 0));
         assert!(!c.membership("carol").await.unwrap().known_account);
-        tokio::time::advance(Duration::from_secs(4)).await;
+        tokio::time::advance(Duration::from_secs(3)).await;
         c.membership("carol").await.unwrap();
         assert_eq!(count(&lookups), 1);
-        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::advance(Duration::from_secs(3)).await;
         c.membership("carol").await.unwrap();
         assert_eq!(count(&lookups), 2);
     }
@@ -231,7 +317,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_reloads_after_expiry_share_one_lookup() {
         let (source, lookups) = counted();
-        let c = GroupCache::new(source, Duration::from_secs(60), Duration::from_secs(5), 10);
+        let c = GroupCache::new(source, settings(60, 5, 0));
         c.membership("alice").await.unwrap();
         tokio::time::advance(Duration::from_secs(61)).await;
         let all = futures::future::join_all((0..20).map(|_| c.membership("alice"))).await;
@@ -240,8 +326,61 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_hot_user_is_refreshed_ahead_of_expiry_and_never_waits() {
+        let (source, lookups) = counted();
+        let c = GroupCache::new(source, settings(60, 5, 0));
+        c.membership("alice").await.unwrap();
+        // Steady load, one request a second, for five TTLs.
+        for _ in 0..300 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            // Served from cache at once: with Gerrit failing, a miss would be an error.
+            lookups.failing.store(true, Ordering::SeqCst);
+            assert!(c.membership("alice").await.is_ok());
+            lookups.failing.store(false, Ordering::SeqCst);
+            settle().await;
+        }
+        // One refresh per 48 s window rather than a miss per TTL: 300 s / 48 s ≈ 6,
+        // plus the first load. Failed attempts while `failing` was set are retried later.
+        let n = count(&lookups);
+        assert!((6..=40).contains(&n), "lookups: {n}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_groups_serve_while_gerrit_fails_up_to_max_staleness() {
+        let (source, lookups) = counted();
+        let c = GroupCache::new(source, settings(60, 5, 300));
+        c.membership("alice").await.unwrap();
+        lookups.failing.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let stale = c.membership("alice").await.unwrap();
+        assert!(stale.contains("team-a"), "stale but served");
+        tokio::time::advance(Duration::from_secs(298)).await;
+        assert!(
+            c.membership("alice").await.is_ok(),
+            "59 + 299 s < 60 + 300 s"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(
+            c.membership("alice").await,
+            Err(GerritError::Unreachable(_))
+        ));
+        lookups.failing.store(false, Ordering::SeqCst);
+        assert!(c.membership("alice").await.is_ok(), "recovers with Gerrit");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_enormous_ttl_does_not_panic() {
-        let c = GroupCache::new(table(), Duration::MAX, Duration::MAX, 10);
+        let c = GroupCache::new(
+            table(),
+            CacheSettings {
+                ttl: Duration::MAX,
+                not_found_ttl: Duration::MAX,
+                max_users: 10,
+                max_staleness: Duration::MAX,
+            },
+        );
+        assert!(c.membership("alice").await.unwrap().known_account);
+        tokio::time::advance(Duration::from_secs(3600)).await;
         assert!(c.membership("alice").await.unwrap().known_account);
     }
 }

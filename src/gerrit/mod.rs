@@ -4,7 +4,7 @@ mod cache;
 mod client;
 mod secret;
 
-pub use cache::{GroupCache, GroupSource, Membership};
+pub use cache::{CacheSettings, GroupCache, GroupSource, Membership};
 pub use client::{GerritClient, GerritSettings, Group};
 pub use secret::Secret;
 
