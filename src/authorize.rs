@@ -104,6 +104,11 @@ impl Authorizer {
         &self.verifier
     }
 
+    /// The group cache, if a group source is configured (invalidation).
+    pub fn groups(&self) -> Option<&GroupCache> {
+        self.groups.as_ref()
+    }
+
     /// Decides one request.
     pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
         let mut steps = Vec::new();

@@ -137,7 +137,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         .map(|s| tokio::spawn(s.clone().run_refresher()))
         .collect();
 
-    let check = AuthorizationServer::new(CheckService::new(authorizer, metrics.clone()));
+    let check = AuthorizationServer::new(CheckService::new(authorizer.clone(), metrics.clone()));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {
         conn.inspect(|stream| {
             // Checks are small request/response pairs: Nagle only adds latency.
@@ -150,8 +150,11 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         .add_service(reflection_v1alpha)
         .add_service(check)
         .serve_with_incoming_shutdown(incoming, closing(phase_rx.clone()));
-    let admin = axum::serve(admin_listener, admin::router(readiness.clone(), metrics))
-        .with_graceful_shutdown(closing(phase_rx.clone()));
+    let admin = axum::serve(
+        admin_listener,
+        admin::router(authorizer, readiness.clone(), metrics),
+    )
+    .with_graceful_shutdown(closing(phase_rx.clone()));
 
     let server = config.server.clone();
     let health = tokio::spawn(report_health(

@@ -230,3 +230,57 @@ async fn shutdown_turns_readiness_false_first_and_finishes_in_flight_checks() {
         "the gRPC port is closed after shutdown"
     );
 }
+
+#[tokio::test]
+async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_now() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-b"]);
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url()));
+    let mut s = TestServer::start(
+        &yaml,
+        &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+    )
+    .await;
+    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let req = || {
+        check_request(
+            "GET",
+            "gerrit.example.com",
+            "/a/projects/team-a/x",
+            &[("authorization", &token)],
+        )
+    };
+    let code = |r: envoy_types::pb::envoy::service::auth::v3::CheckResponse| r.status.unwrap().code;
+    assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 7);
+
+    // alice joins team-a in Gerrit; the cached answer still says no...
+    gerrit.set_groups("alice", &["team-a"]);
+    assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 7);
+    assert_eq!(gerrit.requests_for("alice"), 1);
+
+    // ...until the operator drops her entry.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!(
+            "{}/cache/groups/invalidate?user=alice",
+            s.admin_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 0);
+    assert_eq!(gerrit.requests_for("alice"), 2);
+
+    // Dropping everything works the same way.
+    gerrit.set_groups("alice", &["team-b"]);
+    let resp = http
+        .post(format!("{}/cache/groups/invalidate", s.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 7);
+    assert_eq!(gerrit.requests_for("alice"), 3);
+}

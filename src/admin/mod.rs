@@ -1,11 +1,12 @@
-//! The admin HTTP port: `/healthz`, `/readyz`, `/metrics`.
+//! The admin HTTP port: `/healthz`, `/readyz`, `/metrics`, and group cache invalidation
+//! (`POST /cache/groups/invalidate[?user=NAME]`). Keep this port inside the cluster.
 
 use crate::authorize::Authorizer;
 use crate::telemetry::Metrics;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,17 +54,58 @@ impl Readiness {
 
 #[derive(Clone)]
 struct AdminState {
+    authorizer: Arc<Authorizer>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
 }
 
 /// The admin router.
-pub fn router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
+pub fn router(
+    authorizer: Arc<Authorizer>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { readiness, metrics })
+        .route("/cache/groups/invalidate", post(invalidate_groups))
+        .with_state(AdminState {
+            authorizer,
+            readiness,
+            metrics,
+        })
+}
+
+#[derive(serde::Deserialize)]
+struct InvalidateQuery {
+    user: Option<String>,
+}
+
+/// Drops one user's cached groups (`?user=NAME`) or all of them, so a membership change
+/// in Gerrit takes effect now rather than after the TTL.
+async fn invalidate_groups(
+    State(state): State<AdminState>,
+    Query(query): Query<InvalidateQuery>,
+) -> (StatusCode, String) {
+    let Some(groups) = state.authorizer.groups() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no group source is configured\n".into(),
+        );
+    };
+    match query.user {
+        Some(user) => {
+            groups.invalidate(&user).await;
+            tracing::info!(user, "group cache entry dropped by admin request");
+            (StatusCode::OK, format!("dropped cached groups of {user}\n"))
+        }
+        None => {
+            groups.invalidate_all();
+            tracing::info!("group cache dropped by admin request");
+            (StatusCode::OK, "dropped all cached groups\n".into())
+        }
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

@@ -185,6 +185,16 @@ impl GroupCache {
         });
     }
 
+    /// Forgets one user's groups: the next check asks Gerrit.
+    pub async fn invalidate(&self, user: &str) {
+        self.cache.invalidate(user).await;
+    }
+
+    /// Forgets every user's groups.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     async fn load(&self, user: &str) -> Result<Arc<Cached>, GerritError> {
         let membership = self.source.lookup(user).await?;
         let ttl = if membership.known_account {

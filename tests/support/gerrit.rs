@@ -81,6 +81,16 @@ impl FakeGerrit {
         });
     }
 
+    /// Replaces an account's groups (a membership change in Gerrit).
+    pub fn set_groups(&self, username: &str, groups: &[&str]) {
+        let mut accounts = self.state.accounts.lock().unwrap();
+        let account = accounts
+            .iter_mut()
+            .find(|a| a.username == username)
+            .expect("known account");
+        account.groups = groups.iter().map(|g| g.to_string()).collect();
+    }
+
     /// Delays every answer (to make concurrent requests overlap).
     pub fn set_delay(&self, delay: Duration) {
         *self.state.delay.lock().unwrap() = delay;
