@@ -297,6 +297,7 @@ impl Authorizer {
                 url,
                 username,
                 password_file,
+                password_reload_interval,
                 timeout,
                 cache,
             }) => {
@@ -319,6 +320,8 @@ impl Authorizer {
                         base: url.clone(),
                         username: username.clone(),
                         password,
+                        password_file: Some(password_file.clone()),
+                        password_reload_interval: *password_reload_interval,
                         timeout: *timeout,
                     },
                 );

@@ -131,11 +131,14 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let refreshers: Vec<JoinHandle<()>> = authorizer
+    let mut refreshers: Vec<JoinHandle<()>> = authorizer
         .verifier()
         .stores()
         .map(|s| tokio::spawn(s.clone().run_refresher()))
         .collect();
+    if let Some(gerrit) = authorizer.groups().and_then(|g| g.gerrit()) {
+        refreshers.push(tokio::spawn(gerrit.clone().run_password_reloader()));
+    }
 
     let check = AuthorizationServer::new(CheckService::new(authorizer.clone(), metrics.clone()));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {

@@ -284,3 +284,62 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
     assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 7);
     assert_eq!(gerrit.requests_for("alice"), 3);
 }
+
+#[tokio::test]
+async fn a_rotated_gerrit_password_file_is_picked_up_without_a_restart() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url()))
+        .replace(
+            "gerrit:\n",
+            "gerrit:\n  password_reload_interval: 50ms\n  max_staleness: 0s\n",
+        )
+        .replace("cache_ttl: 60s", "cache_ttl: 1ms");
+    let mut s = TestServer::start(
+        &yaml,
+        &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+    )
+    .await;
+    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let req = || {
+        check_request(
+            "GET",
+            "gerrit.example.com",
+            "/a/projects/team-a/x",
+            &[("authorization", &token)],
+        )
+    };
+    assert_eq!(
+        s.client
+            .check(req())
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .code,
+        0
+    );
+
+    // Gerrit's password is rotated; until the Secret is updated, checks cannot be decided.
+    gerrit.set_password("rotated-password");
+    tokio::time::sleep(Duration::from_millis(5)).await; // let the 1 ms cache entry expire
+    let err = s.client.check(req()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("credentials"), "{}", err.message());
+
+    // Kubernetes updates the mounted file; mesh-authz follows without a restart.
+    std::fs::write(s.file("gerrit-password"), "rotated-password\n").unwrap();
+    let mut allowed = false;
+    for _ in 0..200 {
+        if let Ok(resp) = s.client.check(req()).await {
+            if resp.into_inner().status.unwrap().code == 0 {
+                allowed = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(allowed, "the rotated password was never used");
+}

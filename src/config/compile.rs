@@ -71,6 +71,8 @@ pub enum GroupsConfig {
         username: String,
         /// File with the HTTP password.
         password_file: PathBuf,
+        /// How often the password file is re-read.
+        password_reload_interval: Duration,
         /// Per-request timeout.
         timeout: Duration,
         /// Group cache ageing.
@@ -425,6 +427,12 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
     if raw.timeout.is_zero() {
         p.add("gerrit.timeout", "must be greater than zero");
     }
+    if raw.password_reload_interval.is_zero() {
+        p.add(
+            "gerrit.password_reload_interval",
+            "must be greater than zero",
+        );
+    }
     if raw.cache_max_users == 0 {
         p.add("gerrit.cache_max_users", "must be greater than zero");
     }
@@ -432,6 +440,7 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
         url: url?,
         username: raw.username.clone(),
         password_file: files.resolve(&raw.password_file),
+        password_reload_interval: raw.password_reload_interval,
         timeout: raw.timeout,
         cache: CacheSettings {
             ttl: raw.cache_ttl,

@@ -181,6 +181,9 @@ pub struct RawGerrit {
     pub username: String,
     /// File holding the service account's HTTP password (a mounted Secret).
     pub password_file: PathBuf,
+    /// How often the password file is re-read (Kubernetes updates Secrets in place).
+    #[serde(default = "default_password_reload", with = "humantime_serde")]
+    pub password_reload_interval: Duration,
     /// Timeout of one Gerrit request.
     #[serde(default = "default_gerrit_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -202,6 +205,9 @@ fn default_gerrit_max_staleness() -> Duration {
     Duration::from_secs(300)
 }
 
+fn default_password_reload() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_gerrit_timeout() -> Duration {
     Duration::from_secs(2)
 }

@@ -185,6 +185,14 @@ impl GroupCache {
         });
     }
 
+    /// The Gerrit client, when groups come from Gerrit.
+    pub fn gerrit(&self) -> Option<&GerritClient> {
+        match &self.source {
+            GroupSource::Gerrit(client) => Some(client),
+            _ => None,
+        }
+    }
+
     /// Forgets one user's groups: the next check asks Gerrit.
     pub async fn invalidate(&self, user: &str) {
         self.cache.invalidate(user).await;

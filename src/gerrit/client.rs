@@ -2,6 +2,7 @@
 
 use super::{GerritError, Secret};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use url::Url;
 
@@ -34,6 +35,10 @@ pub struct GerritSettings {
     pub username: String,
     /// Service account HTTP password.
     pub password: Secret,
+    /// The file the password came from, re-read by [`GerritClient::run_password_reloader`].
+    pub password_file: Option<std::path::PathBuf>,
+    /// How often the password file is re-read.
+    pub password_reload_interval: Duration,
     /// Timeout of one request.
     pub timeout: Duration,
 }
@@ -42,13 +47,55 @@ pub struct GerritSettings {
 #[derive(Debug, Clone)]
 pub struct GerritClient {
     http: reqwest::Client,
-    settings: GerritSettings,
+    settings: Arc<GerritSettings>,
+    /// The current password: Kubernetes rotates mounted Secrets in place.
+    password: Arc<RwLock<Secret>>,
 }
 
 impl GerritClient {
     /// A client; `http` should be shared with the rest of the process.
     pub fn new(http: reqwest::Client, settings: GerritSettings) -> Self {
-        Self { http, settings }
+        let password = Arc::new(RwLock::new(settings.password.clone()));
+        Self {
+            http,
+            settings: Arc::new(settings),
+            password,
+        }
+    }
+
+    fn current_password(&self) -> Secret {
+        match self.password.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the password file every `password_reload_interval` and switches to a
+    /// changed password without a restart. A missing or empty file keeps the old password
+    /// (and says so).
+    pub async fn run_password_reloader(self) {
+        let interval = self.settings.password_reload_interval;
+        let Some(path) = self.settings.password_file.clone() else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(interval).await;
+            match tokio::fs::read_to_string(&path).await.map(Secret::new) {
+                Ok(new) if new.expose().is_empty() => {
+                    tracing::warn!(file = %path.display(), "Gerrit password file is empty; keeping the old password");
+                }
+                Ok(new) if new != self.current_password() => {
+                    if let Ok(mut current) = self.password.write() {
+                        *current = new;
+                    }
+                    tracing::info!(file = %path.display(), "Gerrit password reloaded");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot re-read the Gerrit password file; keeping the old password");
+                }
+            }
+        }
     }
 
     /// The account's effective groups, or `None` if Gerrit has no such (visible) account.
@@ -63,7 +110,7 @@ impl GerritClient {
             .get(url)
             .basic_auth(
                 &self.settings.username,
-                Some(self.settings.password.expose()),
+                Some(self.current_password().expose()),
             )
             .header("accept", "application/json")
             .timeout(self.settings.timeout)
@@ -191,6 +238,8 @@ mod tests {
                 base: Url::parse("https://review.example.com/r").unwrap(),
                 username: "svc".into(),
                 password: Secret::new("pw"),
+                password_file: None,
+                password_reload_interval: Duration::from_secs(10),
                 timeout: Duration::from_secs(1),
             },
         );

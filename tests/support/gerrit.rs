@@ -29,6 +29,7 @@ struct Account {
 
 #[derive(Default)]
 struct GerritState {
+    password: Mutex<String>,
     accounts: Mutex<Vec<Account>>,
     requests: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
@@ -55,7 +56,10 @@ pub fn group_uuid(name: &str) -> String {
 impl FakeGerrit {
     /// Starts on an ephemeral loopback port with no accounts.
     pub async fn start() -> Self {
-        let state = Arc::new(GerritState::default());
+        let state = Arc::new(GerritState {
+            password: Mutex::new(PASSWORD.to_string()),
+            ..GerritState::default()
+        });
         let app = Router::new()
             .route("/a/accounts/{account}/groups/", get(account_groups))
             .with_state(state.clone());
@@ -79,6 +83,11 @@ impl FakeGerrit {
             email: format!("{username}@example.com"),
             groups: groups.iter().map(|g| g.to_string()).collect(),
         });
+    }
+
+    /// Changes the service account's password (a credential rotation).
+    pub fn set_password(&self, password: &str) {
+        *self.state.password.lock().unwrap() = password.to_string();
     }
 
     /// Replaces an account's groups (a membership change in Gerrit).
@@ -124,9 +133,9 @@ impl Drop for FakeGerrit {
     }
 }
 
-fn authorized(headers: &HeaderMap) -> bool {
+fn authorized(headers: &HeaderMap, password: &str) -> bool {
     let expected =
-        base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
+        base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{password}"));
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -150,7 +159,8 @@ async fn account_groups(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if !authorized(&headers) {
+    let password = state.password.lock().unwrap().clone();
+    if !authorized(&headers, &password) {
         return (
             StatusCode::UNAUTHORIZED,
             [("www-authenticate", "Basic realm=\"Gerrit Code Review\"")],
