@@ -1,7 +1,7 @@
 //! The decision logic: route → token → groups → verdict, with no gRPC in sight.
 
 use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
-use crate::config::{Config, ConfigError, GroupsConfig, Problem};
+use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, Problem};
 use crate::decision::{upstream_changes, HeaderChanges};
 use crate::gerrit::{
     CacheSettings, GerritClient, GerritSettings, GroupCache, GroupSource, Membership, Secret,
@@ -293,14 +293,15 @@ impl Authorizer {
                     max_staleness: Duration::ZERO,
                 },
             )),
-            Some(GroupsConfig::Gerrit {
-                url,
-                username,
-                password_file,
-                password_reload_interval,
-                timeout,
-                cache,
-            }) => {
+            Some(GroupsConfig::Gerrit(gerrit)) => {
+                let GerritConfig {
+                    url,
+                    username,
+                    password_file,
+                    password_reload_interval,
+                    timeout,
+                    cache,
+                } = gerrit.as_ref();
                 let password = std::fs::read_to_string(password_file).map_err(|e| {
                     problem(
                         "gerrit.password_file",

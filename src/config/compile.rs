@@ -63,23 +63,28 @@ pub struct IssuerConfig {
 /// Where group membership comes from.
 #[derive(Debug, Clone)]
 pub enum GroupsConfig {
-    /// Gerrit's REST API; the password is read from `password_file` at start.
-    Gerrit {
-        /// Base URL.
-        url: Url,
-        /// Service account.
-        username: String,
-        /// File with the HTTP password.
-        password_file: PathBuf,
-        /// How often the password file is re-read.
-        password_reload_interval: Duration,
-        /// Per-request timeout.
-        timeout: Duration,
-        /// Group cache ageing.
-        cache: CacheSettings,
-    },
+    /// Gerrit's REST API.
+    Gerrit(Box<GerritConfig>),
     /// A fixed table.
     Static(Arc<HashMap<String, Vec<Group>>>),
+}
+
+/// The `gerrit:` section, checked.
+#[derive(Debug, Clone)]
+pub struct GerritConfig {
+    /// Base URL.
+    pub url: Url,
+    /// Service account.
+    pub username: String,
+    /// File with the HTTP password, read at start and then every
+    /// `password_reload_interval`.
+    pub password_file: PathBuf,
+    /// How often the password file is re-read.
+    pub password_reload_interval: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Group cache ageing.
+    pub cache: CacheSettings,
 }
 
 /// Collects problems while compiling.
@@ -436,7 +441,7 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
     if raw.cache_max_users == 0 {
         p.add("gerrit.cache_max_users", "must be greater than zero");
     }
-    Some(GroupsConfig::Gerrit {
+    Some(GroupsConfig::Gerrit(Box::new(GerritConfig {
         url: url?,
         username: raw.username.clone(),
         password_file: files.resolve(&raw.password_file),
@@ -448,7 +453,7 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
             max_users: raw.cache_max_users,
             max_staleness: raw.max_staleness,
         },
-    })
+    })))
 }
 
 fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRule> {
