@@ -300,6 +300,9 @@ impl Authorizer {
                     password_file,
                     password_reload_interval,
                     timeout,
+                    retries,
+                    retry_backoff,
+                    max_concurrent_requests,
                     cache,
                 } = gerrit.as_ref();
                 let password = std::fs::read_to_string(password_file).map_err(|e| {
@@ -323,6 +326,9 @@ impl Authorizer {
                         password,
                         password_file: Some(password_file.clone()),
                         password_reload_interval: *password_reload_interval,
+                        retries: *retries,
+                        retry_backoff: *retry_backoff,
+                        max_concurrent_requests: *max_concurrent_requests,
                         timeout: *timeout,
                     },
                 );

@@ -83,6 +83,12 @@ pub struct GerritConfig {
     pub password_reload_interval: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Retries after transient failures.
+    pub retries: u32,
+    /// First retry delay.
+    pub retry_backoff: Duration,
+    /// Concurrent requests to Gerrit.
+    pub max_concurrent_requests: usize,
     /// Group cache ageing.
     pub cache: CacheSettings,
 }
@@ -432,6 +438,15 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
     if raw.timeout.is_zero() {
         p.add("gerrit.timeout", "must be greater than zero");
     }
+    if raw.max_concurrent_requests == 0 {
+        p.add("gerrit.max_concurrent_requests", "must be at least 1");
+    }
+    if raw.retries > 5 {
+        p.add(
+            "gerrit.retries",
+            "at most 5: retries multiply the time a check can take",
+        );
+    }
     if raw.password_reload_interval.is_zero() {
         p.add(
             "gerrit.password_reload_interval",
@@ -447,6 +462,9 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
         password_file: files.resolve(&raw.password_file),
         password_reload_interval: raw.password_reload_interval,
         timeout: raw.timeout,
+        retries: raw.retries,
+        retry_backoff: raw.retry_backoff,
+        max_concurrent_requests: raw.max_concurrent_requests,
         cache: CacheSettings {
             ttl: raw.cache_ttl,
             not_found_ttl: raw.not_found_ttl,

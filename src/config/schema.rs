@@ -187,6 +187,15 @@ pub struct RawGerrit {
     /// Timeout of one Gerrit request.
     #[serde(default = "default_gerrit_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Retries after timeouts, connection failures and 5xx answers.
+    #[serde(default = "default_gerrit_retries")]
+    pub retries: u32,
+    /// First retry delay (doubled per attempt, jittered).
+    #[serde(default = "default_gerrit_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Requests to Gerrit in flight at once.
+    #[serde(default = "default_gerrit_concurrency")]
+    pub max_concurrent_requests: usize,
     /// How long a user's groups are cached.
     #[serde(default = "default_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
@@ -207,6 +216,15 @@ fn default_gerrit_max_staleness() -> Duration {
 
 fn default_password_reload() -> Duration {
     Duration::from_secs(10)
+}
+fn default_gerrit_retries() -> u32 {
+    1
+}
+fn default_gerrit_backoff() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_gerrit_concurrency() -> usize {
+    16
 }
 fn default_gerrit_timeout() -> Duration {
     Duration::from_secs(2)

@@ -4,6 +4,7 @@ use super::{GerritError, Secret};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use url::Url;
 
 /// Gerrit prefixes JSON with this line to defeat XSSI; it must be stripped.
@@ -39,6 +40,12 @@ pub struct GerritSettings {
     pub password_file: Option<std::path::PathBuf>,
     /// How often the password file is re-read.
     pub password_reload_interval: Duration,
+    /// Retries after a timeout, connection failure or 5xx (not after 4xx or bad bodies).
+    pub retries: u32,
+    /// First retry delay; doubled per attempt, with ±50 % jitter.
+    pub retry_backoff: Duration,
+    /// Requests to Gerrit in flight at once; more wait their turn.
+    pub max_concurrent_requests: usize,
     /// Timeout of one request.
     pub timeout: Duration,
 }
@@ -50,16 +57,20 @@ pub struct GerritClient {
     settings: Arc<GerritSettings>,
     /// The current password: Kubernetes rotates mounted Secrets in place.
     password: Arc<RwLock<Secret>>,
+    /// Bounds concurrent requests, so a cold start or cache flush cannot flood Gerrit.
+    in_flight: Arc<Semaphore>,
 }
 
 impl GerritClient {
     /// A client; `http` should be shared with the rest of the process.
     pub fn new(http: reqwest::Client, settings: GerritSettings) -> Self {
         let password = Arc::new(RwLock::new(settings.password.clone()));
+        let in_flight = Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1)));
         Self {
             http,
             settings: Arc::new(settings),
             password,
+            in_flight,
         }
     }
 
@@ -105,9 +116,33 @@ impl GerritClient {
             return Ok(None);
         }
         let url = self.groups_url(account)?;
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| GerritError::Unreachable("client shut down".into()))?;
+        let mut attempt = 0;
+        loop {
+            match self.fetch_groups(&url).await {
+                Err(e) if e.is_transient() && attempt < self.settings.retries => {
+                    attempt += 1;
+                    let backoff = self
+                        .settings
+                        .retry_backoff
+                        .saturating_mul(1 << (attempt - 1).min(10))
+                        .mul_f64(0.5 + fastrand::f64());
+                    tracing::debug!(attempt, error = %e, ?backoff, "retrying Gerrit");
+                    tokio::time::sleep(backoff).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn fetch_groups(&self, url: &Url) -> Result<Option<Vec<Group>>, GerritError> {
         let resp = self
             .http
-            .get(url)
+            .get(url.clone())
             .basic_auth(
                 &self.settings.username,
                 Some(self.current_password().expose()),
@@ -240,6 +275,9 @@ mod tests {
                 password: Secret::new("pw"),
                 password_file: None,
                 password_reload_interval: Duration::from_secs(10),
+                retries: 0,
+                retry_backoff: Duration::from_millis(100),
+                max_concurrent_requests: 4,
                 timeout: Duration::from_secs(1),
             },
         );

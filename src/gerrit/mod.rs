@@ -26,6 +26,15 @@ pub enum GerritError {
 }
 
 impl GerritError {
+    /// Worth retrying: timeouts, connection failures and 5xx answers.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GerritError::Unreachable(_) => true,
+            GerritError::Status(s) => *s >= 500,
+            GerritError::Credentials(_) | GerritError::Response(_) => false,
+        }
+    }
+
     /// A short stable label for metrics.
     pub fn code(&self) -> &'static str {
         match self {

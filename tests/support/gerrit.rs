@@ -1,6 +1,8 @@
 //! A fake Gerrit that follows the documented REST wire format:
 //! `GET /a/accounts/{account-id}/groups/` behind HTTP basic auth, JSON bodies behind the
 //! `)]}'` XSSI line, `404 Not found: ...` as plain text, `401` for bad credentials.
+//! Account ids resolve like Gerrit's: `self`/`me` mean the caller (add an account named
+//! [`USERNAME`] to give the service account groups), a bare number is an account id.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -34,6 +36,10 @@ struct GerritState {
     requests: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
     delay: Mutex<Duration>,
+    /// The next N requests answer this status with an HTML error page.
+    failures: Mutex<(usize, u16)>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 /// A running fake Gerrit.
@@ -85,6 +91,16 @@ impl FakeGerrit {
         });
     }
 
+    /// Gerrit's numeric account id of a known account (`{account-id}` may be this number).
+    pub fn account_id(&self, username: &str) -> usize {
+        let accounts = self.state.accounts.lock().unwrap();
+        let index = accounts
+            .iter()
+            .position(|a| a.username == username)
+            .expect("known account");
+        account_number(index)
+    }
+
     /// Changes the service account's password (a credential rotation).
     pub fn set_password(&self, password: &str) {
         *self.state.password.lock().unwrap() = password.to_string();
@@ -98,6 +114,17 @@ impl FakeGerrit {
             .find(|a| a.username == username)
             .expect("known account");
         account.groups = groups.iter().map(|g| g.to_string()).collect();
+    }
+
+    /// Makes the next `n` requests fail with `status` and an HTML page, like a proxy in
+    /// front of a struggling Gerrit.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        *self.state.failures.lock().unwrap() = (n, status);
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Delays every answer (to make concurrent requests overlap).
@@ -133,6 +160,29 @@ impl Drop for FakeGerrit {
     }
 }
 
+/// Gerrit's account number for the `index`-th account added (Gerrit starts at 1000000).
+fn account_number(index: usize) -> usize {
+    1_000_000 + index
+}
+
+/// Resolves an `{account-id}` the way Gerrit's AccountResolver does, for the forms the
+/// fake knows: `self`/`me` (the caller, i.e. the service account, if it was added as an
+/// account), a bare account number, then a username, then an email.
+fn resolve(accounts: &[Account], id: &str) -> Option<Account> {
+    let found = match id {
+        "self" | "me" => accounts.iter().find(|a| a.username == USERNAME),
+        _ => match id.parse::<usize>() {
+            Ok(n) => accounts
+                .iter()
+                .enumerate()
+                .find(|(i, _)| account_number(*i) == n)
+                .map(|(_, a)| a),
+            Err(_) => accounts.iter().find(|a| a.username == id || a.email == id),
+        },
+    };
+    found.cloned()
+}
+
 fn authorized(headers: &HeaderMap, password: &str) -> bool {
     let expected =
         base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{password}"));
@@ -149,6 +199,14 @@ async fn account_groups(
     headers: HeaderMap,
 ) -> Response {
     state.total.fetch_add(1, Ordering::SeqCst);
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let response = answer(&state, account, headers).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn answer(state: &GerritState, account: String, headers: HeaderMap) -> Response {
     *state
         .requests
         .lock()
@@ -159,6 +217,21 @@ async fn account_groups(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let failure = {
+        let mut failures = state.failures.lock().unwrap();
+        (failures.0 > 0).then(|| {
+            failures.0 -= 1;
+            failures.1
+        })
+    };
+    if let Some(status) = failure {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response();
+    }
     let password = state.password.lock().unwrap().clone();
     if !authorized(&headers, &password) {
         return (
@@ -168,13 +241,7 @@ async fn account_groups(
         )
             .into_response();
     }
-    let found = state
-        .accounts
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|a| a.username == account || a.email == account)
-        .cloned();
+    let found = resolve(&state.accounts.lock().unwrap(), &account);
     let Some(found) = found else {
         return (
             StatusCode::NOT_FOUND,

@@ -1,0 +1,97 @@
+//! Gerrit misbehaving: 5xx error pages, retries, bounded concurrency.
+
+mod support;
+
+use std::time::Duration;
+use support::gerrit::{FakeGerrit, PASSWORD};
+use support::server::{check_request, config, gerrit_section, TestServer};
+use support::tokens;
+
+async fn start(gerrit: &FakeGerrit, extra: &str) -> TestServer {
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let section = gerrit_section(&gerrit.url()).replace("gerrit:\n", &format!("gerrit:\n{extra}"));
+    let yaml = config("file: jwks.json", &section);
+    TestServer::start(
+        &yaml,
+        &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+    )
+    .await
+}
+
+async fn check_code(s: &TestServer, user: &str) -> Result<i32, tonic::Code> {
+    let token = format!("Bearer {}", tokens::token_for(user));
+    let req = check_request(
+        "GET",
+        "gerrit.example.com",
+        "/a/projects/team-a/x",
+        &[("authorization", &token)],
+    );
+    let mut client = s.client.clone();
+    client
+        .check(req)
+        .await
+        .map(|r| r.into_inner().status.unwrap().code)
+        .map_err(|e| e.code())
+}
+
+#[tokio::test]
+async fn transient_5xx_error_pages_are_retried_with_backoff() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit, "  retries: 2\n  retry_backoff: 10ms\n").await;
+    gerrit.fail_next(2, 502);
+    assert_eq!(check_code(&s, "alice").await, Ok(0));
+    assert_eq!(
+        gerrit.requests_for("alice"),
+        3,
+        "two failures, then the answer"
+    );
+}
+
+#[tokio::test]
+async fn a_gerrit_that_keeps_failing_means_cannot_decide_after_the_retries() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit, "  retries: 2\n  retry_backoff: 10ms\n").await;
+    gerrit.fail_next(100, 503);
+    assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));
+    assert_eq!(
+        gerrit.requests_for("alice"),
+        3,
+        "bounded: one try and two retries"
+    );
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit, "  retries: 3\n  retry_backoff: 10ms\n").await;
+    gerrit.set_password("rotated");
+    assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));
+    assert_eq!(
+        gerrit.requests_for("alice"),
+        1,
+        "401 is a configuration problem"
+    );
+}
+
+#[tokio::test]
+async fn requests_to_gerrit_are_bounded_in_flight() {
+    let gerrit = FakeGerrit::start().await;
+    let users: Vec<String> = (0..12).map(|i| format!("user{i}")).collect();
+    for u in &users {
+        gerrit.add_account(u, &["team-a"]);
+    }
+    gerrit.set_delay(Duration::from_millis(100));
+    let s = start(&gerrit, "  max_concurrent_requests: 3\n").await;
+    let all = futures::future::join_all(users.iter().map(|u| check_code(&s, u))).await;
+    assert!(all.iter().all(|r| *r == Ok(0)), "{all:?}");
+    assert_eq!(gerrit.total_requests(), 12);
+    assert!(
+        gerrit.max_in_flight() <= 3,
+        "in flight: {}",
+        gerrit.max_in_flight()
+    );
+    assert!(gerrit.max_in_flight() >= 2, "the limit, not serial calls");
+}
