@@ -171,7 +171,7 @@ impl Authorizer {
         // Groups are fetched when the rule needs them or the route injects them.
         let wants_groups = route.requirement.needs_groups() || route.inject.groups.is_some();
         let membership = if wants_groups {
-            match self.membership(&identity.user, steps).await {
+            match self.membership(&identity.gerrit_account, steps).await {
                 Ok(m) => Some(m),
                 Err(reason) => return Verdict::Unavailable(reason),
             }

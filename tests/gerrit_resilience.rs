@@ -95,3 +95,44 @@ async fn requests_to_gerrit_are_bounded_in_flight() {
     );
     assert!(gerrit.max_in_flight() >= 2, "the limit, not serial calls");
 }
+
+#[tokio::test]
+async fn the_gerrit_account_can_be_named_by_email_or_numeric_id() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    for (claim, value, expected_path_id) in [
+        (
+            "email",
+            serde_json::json!("alice@example.com"),
+            "alice@example.com".to_string(),
+        ),
+        (
+            "gerrit_id",
+            serde_json::json!(gerrit.account_id("alice")),
+            gerrit.account_id("alice").to_string(),
+        ),
+    ] {
+        let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url())).replace(
+            "user_claim: preferred_username",
+            &format!("user_claim: preferred_username\n    gerrit_account_claim: {claim}"),
+        );
+        let s = TestServer::start(
+            &yaml,
+            &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+        )
+        .await;
+        let mut claims = tokens::claims("alice");
+        claims[claim] = value;
+        let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
+        let req = check_request(
+            "GET",
+            "gerrit.example.com",
+            "/a/projects/team-a/x",
+            &[("authorization", &token)],
+        );
+        let resp = s.client.clone().check(req).await.unwrap().into_inner();
+        assert_eq!(resp.status.unwrap().code, 0, "{claim}");
+        assert_eq!(gerrit.requests_for(&expected_path_id), 1, "{claim}");
+    }
+}

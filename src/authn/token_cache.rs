@@ -130,6 +130,7 @@ mod tests {
             issuer: "https://idp".into(),
             user: "alice".into(),
             email: None,
+            gerrit_account: "alice".into(),
         })
     }
 

@@ -22,6 +22,8 @@ pub struct IssuerSettings {
     pub user_claim: String,
     /// Claim holding the email.
     pub email_claim: String,
+    /// Claim naming the Gerrit account, if not the user claim.
+    pub gerrit_account_claim: Option<String>,
     /// Accepted algorithms (asymmetric only).
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp`/`nbf`/`iat`.
@@ -270,10 +272,20 @@ fn identity_from(
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
+    let gerrit_account = match &settings.gerrit_account_claim {
+        None => user.clone(),
+        Some(name) => match claims.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            // Gerrit's numeric account ids may come as JSON numbers.
+            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+            _ => return Err(AuthnError::Claim(name.clone())),
+        },
+    };
     Ok(Identity {
         issuer: settings.issuer.clone(),
         user,
         email,
+        gerrit_account,
     })
 }
 
@@ -288,6 +300,7 @@ mod tests {
             audiences: vec!["a".into()],
             user_claim: "sub".into(),
             email_claim: "email".into(),
+            gerrit_account_claim: None,
             algorithms: vec![Algorithm::RS256],
             leeway: Duration::from_secs(30),
             max_token_lifetime: max.map(Duration::from_secs),

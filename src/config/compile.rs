@@ -411,6 +411,7 @@ fn compile_issuer(
             audiences: raw.audiences.clone(),
             user_claim: raw.user_claim.clone(),
             email_claim: raw.email_claim.clone(),
+            gerrit_account_claim: raw.gerrit_account_claim.clone(),
             algorithms,
             leeway: raw.leeway,
             max_token_lifetime: raw.max_token_lifetime,

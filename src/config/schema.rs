@@ -96,6 +96,9 @@ pub struct RawIssuer {
     /// Claim holding the user's email address, if any.
     #[serde(default = "default_email_claim")]
     pub email_claim: String,
+    /// Claim naming the Gerrit account whose groups are looked up (a username, an email
+    /// or a numeric account id); by default the user claim.
+    pub gerrit_account_claim: Option<String>,
     /// Accepted signature algorithms.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,

@@ -135,6 +135,7 @@ mod tests {
             issuer: "i".into(),
             user: "alice".into(),
             email: email.map(Into::into),
+            gerrit_account: "alice".into(),
         }
     }
 
