@@ -110,7 +110,9 @@ pub fn http_client() -> Result<reqwest::Client, ServerError> {
 /// Binds the listeners and starts serving.
 pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     let authorizer = Arc::new(Authorizer::from_config(config, http_client()?)?);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_gerrit(
+        authorizer.groups().and_then(|g| g.metrics()),
+    ));
     let readiness = Arc::new(Readiness::new(authorizer.clone()));
 
     let grpc_listener = bind(config.server.grpc_listen).await?;

@@ -136,3 +136,58 @@ async fn the_gerrit_account_can_be_named_by_email_or_numeric_id() {
         assert_eq!(gerrit.requests_for(&expected_path_id), 1, "{claim}");
     }
 }
+
+async fn metrics(s: &TestServer) -> String {
+    reqwest::get(format!("{}/metrics", s.admin_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn gerrit_requests_and_cache_results_are_in_the_metrics() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit, "").await;
+    assert_eq!(check_code(&s, "alice").await, Ok(0));
+    assert_eq!(check_code(&s, "alice").await, Ok(0));
+    assert_eq!(check_code(&s, "nobody").await, Ok(7));
+    let text = metrics(&s).await;
+    for line in [
+        r#"mesh_authz_gerrit_requests_total{outcome="ok"} 1"#,
+        r#"mesh_authz_gerrit_requests_total{outcome="not_found"} 1"#,
+        r#"mesh_authz_group_cache_lookups_total{result="miss"} 2"#,
+        r#"mesh_authz_group_cache_lookups_total{result="hit"} 1"#,
+        "mesh_authz_gerrit_request_duration_seconds_count 2",
+        "mesh_authz_gerrit_credentials_rejected 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn rejected_service_credentials_show_in_readiness_and_metrics() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    gerrit.set_password("not-what-mesh-authz-has");
+    let s = start(&gerrit, "").await;
+    assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));
+    assert!(metrics(&s)
+        .await
+        .contains("mesh_authz_gerrit_credentials_rejected 1"));
+    let ready = reqwest::get(format!("{}/readyz", s.admin_url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "public and token-only routes still work"
+    );
+    let body = ready.text().await.unwrap();
+    assert!(
+        body.contains("Gerrit rejects the service account"),
+        "{body}"
+    );
+}

@@ -109,7 +109,18 @@ async fn invalidate_groups(
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let gerrit_rejects = state
+        .authorizer
+        .groups()
+        .and_then(|g| g.metrics())
+        .is_some_and(|m| m.credentials_rejected());
     match state.readiness.check() {
+        // Still ready: taking every replica out would fail public and token-only routes
+        // too. The body and a metric say what is wrong.
+        Ok(()) if gerrit_rejects => (
+            StatusCode::OK,
+            "ready, degraded: Gerrit rejects the service account credentials; checks that need groups cannot be decided\n".to_string(),
+        ),
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

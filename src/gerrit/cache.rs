@@ -1,6 +1,6 @@
 //! Per-user group cache in front of Gerrit (or a static table).
 
-use super::{GerritClient, GerritError, Group};
+use super::{GerritClient, GerritError, GerritMetrics, Group};
 use moka::ops::compute::Op;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,23 +126,44 @@ impl GroupCache {
         }
     }
 
+    /// The metrics of the Gerrit source, if groups come from Gerrit.
+    pub fn metrics(&self) -> Option<&GerritMetrics> {
+        self.gerrit().map(GerritClient::metrics)
+    }
+
+    fn count(&self, result: &'static str) {
+        if let Some(m) = self.metrics() {
+            m.lookup(result);
+            m.entries(self.cache.entry_count());
+        }
+    }
+
     /// The user's membership, from cache or from the source.
     pub async fn membership(&self, user: &str) -> Result<Arc<Membership>, GerritError> {
+        let mut missed = false;
         let entry = self
             .cache
-            .try_get_with_by_ref(user, self.load(user))
+            .try_get_with_by_ref(user, async {
+                missed = true;
+                self.load(user).await
+            })
             .await
             .map_err(|e: Arc<GerritError>| (*e).clone())?;
         let age = entry.age();
         if age < entry.ttl {
+            self.count(if missed { "miss" } else { "hit" });
             if age >= entry.ttl.mul_f64(REFRESH_AHEAD_AT) {
                 self.refresh_in_background(user, &entry);
             }
             return Ok(entry.membership.clone());
         }
         match self.reload_expired(user).await {
-            Ok(membership) => Ok(membership),
+            Ok(membership) => {
+                self.count("miss");
+                Ok(membership)
+            }
             Err(e) if age < entry.ttl.saturating_add(self.settings.max_staleness) => {
+                self.count("stale");
                 tracing::warn!(user, error = %e, age = ?age, "Gerrit failed: serving stale groups");
                 Ok(entry.membership.clone())
             }
@@ -176,7 +197,10 @@ impl GroupCache {
         let (this, user, entry) = (self.clone(), user.to_string(), entry.clone());
         tokio::spawn(async move {
             match this.load(&user).await {
-                Ok(fresh) => this.cache.insert(user, fresh).await,
+                Ok(fresh) => {
+                    this.count("refresh");
+                    this.cache.insert(user, fresh).await;
+                }
                 Err(e) => {
                     tracing::warn!(user, error = %e, "refreshing groups ahead of expiry failed");
                     entry.refreshing.store(false, Ordering::Release);

@@ -1,6 +1,6 @@
 //! Gerrit REST client: `GET /a/accounts/{account}/groups/`.
 
-use super::{GerritError, Secret};
+use super::{GerritError, GerritMetrics, Secret};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -59,6 +59,7 @@ pub struct GerritClient {
     password: Arc<RwLock<Secret>>,
     /// Bounds concurrent requests, so a cold start or cache flush cannot flood Gerrit.
     in_flight: Arc<Semaphore>,
+    metrics: GerritMetrics,
 }
 
 impl GerritClient {
@@ -71,6 +72,7 @@ impl GerritClient {
             settings: Arc::new(settings),
             password,
             in_flight,
+            metrics: GerritMetrics::default(),
         }
     }
 
@@ -139,7 +141,29 @@ impl GerritClient {
         }
     }
 
+    /// The client's metrics.
+    pub fn metrics(&self) -> &GerritMetrics {
+        &self.metrics
+    }
+
     async fn fetch_groups(&self, url: &Url) -> Result<Option<Vec<Group>>, GerritError> {
+        let started = tokio::time::Instant::now();
+        let result = self.fetch_groups_once(url).await;
+        let outcome = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(e) => e.code(),
+        };
+        if outcome == "credentials" {
+            tracing::error!(
+                "Gerrit rejects the service account: check gerrit.username and the password file"
+            );
+        }
+        self.metrics.request(outcome, started.elapsed());
+        result
+    }
+
+    async fn fetch_groups_once(&self, url: &Url) -> Result<Option<Vec<Group>>, GerritError> {
         let resp = self
             .http
             .get(url.clone())

@@ -2,10 +2,12 @@
 
 mod cache;
 mod client;
+mod metrics;
 mod secret;
 
 pub use cache::{CacheSettings, GroupCache, GroupSource, Membership};
 pub use client::{GerritClient, GerritSettings, Group};
+pub use metrics::GerritMetrics;
 pub use secret::Secret;
 
 /// Why group membership could not be resolved.

@@ -1,6 +1,7 @@
 //! Prometheus metrics (text exposition via `prometheus-client`).
 
 use crate::authorize::Decision;
+use crate::gerrit::GerritMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -41,9 +42,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// Registers every metric (no Gerrit metrics).
     pub fn new() -> Self {
+        Self::with_gerrit(None)
+    }
+
+    /// Registers every metric, including Gerrit's when groups come from Gerrit.
+    pub fn with_gerrit(gerrit: Option<&GerritMetrics>) -> Self {
         let mut registry = Registry::with_prefix("mesh_authz");
+        if let Some(gerrit) = gerrit {
+            gerrit.register(&mut registry);
+        }
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
             "checks",

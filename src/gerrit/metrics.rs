@@ -1,0 +1,99 @@
+//! What the Gerrit client and group cache measure. The families are shared handles;
+//! [`crate::telemetry::Metrics`] registers them for `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// Label of a Gerrit request's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `ok`, `not_found`, `credentials`, `status`, `unreachable` or `bad_response`.
+    pub outcome: &'static str,
+}
+
+/// Label of a group cache lookup's result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    /// `hit`, `miss`, `stale` (served past its TTL because Gerrit failed) or `refresh`
+    /// (reloaded ahead of expiry).
+    pub result: &'static str,
+}
+
+/// Gerrit request and group cache metrics.
+#[derive(Clone, Debug)]
+pub struct GerritMetrics {
+    requests: Family<OutcomeLabel, Counter>,
+    latency: Histogram,
+    lookups: Family<CacheLabel, Counter>,
+    entries: Gauge,
+    credentials_rejected: Gauge,
+}
+
+impl Default for GerritMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            // 1 ms .. ~4 s.
+            latency: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            lookups: Family::default(),
+            entries: Gauge::default(),
+            credentials_rejected: Gauge::default(),
+        }
+    }
+}
+
+impl GerritMetrics {
+    /// Adds these metrics to `registry` (prefix `mesh_authz_` comes from the registry).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gerrit_requests",
+            "Gerrit group requests by outcome (each retry counts)",
+            self.requests.clone(),
+        );
+        registry.register(
+            "gerrit_request_duration_seconds",
+            "Latency of one Gerrit group request",
+            self.latency.clone(),
+        );
+        registry.register(
+            "group_cache_lookups",
+            "Group cache lookups by result: hit, miss, stale, refresh",
+            self.lookups.clone(),
+        );
+        registry.register(
+            "group_cache_entries",
+            "Users in the group cache",
+            self.entries.clone(),
+        );
+        registry.register(
+            "gerrit_credentials_rejected",
+            "1 while Gerrit rejects the service account (HTTP 401/403): a configuration problem",
+            self.credentials_rejected.clone(),
+        );
+    }
+
+    pub(super) fn request(&self, outcome: &'static str, elapsed: Duration) {
+        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.latency.observe(elapsed.as_secs_f64());
+        self.credentials_rejected
+            .set(i64::from(outcome == "credentials"));
+    }
+
+    pub(super) fn lookup(&self, result: &'static str) {
+        self.lookups.get_or_create(&CacheLabel { result }).inc();
+    }
+
+    pub(super) fn entries(&self, n: u64) {
+        self.entries.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Whether Gerrit rejected the service account on the last request.
+    pub fn credentials_rejected(&self) -> bool {
+        self.credentials_rejected.get() != 0
+    }
+}
