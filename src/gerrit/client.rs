@@ -112,9 +112,19 @@ impl GerritClient {
     }
 
     /// The account's effective groups, or `None` if Gerrit has no such (visible) account.
+    ///
+    /// An id Gerrit would resolve to an account other than the one it names (see
+    /// [`names_another_account`]) is answered as an unknown account without asking.
     pub async fn account_groups(&self, account: &str) -> Result<Option<Vec<Group>>, GerritError> {
         // `.` and `..` would be resolved as dot-segments in the URL, not sent as an id.
         if matches!(account, "" | "." | "..") {
+            return Ok(None);
+        }
+        if names_another_account(account) {
+            tracing::warn!(
+                account,
+                "Gerrit would resolve this account id to another account: no groups"
+            );
             return Ok(None);
         }
         let url = self.groups_url(account)?;
@@ -195,6 +205,22 @@ impl GerritClient {
         Url::parse(&format!("{base}a/accounts/{account}/groups/"))
             .map_err(|e| GerritError::Response(format!("cannot build URL: {e}")))
     }
+}
+
+/// Whether Gerrit's account resolver reads `account` as a reference to some other account
+/// rather than as the username, email or account number it looks like: `self` and `me`
+/// are the caller (our service account, with its groups), `Name (1000001)` is account
+/// 1000001, `Name <someone@example.com>` is that email's account.
+fn names_another_account(account: &str) -> bool {
+    let parenthesized_id = account
+        .strip_suffix(')')
+        .and_then(|rest| rest.rsplit_once(" ("))
+        .is_some_and(|(_, id)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    let name_and_email = match (account.find('<'), account.find('>')) {
+        (Some(lt), Some(gt)) => gt > lt && account.contains('@'),
+        _ => false,
+    };
+    matches!(account, "self" | "me") || parenthesized_id || name_and_email
 }
 
 /// reqwest errors print the URL, which is harmless here but noisy; keep the cause.
@@ -281,6 +307,31 @@ mod tests {
         assert_eq!(groups[0].name, "Registered Users");
         assert_eq!(groups[1].name, "team-a");
         assert_eq!(groups[1].uuid, "6a1e70e1a88782771a91808c8af9bbb7a9871389");
+    }
+
+    #[test]
+    fn ids_gerrit_resolves_to_another_account_are_recognised() {
+        for id in [
+            "self",
+            "me",
+            "Jane Doe (1000001)",
+            " (7)",
+            "Jane <jane@example.com>",
+            "<root@example.com>",
+        ] {
+            assert!(names_another_account(id), "{id}");
+        }
+        for id in [
+            "alice",
+            "selfie",
+            "Me",
+            "jane.doe@example.com",
+            "1000001",
+            "team (a)",
+            "a<b>",
+        ] {
+            assert!(!names_another_account(id), "{id}");
+        }
     }
 
     #[test]

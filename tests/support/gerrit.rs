@@ -166,19 +166,36 @@ fn account_number(index: usize) -> usize {
 }
 
 /// Resolves an `{account-id}` the way Gerrit's AccountResolver does, for the forms the
-/// fake knows: `self`/`me` (the caller, i.e. the service account, if it was added as an
-/// account), a bare account number, then a username, then an email.
+/// fake knows, in Gerrit's order: `self`/`me` (the caller, i.e. the service account, if
+/// it was added as an account), a bare account number, `Full Name (number)`, a username,
+/// `Full Name <email>`, an email.
 fn resolve(accounts: &[Account], id: &str) -> Option<Account> {
-    let found = match id {
-        "self" | "me" => accounts.iter().find(|a| a.username == USERNAME),
-        _ => match id.parse::<usize>() {
-            Ok(n) => accounts
-                .iter()
-                .enumerate()
-                .find(|(i, _)| account_number(*i) == n)
-                .map(|(_, a)| a),
-            Err(_) => accounts.iter().find(|a| a.username == id || a.email == id),
-        },
+    let by_number = |n: usize| {
+        accounts
+            .iter()
+            .enumerate()
+            .find(|(i, _)| account_number(*i) == n)
+            .map(|(_, a)| a)
+    };
+    let parenthesized = id
+        .strip_suffix(')')
+        .and_then(|rest| rest.rsplit_once(" ("))
+        .and_then(|(_, n)| n.parse::<usize>().ok());
+    let bracketed = match (id.find('<'), id.find('>')) {
+        (Some(lt), Some(gt)) if gt > lt && id.contains('@') => Some(&id[lt + 1..gt]),
+        _ => None,
+    };
+    let found = if matches!(id, "self" | "me") {
+        accounts.iter().find(|a| a.username == USERNAME)
+    } else if let Ok(n) = id.parse::<usize>() {
+        by_number(n)
+    } else if let Some(n) = parenthesized {
+        by_number(n)
+    } else if let Some(a) = accounts.iter().find(|a| a.username == id) {
+        Some(a)
+    } else {
+        let email = bracketed.unwrap_or(id);
+        accounts.iter().find(|a| a.email == email)
     };
     found.cloned()
 }

@@ -4,11 +4,13 @@
 //! - [`gerrit`]: a fake Gerrit following its REST wire format (`)]}'`, `/a/`, basic auth).
 //! - [`tokens`]: signs test tokens with the fixture keys in `tests/fixtures`.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
+//! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod envoy;
 pub mod gerrit;
 pub mod idp;
+pub mod responses;
 pub mod server;
 pub mod tokens;

@@ -58,6 +58,16 @@ pub fn sign(key: &str, claims: &Value) -> String {
     encode(&header, claims, &enc.expect("fixture key parses")).expect("signing works")
 }
 
+/// Signs `claims` (RS256) with RSA fixture key `key` but names `kid` in the header: a
+/// token whose `kid` lies about its key, or names a key the issuer never published.
+pub fn sign_with_kid(key: &str, kid: &str, claims: &Value) -> String {
+    let pem = fixture(&format!("{key}.pem"));
+    let enc = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("fixture RSA key parses");
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    encode(&header, claims, &enc).expect("signing works")
+}
+
 /// A valid RS256 token for `user`.
 pub fn token_for(user: &str) -> String {
     sign("rsa-a", &claims(user))

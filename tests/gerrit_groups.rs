@@ -1,0 +1,415 @@
+//! Group decisions with groups from a fake Gerrit over HTTP: allow and deny by group name
+//! or UUID, one Gerrit call for many concurrent checks, unknown accounts, Gerrit down or
+//! rejecting our credentials, and account ids Gerrit would resolve to someone else.
+
+mod support;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
+use serde_json::json;
+use std::time::Duration;
+use support::gerrit::{group_uuid, FakeGerrit, PASSWORD, USERNAME};
+use support::responses::{allowed, denied, header_options, metadata_strings};
+use support::server::{check_request, config, gerrit_section, TestServer};
+use support::tokens;
+
+const GERRIT: &str = "gerrit.example.com";
+/// A path only members of team-a may use (route `gerrit-team-a`).
+const TEAM_A: &str = "/a/projects/team-a/branches";
+/// A path any signed-in user may use (route `gerrit-signed-in`, no groups needed).
+const SIGNED_IN: &str = "/c/project/+/42";
+
+/// A server asking `gerrit` for groups, with `password` in its password file and `edit`
+/// applied to the standard test config.
+async fn start_with(
+    gerrit: &FakeGerrit,
+    password: &str,
+    edit: impl FnOnce(String) -> String,
+) -> TestServer {
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = edit(config("file: jwks.json", &gerrit_section(&gerrit.url())));
+    TestServer::start(
+        &yaml,
+        &[("jwks.json", &jwks), ("gerrit-password", password)],
+    )
+    .await
+}
+
+async fn start(gerrit: &FakeGerrit) -> TestServer {
+    start_with(gerrit, PASSWORD, |y| y).await
+}
+
+/// A check for `user` (with a fresh token) on `path`.
+async fn check_as(s: &TestServer, user: &str, path: &str) -> Result<CheckResponse, tonic::Status> {
+    let token = format!("Bearer {}", tokens::token_for(user));
+    let mut client = s.client.clone();
+    client
+        .check(check_request(
+            "GET",
+            GERRIT,
+            path,
+            &[("authorization", &token)],
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A check that must be answered (allow or deny), not fail.
+async fn answered(s: &TestServer, user: &str, path: &str) -> CheckResponse {
+    check_as(s, user, path)
+        .await
+        .unwrap_or_else(|e| panic!("{user} {path}: gRPC error {e:?}"))
+}
+
+/// A check that must be refused as "cannot decide" (gRPC UNAVAILABLE).
+async fn unavailable(s: &TestServer, user: &str, path: &str) -> tonic::Status {
+    match check_as(s, user, path).await {
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            status
+        }
+        Ok(resp) => panic!("{user} {path}: expected UNAVAILABLE, got {resp:?}"),
+    }
+}
+
+/// The `x-forwarded-groups` an allowed check injects.
+fn injected_groups(resp: &CheckResponse) -> String {
+    header_options(&allowed(resp).headers)["x-forwarded-groups"]
+        .value
+        .clone()
+}
+
+/// Asks the fake Gerrit directly, as the service account, which groups `account_id`
+/// resolves to (to show what mesh-authz would get if it sent that id).
+async fn groups_gerrit_reports(gerrit: &FakeGerrit, account_id: &str) -> Vec<String> {
+    let mut url = reqwest::Url::parse(&gerrit.url()).unwrap();
+    url.path_segments_mut()
+        .unwrap()
+        .extend(["a", "accounts", account_id, "groups", ""]);
+    let body = reqwest::Client::new()
+        .get(url)
+        .basic_auth(USERNAME, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = body.strip_prefix(")]}'").unwrap_or(&body);
+    let infos: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    infos
+        .iter()
+        .filter_map(|g| g["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn gerrit_member_of_the_required_group_is_allowed_with_its_groups_injected() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a", "reviewers"]);
+    let s = start(&gerrit).await;
+
+    // A route that needs no groups does not ask Gerrit.
+    allowed(&answered(&s, "alice", SIGNED_IN).await);
+    assert_eq!(gerrit.total_requests(), 0);
+
+    let resp = answered(&s, "alice", TEAM_A).await;
+    assert_eq!(
+        injected_groups(&resp),
+        "Registered Users,team-a,reviewers",
+        "effective groups as Gerrit lists them, system group included"
+    );
+    let meta = resp.dynamic_metadata.as_ref().expect("dynamic metadata");
+    assert_eq!(
+        metadata_strings(meta, "groups"),
+        Some(vec![
+            "Registered Users".to_string(),
+            "team-a".into(),
+            "reviewers".into()
+        ])
+    );
+    // Cached for the TTL: a second check does not ask again.
+    allowed(&answered(&s, "alice", TEAM_A).await);
+    assert_eq!(gerrit.requests_for("alice"), 1);
+}
+
+#[tokio::test]
+async fn gerrit_account_outside_the_required_group_is_denied_403() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("bob", &["team-b"]);
+    let s = start(&gerrit).await;
+    let d = denied(&answered(&s, "bob", TEAM_A).await);
+    assert_eq!(d.http_status, 403);
+    assert_eq!(d.header("www-authenticate"), None);
+    assert_eq!(d.json["error"], "access_denied");
+    assert!(
+        !d.visible_text().contains("team-b"),
+        "the denial does not list the caller's groups: {d:?}"
+    );
+    // Bob is still signed in where no group is needed.
+    allowed(&answered(&s, "bob", SIGNED_IN).await);
+}
+
+#[tokio::test]
+async fn a_gerrit_membership_change_takes_effect_once_the_admin_drops_the_cached_groups() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("bob", &["team-b"]);
+    let s = start(&gerrit).await;
+    assert_eq!(denied(&answered(&s, "bob", TEAM_A).await).http_status, 403);
+
+    gerrit.set_groups("bob", &["team-b", "team-a"]);
+    assert_eq!(
+        denied(&answered(&s, "bob", TEAM_A).await).http_status,
+        403,
+        "cached until the TTL"
+    );
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/cache/groups/invalidate?user=bob",
+            s.admin_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        injected_groups(&answered(&s, "bob", TEAM_A).await),
+        "Registered Users,team-b,team-a"
+    );
+    assert_eq!(gerrit.requests_for("bob"), 2);
+}
+
+#[tokio::test]
+async fn a_required_group_may_be_named_by_the_uuid_gerrit_reports() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    gerrit.add_account("bob", &["team-b"]);
+    let uuid = group_uuid("team-a");
+    let s = start_with(&gerrit, PASSWORD, |y| {
+        y.replace(
+            "groups_any_of: [team-a]",
+            &format!("groups_any_of: [\"{uuid}\"]"),
+        )
+    })
+    .await;
+    allowed(&answered(&s, "alice", TEAM_A).await);
+    assert_eq!(denied(&answered(&s, "bob", TEAM_A).await).http_status, 403);
+}
+
+#[tokio::test]
+async fn every_known_gerrit_account_is_in_registered_users_and_unknown_ones_are_not() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("bob", &[]);
+    // Gerrit sends the system group's UUID URL-encoded: `global%3ARegistered-Users`.
+    let s = start_with(&gerrit, PASSWORD, |y| {
+        y.replace(
+            "groups_any_of: [team-a]",
+            "groups_any_of: [\"global:Registered-Users\"]",
+        )
+    })
+    .await;
+    allowed(&answered(&s, "bob", TEAM_A).await);
+    assert_eq!(
+        denied(&answered(&s, "carol", TEAM_A).await).http_status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn hundred_concurrent_checks_for_a_new_user_make_exactly_one_gerrit_call() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    // Slow enough that all hundred checks arrive while the first lookup is under way.
+    gerrit.set_delay(Duration::from_millis(100));
+    let s = start(&gerrit).await;
+    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let checks = (0..100).map(|_| {
+        let req = check_request("GET", GERRIT, TEAM_A, &[("authorization", &token)]);
+        let mut client = s.client.clone();
+        async move { client.check(req).await.map(|r| r.into_inner()) }
+    });
+    for resp in futures::future::join_all(checks).await {
+        let resp = resp.expect("every check answered");
+        assert_eq!(injected_groups(&resp), "Registered Users,team-a");
+    }
+    assert_eq!(gerrit.requests_for("alice"), 1);
+    assert_eq!(gerrit.total_requests(), 1);
+}
+
+#[tokio::test]
+async fn when_gerrit_is_down_group_routes_are_unavailable_and_signed_in_routes_still_allow() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    gerrit.stop();
+    let s = start(&gerrit).await;
+
+    let status = unavailable(&s, "alice", TEAM_A).await;
+    assert!(status.message().contains("Gerrit"), "{status:?}");
+    // Failures are not cached as "no groups": still cannot decide, never a 403.
+    unavailable(&s, "alice", TEAM_A).await;
+
+    let resp = answered(&s, "alice", SIGNED_IN).await;
+    assert_eq!(
+        header_options(&allowed(&resp).headers)["x-forwarded-user"].value,
+        "alice"
+    );
+    allowed(
+        &s.client
+            .clone()
+            .check(check_request("GET", GERRIT, "/", &[]))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+}
+
+#[tokio::test]
+async fn unknown_gerrit_account_gets_403_and_is_not_looked_up_again_within_not_found_ttl() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+
+    let d = denied(&answered(&s, "carol", TEAM_A).await);
+    assert_eq!(d.http_status, 403);
+    assert_eq!(d.header("www-authenticate"), None);
+    assert_eq!(
+        d.json,
+        json!({
+            "error": "access_denied",
+            "reason": "not a member of any group allowed on this route",
+            "request_id": "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21",
+        })
+    );
+    assert_eq!(gerrit.requests_for("carol"), 1);
+
+    // The test config's not_found_ttl is 5 s: a second check right away is answered
+    // from the cache.
+    assert_eq!(
+        denied(&answered(&s, "carol", TEAM_A).await).http_status,
+        403
+    );
+    assert_eq!(gerrit.requests_for("carol"), 1);
+}
+
+#[tokio::test]
+async fn wrong_gerrit_password_makes_group_routes_unavailable_never_allowed() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let wrong = "not-the-http-password";
+    let s = start_with(&gerrit, wrong, |y| y).await;
+
+    for user in ["alice", "carol"] {
+        let status = unavailable(&s, user, TEAM_A).await;
+        assert!(
+            !status.message().contains(wrong) && !status.message().contains(PASSWORD),
+            "the password leaked: {status:?}"
+        );
+    }
+    assert!(gerrit.requests_for("alice") >= 1, "Gerrit was asked");
+    // Not cached: the next check asks again rather than serving a remembered failure.
+    let before = gerrit.requests_for("alice");
+    unavailable(&s, "alice", TEAM_A).await;
+    assert!(gerrit.requests_for("alice") > before);
+    // Routes without groups do not depend on Gerrit.
+    allowed(&answered(&s, "alice", SIGNED_IN).await);
+}
+
+#[tokio::test]
+async fn concurrent_checks_share_one_failed_gerrit_lookup() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    // Slow enough that every check arrives while the one lookup is under way (a failure
+    // is not cached, so a late arrival would ask again).
+    gerrit.set_delay(Duration::from_millis(300));
+    let s = start_with(&gerrit, "not-the-http-password", |y| y).await;
+    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let checks = (0..50).map(|_| {
+        let req = check_request("GET", GERRIT, TEAM_A, &[("authorization", &token)]);
+        let mut client = s.client.clone();
+        async move { client.check(req).await.map(|r| r.into_inner()) }
+    });
+    for resp in futures::future::join_all(checks).await {
+        let err = resp.expect_err("a rejected service account must never allow");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+    }
+    assert_eq!(
+        gerrit.requests_for("alice"),
+        1,
+        "a credentials error is not retried and is shared"
+    );
+}
+
+#[tokio::test]
+async fn fixing_the_gerrit_password_file_restores_group_routes_without_a_restart() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start_with(&gerrit, "stale-password", |y| {
+        y.replace("gerrit:\n", "gerrit:\n  password_reload_interval: 100ms\n")
+    })
+    .await;
+    unavailable(&s, "alice", TEAM_A).await;
+
+    std::fs::write(s.file("gerrit-password"), format!("{PASSWORD}\n")).unwrap();
+    // Bounded wait for the reloader (every 100 ms) to pick the new password up.
+    for _ in 0..100 {
+        if let Ok(resp) = check_as(&s, "alice", TEAM_A).await {
+            assert_eq!(injected_groups(&resp), "Registered Users,team-a");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the corrected password file was never used");
+}
+
+#[tokio::test]
+async fn account_id_with_path_characters_is_sent_to_gerrit_as_one_encoded_segment() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+    // Unencoded, `/a/accounts/../accounts/alice/groups/` would be alice's groups.
+    let sneaky = "../accounts/alice";
+    assert_eq!(denied(&answered(&s, sneaky, TEAM_A).await).http_status, 403);
+    assert_eq!(gerrit.requests_for(sneaky), 1);
+    assert_eq!(gerrit.requests_for("alice"), 0);
+}
+
+#[tokio::test]
+async fn token_users_named_self_or_me_do_not_get_the_service_accounts_groups() {
+    let gerrit = FakeGerrit::start().await;
+    // The service account mesh-authz logs in as is in powerful groups.
+    gerrit.add_account(USERNAME, &["team-a", "Administrators"]);
+    let s = start(&gerrit).await;
+    for id in ["self", "me"] {
+        // Gerrit resolves these ids to the caller: the service account.
+        assert!(
+            groups_gerrit_reports(&gerrit, id)
+                .await
+                .contains(&"team-a".to_string()),
+            "the fake must resolve {id:?} like Gerrit does"
+        );
+        let d = denied(&answered(&s, id, TEAM_A).await);
+        assert_eq!(d.http_status, 403, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn token_users_in_gerrit_display_forms_do_not_get_another_accounts_groups() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+    // Gerrit reads `Name (1000000)` as account 1000000 and `Name <email>` as that email's
+    // account; neither is a username, an email or a numeric id as a token would carry it.
+    let id = gerrit.account_id("alice");
+    for user in [
+        format!("Mallory ({id})"),
+        "Mallory <alice@example.com>".to_string(),
+    ] {
+        assert!(
+            groups_gerrit_reports(&gerrit, &user)
+                .await
+                .contains(&"team-a".to_string()),
+            "the fake must resolve {user:?} like Gerrit does"
+        );
+        let d = denied(&answered(&s, &user, TEAM_A).await);
+        assert_eq!(d.http_status, 403, "{user}");
+    }
+}
