@@ -163,7 +163,15 @@ async fn client_sent_identity_header_is_overwritten_and_stripped_on_public_route
         .unwrap();
     let ok = ok(&resp);
     assert!(ok.headers.is_empty());
-    assert_eq!(ok.headers_to_remove, vec!["x-forwarded-user".to_string()]);
+    // Every identity header any route injects is removed, not just this route's own.
+    assert_eq!(
+        ok.headers_to_remove,
+        vec![
+            "x-forwarded-user".to_string(),
+            "x-forwarded-email".into(),
+            "x-forwarded-groups".into()
+        ]
+    );
 }
 
 #[tokio::test]

@@ -580,6 +580,7 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         token_sources,
         inject,
         remove_headers,
+        foreign_identity_headers: Vec::new(),
     })
 }
 

@@ -89,6 +89,9 @@ pub fn upstream_changes(
     });
     put(&route.inject.groups, groups, "groups")?;
     changes.remove.extend(route.remove_headers.iter().cloned());
+    changes
+        .remove
+        .extend(route.foreign_identity_headers.iter().cloned());
     // A token read from the URL must not travel on to the upstream (and its logs).
     changes
         .remove_query
@@ -127,6 +130,7 @@ mod tests {
                 groups: Some("x-forwarded-groups".into()),
             },
             remove_headers: vec!["authorization".into()],
+            foreign_identity_headers: vec![],
         }
     }
 

@@ -64,6 +64,10 @@ pub struct RouteRule {
     pub inject: IdentityHeaders,
     /// Request headers to remove on allow (lower-case).
     pub remove_headers: Vec<String>,
+    /// Identity headers other routes inject and this one does not: removed too, so a
+    /// client cannot forge on one route what the upstream trusts from another. Filled in
+    /// by [`RouteTable::new`].
+    pub foreign_identity_headers: Vec<String>,
 }
 
 impl RouteRule {
@@ -97,7 +101,23 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// A table of already-compiled rules.
-    pub fn new(routes: Vec<RouteRule>) -> Self {
+    pub fn new(mut routes: Vec<RouteRule>) -> Self {
+        let mut all: Vec<String> = routes
+            .iter()
+            .flat_map(|r| r.inject.names().map(str::to_string))
+            .collect();
+        all.sort();
+        all.dedup();
+        for route in &mut routes {
+            route.foreign_identity_headers = all
+                .iter()
+                .filter(|h| {
+                    !route.inject.names().any(|n| n == h.as_str())
+                        && !route.remove_headers.contains(h)
+                })
+                .cloned()
+                .collect();
+        }
         Self {
             routes: routes.into_iter().map(Arc::new).collect(),
         }
@@ -129,6 +149,7 @@ mod tests {
             token_sources: vec![TokenSource::Bearer],
             inject: IdentityHeaders::default(),
             remove_headers: vec![],
+            foreign_identity_headers: vec![],
         }
     }
 
@@ -178,5 +199,29 @@ mod tests {
         assert!(header_name("bad header").is_err());
         assert!(header_name(":path").is_err());
         assert!(header_name("").is_err());
+    }
+
+    #[test]
+    fn identity_headers_of_other_routes_are_stripped_too() {
+        let mut a = rule("a", "gerrit.example.com", "/a/", &[]);
+        a.inject.user = Some("x-forwarded-user".into());
+        a.inject.groups = Some("x-forwarded-groups".into());
+        let mut b = rule("b", "builds.example.com", "/", &[]);
+        b.inject.user = Some("x-forwarded-user".into());
+        b.remove_headers = vec!["x-forwarded-groups".into()];
+        let c = rule("c", "other.example.com", "/", &[]);
+        let t = RouteTable::new(vec![a, b, c]);
+        assert!(t.routes()[0].foreign_identity_headers.is_empty());
+        assert!(
+            t.routes()[1].foreign_identity_headers.is_empty(),
+            "already removed"
+        );
+        assert_eq!(
+            t.routes()[2].foreign_identity_headers,
+            vec![
+                "x-forwarded-groups".to_string(),
+                "x-forwarded-user".to_string()
+            ]
+        );
     }
 }
