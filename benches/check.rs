@@ -1,14 +1,17 @@
-//! In-process costs of the Check path: route matching, and whole decisions with the
-//! quickstart config (allow with RS256 verified every time or served from the
-//! verified-token cache, groups cached; deny without a token).
+//! In-process costs of the Check path with the quickstart config: route matching, and
+//! whole decisions (allowed with alice's RS256 token, verified every time or served from
+//! the verified-token cache, groups from the warm static table; denied without a token).
 //!
-//! `cargo bench --bench check`. Load tests against a running server: `benches/ghz/`.
+//! `cargo bench --bench check` (about half a minute). Each decision is checked once
+//! before it is measured, so a bench cannot quietly time the wrong path. Load tests
+//! against a running server: `benches/ghz/`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mesh_authz::authorize::Authorizer;
+use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::request::RequestView;
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::time::Duration;
 
 /// The quickstart config, with the verified-token cache on (its default) or off.
 fn quickstart(token_cache: bool) -> Authorizer {
@@ -19,25 +22,33 @@ fn quickstart(token_cache: bool) -> Authorizer {
     Authorizer::from_config(&config, reqwest::Client::new()).expect("authorizer builds")
 }
 
+/// Headers shaped like an Istio gateway's, with or without a bearer token.
 fn headers(token: Option<&str>) -> HashMap<String, String> {
-    let mut h = HashMap::new();
-    h.insert(":authority".into(), "gerrit.example.com".into());
-    h.insert("user-agent".into(), "git/2.47.3".into());
-    h.insert(
-        "x-request-id".into(),
-        "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21".into(),
-    );
+    let mut h: HashMap<String, String> = [
+        (":authority", "gerrit.example.com"),
+        (":method", "GET"),
+        (":path", "/a/projects/team-a/branches"),
+        (":scheme", "https"),
+        ("user-agent", "git/2.47.3"),
+        ("accept", "application/json"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-for", "10.0.0.12"),
+        ("x-request-id", "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     if let Some(t) = token {
         h.insert("authorization".into(), format!("Bearer {t}"));
     }
     h
 }
 
-fn view<'a>(headers: &'a HashMap<String, String>) -> RequestView<'a> {
+fn view<'a>(host: &'a str, path: &'a str, headers: &'a HashMap<String, String>) -> RequestView<'a> {
     RequestView {
         method: "GET",
-        host: "gerrit.example.com",
-        path: "/a/projects/team-a/branches",
+        host,
+        path,
         query: "",
         headers,
     }
@@ -49,30 +60,69 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let config = mesh_authz::config::builtin().unwrap();
-    let authorizer = quickstart(true);
+    let cached = quickstart(true);
     let uncached = quickstart(false);
     let token = include_str!("../examples/quickstart/alice.jwt").trim();
-
     let anonymous = headers(None);
-    c.bench_function("route_match", |b| {
-        b.iter(|| black_box(config.routes.find(&view(&anonymous)).is_some()))
+    let signed = headers(Some(token));
+
+    // Route matching: the second rule (team-a), and a miss that scans the whole table.
+    let team_a = view(
+        "gerrit.example.com",
+        "/a/projects/team-a/branches",
+        &anonymous,
+    );
+    let miss = view("other.example.com", "/", &anonymous);
+    assert_eq!(
+        config.routes.find(&team_a).map(|r| &*r.name),
+        Some("gerrit-team-a")
+    );
+    assert!(config.routes.find(&miss).is_none());
+    c.bench_function("route_match_team_a", |b| {
+        b.iter(|| black_box(config.routes.find(black_box(&team_a)).is_some()))
+    });
+    c.bench_function("route_match_no_route", |b| {
+        b.iter(|| black_box(config.routes.find(black_box(&miss)).is_some()))
     });
 
-    let signed = headers(Some(token));
+    // Allowed: RS256 verification plus the group check against the warm static table.
+    let allowed = view("gerrit.example.com", "/a/projects/team-a/branches", &signed);
+    for authorizer in [&cached, &uncached] {
+        let verdict = rt.block_on(authorizer.decide(&allowed)).verdict;
+        assert!(matches!(verdict, Verdict::Allow { .. }), "{verdict:?}");
+    }
     c.bench_function("decide_allow_rs256_verify_every_time", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(uncached.decide(&view(&signed)).await) })
+            .iter(|| async { black_box(uncached.decide(black_box(&allowed)).await) })
     });
     c.bench_function("decide_allow_rs256_verified_token_cache", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(authorizer.decide(&view(&signed)).await) })
+            .iter(|| async { black_box(cached.decide(black_box(&allowed)).await) })
     });
 
+    // Denied: no token on a route that needs one (401).
+    let denied = view(
+        "gerrit.example.com",
+        "/a/projects/team-a/branches",
+        &anonymous,
+    );
+    let verdict = rt.block_on(cached.decide(&denied)).verdict;
+    assert!(
+        matches!(verdict, Verdict::Deny(Denial::Unauthenticated(_))),
+        "{verdict:?}"
+    );
     c.bench_function("decide_deny_no_token", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(authorizer.decide(&view(&anonymous)).await) })
+            .iter(|| async { black_box(cached.decide(black_box(&denied)).await) })
     });
 }
 
-criterion_group!(check, benches);
+criterion_group! {
+    name = check;
+    // Short runs: these are microsecond operations, and CI only builds the bench.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = benches
+}
 criterion_main!(check);

@@ -1,21 +1,155 @@
-//! The kustomize base is consistent with itself and with the server.
+//! The deployment files agree with each other and with the server: `manifests/` (the
+//! kustomize base, its config, the Istio snippets) and the ghz load-test configs in
+//! `benches/ghz/`. Each test names the file and field that broke.
 
+use mesh_authz::authorize::{Authorizer, Denial, Verdict};
+use mesh_authz::config::{self, Config, GroupsConfig};
+use mesh_authz::policy::Requirement;
+use mesh_authz::request::{split_path, RequestView};
 use serde_yaml::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 fn base() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base")
+    root().join("manifests/base")
 }
 
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every YAML document in a file (`---`-separated), empty documents skipped.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = read(path);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// The single document in a file under `manifests/base`.
 fn load(name: &str) -> Value {
-    let path = base().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    let mut docs = documents(&base().join(name));
+    assert_eq!(docs.len(), 1, "{name}: expected exactly one YAML document");
+    docs.remove(0)
 }
 
-fn port_of(addr: &str) -> u64 {
-    addr.rsplit(':').next().unwrap().parse().unwrap()
+/// The document of `kind` in a multi-document file under `manifests/base`.
+fn load_kind(name: &str, kind: &str) -> Value {
+    documents(&base().join(name))
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("{name}: no {kind}"))
 }
+
+fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
+}
+
+fn seq<'a>(v: &'a Value, what: &str) -> &'a [Value] {
+    v.as_sequence()
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| panic!("{what}: expected a list, got {v:?}"))
+}
+
+fn config() -> Config {
+    config::load(&base().join("config.yaml"))
+        .unwrap_or_else(|e| panic!("manifests/base/config.yaml: {e}"))
+}
+
+fn deployment() -> Value {
+    load("deployment.yaml")
+}
+
+fn container(deploy: &Value) -> &Value {
+    let containers = seq(
+        &deploy["spec"]["template"]["spec"]["containers"],
+        "deployment.yaml containers",
+    );
+    containers
+        .iter()
+        .find(|c| c["name"] == "mesh-authz")
+        .expect("deployment.yaml: a container named mesh-authz")
+}
+
+/// The volumeMount of the volume matching `pred`, and that volume.
+fn mount_of<'a>(
+    deploy: &'a Value,
+    pred: impl Fn(&Value) -> bool,
+    what: &str,
+) -> (&'a Value, &'a Value) {
+    let pod = &deploy["spec"]["template"]["spec"];
+    let volume = seq(&pod["volumes"], "deployment.yaml volumes")
+        .iter()
+        .find(|v| pred(v))
+        .unwrap_or_else(|| panic!("deployment.yaml: no volume for {what}"));
+    let mount = seq(&container(deploy)["volumeMounts"], "volumeMounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap_or_else(|| panic!("deployment.yaml: the {what} volume is not mounted"));
+    (mount, volume)
+}
+
+fn service_port<'a>(service: &'a Value, name: &str) -> &'a Value {
+    seq(&service["spec"]["ports"], "service.yaml ports")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("service.yaml: no port named {name}"))
+}
+
+fn kustomization() -> Value {
+    load("kustomization.yaml")
+}
+
+fn kustomize_resources() -> Vec<String> {
+    seq(
+        &kustomization()["resources"],
+        "kustomization.yaml resources",
+    )
+    .iter()
+    .map(|r| str_of(r, "resource").to_string())
+    .collect()
+}
+
+/// The mesh config snippet's provider entry.
+fn provider() -> Value {
+    let mesh = load("istio/mesh-config-snippet.yaml");
+    let providers = seq(
+        &mesh["meshConfig"]["extensionProviders"],
+        "mesh-config-snippet.yaml meshConfig.extensionProviders",
+    );
+    assert_eq!(providers.len(), 1, "one provider expected");
+    providers[0].clone()
+}
+
+/// A protobuf JSON duration as Istio writes it: `0.5s`, `2s`.
+fn istio_duration(v: &Value) -> Duration {
+    let text = str_of(v, "timeout");
+    let secs: f64 = text
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("timeout {text:?} is not like `0.5s`"));
+    Duration::from_secs_f64(secs)
+}
+
+fn gerrit_timeout(config: &Config) -> Duration {
+    match &config.groups {
+        Some(GroupsConfig::Gerrit(g)) => g.timeout,
+        other => panic!("config.yaml: expected a gerrit section, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The config in the ConfigMap.
 
 #[test]
 fn configmap_config_is_accepted_by_validate() {
@@ -29,112 +163,678 @@ fn configmap_config_is_accepted_by_validate() {
         "validate refused manifests/base/config.yaml:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The library agrees, and the config is a production one: Gerrit, not a static table.
+    let config = config();
+    assert!(matches!(config.groups, Some(GroupsConfig::Gerrit(_))));
+    assert!(!config.issuers.is_empty());
 }
 
 #[test]
-fn kustomization_lists_existing_files_and_generates_the_config() {
-    let k = load("kustomization.yaml");
-    for r in k["resources"].as_sequence().unwrap() {
-        assert!(
-            base().join(r.as_str().unwrap()).exists(),
-            "missing resource {r:?}"
+fn production_routes_send_requests_where_their_comments_say() {
+    let config = config();
+    let empty = HashMap::new();
+    // "METHOD host path" -> the route that decides it, if any.
+    let cases = [
+        ("GET gerrit.example.com /", Some("gerrit-landing")),
+        ("HEAD gerrit.example.com:443 /", Some("gerrit-landing")),
+        ("GET gerrit.example.com /?q=1", Some("gerrit-landing")),
+        // Only the landing page is public, and only for reading.
+        ("POST gerrit.example.com /", Some("gerrit-signed-in")),
+        (
+            "GET gerrit.example.com /a/projects/team-a%2Fservice/branches",
+            Some("gerrit-team-a-rest"),
+        ),
+        (
+            "GET gerrit.example.com /a/projects/team-a%2fservice",
+            Some("gerrit-team-a-rest-lower"),
+        ),
+        (
+            "GET gerrit.example.com /a/team-a/service.git/info/refs?service=git-upload-pack",
+            Some("gerrit-team-a-git"),
+        ),
+        (
+            "POST gerrit.example.com /a/team-a/service/git-receive-pack",
+            Some("gerrit-team-a-git"),
+        ),
+        // A project whose name merely starts with "team-a" is not team-a's.
+        (
+            "GET gerrit.example.com /a/projects/team-alpha",
+            Some("gerrit-api"),
+        ),
+        (
+            "GET gerrit.example.com /a/changes/?q=status:open",
+            Some("gerrit-api"),
+        ),
+        (
+            "POST gerrit.example.com /a/other/repo/git-receive-pack",
+            Some("gerrit-api"),
+        ),
+        (
+            "GET gerrit.example.com /c/other/repo/+/123",
+            Some("gerrit-signed-in"),
+        ),
+        ("GET b-1234.builds.example.com /logs", Some("build-pods")),
+        ("GET b-1234.builds.example.com:8443 /", Some("build-pods")),
+        ("GET builds.example.com /", None),
+        ("GET other.example.com /", None),
+    ];
+    for (request, want) in cases {
+        let mut parts = request.split(' ');
+        let (method, host, full_path) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let (path, query) = split_path(full_path);
+        let view = RequestView {
+            method,
+            host,
+            path,
+            query,
+            headers: &empty,
+        };
+        let got = config.routes.find(&view).map(|r| r.name.to_string());
+        assert_eq!(got.as_deref(), want, "config.yaml: {request}");
+    }
+
+    // What each route demands.
+    let team_a = Requirement::GroupsAnyOf(vec!["team-a".into(), "Administrators".into()]);
+    for route in config.routes.routes() {
+        let want = match &*route.name {
+            "gerrit-landing" => Requirement::Public,
+            name if name.starts_with("gerrit-team-a") => team_a.clone(),
+            _ => Requirement::Authenticated,
+        };
+        assert_eq!(
+            route.requirement, want,
+            "config.yaml: route {:?}",
+            &*route.name
         );
     }
-    let gen = &k["configMapGenerator"][0];
-    assert_eq!(gen["name"], "mesh-authz-config");
-    assert_eq!(gen["files"][0], "config.yaml");
+}
+
+/// Gerrit trusts its identity headers on every path, so every route of a host must name
+/// the same ones: a route that did not would pass a client-sent value through. And the
+/// token stays at the edge.
+#[test]
+fn routes_of_one_host_all_own_the_same_identity_headers() {
+    let config = config();
+    let mut by_host: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for route in config.routes.routes() {
+        assert!(
+            !route.hosts.is_empty(),
+            "config.yaml: route {:?} covers every host; name its hosts",
+            &*route.name
+        );
+        let names: BTreeSet<String> = route.inject.names().map(str::to_string).collect();
+        assert!(
+            names.contains("x-forwarded-user"),
+            "config.yaml: route {:?} does not own x-forwarded-user",
+            &*route.name
+        );
+        assert!(
+            route.remove_headers.iter().any(|h| h == "authorization"),
+            "config.yaml: route {:?} passes the bearer token upstream",
+            &*route.name
+        );
+        for host in &route.hosts {
+            by_host
+                .entry(format!("{host:?}"))
+                .or_default()
+                .insert(route.name.to_string(), names.clone());
+        }
+    }
+    for (host, routes) in by_host {
+        let distinct: BTreeSet<_> = routes.values().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "config.yaml: routes of {host} name different identity headers: {routes:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The Kubernetes objects.
+
+/// Files that are not Kubernetes objects.
+const NOT_OBJECTS: [&str; 3] = [
+    "kustomization.yaml",
+    "config.yaml",
+    "istio/mesh-config-snippet.yaml",
+];
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
 }
 
 #[test]
-fn service_grpc_port_matches_the_configured_listener_and_the_container() {
-    let config = load("config.yaml");
-    let grpc_port = port_of(config["server"]["grpc_listen"].as_str().unwrap());
-    let admin_port = port_of(config["server"]["admin_listen"].as_str().unwrap());
+fn every_manifest_parses_and_every_object_is_named() {
+    let mut files = Vec::new();
+    yaml_files(&root().join("manifests"), &mut files);
+    files.sort();
+    assert!(files.len() >= 10, "found only {files:?}");
+    for file in &files {
+        let docs = documents(file);
+        assert!(!docs.is_empty(), "{}: no YAML document", file.display());
+        let relative = file.strip_prefix(base()).unwrap_or(file);
+        if NOT_OBJECTS.iter().any(|n| Path::new(n) == relative) {
+            continue;
+        }
+        for doc in docs {
+            for field in ["apiVersion", "kind"] {
+                assert!(
+                    doc[field].as_str().is_some_and(|s| !s.is_empty()),
+                    "{}: a document without {field}",
+                    file.display()
+                );
+            }
+            assert!(
+                doc["metadata"]["name"].as_str().is_some(),
+                "{}: a {:?} without metadata.name",
+                file.display(),
+                doc["kind"]
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomization_lists_every_object_except_the_secret_and_generates_the_config() {
+    let resources = kustomize_resources();
+    for r in &resources {
+        assert!(base().join(r).is_file(), "kustomization.yaml: missing {r}");
+    }
+    // Every object file in base/ is listed (a new file nobody listed is never applied),
+    // except the Secret example, which must never be.
+    for entry in std::fs::read_dir(base()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".yaml") || NOT_OBJECTS.contains(&name.as_str()) {
+            continue;
+        }
+        if name == "secret.example.yaml" {
+            assert!(!resources.contains(&name), "the Secret example is applied");
+        } else {
+            assert!(
+                resources.contains(&name),
+                "kustomization.yaml: {name} not listed"
+            );
+        }
+    }
+
+    let k = kustomization();
+    let generators = seq(&k["configMapGenerator"], "configMapGenerator");
+    let generator = generators
+        .iter()
+        .find(|g| seq(&g["files"], "files").iter().any(|f| f == "config.yaml"))
+        .expect("kustomization.yaml: no configMapGenerator for config.yaml");
+    // The Deployment mounts the generated ConfigMap (kustomize adds the hash to both).
+    let name = str_of(&generator["name"], "generator name");
+    mount_of(
+        &deployment(),
+        |v| v["configMap"]["name"] == name,
+        "the generated ConfigMap",
+    );
+    // The Istio provider's host names the namespace the base puts everything in.
+    let fqdn = format!(
+        "mesh-authz.{}.svc.cluster.local",
+        str_of(&k["namespace"], "kustomization namespace")
+    );
+    assert_eq!(provider()["envoyExtAuthzGrpc"]["service"], fqdn.as_str());
+}
+
+/// The rendered base, where `kubectl` is installed (CI may not have it; the other tests
+/// check the same files without rendering).
+#[test]
+fn kustomize_renders_the_base_with_the_generated_config_mounted() {
+    let out = match std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(base())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: cannot run kubectl: {e}");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize manifests/base:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let namespace = kustomization()["namespace"].clone();
+    for o in &objects {
+        if o["kind"] != "Namespace" {
+            assert_eq!(
+                o["metadata"]["namespace"], namespace,
+                "{:?}",
+                o["metadata"]["name"]
+            );
+        }
+    }
+    let config_map = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("a generated ConfigMap");
+    assert_eq!(
+        config_map["data"]["config.yaml"],
+        read(&base().join("config.yaml")).as_str()
+    );
+    let deploy = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    // The hashed name reaches the Deployment: a config change rolls the pods.
+    mount_of(
+        deploy,
+        |v| v["configMap"]["name"] == config_map["metadata"]["name"],
+        "the hashed ConfigMap",
+    );
+    assert!(
+        objects.iter().all(|o| o["kind"] != "Secret"),
+        "a Secret is rendered"
+    );
+}
+
+#[test]
+fn service_and_container_ports_match_the_configured_listeners() {
+    let config = config();
+    let grpc = u64::from(config.server.grpc_listen.port());
+    let admin = u64::from(config.server.admin_listen.port());
 
     let service = load("service.yaml");
-    let ports = service["spec"]["ports"].as_sequence().unwrap();
-    let grpc = ports
-        .iter()
-        .find(|p| p["name"] == "grpc")
-        .expect("a port named grpc");
-    assert_eq!(grpc["port"].as_u64(), Some(grpc_port));
-
-    let deploy = load("deployment.yaml");
-    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let deploy = deployment();
+    let c = container(&deploy);
     let container_port = |name: &str| {
-        container["ports"]
-            .as_sequence()
-            .unwrap()
+        seq(&c["ports"], "container ports")
             .iter()
             .find(|p| p["name"] == name)
             .and_then(|p| p["containerPort"].as_u64())
     };
-    assert_eq!(container_port("grpc"), Some(grpc_port));
-    assert_eq!(container_port("http-admin"), Some(admin_port));
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for (name, port) in [("grpc", grpc), ("http-admin", admin)] {
+        let sp = service_port(&service, name);
+        assert_eq!(sp["port"].as_u64(), Some(port), "service.yaml port {name}");
+        assert_eq!(
+            container_port(name),
+            Some(port),
+            "deployment.yaml port {name}"
+        );
+        let target = &sp["targetPort"];
+        assert!(
+            target == name || target.as_u64() == Some(port),
+            "service.yaml {name}: targetPort {target:?}"
+        );
+    }
+    assert_eq!(service_port(&service, "grpc")["appProtocol"], "grpc");
+
+    // The Service selects the pods.
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    let selector = service["spec"]["selector"].as_mapping().unwrap();
+    for (k, v) in selector {
+        assert_eq!(
+            &labels[k], v,
+            "service.yaml selector {k:?} does not match the pods"
+        );
+    }
+
+    // Probes on the admin port.
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "deployment.yaml {probe}");
+        assert!(
+            get["port"].as_u64() == Some(admin) || get["port"] == "http-admin",
+            "deployment.yaml {probe} port {:?}",
+            get["port"]
+        );
+    }
 }
 
 #[test]
-fn deployment_reads_the_config_where_the_configmap_is_mounted() {
-    let deploy = load("deployment.yaml");
-    let pod = &deploy["spec"]["template"]["spec"];
-    let container = &pod["containers"][0];
-    let args: Vec<&str> = container["args"]
-        .as_sequence()
-        .unwrap()
+fn deployment_reads_the_config_and_the_password_where_they_are_mounted() {
+    let deploy = deployment();
+    let c = container(&deploy);
+    let args: Vec<&str> = seq(&c["args"], "args")
         .iter()
-        .map(|a| a.as_str().unwrap())
+        .map(|a| str_of(a, "arg"))
         .collect();
-    let config_path = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
-    let volume = pod["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|v| v["configMap"]["name"] == "mesh-authz-config")
-        .expect("a volume from the generated ConfigMap");
-    let mount = container["volumeMounts"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == volume["name"])
-        .expect("the config volume is mounted");
     assert_eq!(
-        config_path,
-        format!("{}/config.yaml", mount["mountPath"].as_str().unwrap())
+        args.first(),
+        Some(&"serve"),
+        "deployment.yaml args {args:?}"
+    );
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or_else(|| panic!("deployment.yaml args {args:?}: no {flag} value"))
+    };
+    assert_eq!(after("--log-format"), "json");
+
+    let (config_mount, _) = mount_of(
+        &deploy,
+        |v| v["configMap"]["name"] == "mesh-authz-config",
+        "config",
+    );
+    assert_eq!(
+        after("--config"),
+        format!(
+            "{}/config.yaml",
+            str_of(&config_mount["mountPath"], "mountPath")
+        ),
+        "deployment.yaml: --config is not the mounted ConfigMap's config.yaml"
     );
 
-    // The Gerrit password file the config names lives in the mounted Secret.
-    let config = load("config.yaml");
-    let password = config["gerrit"]["password_file"].as_str().unwrap();
-    let secret_mount = container["volumeMounts"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "gerrit-password")
-        .unwrap();
-    assert!(password.starts_with(secret_mount["mountPath"].as_str().unwrap()));
-
-    // Time to drain and finish in-flight checks before Kubernetes kills the pod.
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    // The Secret: the one secret.example.yaml describes, mounted where password_file is.
+    let example = load("secret.example.yaml");
+    let secret_name = str_of(&example["metadata"]["name"], "secret name");
+    assert_eq!(secret_name, "mesh-authz-gerrit");
+    let key = example["stringData"]
+        .as_mapping()
+        .and_then(|m| m.keys().next())
+        .map(|k| str_of(k, "secret key").to_string())
+        .expect("secret.example.yaml: stringData with the password key");
+    let (secret_mount, secret_volume) = mount_of(
+        &deploy,
+        |v| v["secret"]["secretName"] == secret_name,
+        "the Gerrit password Secret",
+    );
     assert!(
-        grace > 5 + 15,
-        "terminationGracePeriodSeconds {grace} too short"
+        secret_volume["secret"]["items"].is_null(),
+        "deployment.yaml: `items` would rename the key"
+    );
+    assert!(
+        secret_mount["subPath"].is_null(),
+        "subPath mounts never see Secret rotations"
+    );
+    let password_file = match &config().groups {
+        Some(GroupsConfig::Gerrit(g)) => g.password_file.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        password_file,
+        Path::new(str_of(&secret_mount["mountPath"], "mountPath")).join(&key),
+        "config.yaml gerrit.password_file is not the mounted Secret's `{key}`"
     );
 }
 
 #[test]
-fn istio_provider_has_an_explicit_timeout_and_the_policy_uses_it() {
-    let mesh = load("istio/mesh-config-snippet.yaml");
-    let provider = &mesh["meshConfig"]["extensionProviders"][0];
+fn deployment_is_hardened_and_drains_within_the_grace_period() {
+    let deploy = deployment();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = container(&deploy);
+    assert!(deploy["spec"]["replicas"].as_u64() >= Some(2), "replicas");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], Value::Bool(true));
+    assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true));
+    assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false));
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+
+    let server = config().server;
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    let needed = server.drain_delay + server.shutdown_timeout;
+    assert!(
+        Duration::from_secs(grace) > needed,
+        "terminationGracePeriodSeconds {grace} does not exceed drain_delay + shutdown_timeout ({needed:?})"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Istio.
+
+#[test]
+fn istio_provider_times_out_explicitly_and_fails_closed() {
+    let provider = provider();
     let grpc = &provider["envoyExtAuthzGrpc"];
     assert!(
-        grpc["timeout"].as_str().is_some(),
-        "Istio's default timeout is 600s"
+        !grpc["timeout"].is_null(),
+        "mesh-config-snippet.yaml: set timeout; Istio's default is 600s"
     );
-    assert_eq!(grpc["port"].as_u64(), Some(9191));
+    let timeout = istio_duration(&grpc["timeout"]);
+    assert!(
+        timeout <= Duration::from_secs(2),
+        "provider timeout {timeout:?}: a check should never hold a request that long"
+    );
+    let gerrit = gerrit_timeout(&config());
+    assert!(
+        gerrit < timeout,
+        "config.yaml gerrit.timeout {gerrit:?} must stay below the provider timeout {timeout:?}"
+    );
     assert_eq!(grpc["failOpen"], Value::Bool(false));
+    assert_eq!(
+        grpc["port"].as_u64(),
+        service_port(&load("service.yaml"), "grpc")["port"].as_u64()
+    );
+}
 
+#[test]
+fn gateway_policy_is_custom_with_the_provider_and_covers_whole_hosts() {
     let policy = load("istio/authorizationpolicy.yaml");
-    assert_eq!(policy["spec"]["action"], "CUSTOM");
-    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+    let spec = &policy["spec"];
+    assert_eq!(spec["action"], "CUSTOM");
+    assert_eq!(spec["provider"]["name"], provider()["name"]);
+    assert!(
+        spec["selector"]["matchLabels"].is_mapping(),
+        "the policy must select the gateway"
+    );
+
+    // Whole hosts: no paths, methods, ports, sources or conditions narrow the rules.
+    let mut hosts = BTreeSet::new();
+    let mut catch_all = false;
+    for rule in seq(&spec["rules"], "rules") {
+        assert!(
+            rule["from"].is_null() && rule["when"].is_null(),
+            "rule {rule:?}"
+        );
+        if rule["to"].is_null() {
+            catch_all = true;
+            continue;
+        }
+        for to in seq(&rule["to"], "to") {
+            let op = &to["operation"];
+            for narrowing in [
+                "paths",
+                "notPaths",
+                "methods",
+                "notMethods",
+                "ports",
+                "notPorts",
+            ] {
+                assert!(
+                    op[narrowing].is_null(),
+                    "the policy narrows hosts by {narrowing}"
+                );
+            }
+            if op["hosts"].is_null() {
+                catch_all = true;
+            }
+            for h in seq(&op["hosts"], "hosts") {
+                hosts.insert(str_of(h, "host").to_string());
+            }
+        }
+    }
+    if catch_all {
+        return;
+    }
+    // Every host a route names is covered, in its `host:port` forms too.
+    let digits_covered = (0..10).all(|d| hosts.contains(&format!("*{d}")));
+    for route in seq(&load("config.yaml")["routes"], "routes") {
+        for host in seq(&route["match"]["hosts"], "hosts") {
+            let host = str_of(host, "host");
+            assert!(
+                hosts.contains(host),
+                "the gateway policy does not cover {host}"
+            );
+            if host.starts_with('*') {
+                assert!(
+                    digits_covered,
+                    "{host}:<port> is not covered (a wildcard host has no `:*` form)"
+                );
+            } else {
+                assert!(
+                    hosts.contains(&format!("{host}:*")),
+                    "the gateway policy does not cover {host}:<port>"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn callers_allowed_at_mesh_authz_and_gerrit_are_the_gateway_and_mesh_authz() {
+    let gateway_principal = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
+    let namespace = str_of(&kustomization()["namespace"], "namespace").to_string();
+    let sa = load("serviceaccount.yaml");
+    let own = format!(
+        "cluster.local/ns/{namespace}/sa/{}",
+        str_of(&sa["metadata"]["name"], "service account")
+    );
+    assert_eq!(
+        deployment()["spec"]["template"]["spec"]["serviceAccountName"],
+        sa["metadata"]["name"]
+    );
+
+    let access = load_kind("istio/mesh-authz-access.yaml", "AuthorizationPolicy");
+    assert_eq!(access["metadata"]["namespace"], namespace.as_str());
+    let check_rule = seq(&access["spec"]["rules"], "rules")
+        .iter()
+        .find(|r| r["to"][0]["operation"]["ports"][0] == "9191")
+        .expect("mesh-authz-access.yaml: a rule for the gRPC port");
+    assert_eq!(
+        check_rule["from"][0]["source"]["principals"][0],
+        gateway_principal
+    );
+
+    let gerrit = load_kind("istio/gerrit-access.yaml", "AuthorizationPolicy");
+    let principals: Vec<&str> = seq(
+        &gerrit["spec"]["rules"][0]["from"][0]["source"]["principals"],
+        "principals",
+    )
+    .iter()
+    .map(|p| str_of(p, "principal"))
+    .collect();
+    assert!(principals.contains(&gateway_principal));
+    assert!(
+        principals.contains(&own.as_str()),
+        "{own} missing from {principals:?}"
+    );
+
+    // mesh-authz's lookups go to the Gerrit Service the VirtualService rewrites for it.
+    let vs = load_kind("istio/gerrit-access.yaml", "VirtualService");
+    let gerrit_url = match &config().groups {
+        Some(GroupsConfig::Gerrit(g)) => g.url.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        vs["spec"]["hosts"][0].as_str(),
+        gerrit_url.host_str(),
+        "gerrit-access.yaml VirtualService host vs config.yaml gerrit.url"
+    );
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][0]["destination"]["port"]["number"].as_u64(),
+        gerrit_url.port_or_known_default().map(u64::from)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// ghz load-test configs: well-formed, and they exercise the path their name says against
+// the quickstart server (`cargo run --release -- serve`).
+
+fn ghz(name: &str) -> serde_json::Value {
+    let path = root().join("benches/ghz").join(name);
+    serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+async fn decide_ghz(name: &str) -> Verdict {
+    let cfg = ghz(name);
+    assert_eq!(
+        cfg["call"], "envoy.service.auth.v3.Authorization.Check",
+        "{name}"
+    );
+    assert_eq!(cfg["insecure"], true, "{name}");
+    assert!(
+        cfg.get("proto").is_none() && cfg.get("protoset").is_none(),
+        "{name}: the server offers reflection"
+    );
+    let builtin = config::builtin().unwrap();
+    assert_eq!(
+        cfg["host"],
+        format!("127.0.0.1:{}", builtin.server.grpc_listen.port()),
+        "{name}"
+    );
+    for field in ["total", "concurrency"] {
+        assert!(
+            cfg[field].as_u64().is_some_and(|n| n > 0),
+            "{name}: {field}"
+        );
+    }
+
+    let http = &cfg["data"]["attributes"]["request"]["http"];
+    let headers: HashMap<String, String> = http["headers"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: data.attributes.request.http.headers"))
+        .iter()
+        .map(|(k, v)| {
+            assert_eq!(
+                k,
+                &k.to_ascii_lowercase(),
+                "{name}: Envoy sends lower-case names"
+            );
+            (k.clone(), v.as_str().unwrap().to_string())
+        })
+        .collect();
+    let (path, query) = split_path(http["path"].as_str().unwrap());
+    assert_eq!(headers[":path"], http["path"].as_str().unwrap(), "{name}");
+    assert_eq!(
+        headers[":authority"],
+        http["host"].as_str().unwrap(),
+        "{name}"
+    );
+    let view = RequestView {
+        method: http["method"].as_str().unwrap(),
+        host: http["host"].as_str().unwrap(),
+        path,
+        query,
+        headers: &headers,
+    };
+    let authorizer = Authorizer::from_config(&builtin, reqwest::Client::new()).unwrap();
+    authorizer.decide(&view).await.verdict
+}
+
+#[tokio::test]
+async fn ghz_allow_config_carries_alices_token_and_is_allowed() {
+    let cfg = ghz("check-allow.json");
+    let alice = read(&root().join("examples/quickstart/alice.jwt"));
+    assert_eq!(
+        cfg["data"]["attributes"]["request"]["http"]["headers"]["authorization"],
+        format!("Bearer {}", alice.trim()),
+        "check-allow.json: regenerate it from examples/quickstart/alice.jwt"
+    );
+    let verdict = decide_ghz("check-allow.json").await;
+    assert!(matches!(verdict, Verdict::Allow { .. }), "{verdict:?}");
+}
+
+#[tokio::test]
+async fn ghz_deny_config_has_no_token_and_is_denied() {
+    let verdict = decide_ghz("check-deny-no-token.json").await;
+    assert!(
+        matches!(verdict, Verdict::Deny(Denial::Unauthenticated(_))),
+        "{verdict:?}"
+    );
 }
