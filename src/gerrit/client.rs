@@ -220,11 +220,7 @@ fn names_another_account(account: &str) -> bool {
         (Some(lt), Some(gt)) => gt > lt && account.contains('@'),
         _ => false,
     };
-    // Case-insensitively: a `Self` that some Gerrit version treats as `self` must not slip by.
-    account.eq_ignore_ascii_case("self")
-        || account.eq_ignore_ascii_case("me")
-        || parenthesized_id
-        || name_and_email
+    matches!(account, "self" | "me") || parenthesized_id || name_and_email
 }
 
 /// reqwest errors print the URL, which is harmless here but noisy; keep the cause.
