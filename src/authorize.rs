@@ -4,7 +4,8 @@ use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, Problem};
 use crate::decision::{upstream_changes, HeaderChanges};
 use crate::gerrit::{
-    CacheSettings, GerritClient, GerritSettings, GroupCache, GroupSource, Membership, Secret,
+    CacheSettings, GerritAuth, GerritClient, GerritSettings, GroupCache, GroupEvents, GroupSource,
+    Membership, Secret,
 };
 use crate::policy::{Requirement, RouteRule, RouteTable};
 use crate::request::RequestView;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub struct Authorizer {
     verifier: TokenVerifier,
     groups: Option<GroupCache>,
+    group_events: Option<GroupEvents>,
     routes: RouteTable,
 }
 
@@ -95,8 +97,14 @@ impl Authorizer {
         Self {
             verifier,
             groups,
+            group_events: None,
             routes,
         }
+    }
+
+    /// The receiver of Gerrit group events, if enabled.
+    pub fn group_events(&self) -> Option<&GroupEvents> {
+        self.group_events.as_ref()
     }
 
     /// The token verifier (readiness, key refreshers).
@@ -294,53 +302,72 @@ impl Authorizer {
                 },
             )),
             Some(GroupsConfig::Gerrit(gerrit)) => {
-                let GerritConfig {
-                    url,
-                    username,
-                    password_file,
-                    password_reload_interval,
-                    timeout,
-                    retries,
-                    retry_backoff,
-                    max_concurrent_requests,
-                    cache,
-                } = gerrit.as_ref();
-                let password = std::fs::read_to_string(password_file).map_err(|e| {
-                    problem(
-                        "gerrit.password_file",
-                        format!("cannot read {}: {e}", password_file.display()),
-                    )
-                })?;
-                let password = Secret::new(password);
-                if password.expose().is_empty() {
-                    return Err(problem(
-                        "gerrit.password_file",
-                        format!("{} is empty", password_file.display()),
-                    ));
-                }
-                let client = GerritClient::new(
-                    http,
-                    GerritSettings {
-                        base: url.clone(),
-                        username: username.clone(),
-                        password,
-                        password_file: Some(password_file.clone()),
-                        password_reload_interval: *password_reload_interval,
-                        retries: *retries,
-                        retry_backoff: *retry_backoff,
-                        max_concurrent_requests: *max_concurrent_requests,
-                        timeout: *timeout,
-                    },
-                );
-                Some(GroupCache::new(GroupSource::Gerrit(client), *cache))
+                let client =
+                    gerrit_client(gerrit).map_err(|(path, reason)| problem(path, reason))?;
+                Some(GroupCache::new(GroupSource::Gerrit(client), gerrit.cache))
             }
         };
-        Ok(Self::new(
-            TokenVerifier::new(issuers, config.token_cache_entries, config.max_token_bytes),
-            groups,
-            config.routes.clone(),
-        ))
+        let group_events = match (&config.groups, &groups) {
+            (Some(GroupsConfig::Gerrit(gerrit)), Some(cache)) => gerrit.events.as_ref().map(|e| {
+                GroupEvents::new(
+                    cache.clone(),
+                    e.all_users_project.clone(),
+                    e.token_file.clone(),
+                )
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            group_events,
+            ..Self::new(
+                TokenVerifier::new(issuers, config.token_cache_entries, config.max_token_bytes),
+                groups,
+                config.routes.clone(),
+            )
+        })
     }
+}
+
+/// The Gerrit client for a checked `gerrit:` section, reading the password file now.
+/// Errors name the config field.
+fn gerrit_client(gerrit: &GerritConfig) -> Result<GerritClient, (&'static str, String)> {
+    let password = match &gerrit.password_file {
+        None => None,
+        Some(file) => {
+            let password = std::fs::read_to_string(file)
+                .map(Secret::new)
+                .map_err(|e| {
+                    (
+                        "gerrit.password_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+            if password.expose().is_empty() {
+                return Err((
+                    "gerrit.password_file",
+                    format!("{} is empty", file.display()),
+                ));
+            }
+            Some(password)
+        }
+    };
+    GerritClient::new(GerritSettings {
+        base: gerrit.url.clone(),
+        auth: GerritAuth {
+            username: gerrit.username.clone(),
+            password,
+            password_file: gerrit.password_file.clone(),
+            password_reload_interval: gerrit.password_reload_interval,
+            trusted_user_header: gerrit.trusted_user_header.clone(),
+        },
+        ca_certificates: gerrit.ca_certificates.clone(),
+        retries: gerrit.retries,
+        retry_backoff: gerrit.retry_backoff,
+        max_concurrent_requests: gerrit.max_concurrent_requests,
+        timeout: gerrit.timeout,
+        max_response_bytes: gerrit.max_response_bytes,
+    })
+    .map_err(|e| ("gerrit", format!("cannot build the HTTP client: {e}")))
 }
 
 /// Static tables never change, so their entries stay for an hour (the cache needs a TTL).

@@ -560,7 +560,7 @@ fn deployment_reads_the_config_and_the_password_where_they_are_mounted() {
         "subPath mounts never see Secret rotations"
     );
     let password_file = match &config().groups {
-        Some(GroupsConfig::Gerrit(g)) => g.password_file.clone(),
+        Some(GroupsConfig::Gerrit(g)) => g.password_file.clone().expect("password_file"),
         _ => unreachable!(),
     };
     assert_eq!(

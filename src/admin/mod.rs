@@ -1,7 +1,9 @@
-//! The admin HTTP port: `/healthz`, `/readyz`, `/metrics`, and group cache invalidation
-//! (`POST /cache/groups/invalidate[?user=NAME]`). Keep this port inside the cluster.
+//! The admin HTTP port: `/healthz`, `/readyz`, `/metrics`, group cache invalidation
+//! (`POST /cache/groups/invalidate[?user=NAME]`) and Gerrit's group events
+//! (`POST /gerrit/events`). Keep this port inside the cluster.
 
 use crate::authorize::Authorizer;
+use crate::gerrit::EventError;
 use crate::telemetry::Metrics;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -70,6 +72,7 @@ pub fn router(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/cache/groups/invalidate", post(invalidate_groups))
+        .route("/gerrit/events", post(gerrit_events))
         .with_state(AdminState {
             authorizer,
             readiness,
@@ -96,14 +99,62 @@ async fn invalidate_groups(
     };
     match query.user {
         Some(user) => {
-            groups.invalidate(&user).await;
-            tracing::info!(user, "group cache entry dropped by admin request");
-            (StatusCode::OK, format!("dropped cached groups of {user}\n"))
+            let was_cached = groups.invalidate(&user).await;
+            tracing::info!(
+                user,
+                was_cached,
+                "group cache entry dropped by admin request"
+            );
+            let what = if was_cached {
+                "dropped"
+            } else {
+                "nothing cached for"
+            };
+            (StatusCode::OK, format!("{what} {user}\n"))
         }
         None => {
             groups.invalidate_all();
             tracing::info!("group cache dropped by admin request");
             (StatusCode::OK, "dropped all cached groups\n".into())
+        }
+    }
+}
+
+/// Gerrit events (the webhooks plugin posts one per request; a relay of
+/// `gerrit stream-events` may post several, one per line): group changes drop the cached
+/// groups they affect.
+async fn gerrit_events(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
+    let Some(events) = state.authorizer.group_events() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "Gerrit events are not enabled (gerrit.events)\n".into(),
+        );
+    };
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if let Err(e) = events.authenticate(authorization) {
+        return match e {
+            EventError::Unauthorized => {
+                tracing::warn!("Gerrit event refused: {e}");
+                (StatusCode::UNAUTHORIZED, format!("{e}\n"))
+            }
+            e => {
+                tracing::error!("{e}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot check the token\n".into(),
+                )
+            }
+        };
+    }
+    match events.apply(&body).await {
+        Ok(applied) => (StatusCode::OK, format!("{}\n", serde_json::json!(applied))),
+        Err(e) => {
+            tracing::warn!("Gerrit event refused: {e}");
+            (StatusCode::BAD_REQUEST, format!("{e}\n"))
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::policy::{
     RouteTable,
 };
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use reqwest::header::{HeaderName, HeaderValue};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,10 +78,14 @@ pub struct GerritConfig {
     /// Service account.
     pub username: String,
     /// File with the HTTP password, read at start and then every
-    /// `password_reload_interval`.
-    pub password_file: PathBuf,
+    /// `password_reload_interval`; `None` when Gerrit trusts a header instead.
+    pub password_file: Option<PathBuf>,
     /// How often the password file is re-read.
     pub password_reload_interval: Duration,
+    /// Header that names the service account to a Gerrit that trusts it.
+    pub trusted_user_header: Option<HeaderName>,
+    /// CA certificates trusted for `https` instead of the built-in roots (from `ca_file`).
+    pub ca_certificates: Vec<reqwest::Certificate>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Retries after transient failures.
@@ -89,8 +94,21 @@ pub struct GerritConfig {
     pub retry_backoff: Duration,
     /// Concurrent requests to Gerrit.
     pub max_concurrent_requests: usize,
+    /// Largest accepted response body.
+    pub max_response_bytes: usize,
+    /// The receiver of Gerrit events at `POST /gerrit/events`, if enabled.
+    pub events: Option<GerritEventsConfig>,
     /// Group cache ageing.
     pub cache: CacheSettings,
+}
+
+/// `gerrit.events`, checked.
+#[derive(Debug, Clone)]
+pub struct GerritEventsConfig {
+    /// File with the token senders must present, re-read on every request.
+    pub token_file: Option<PathBuf>,
+    /// The project Gerrit keeps groups in.
+    pub all_users_project: String,
 }
 
 /// Collects problems while compiling.
@@ -432,9 +450,57 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
     let url = http_url(&raw.url, "gerrit.url", p);
     if raw.username.is_empty() {
         p.add("gerrit.username", "must not be empty");
+    } else if HeaderValue::from_str(&raw.username).is_err() {
+        p.add(
+            "gerrit.username",
+            "must be printable ASCII without control characters",
+        );
     }
-    if raw.password_file.as_os_str().is_empty() {
-        p.add("gerrit.password_file", "must not be empty");
+    match &raw.password_file {
+        Some(f) if f.as_os_str().is_empty() => p.add("gerrit.password_file", "must not be empty"),
+        None if raw.trusted_user_header.is_none() => p.add(
+            "gerrit",
+            "set `password_file` (HTTP Basic) or `trusted_user_header` (Gerrit with auth.trustContainerAuth), or both",
+        ),
+        _ => {}
+    }
+    let trusted_user_header = raw.trusted_user_header.as_deref().and_then(|h| {
+        header_name(h)
+            .map_err(|e| p.add("gerrit.trusted_user_header", e.to_string()))
+            .ok()
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+    });
+    let ca_certificates = match &raw.ca_file {
+        None => Vec::new(),
+        Some(file) => {
+            let shown = files.display(file);
+            match files.read(file) {
+                Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+                    Ok(certs) if !certs.is_empty() => certs,
+                    Ok(_) => {
+                        p.add(
+                            "gerrit.ca_file",
+                            format!("{shown}: no PEM certificates in it"),
+                        );
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        p.add(
+                            "gerrit.ca_file",
+                            format!("{shown}: not a PEM certificate bundle: {e}"),
+                        );
+                        Vec::new()
+                    }
+                },
+                Err(e) => {
+                    p.add("gerrit.ca_file", format!("cannot read {shown}: {e}"));
+                    Vec::new()
+                }
+            }
+        }
+    };
+    if raw.ca_file.is_some() && url.as_ref().is_some_and(|u| u.scheme() != "https") {
+        p.add("gerrit.ca_file", "only used with an https `url`");
     }
     if raw.timeout.is_zero() {
         p.add("gerrit.timeout", "must be greater than zero");
@@ -454,18 +520,59 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
             "must be greater than zero",
         );
     }
+    if raw.max_response_bytes < 1024 {
+        p.add(
+            "gerrit.max_response_bytes",
+            "must be at least 1024: a user in a few groups already needs that",
+        );
+    }
     if raw.cache_max_users == 0 {
         p.add("gerrit.cache_max_users", "must be greater than zero");
+    }
+    if let Some(events) = &raw.events {
+        if events.all_users_project.is_empty() {
+            p.add("gerrit.events.all_users_project", "must not be empty");
+        }
+        if let Some(file) = &events.token_file {
+            match files
+                .read(file)
+                .map(|t| String::from_utf8_lossy(&t).trim().len())
+            {
+                Ok(0) => p.add(
+                    "gerrit.events.token_file",
+                    format!("{} is empty", files.display(file)),
+                ),
+                Ok(n) if n < 16 => p.add(
+                    "gerrit.events.token_file",
+                    format!(
+                        "{}: a token of {n} characters is guessable; use at least 16",
+                        files.display(file)
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => p.add(
+                    "gerrit.events.token_file",
+                    format!("cannot read {}: {e}", files.display(file)),
+                ),
+            }
+        }
     }
     Some(GroupsConfig::Gerrit(Box::new(GerritConfig {
         url: url?,
         username: raw.username.clone(),
-        password_file: files.resolve(&raw.password_file),
+        password_file: raw.password_file.as_deref().map(|f| files.resolve(f)),
         password_reload_interval: raw.password_reload_interval,
+        trusted_user_header,
+        ca_certificates,
         timeout: raw.timeout,
         retries: raw.retries,
         retry_backoff: raw.retry_backoff,
         max_concurrent_requests: raw.max_concurrent_requests,
+        max_response_bytes: raw.max_response_bytes,
+        events: raw.events.as_ref().map(|e| GerritEventsConfig {
+            token_file: e.token_file.as_deref().map(|f| files.resolve(f)),
+            all_users_project: e.all_users_project.clone(),
+        }),
         cache: CacheSettings {
             ttl: raw.cache_ttl,
             not_found_ttl: raw.not_found_ttl,

@@ -8,7 +8,9 @@ mod compile;
 mod error;
 pub mod schema;
 
-pub use compile::{Config, GerritConfig, GroupsConfig, IssuerConfig, ServerSettings};
+pub use compile::{
+    Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig, ServerSettings,
+};
 pub use error::{ConfigError, Problem};
 
 use std::path::{Path, PathBuf};

@@ -180,10 +180,23 @@ fn default_jwks_timeout() -> Duration {
 pub struct RawGerrit {
     /// Base URL, e.g. `https://gerrit.example.com` (a path prefix is kept).
     pub url: String,
-    /// Service account username used for HTTP basic auth.
+    /// Service account username.
     pub username: String,
-    /// File holding the service account's HTTP password (a mounted Secret).
-    pub password_file: PathBuf,
+    /// File holding the service account's HTTP password (a mounted Secret), sent with
+    /// HTTP Basic.
+    pub password_file: Option<PathBuf>,
+    /// Header naming the service account for a Gerrit with `auth.type = HTTP` and
+    /// `auth.trustContainerAuth = true` (its `auth.httpHeader`, e.g. `X-Forwarded-User`).
+    pub trusted_user_header: Option<String>,
+    /// PEM file of the CA certificates trusted for an `https` Gerrit URL, instead of the
+    /// built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// Largest accepted response body, in bytes.
+    #[serde(default = "default_gerrit_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Accept Gerrit events at `POST /gerrit/events` on the admin port and drop the
+    /// cached groups a group change affects.
+    pub events: Option<RawGerritEvents>,
     /// How often the password file is re-read (Kubernetes updates Secrets in place).
     #[serde(default = "default_password_reload", with = "humantime_serde")]
     pub password_reload_interval: Duration,
@@ -211,6 +224,25 @@ pub struct RawGerrit {
     /// How long past its TTL a user's groups may still serve while Gerrit fails.
     #[serde(default = "default_gerrit_max_staleness", with = "humantime_serde")]
     pub max_staleness: Duration,
+}
+
+/// `gerrit.events`: the receiver of Gerrit's `ref-updated` events.
+#[derive(Debug, Deserialize)]
+pub struct RawGerritEvents {
+    /// File holding a token senders must present as `Authorization: Bearer <token>`
+    /// (the webhooks plugin's `remote.NAME.header`).
+    pub token_file: Option<PathBuf>,
+    /// The project Gerrit keeps accounts and groups in (`gerrit.allUsers`).
+    #[serde(default = "default_all_users_project")]
+    pub all_users_project: String,
+}
+
+fn default_all_users_project() -> String {
+    "All-Users".into()
+}
+
+fn default_gerrit_max_response_bytes() -> usize {
+    crate::gerrit::DEFAULT_MAX_RESPONSE_BYTES
 }
 
 fn default_gerrit_max_staleness() -> Duration {

@@ -1,9 +1,9 @@
 //! Per-user group cache in front of Gerrit (or a static table).
 
-use super::{GerritClient, GerritError, GerritMetrics, Group};
+use super::{GerritClient, GerritError, GerritMetrics, Group, Member};
 use moka::ops::compute::Op;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,6 +23,11 @@ impl Membership {
         self.groups
             .iter()
             .any(|g| g.name == name_or_uuid || g.uuid == name_or_uuid)
+    }
+
+    /// Whether the user is in the group with this UUID.
+    pub fn contains_uuid(&self, uuid: &str) -> bool {
+        self.groups.iter().any(|g| g.uuid == uuid)
     }
 }
 
@@ -44,7 +49,7 @@ impl GroupSource {
             GroupSource::Gerrit(client) => client.account_groups(user).await?,
             GroupSource::Static(table) => table.get(user).cloned(),
             #[cfg(test)]
-            GroupSource::Counted(counted) => counted.lookup(user)?,
+            GroupSource::Counted(counted) => counted.lookup(user).await?,
         };
         Ok(match groups {
             Some(groups) => Membership {
@@ -103,6 +108,9 @@ pub struct GroupCache {
     source: GroupSource,
     settings: CacheSettings,
     cache: moka::future::Cache<String, Arc<Cached>>,
+    /// Bumped by every invalidation. A load that was under way when it changed may hold a
+    /// pre-invalidation answer, so it is cached as already expired (see [`Self::load`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for GroupCache {
@@ -123,6 +131,7 @@ impl GroupCache {
             source,
             settings,
             cache,
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -217,19 +226,75 @@ impl GroupCache {
         }
     }
 
-    /// Forgets one user's groups: the next check asks Gerrit.
-    pub async fn invalidate(&self, user: &str) {
-        self.cache.invalidate(user).await;
+    /// Forgets one user's groups: the next check asks Gerrit. Returns whether the user
+    /// was cached.
+    pub async fn invalidate(&self, user: &str) -> bool {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let dropped = self.cache.remove(user).await.is_some();
+        if let Some(m) = self.metrics() {
+            m.dropped("admin", usize::from(dropped));
+            m.entries(self.cache.entry_count());
+        }
+        dropped
     }
 
     /// Forgets every user's groups.
     pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let n = self.cache.entry_count();
         self.cache.invalidate_all();
+        if let Some(m) = self.metrics() {
+            m.dropped("admin", usize::try_from(n).unwrap_or(usize::MAX));
+            m.entries(0);
+        }
+    }
+
+    /// Forgets the groups of every cached user who holds this group: a removal from it
+    /// (or from a group it is in) takes effect at the next check. Returns how many
+    /// entries were dropped.
+    pub async fn invalidate_holders(&self, uuid: &str) -> usize {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.drop_where(|_, m| m.contains_uuid(uuid)).await
+    }
+
+    /// Forgets the groups of cached users named in `members` (a group's members after a
+    /// change) who are cached without the group: they were just added. Returns how many
+    /// entries were dropped.
+    pub async fn invalidate_new_members(&self, uuid: &str, members: &[Member]) -> usize {
+        if members.is_empty() {
+            return 0;
+        }
+        self.drop_where(|user, m| {
+            !m.contains_uuid(uuid) && members.iter().any(|member| member.is_named_by(user))
+        })
+        .await
+    }
+
+    async fn drop_where(&self, doomed: impl Fn(&str, &Membership) -> bool) -> usize {
+        let users: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(user, cached)| doomed(user, &cached.membership))
+            .map(|(user, _)| user)
+            .collect();
+        for user in &users {
+            self.cache.invalidate(user.as_str()).await;
+        }
+        if let Some(m) = self.metrics() {
+            m.entries(self.cache.entry_count());
+        }
+        users.len()
     }
 
     async fn load(&self, user: &str) -> Result<Arc<Cached>, GerritError> {
+        let generation = self.generation.load(Ordering::Acquire);
         let membership = self.source.lookup(user).await?;
-        let ttl = if membership.known_account {
+        let ttl = if self.generation.load(Ordering::Acquire) != generation {
+            // Invalidated while Gerrit was answering: the answer may predate the change.
+            // Cached as expired, so waiting callers ask again (see `membership`) and a
+            // background refresh does not keep it.
+            Duration::ZERO
+        } else if membership.known_account {
             self.settings.ttl
         } else {
             self.settings.not_found_ttl
@@ -248,21 +313,29 @@ pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// A lookup table that counts lookups and fails on demand.
+    /// A lookup table that counts lookups, fails on demand and can hold answers back.
     #[derive(Debug, Default)]
     pub struct CountedTable {
-        table: HashMap<String, Vec<Group>>,
+        table: std::sync::Mutex<HashMap<String, Vec<Group>>>,
         lookups: AtomicUsize,
         failing: AtomicBool,
+        /// Lookups read the table, then wait for this (write-lock it to hold them).
+        gate: tokio::sync::RwLock<()>,
     }
 
     impl CountedTable {
-        pub(super) fn lookup(&self, user: &str) -> Result<Option<Vec<Group>>, GerritError> {
+        pub(super) async fn lookup(&self, user: &str) -> Result<Option<Vec<Group>>, GerritError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
                 return Err(GerritError::Unreachable("test: Gerrit down".into()));
             }
-            Ok(self.table.get(user).cloned())
+            let answer = self.table.lock().unwrap().get(user).cloned();
+            let _open = self.gate.read().await;
+            Ok(answer)
+        }
+
+        fn set(&self, user: &str, groups: Vec<Group>) {
+            self.table.lock().unwrap().insert(user.into(), groups);
         }
     }
 
@@ -293,7 +366,7 @@ pub(crate) mod tests {
 
     fn counted() -> (GroupSource, Arc<CountedTable>) {
         let counted = Arc::new(CountedTable {
-            table: alice_groups(),
+            table: std::sync::Mutex::new(alice_groups()),
             ..CountedTable::default()
         });
         (GroupSource::Counted(counted.clone()), counted)
@@ -408,6 +481,82 @@ pub(crate) mod tests {
         ));
         lookups.failing.store(false, Ordering::SeqCst);
         assert!(c.membership("alice").await.is_ok(), "recovers with Gerrit");
+    }
+
+    fn group(name: &str) -> Group {
+        Group {
+            uuid: format!("uuid-{name}"),
+            name: name.into(),
+        }
+    }
+
+    fn member(id: u64, username: &str) -> Member {
+        Member {
+            account_id: id,
+            username: Some(username.into()),
+            email: Some(format!("{username}@example.com")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_change_drops_its_holders_and_its_new_members_only() {
+        let (source, lookups) = counted();
+        for (user, groups) in [
+            ("alice", vec![group("team-a")]),
+            ("bob", vec![group("team-b")]),
+            ("carol@example.com", vec![group("team-b")]),
+            ("1000004", vec![]),
+        ] {
+            lookups.set(user, groups);
+        }
+        let c = GroupCache::new(source, settings(60, 5, 0));
+        for user in ["alice", "bob", "carol@example.com", "1000004"] {
+            c.membership(user).await.unwrap();
+        }
+        assert_eq!(c.invalidate_holders("uuid-team-a").await, 1, "alice");
+        // team-a's members now: alice (still cached? no: dropped), carol (by email) and
+        // account 1000004 (by number); bob is not a member.
+        let members = [
+            member(1000001, "alice"),
+            member(1000003, "carol"),
+            member(1000004, "dave"),
+        ];
+        assert_eq!(c.invalidate_new_members("uuid-team-a", &members).await, 2);
+        let before = count(&lookups);
+        for user in ["alice", "carol@example.com", "1000004"] {
+            c.membership(user).await.unwrap();
+        }
+        assert_eq!(count(&lookups), before + 3, "the three dropped ones reload");
+        c.membership("bob").await.unwrap();
+        assert_eq!(count(&lookups), before + 3, "bob is still cached");
+    }
+
+    #[tokio::test]
+    async fn a_lookup_under_way_during_an_invalidation_is_asked_again() {
+        let (source, lookups) = counted();
+        let c = GroupCache::new(source, settings(60, 5, 0));
+        // Gerrit reads alice's groups (team-a) but the answer is held in flight...
+        let hold = lookups.gate.write().await;
+        let waiting = tokio::spawn({
+            let c = c.clone();
+            async move { c.membership("alice").await.unwrap() }
+        });
+        while count(&lookups) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // ...while alice leaves team-a and the change is announced.
+        lookups.set("alice", vec![]);
+        c.invalidate_holders("6a1e70e1a88782771a91808c8af9bbb7a9871389")
+            .await;
+        drop(hold);
+        let first = waiting.await.unwrap();
+        assert!(
+            !first.contains("team-a"),
+            "the answer that was under way is not trusted: the waiting check asks again"
+        );
+        assert_eq!(count(&lookups), 2);
+        assert!(!c.membership("alice").await.unwrap().contains("team-a"));
+        assert_eq!(count(&lookups), 2, "the fresh answer is cached");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,11 @@
-//! Gerrit REST client: `GET /a/accounts/{account}/groups/`.
+//! Gerrit REST client: `GET /a/accounts/{account}/groups/` (a user's effective groups) and
+//! `GET /a/groups/{uuid}/members/?recursive` (a group's members, for event-driven
+//! invalidation).
 
 use super::{GerritError, GerritMetrics, Secret};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderName, HeaderValue};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -9,9 +13,9 @@ use url::Url;
 
 /// Gerrit prefixes JSON with this line to defeat XSSI; it must be stripped.
 const XSSI_PREFIX: &str = ")]}'";
-/// Largest groups response accepted; a user in thousands of groups is still far below.
-const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// Characters left as they are in an account id path segment.
+/// Default bound on a response body: a user in thousands of groups is still far below.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Characters left as they are in a path segment (account ids, group UUIDs).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -27,27 +31,65 @@ pub struct Group {
     pub name: String,
 }
 
+/// An account as Gerrit lists it among a group's members: every name the account may
+/// be looked up by.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Member {
+    /// The numeric account id.
+    #[serde(rename = "_account_id")]
+    pub account_id: u64,
+    /// The username, if the account has one.
+    pub username: Option<String>,
+    /// The preferred email, if visible.
+    pub email: Option<String>,
+}
+
+impl Member {
+    /// Whether `id` (as a token names a Gerrit account) is this member: its username, its
+    /// email or its numeric id.
+    pub fn is_named_by(&self, id: &str) -> bool {
+        self.username.as_deref() == Some(id)
+            || self.email.as_deref() == Some(id)
+            || id.parse::<u64>() == Ok(self.account_id)
+    }
+}
+
+/// How the service account proves who it is to Gerrit.
+#[derive(Debug, Clone)]
+pub struct GerritAuth {
+    /// Service account username.
+    pub username: String,
+    /// HTTP password for Basic auth (Gerrit's default for `/a/`).
+    pub password: Option<Secret>,
+    /// The file the password came from, re-read by [`GerritClient::run_password_reloader`].
+    pub password_file: Option<PathBuf>,
+    /// How often the password file is re-read.
+    pub password_reload_interval: Duration,
+    /// Header that names the username, for a Gerrit with `auth.type = HTTP` and
+    /// `auth.trustContainerAuth = true`, which authenticates `/a/` by that header alone.
+    pub trusted_user_header: Option<HeaderName>,
+}
+
 /// Connection settings for Gerrit.
 #[derive(Debug, Clone)]
 pub struct GerritSettings {
     /// Base URL; REST paths are appended under `a/`.
     pub base: Url,
-    /// Service account username.
-    pub username: String,
-    /// Service account HTTP password.
-    pub password: Secret,
-    /// The file the password came from, re-read by [`GerritClient::run_password_reloader`].
-    pub password_file: Option<std::path::PathBuf>,
-    /// How often the password file is re-read.
-    pub password_reload_interval: Duration,
+    /// The service account's credentials.
+    pub auth: GerritAuth,
+    /// Trusted CA certificates for `https` (replacing the built-in roots); empty: the
+    /// built-in Web PKI roots.
+    pub ca_certificates: Vec<reqwest::Certificate>,
     /// Retries after a timeout, connection failure or 5xx (not after 4xx or bad bodies).
     pub retries: u32,
     /// First retry delay; doubled per attempt, with ±50 % jitter.
     pub retry_backoff: Duration,
     /// Requests to Gerrit in flight at once; more wait their turn.
     pub max_concurrent_requests: usize,
-    /// Timeout of one request.
+    /// Timeout of one request, from sending it to the end of the body.
     pub timeout: Duration,
+    /// Largest accepted response body.
+    pub max_response_bytes: usize,
 }
 
 /// Answers "which groups is this account in?" from Gerrit's REST API.
@@ -56,27 +98,40 @@ pub struct GerritClient {
     http: reqwest::Client,
     settings: Arc<GerritSettings>,
     /// The current password: Kubernetes rotates mounted Secrets in place.
-    password: Arc<RwLock<Secret>>,
+    password: Arc<RwLock<Option<Secret>>>,
     /// Bounds concurrent requests, so a cold start or cache flush cannot flood Gerrit.
     in_flight: Arc<Semaphore>,
     metrics: GerritMetrics,
 }
 
 impl GerritClient {
-    /// A client; `http` should be shared with the rest of the process.
-    pub fn new(http: reqwest::Client, settings: GerritSettings) -> Self {
-        let password = Arc::new(RwLock::new(settings.password.clone()));
+    /// A client with its own connection pool (and trust roots, if configured).
+    pub fn new(settings: GerritSettings) -> Result<Self, reqwest::Error> {
+        let mut http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("mesh-authz/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.timeout)
+            // Gerrit's redirects lead to login pages, never to JSON.
+            .redirect(reqwest::redirect::Policy::none());
+        if !settings.ca_certificates.is_empty() {
+            http = http.tls_built_in_root_certs(false);
+            for cert in &settings.ca_certificates {
+                http = http.add_root_certificate(cert.clone());
+            }
+        }
+        let http = http.build()?;
+        let password = Arc::new(RwLock::new(settings.auth.password.clone()));
         let in_flight = Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1)));
-        Self {
+        Ok(Self {
             http,
             settings: Arc::new(settings),
             password,
             in_flight,
             metrics: GerritMetrics::default(),
-        }
+        })
     }
 
-    fn current_password(&self) -> Secret {
+    fn current_password(&self) -> Option<Secret> {
         match self.password.read() {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -87,8 +142,8 @@ impl GerritClient {
     /// changed password without a restart. A missing or empty file keeps the old password
     /// (and says so).
     pub async fn run_password_reloader(self) {
-        let interval = self.settings.password_reload_interval;
-        let Some(path) = self.settings.password_file.clone() else {
+        let interval = self.settings.auth.password_reload_interval;
+        let Some(path) = self.settings.auth.password_file.clone() else {
             return;
         };
         loop {
@@ -97,9 +152,9 @@ impl GerritClient {
                 Ok(new) if new.expose().is_empty() => {
                     tracing::warn!(file = %path.display(), "Gerrit password file is empty; keeping the old password");
                 }
-                Ok(new) if new != self.current_password() => {
+                Ok(new) if Some(&new) != self.current_password().as_ref() => {
                     if let Ok(mut current) = self.password.write() {
-                        *current = new;
+                        *current = Some(new);
                     }
                     tracing::info!(file = %path.display(), "Gerrit password reloaded");
                 }
@@ -127,7 +182,34 @@ impl GerritClient {
             );
             return Ok(None);
         }
-        let url = self.groups_url(account)?;
+        let url = self.url(&["accounts", account, "groups", ""], None)?;
+        match self.get(&url).await? {
+            Some(body) => parse_groups(&body).map(|mut groups| {
+                with_registered_users(&mut groups);
+                Some(groups)
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// The group's members, transitively (members of included groups too), or `None` if
+    /// Gerrit has no such group or does not let the service account see its members.
+    pub async fn group_members(&self, uuid: &str) -> Result<Option<Vec<Member>>, GerritError> {
+        let url = self.url(&["groups", uuid, "members", ""], Some("recursive"))?;
+        match self.get(&url).await? {
+            Some(body) => parse_members(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The client's metrics.
+    pub fn metrics(&self) -> &GerritMetrics {
+        &self.metrics
+    }
+
+    /// GETs a JSON resource: its body, `None` on 404, with bounded concurrency and
+    /// retries of transient failures.
+    async fn get(&self, url: &Url) -> Result<Option<Vec<u8>>, GerritError> {
         let _permit = self
             .in_flight
             .acquire()
@@ -135,7 +217,7 @@ impl GerritClient {
             .map_err(|_| GerritError::Unreachable("client shut down".into()))?;
         let mut attempt = 0;
         loop {
-            match self.fetch_groups(&url).await {
+            match self.get_once_measured(url).await {
                 Err(e) if e.is_transient() && attempt < self.settings.retries => {
                     attempt += 1;
                     let backoff = self
@@ -151,38 +233,50 @@ impl GerritClient {
         }
     }
 
-    /// The client's metrics.
-    pub fn metrics(&self) -> &GerritMetrics {
-        &self.metrics
-    }
-
-    async fn fetch_groups(&self, url: &Url) -> Result<Option<Vec<Group>>, GerritError> {
+    async fn get_once_measured(&self, url: &Url) -> Result<Option<Vec<u8>>, GerritError> {
         let started = tokio::time::Instant::now();
-        let result = self.fetch_groups_once(url).await;
+        // The timeout covers the body too: a Gerrit that sends headers and then stalls
+        // must not hold the check.
+        let result = match tokio::time::timeout(self.settings.timeout, self.get_once(url)).await {
+            Ok(result) => result,
+            Err(_) => Err(GerritError::Unreachable("request timed out".into())),
+        };
         let outcome = match &result {
             Ok(Some(_)) => "ok",
             Ok(None) => "not_found",
             Err(e) => e.code(),
         };
-        if outcome == "credentials" {
+        if let Err(GerritError::Credentials(status)) = &result {
+            let how = if self.settings.auth.trusted_user_header.is_some() {
+                "check that the account exists and gerrit.trusted_user_header matches Gerrit's auth.httpHeader"
+            } else {
+                "check gerrit.username and the password file"
+            };
             tracing::error!(
-                "Gerrit rejects the service account: check gerrit.username and the password file"
+                status,
+                username = %self.settings.auth.username,
+                "Gerrit rejects the service account: {how}"
             );
         }
         self.metrics.request(outcome, started.elapsed());
         result
     }
 
-    async fn fetch_groups_once(&self, url: &Url) -> Result<Option<Vec<Group>>, GerritError> {
-        let resp = self
+    async fn get_once(&self, url: &Url) -> Result<Option<Vec<u8>>, GerritError> {
+        let auth = &self.settings.auth;
+        let mut req = self
             .http
             .get(url.clone())
-            .basic_auth(
-                &self.settings.username,
-                Some(self.current_password().expose()),
-            )
-            .header("accept", "application/json")
-            .timeout(self.settings.timeout)
+            .header("accept", "application/json");
+        if let Some(password) = self.current_password() {
+            req = req.basic_auth(&auth.username, Some(password.expose()));
+        }
+        if let Some(header) = &auth.trusted_user_header {
+            let value = HeaderValue::from_str(&auth.username)
+                .map_err(|_| GerritError::Response("username is not a header value".into()))?;
+            req = req.header(header, value);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| GerritError::Unreachable(without_url(e)))?;
@@ -192,20 +286,47 @@ impl GerritClient {
             s @ (401 | 403) => return Err(GerritError::Credentials(s)),
             s => return Err(GerritError::Status(s)),
         }
-        let body = read_limited(resp).await?;
-        parse_groups(&body).map(Some)
+        read_limited(resp, self.settings.max_response_bytes)
+            .await
+            .map(Some)
     }
 
-    fn groups_url(&self, account: &str) -> Result<Url, GerritError> {
-        let mut base = self.settings.base.as_str().to_string();
-        if !base.ends_with('/') {
-            base.push('/');
+    /// `{base}/a/{segments...}`, each segment URL-encoded as one path segment.
+    fn url(&self, segments: &[&str], query: Option<&str>) -> Result<Url, GerritError> {
+        let mut url = self.settings.base.as_str().to_string();
+        if !url.ends_with('/') {
+            url.push('/');
         }
-        let account = utf8_percent_encode(account, SEGMENT);
-        Url::parse(&format!("{base}a/accounts/{account}/groups/"))
-            .map_err(|e| GerritError::Response(format!("cannot build URL: {e}")))
+        url.push('a');
+        for segment in segments {
+            url.push('/');
+            url.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        if let Some(query) = query {
+            url.push('?');
+            url.push_str(query);
+        }
+        Url::parse(&url).map_err(|e| GerritError::Response(format!("cannot build URL: {e}")))
     }
 }
+
+/// Gerrit shows system groups only to administrators (`GroupControl.canSeeMembers`), but
+/// every account it resolves is, by definition, in Registered Users: add it when hidden,
+/// so policy can name it whatever the service account may see.
+fn with_registered_users(groups: &mut Vec<Group>) {
+    if !groups.iter().any(|g| g.uuid == REGISTERED_USERS) {
+        groups.insert(
+            0,
+            Group {
+                uuid: REGISTERED_USERS.into(),
+                name: "Registered Users".into(),
+            },
+        );
+    }
+}
+
+/// The UUID of Gerrit's system group of all signed-in accounts.
+const REGISTERED_USERS: &str = "global:Registered-Users";
 
 /// Whether Gerrit's account resolver reads `account` as a reference to some other account
 /// rather than as the username, email or account number it looks like: `self` and `me`
@@ -228,27 +349,46 @@ fn without_url(e: reqwest::Error) -> String {
     if e.is_timeout() {
         "request timed out".into()
     } else if e.is_connect() {
-        "connection failed".into()
+        // The source says why: refused, TLS (unknown issuer, bad name), DNS.
+        let mut cause = String::from("connection failed");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause = format!("connection failed: {s}");
+            source = s.source();
+        }
+        cause
     } else {
         e.without_url().to_string()
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, GerritError> {
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, GerritError> {
+    let too_large = || GerritError::Response(format!("body larger than {limit} bytes"));
+    // A declared length over the limit is refused before reading anything.
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()
         .await
         .map_err(|e| GerritError::Unreachable(without_url(e)))?
     {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(GerritError::Response(format!(
-                "body larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The JSON text of a Gerrit response, without the `)]}'` line.
+fn json_text(body: &[u8]) -> Result<&str, GerritError> {
+    let text = std::str::from_utf8(body).map_err(|_| GerritError::Response("not UTF-8".into()))?;
+    Ok(text.strip_prefix(XSSI_PREFIX).unwrap_or(text))
 }
 
 /// Parses a `GroupInfo` list, with or without the `)]}'` prefix line.
@@ -258,9 +398,7 @@ pub(crate) fn parse_groups(body: &[u8]) -> Result<Vec<Group>, GerritError> {
         id: String,
         name: Option<String>,
     }
-    let text = std::str::from_utf8(body).map_err(|_| GerritError::Response("not UTF-8".into()))?;
-    let json = text.strip_prefix(XSSI_PREFIX).unwrap_or(text);
-    let infos: Vec<GroupInfo> = serde_json::from_str(json)
+    let infos: Vec<GroupInfo> = serde_json::from_str(json_text(body)?)
         .map_err(|e| GerritError::Response(format!("not a GroupInfo list: {e}")))?;
     Ok(infos
         .into_iter()
@@ -272,6 +410,12 @@ pub(crate) fn parse_groups(body: &[u8]) -> Result<Vec<Group>, GerritError> {
             }
         })
         .collect())
+}
+
+/// Parses an `AccountInfo` list (a group's members).
+fn parse_members(body: &[u8]) -> Result<Vec<Member>, GerritError> {
+    serde_json::from_str(json_text(body)?)
+        .map_err(|e| GerritError::Response(format!("not an AccountInfo list: {e}")))
 }
 
 #[cfg(test)]
@@ -310,6 +454,35 @@ mod tests {
     }
 
     #[test]
+    fn parses_documented_account_info_members() {
+        let body = br#")]}'
+[
+  {
+    "_account_id": 1000097,
+    "name": "Jane Roe",
+    "email": "jane.roe@example.com",
+    "username": "jane"
+  },
+  {
+    "_account_id": 1000098,
+    "name": "John Doe"
+  }
+]
+"#;
+        let members = parse_members(body).unwrap();
+        assert_eq!(members.len(), 2);
+        let jane = &members[0];
+        for id in ["jane", "jane.roe@example.com", "1000097"] {
+            assert!(jane.is_named_by(id), "{id}");
+        }
+        for id in ["john", "Jane Roe", "1000098", ""] {
+            assert!(!jane.is_named_by(id), "{id}");
+        }
+        assert!(members[1].is_named_by("1000098"));
+        assert!(!members[1].is_named_by("John Doe"));
+    }
+
+    #[test]
     fn ids_gerrit_resolves_to_another_account_are_recognised() {
         for id in [
             "self",
@@ -335,34 +508,85 @@ mod tests {
     }
 
     #[test]
+    fn registered_users_is_added_when_gerrit_hides_it_and_kept_when_shown() {
+        let mut hidden = parse_groups(
+            br#")]}'
+[{"id": "6a1e70e1a88782771a91808c8af9bbb7a9871389", "name": "team-a"}]"#,
+        )
+        .unwrap();
+        with_registered_users(&mut hidden);
+        let names: Vec<&str> = hidden.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["Registered Users", "team-a"]);
+        assert_eq!(hidden[0].uuid, "global:Registered-Users");
+
+        let mut shown = parse_groups(
+            br#")]}'
+[{"id": "6a1e", "name": "team-a"}, {"id": "global%3ARegistered-Users", "name": "Signed-in"}]"#,
+        )
+        .unwrap();
+        with_registered_users(&mut shown);
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert_eq!(shown[1].name, "Signed-in", "Gerrit's own name is kept");
+    }
+
+    #[test]
     fn html_error_pages_are_rejected() {
         assert!(parse_groups(b"<html><body>Bad gateway</body></html>").is_err());
         assert!(parse_groups(b")]}'\n{\"not\":\"a list\"}").is_err());
     }
 
-    #[test]
-    fn account_ids_are_url_encoded_in_the_path() {
-        let c = GerritClient::new(
-            reqwest::Client::new(),
-            GerritSettings {
-                base: Url::parse("https://review.example.com/r").unwrap(),
+    fn client(base: &str) -> GerritClient {
+        GerritClient::new(GerritSettings {
+            base: Url::parse(base).unwrap(),
+            auth: GerritAuth {
                 username: "svc".into(),
-                password: Secret::new("pw"),
+                password: Some(Secret::new("pw")),
                 password_file: None,
                 password_reload_interval: Duration::from_secs(10),
-                retries: 0,
-                retry_backoff: Duration::from_millis(100),
-                max_concurrent_requests: 4,
-                timeout: Duration::from_secs(1),
+                trusted_user_header: None,
             },
-        );
+            ca_certificates: Vec::new(),
+            retries: 0,
+            retry_backoff: Duration::from_millis(100),
+            max_concurrent_requests: 4,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn account_ids_and_group_uuids_are_url_encoded_as_one_path_segment() {
+        let c = client("https://review.example.com/r");
+        let url = |segments: &[&str], q| c.url(segments, q).unwrap().to_string();
         assert_eq!(
-            c.groups_url("jane.doe@example.com").unwrap().as_str(),
+            url(&["accounts", "jane.doe@example.com", "groups", ""], None),
             "https://review.example.com/r/a/accounts/jane.doe%40example.com/groups/"
         );
         assert_eq!(
-            c.groups_url("../x").unwrap().as_str(),
+            url(&["accounts", "../x", "groups", ""], None),
             "https://review.example.com/r/a/accounts/..%2Fx/groups/"
         );
+        assert_eq!(
+            url(
+                &["groups", "ldap:cn=x,ou=y", "members", ""],
+                Some("recursive")
+            ),
+            "https://review.example.com/r/a/groups/ldap%3Acn%3Dx%2Cou%3Dy/members/?recursive"
+        );
+        let root = client("https://review.example.com/");
+        assert_eq!(
+            root.url(&["accounts", "42", "groups", ""], None)
+                .unwrap()
+                .as_str(),
+            "https://review.example.com/a/accounts/42/groups/"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let c = client("https://review.example.com/");
+        assert!(!format!("{c:?}").contains("pw\""), "{c:?}");
+        assert!(format!("{c:?}").contains("[redacted]"));
     }
 }

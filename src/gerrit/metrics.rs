@@ -24,6 +24,21 @@ pub struct CacheLabel {
     pub result: &'static str,
 }
 
+/// Label of a received Gerrit event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// `group_changed`, `ignored` (not a group change), `invalid` (an unreadable body) or
+    /// `unauthorized` (a wrong token).
+    pub result: &'static str,
+}
+
+/// Label of why cached entries were dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    /// `event` (a Gerrit group change) or `admin` (the invalidation endpoint).
+    pub trigger: &'static str,
+}
+
 /// Gerrit request and group cache metrics.
 #[derive(Clone, Debug)]
 pub struct GerritMetrics {
@@ -32,6 +47,8 @@ pub struct GerritMetrics {
     lookups: Family<CacheLabel, Counter>,
     entries: Gauge,
     credentials_rejected: Gauge,
+    events: Family<EventLabel, Counter>,
+    dropped: Family<TriggerLabel, Counter>,
 }
 
 impl Default for GerritMetrics {
@@ -43,6 +60,8 @@ impl Default for GerritMetrics {
             lookups: Family::default(),
             entries: Gauge::default(),
             credentials_rejected: Gauge::default(),
+            events: Family::default(),
+            dropped: Family::default(),
         }
     }
 }
@@ -75,6 +94,16 @@ impl GerritMetrics {
             "1 while Gerrit rejects the service account (HTTP 401/403): a configuration problem",
             self.credentials_rejected.clone(),
         );
+        registry.register(
+            "gerrit_events",
+            "Gerrit events received at /gerrit/events, by result",
+            self.events.clone(),
+        );
+        registry.register(
+            "group_cache_dropped",
+            "Group cache entries dropped by invalidation, by trigger",
+            self.dropped.clone(),
+        );
     }
 
     pub(super) fn request(&self, outcome: &'static str, elapsed: Duration) {
@@ -86,6 +115,19 @@ impl GerritMetrics {
 
     pub(super) fn lookup(&self, result: &'static str) {
         self.lookups.get_or_create(&CacheLabel { result }).inc();
+    }
+
+    pub(super) fn events(&self, result: &'static str, n: usize) {
+        self.events
+            .get_or_create(&EventLabel { result })
+            .inc_by(n as u64);
+    }
+
+    /// Counts cache entries dropped by an invalidation.
+    pub fn dropped(&self, trigger: &'static str, n: usize) {
+        self.dropped
+            .get_or_create(&TriggerLabel { trigger })
+            .inc_by(n as u64);
     }
 
     pub(super) fn entries(&self, n: u64) {

@@ -1,12 +1,17 @@
-//! Gerrit group membership: the REST client and the per-user group cache.
+//! Gerrit group membership: the REST client, the per-user group cache, and the Gerrit
+//! events that invalidate it.
 
 mod cache;
 mod client;
+mod events;
 mod metrics;
 mod secret;
 
 pub use cache::{CacheSettings, GroupCache, GroupSource, Membership};
-pub use client::{GerritClient, GerritSettings, Group};
+pub use client::{
+    GerritAuth, GerritClient, GerritSettings, Group, Member, DEFAULT_MAX_RESPONSE_BYTES,
+};
+pub use events::{group_changes, Applied, EventError, GroupChanges, GroupEvents};
 pub use metrics::GerritMetrics;
 pub use secret::Secret;
 
