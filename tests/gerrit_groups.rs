@@ -9,7 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 use support::gerrit::{group_uuid, FakeGerrit, PASSWORD, USERNAME};
 use support::responses::{allowed, denied, header_options, metadata_strings};
-use support::server::{check_request, config, gerrit_section, TestServer};
+use support::server::{check_request, start_with_gerrit, TestServer};
 use support::tokens;
 
 const GERRIT: &str = "gerrit.example.com";
@@ -25,13 +25,7 @@ async fn start_with(
     password: &str,
     edit: impl FnOnce(String) -> String,
 ) -> TestServer {
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let yaml = edit(config("file: jwks.json", &gerrit_section(&gerrit.url())));
-    TestServer::start(
-        &yaml,
-        &[("jwks.json", &jwks), ("gerrit-password", password)],
-    )
-    .await
+    start_with_gerrit(&gerrit.url(), edit, &[("gerrit-password", password)]).await
 }
 
 async fn start(gerrit: &FakeGerrit) -> TestServer {
@@ -196,33 +190,43 @@ async fn a_required_group_may_be_named_by_the_uuid_gerrit_reports() {
 }
 
 #[tokio::test]
-async fn every_known_gerrit_account_is_in_registered_users_and_unknown_ones_are_not() {
-    let gerrit = FakeGerrit::start().await;
-    gerrit.add_account("bob", &[]);
-    // Gerrit sends the system group's UUID URL-encoded: `global%3ARegistered-Users`.
-    let s = start_with(&gerrit, PASSWORD, |y| {
-        y.replace(
-            "groups_any_of: [team-a]",
-            "groups_any_of: [\"global:Registered-Users\"]",
-        )
-    })
-    .await;
-    allowed(&answered(&s, "bob", TEAM_A).await);
-    assert_eq!(
-        denied(&answered(&s, "carol", TEAM_A).await).http_status,
-        403
-    );
+async fn every_known_gerrit_account_is_in_registered_users_whether_or_not_gerrit_shows_it() {
+    // Gerrit shows system groups only to administrators; policy may name the group by its
+    // UUID (sent URL-encoded, `global%3ARegistered-Users`) or its name either way.
+    for admin in [false, true] {
+        for required in ["global:Registered-Users", "Registered Users"] {
+            let gerrit = FakeGerrit::start().await;
+            gerrit.add_account("bob", &[]);
+            if admin {
+                gerrit.make_service_account_admin();
+            }
+            let s = start_with(&gerrit, PASSWORD, |y| {
+                y.replace(
+                    "groups_any_of: [team-a]",
+                    &format!("groups_any_of: [\"{required}\"]"),
+                )
+            })
+            .await;
+            let resp = answered(&s, "bob", TEAM_A).await;
+            assert_eq!(injected_groups(&resp), "Registered Users", "admin: {admin}");
+            assert_eq!(
+                denied(&answered(&s, "carol", TEAM_A).await).http_status,
+                403,
+                "carol has no account (admin: {admin})"
+            );
+        }
+    }
 }
 
 #[tokio::test]
-async fn hundred_concurrent_checks_for_a_new_user_make_exactly_one_gerrit_call() {
+async fn two_hundred_concurrent_checks_for_a_cold_user_make_exactly_one_gerrit_call() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
-    // Slow enough that all hundred checks arrive while the first lookup is under way.
-    gerrit.set_delay(Duration::from_millis(100));
+    // Slow enough that all the checks arrive while the first lookup is under way.
+    gerrit.set_delay(Duration::from_millis(200));
     let s = start(&gerrit).await;
     let token = format!("Bearer {}", tokens::token_for("alice"));
-    let checks = (0..100).map(|_| {
+    let checks = (0..200).map(|_| {
         let req = check_request("GET", GERRIT, TEAM_A, &[("authorization", &token)]);
         let mut client = s.client.clone();
         async move { client.check(req).await.map(|r| r.into_inner()) }
@@ -233,6 +237,49 @@ async fn hundred_concurrent_checks_for_a_new_user_make_exactly_one_gerrit_call()
     }
     assert_eq!(gerrit.requests_for("alice"), 1);
     assert_eq!(gerrit.total_requests(), 1);
+    assert_eq!(
+        s.metric(r#"mesh_authz_group_cache_lookups_total{result="miss"}"#)
+            .await
+            + s.metric(r#"mesh_authz_group_cache_lookups_total{result="hit"}"#)
+                .await,
+        200.0,
+        "every check went through the cache"
+    );
+}
+
+#[tokio::test]
+async fn membership_through_an_included_group_counts() {
+    let gerrit = FakeGerrit::start().await;
+    // team-a includes team-a-devs; dave is only in the subgroup.
+    gerrit.include_group("team-a", "team-a-devs");
+    gerrit.add_account("dave", &["team-a-devs"]);
+    let s = start(&gerrit).await;
+    assert_eq!(
+        injected_groups(&answered(&s, "dave", TEAM_A).await),
+        "Registered Users,team-a-devs,team-a"
+    );
+}
+
+#[tokio::test]
+async fn a_group_the_service_account_cannot_see_does_not_count_so_the_route_denies() {
+    let gerrit = FakeGerrit::start().await;
+    // team-a is not visible to all and the service account does not own it: Gerrit leaves
+    // it out of alice's groups, so mesh-authz cannot know and must not allow.
+    gerrit.hide_group("team-a");
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+    assert_eq!(
+        denied(&answered(&s, "alice", TEAM_A).await).http_status,
+        403
+    );
+    // Once the service account may see it (here: Administrate Server), alice is allowed.
+    gerrit.make_service_account_admin();
+    reqwest::Client::new()
+        .post(format!("{}/cache/groups/invalidate", s.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    allowed(&answered(&s, "alice", TEAM_A).await);
 }
 
 #[tokio::test]

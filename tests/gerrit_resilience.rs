@@ -1,19 +1,21 @@
-//! Gerrit misbehaving: 5xx error pages, retries, bounded concurrency.
+//! Gerrit misbehaving or slow: error pages, garbage, huge bodies, stalls, retries,
+//! bounded concurrency, outages (stale groups and their bound), TTL expiry under load,
+//! TLS with a private CA, and a Gerrit that trusts a header instead of passwords.
 
 mod support;
 
 use std::time::Duration;
-use support::gerrit::{FakeGerrit, PASSWORD};
-use support::server::{check_request, config, gerrit_section, TestServer};
+use support::clock::{manual_clock, until};
+use support::gerrit::{FakeGerrit, Fault, USERNAME};
+use support::server::{check_request, start_with_gerrit, TestServer};
 use support::tokens;
 
+/// A server asking `gerrit`, with `extra` lines added to its `gerrit:` section.
 async fn start(gerrit: &FakeGerrit, extra: &str) -> TestServer {
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let section = gerrit_section(&gerrit.url()).replace("gerrit:\n", &format!("gerrit:\n{extra}"));
-    let yaml = config("file: jwks.json", &section);
-    TestServer::start(
-        &yaml,
-        &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+    start_with_gerrit(
+        &gerrit.url(),
+        |y| y.replace("gerrit:\n", &format!("gerrit:\n{extra}")),
+        &[],
     )
     .await
 }
@@ -39,7 +41,7 @@ async fn transient_5xx_error_pages_are_retried_with_backoff() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
     let s = start(&gerrit, "  retries: 2\n  retry_backoff: 10ms\n").await;
-    gerrit.fail_next(2, 502);
+    gerrit.fail_next(2, Fault::ErrorPage(502));
     assert_eq!(check_code(&s, "alice").await, Ok(0));
     assert_eq!(
         gerrit.requests_for("alice"),
@@ -53,7 +55,7 @@ async fn a_gerrit_that_keeps_failing_means_cannot_decide_after_the_retries() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
     let s = start(&gerrit, "  retries: 2\n  retry_backoff: 10ms\n").await;
-    gerrit.fail_next(100, 503);
+    gerrit.fail_next(100, Fault::ErrorPage(503));
     assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));
     assert_eq!(
         gerrit.requests_for("alice"),
@@ -100,7 +102,6 @@ async fn requests_to_gerrit_are_bounded_in_flight() {
 async fn the_gerrit_account_can_be_named_by_email_or_numeric_id() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
     for (claim, value, expected_path_id) in [
         (
             "email",
@@ -113,13 +114,15 @@ async fn the_gerrit_account_can_be_named_by_email_or_numeric_id() {
             gerrit.account_id("alice").to_string(),
         ),
     ] {
-        let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url())).replace(
-            "user_claim: preferred_username",
-            &format!("user_claim: preferred_username\n    gerrit_account_claim: {claim}"),
-        );
-        let s = TestServer::start(
-            &yaml,
-            &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+        let s = start_with_gerrit(
+            &gerrit.url(),
+            |y| {
+                y.replace(
+                    "user_claim: preferred_username",
+                    &format!("user_claim: preferred_username\n    gerrit_account_claim: {claim}"),
+                )
+            },
+            &[],
         )
         .await;
         let mut claims = tokens::claims("alice");
@@ -137,15 +140,6 @@ async fn the_gerrit_account_can_be_named_by_email_or_numeric_id() {
     }
 }
 
-async fn metrics(s: &TestServer) -> String {
-    reqwest::get(format!("{}/metrics", s.admin_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn gerrit_requests_and_cache_results_are_in_the_metrics() {
     let gerrit = FakeGerrit::start().await;
@@ -154,7 +148,7 @@ async fn gerrit_requests_and_cache_results_are_in_the_metrics() {
     assert_eq!(check_code(&s, "alice").await, Ok(0));
     assert_eq!(check_code(&s, "alice").await, Ok(0));
     assert_eq!(check_code(&s, "nobody").await, Ok(7));
-    let text = metrics(&s).await;
+    let text = s.metrics().await;
     for line in [
         r#"mesh_authz_gerrit_requests_total{outcome="ok"} 1"#,
         r#"mesh_authz_gerrit_requests_total{outcome="not_found"} 1"#,
@@ -174,7 +168,8 @@ async fn rejected_service_credentials_show_in_readiness_and_metrics() {
     gerrit.set_password("not-what-mesh-authz-has");
     let s = start(&gerrit, "").await;
     assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));
-    assert!(metrics(&s)
+    assert!(s
+        .metrics()
         .await
         .contains("mesh_authz_gerrit_credentials_rejected 1"));
     let ready = reqwest::get(format!("{}/readyz", s.admin_url()))
@@ -189,5 +184,198 @@ async fn rejected_service_credentials_show_in_readiness_and_metrics() {
     assert!(
         body.contains("Gerrit rejects the service account"),
         "{body}"
+    );
+}
+
+/// Gerrit answers that are not a group list, and Gerrits that stall, each end as "cannot
+/// decide" within the request timeout (retried only when transient), are counted by
+/// outcome, and leave nothing behind: once Gerrit behaves, the same check is allowed.
+#[tokio::test]
+async fn gerrit_answers_that_are_not_a_group_list_mean_cannot_decide_without_hanging() {
+    let cases = [
+        (Fault::ErrorPage(500), 2, "status"),
+        (Fault::HtmlOk, 1, "bad_response"),
+        (Fault::TruncatedJson, 1, "bad_response"),
+        (Fault::WrongShape, 1, "bad_response"),
+        (Fault::Huge { declared: true }, 1, "bad_response"),
+        (Fault::Huge { declared: false }, 1, "bad_response"),
+        (Fault::Stall, 2, "unreachable"),
+        (Fault::StallMidBody, 2, "unreachable"),
+    ];
+    for (fault, attempts, outcome) in cases {
+        let gerrit = FakeGerrit::start().await;
+        gerrit.add_account("alice", &["team-a"]);
+        let s = start_with_gerrit(
+            &gerrit.url(),
+            |y| {
+                y.replace("timeout: 2s", "timeout: 300ms").replace(
+                    "gerrit:\n",
+                    "gerrit:\n  retries: 1\n  retry_backoff: 10ms\n",
+                )
+            },
+            &[],
+        )
+        .await;
+        gerrit.fail_next(attempts, fault);
+        // A guard against a hang, far above the 2 × 300 ms the check may take.
+        let answer = tokio::time::timeout(Duration::from_secs(20), check_code(&s, "alice"))
+            .await
+            .unwrap_or_else(|_| panic!("{fault:?}: the check hung"));
+        assert_eq!(answer, Err(tonic::Code::Unavailable), "{fault:?}");
+        assert_eq!(gerrit.requests_for("alice"), attempts, "{fault:?}");
+        let sample = format!("mesh_authz_gerrit_requests_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(s.metric(&sample).await, attempts as f64, "{fault:?}");
+        assert_eq!(
+            check_code(&s, "alice").await,
+            Ok(0),
+            "{fault:?}: then allowed"
+        );
+    }
+}
+
+/// The `gerrit:` lines for tests on tokio's manual clock: no retries, since a retry
+/// backoff would wait for a clock only the test moves.
+const NO_RETRIES: &str = "  retries: 0\n";
+
+#[tokio::test(start_paused = true)]
+async fn while_gerrit_fails_the_last_known_groups_serve_up_to_max_staleness_then_cannot_decide() {
+    let _clock = manual_clock();
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    // cache_ttl 60 s (test config); max_staleness 5 m.
+    let s = start(&gerrit, &format!("{NO_RETRIES}  max_staleness: 5m\n")).await;
+    assert_eq!(check_code(&s, "alice").await, Ok(0));
+
+    gerrit.fail_next(usize::MAX, Fault::ErrorPage(503));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(
+        check_code(&s, "alice").await,
+        Ok(0),
+        "expired, Gerrit down: stale"
+    );
+    tokio::time::advance(Duration::from_secs(297)).await;
+    assert_eq!(check_code(&s, "alice").await, Ok(0), "358 s < 60 s + 5 m");
+    let stale = r#"mesh_authz_group_cache_lookups_total{result="stale"}"#;
+    assert_eq!(s.metric(stale).await, 2.0);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_eq!(
+        check_code(&s, "alice").await,
+        Err(tonic::Code::Unavailable),
+        "361 s: past the bound, cannot decide"
+    );
+    // A user never seen before gets no stale grace at all.
+    gerrit.add_account("bob", &["team-a"]);
+    assert_eq!(check_code(&s, "bob").await, Err(tonic::Code::Unavailable));
+
+    gerrit.fail_next(0, Fault::ErrorPage(503));
+    assert_eq!(check_code(&s, "alice").await, Ok(0), "Gerrit back: fresh");
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_steady_load_ttl_expiry_causes_no_misses_only_background_refreshes() {
+    let _clock = manual_clock();
+    let gerrit = FakeGerrit::start().await;
+    let users = ["alice", "bob", "carol", "dave", "erin"];
+    for user in users {
+        gerrit.add_account(user, &["team-a"]);
+    }
+    // cache_ttl 60 s: an entry used after 48 s is refreshed in the background.
+    let s = start(&gerrit, NO_RETRIES).await;
+    let refreshes = r#"mesh_authz_group_cache_lookups_total{result="refresh"}"#;
+    let misses = r#"mesh_authz_group_cache_lookups_total{result="miss"}"#;
+    // Each user makes a check every second for five TTLs.
+    for second in 0..300 {
+        let round = futures::future::join_all(users.iter().map(|u| check_code(&s, u))).await;
+        assert!(
+            round.iter().all(|r| *r == Ok(0)),
+            "at {second} s: {round:?}"
+        );
+        // Let background refreshes finish (in real time) before the clock moves on.
+        until("background refreshes", || async {
+            gerrit.in_flight() == 0
+                && s.metric(misses).await + s.metric(refreshes).await
+                    == gerrit.total_requests() as f64
+        })
+        .await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        s.metric(misses).await,
+        5.0,
+        "only the first check of each user missed"
+    );
+    for user in users {
+        // Loaded at 0 s, then refreshed at 48, 96, 144, 192, 240 and 288 s.
+        assert_eq!(gerrit.requests_for(user), 7, "{user}");
+    }
+    assert_eq!(s.metric(refreshes).await, 30.0);
+}
+
+#[tokio::test]
+async fn gerrit_over_tls_is_trusted_through_the_configured_ca_bundle_only() {
+    let gerrit = FakeGerrit::start_tls().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let ca = gerrit.ca_pem.clone().unwrap();
+
+    // The built-in roots do not know the private CA: no request gets past the handshake.
+    let untrusted = start(&gerrit, NO_RETRIES).await;
+    assert_eq!(
+        check_code(&untrusted, "alice").await,
+        Err(tonic::Code::Unavailable)
+    );
+    assert_eq!(gerrit.total_requests(), 0);
+
+    let trusted = start_with_gerrit(
+        &gerrit.url(),
+        |y| y.replace("gerrit:\n", "gerrit:\n  ca_file: gerrit-ca.pem\n"),
+        &[("gerrit-ca.pem", &ca)],
+    )
+    .await;
+    assert_eq!(check_code(&trusted, "alice").await, Ok(0));
+    assert_eq!(gerrit.requests_for("alice"), 1);
+}
+
+/// The `gerrit:` section for a Gerrit with `auth.trustContainerAuth`: no password, the
+/// service account named in the header Gerrit trusts.
+fn trusted_header_section(y: String) -> String {
+    y.replace(
+        "  password_file: gerrit-password\n",
+        "  trusted_user_header: X-Forwarded-User\n",
+    )
+}
+
+#[tokio::test]
+async fn a_gerrit_trusting_a_header_is_asked_as_the_service_account_named_in_it() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.trust_header("X-Forwarded-User");
+    gerrit.add_account(USERNAME, &[]);
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start_with_gerrit(&gerrit.url(), trusted_header_section, &[]).await;
+    assert_eq!(check_code(&s, "alice").await, Ok(0));
+    assert_eq!(gerrit.callers(), [USERNAME]);
+}
+
+#[tokio::test]
+async fn a_gerrit_trusting_a_header_without_the_service_account_is_a_credentials_problem() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.trust_header("X-Forwarded-User");
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start_with_gerrit(&gerrit.url(), trusted_header_section, &[]).await;
+    assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));
+    assert_eq!(
+        s.metric("mesh_authz_gerrit_credentials_rejected").await,
+        1.0
+    );
+    // The Basic-only client is refused the same way (403: no trusted header at all).
+    let basic = start_with_gerrit(&gerrit.url(), |y| y, &[]).await;
+    assert_eq!(
+        check_code(&basic, "alice").await,
+        Err(tonic::Code::Unavailable)
+    );
+    assert_eq!(
+        basic
+            .metric(r#"mesh_authz_gerrit_requests_total{outcome="credentials"}"#)
+            .await,
+        1.0
     );
 }

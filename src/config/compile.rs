@@ -807,6 +807,89 @@ routes:
         );
     }
 
+    /// Problems of a config whose referenced files are `files`, in a temp dir.
+    fn problems_with_files(yaml: &str, files: &[(&str, &str)]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let resolver = FileResolver::Disk(dir.path().to_path_buf());
+        match compile_str("test.yaml", yaml, &resolver) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    fn with_gerrit(section: &str) -> String {
+        GOOD.replace("static_groups:\n  alice: [team-a]\n", section)
+    }
+
+    #[test]
+    fn gerrit_sections_are_checked_field_by_field() {
+        let jwks = (
+            "jwks.json",
+            include_str!("../../examples/quickstart/jwks.json"),
+        );
+        let cases = [
+            (
+                "gerrit:\n  url: https://review.example.com\n  username: svc\n",
+                "gerrit: set `password_file` (HTTP Basic) or `trusted_user_header`",
+            ),
+            (
+                "gerrit:\n  url: https://review.example.com\n  username: svc\n  trusted_user_header: \"X User\"\n",
+                "gerrit.trusted_user_header: invalid header name",
+            ),
+            (
+                "gerrit:\n  url: https://review.example.com\n  username: svc\n  password_file: pw\n  ca_file: ca.pem\n",
+                "gerrit.ca_file: ",
+            ),
+            (
+                "gerrit:\n  url: http://review.example.com\n  username: svc\n  password_file: pw\n  ca_file: jwks.json\n",
+                "gerrit.ca_file: only used with an https `url`",
+            ),
+            (
+                "gerrit:\n  url: https://review.example.com\n  username: svc\n  password_file: pw\n  max_response_bytes: 10\n",
+                "gerrit.max_response_bytes: must be at least 1024",
+            ),
+            (
+                "gerrit:\n  url: https://review.example.com\n  username: svc\n  password_file: pw\n  events: {token_file: short}\n",
+                "gerrit.events.token_file: ",
+            ),
+        ];
+        for (section, want) in cases {
+            let got = problems_with_files(
+                &with_gerrit(section),
+                &[jwks, ("ca.pem", "not a certificate"), ("short", "abc\n")],
+            );
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "{section}: missing {want:?} in {got:#?}"
+            );
+        }
+        let not_pem = problems_with_files(
+            &with_gerrit(cases[2].0),
+            &[jwks, ("ca.pem", "not a certificate")],
+        );
+        assert!(
+            not_pem[0].ends_with("ca.pem: no PEM certificates in it"),
+            "{not_pem:?}"
+        );
+        let short = problems_with_files(&with_gerrit(cases[5].0), &[jwks, ("short", "abc\n")]);
+        assert!(
+            short[0].ends_with("a token of 3 characters is guessable; use at least 16"),
+            "{short:?}"
+        );
+        // Trusting a header alone is enough.
+        let header_only = "gerrit:\n  url: https://review.example.com\n  username: svc\n  trusted_user_header: X-Forwarded-User\n  events: {}\n";
+        assert_eq!(
+            problems_with_files(&with_gerrit(header_only), &[jwks]),
+            Vec::<String>::new()
+        );
+    }
+
     #[test]
     fn the_builtin_quickstart_config_compiles() {
         let c = super::super::builtin().unwrap();

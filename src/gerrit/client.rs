@@ -183,23 +183,18 @@ impl GerritClient {
             return Ok(None);
         }
         let url = self.url(&["accounts", account, "groups", ""], None)?;
-        match self.get(&url).await? {
-            Some(body) => parse_groups(&body).map(|mut groups| {
-                with_registered_users(&mut groups);
-                Some(groups)
-            }),
-            None => Ok(None),
-        }
+        let groups = self.get(&url, parse_groups).await?;
+        Ok(groups.map(|mut groups| {
+            with_registered_users(&mut groups);
+            groups
+        }))
     }
 
     /// The group's members, transitively (members of included groups too), or `None` if
     /// Gerrit has no such group or does not let the service account see its members.
     pub async fn group_members(&self, uuid: &str) -> Result<Option<Vec<Member>>, GerritError> {
         let url = self.url(&["groups", uuid, "members", ""], Some("recursive"))?;
-        match self.get(&url).await? {
-            Some(body) => parse_members(&body).map(Some),
-            None => Ok(None),
-        }
+        self.get(&url, parse_members).await
     }
 
     /// The client's metrics.
@@ -207,9 +202,13 @@ impl GerritClient {
         &self.metrics
     }
 
-    /// GETs a JSON resource: its body, `None` on 404, with bounded concurrency and
+    /// GETs a JSON resource and parses it (`None` on 404), with bounded concurrency and
     /// retries of transient failures.
-    async fn get(&self, url: &Url) -> Result<Option<Vec<u8>>, GerritError> {
+    async fn get<T>(
+        &self,
+        url: &Url,
+        parse: fn(&[u8]) -> Result<T, GerritError>,
+    ) -> Result<Option<T>, GerritError> {
         let _permit = self
             .in_flight
             .acquire()
@@ -217,7 +216,7 @@ impl GerritClient {
             .map_err(|_| GerritError::Unreachable("client shut down".into()))?;
         let mut attempt = 0;
         loop {
-            match self.get_once_measured(url).await {
+            match self.get_once_measured(url, parse).await {
                 Err(e) if e.is_transient() && attempt < self.settings.retries => {
                     attempt += 1;
                     let backoff = self
@@ -233,12 +232,19 @@ impl GerritClient {
         }
     }
 
-    async fn get_once_measured(&self, url: &Url) -> Result<Option<Vec<u8>>, GerritError> {
+    /// One attempt, measured and counted by outcome (a body that does not parse counts
+    /// as `bad_response`).
+    async fn get_once_measured<T>(
+        &self,
+        url: &Url,
+        parse: fn(&[u8]) -> Result<T, GerritError>,
+    ) -> Result<Option<T>, GerritError> {
         let started = tokio::time::Instant::now();
         // The timeout covers the body too: a Gerrit that sends headers and then stalls
         // must not hold the check.
         let result = match tokio::time::timeout(self.settings.timeout, self.get_once(url)).await {
-            Ok(result) => result,
+            Ok(Ok(Some(body))) => parse(&body).map(Some),
+            Ok(other) => other.map(|_| None),
             Err(_) => Err(GerritError::Unreachable("request timed out".into())),
         };
         let outcome = match &result {

@@ -1,10 +1,22 @@
-//! A fake Gerrit that follows the documented REST wire format:
-//! `GET /a/accounts/{account-id}/groups/` behind HTTP basic auth, JSON bodies behind the
-//! `)]}'` XSSI line, `404 Not found: ...` as plain text, `401` for bad credentials.
-//! Account ids resolve like Gerrit's: `self`/`me` mean the caller (add an account named
-//! [`USERNAME`] to give the service account groups), a bare number is an account id.
+//! A fake Gerrit that follows the documented REST wire format and permission model:
+//!
+//! - `GET /a/accounts/{account-id}/groups/`: the account's effective groups (direct ones
+//!   and every group that includes them, transitively), filtered like Gerrit's
+//!   `GetGroups`: a group shows only if it is visible to all or the service account owns
+//!   it; system groups (Registered Users) only to an administrator.
+//! - `GET /a/groups/{uuid}/members/[?recursive]`: `AccountInfo`s, 404 for a group the
+//!   service account cannot see.
+//! - JSON bodies behind the `)]}'` XSSI line, `404 Not found: ...` as plain text.
+//! - Authentication like Gerrit's `/a/` filters: HTTP Basic with the HTTP password, or,
+//!   with [`FakeGerrit::trust_header`], `auth.trustContainerAuth` (the header names the
+//!   caller, no password is checked: 403 without it, 401 for an unknown account).
+//! - Account ids resolve like Gerrit's: `self`/`me` mean the caller, a bare number is an
+//!   account id, `Name (id)` and `Name <email>` forms, username, email.
+//!
+//! It can also misbehave ([`Fault`]), serve over TLS with a private CA, and write the
+//! `ref-updated` event Gerrit fires when a group changes.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,16 +24,38 @@ use axum::Router;
 use base64::Engine;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Service account the fake accepts.
+/// Service account mesh-authz uses.
 pub const USERNAME: &str = "mesh-authz";
 /// Its HTTP password.
 pub const PASSWORD: &str = "s3cret-http-password";
 
-/// One account: username, email and group names.
+/// Ways the fake can misbehave, for the next N requests.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// An HTML error page with this status, like a proxy in front of a struggling Gerrit.
+    ErrorPage(u16),
+    /// `200` with an HTML page (a login page on a misconfigured path, say).
+    HtmlOk,
+    /// `200` with JSON cut off mid-way.
+    TruncatedJson,
+    /// `200` with a JSON object where a list belongs.
+    WrongShape,
+    /// `200` with a 10 MB body; `declared` sends its Content-Length, else it is chunked.
+    Huge {
+        /// Whether Content-Length is sent.
+        declared: bool,
+    },
+    /// Accepts the request and never answers.
+    Stall,
+    /// Sends the headers and the start of the body, then nothing.
+    StallMidBody,
+}
+
+/// One account.
 #[derive(Clone)]
 struct Account {
     username: String,
@@ -29,24 +63,41 @@ struct Account {
     groups: Vec<String>,
 }
 
+/// One internal group.
+#[derive(Clone)]
+struct GroupDef {
+    /// Whether anyone may see it and its members (`visible_to_all`); otherwise only its
+    /// owners and administrators, and the service account is neither.
+    visible_to_all: bool,
+    /// Groups included in this one (their members are members of this one).
+    subgroups: Vec<String>,
+}
+
 #[derive(Default)]
 struct GerritState {
     password: Mutex<String>,
+    trusted_header: Mutex<Option<String>>,
+    admin: AtomicBool,
     accounts: Mutex<Vec<Account>>,
+    groups: Mutex<HashMap<String, GroupDef>>,
     requests: Mutex<HashMap<String, usize>>,
+    member_requests: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
     delay: Mutex<Duration>,
-    /// The next N requests answer this status with an HTML error page.
-    failures: Mutex<(usize, u16)>,
+    faults: Mutex<(usize, Option<Fault>)>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// The identity of each request, as Gerrit saw it (username), in order.
+    callers: Mutex<Vec<String>>,
 }
 
 /// A running fake Gerrit.
 pub struct FakeGerrit {
     state: Arc<GerritState>,
-    addr: std::net::SocketAddr,
+    base: String,
     task: tokio::task::JoinHandle<()>,
+    /// PEM of the CA that signed its certificate, when serving TLS.
+    pub ca_pem: Option<String>,
 }
 
 /// The UUID the fake gives a group: 40 hex digits derived from its name, like an
@@ -60,35 +111,142 @@ pub fn group_uuid(name: &str) -> String {
 }
 
 impl FakeGerrit {
-    /// Starts on an ephemeral loopback port with no accounts.
+    /// Starts on an ephemeral loopback port with no accounts, over plain HTTP.
     pub async fn start() -> Self {
         let state = Arc::new(GerritState {
             password: Mutex::new(PASSWORD.to_string()),
             ..GerritState::default()
         });
-        let app = Router::new()
-            .route("/a/accounts/{account}/groups/", get(account_groups))
-            .with_state(state.clone());
+        let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { state, addr, task }
+        Self {
+            state,
+            base: format!("http://{addr}"),
+            task,
+            ca_pem: None,
+        }
+    }
+
+    /// Starts over HTTPS with a certificate for 127.0.0.1 from a fresh private CA
+    /// (its PEM is in [`FakeGerrit::ca_pem`]).
+    pub async fn start_tls() -> Self {
+        use tokio_rustls::rustls;
+        let state = Arc::new(GerritState {
+            password: Mutex::new(PASSWORD.to_string()),
+            ..GerritState::default()
+        });
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fake Gerrit test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let app = router(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that refuses our certificate ends the handshake: fine.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            state,
+            base: format!("https://{addr}"),
+            task,
+            ca_pem: Some(ca.pem()),
+        }
     }
 
     /// Base URL, as configured in `gerrit.url`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.base.clone()
     }
 
     /// Adds an account in these groups (besides the system group Registered Users).
+    /// Groups not seen before are created, visible to all.
     pub fn add_account(&self, username: &str, groups: &[&str]) {
+        self.ensure_groups(groups);
         self.state.accounts.lock().unwrap().push(Account {
             username: username.into(),
             email: format!("{username}@example.com"),
             groups: groups.iter().map(|g| g.to_string()).collect(),
         });
+    }
+
+    fn ensure_groups(&self, names: &[&str]) {
+        let mut groups = self.state.groups.lock().unwrap();
+        for name in names {
+            groups.entry(name.to_string()).or_insert(GroupDef {
+                visible_to_all: true,
+                subgroups: Vec::new(),
+            });
+        }
+    }
+
+    /// Makes a group visible only to its owners, which the service account is not.
+    pub fn hide_group(&self, name: &str) {
+        self.ensure_groups(&[name]);
+        self.state
+            .groups
+            .lock()
+            .unwrap()
+            .get_mut(name)
+            .unwrap()
+            .visible_to_all = false;
+    }
+
+    /// Includes `child` in `parent`: members of `child` are members of `parent`.
+    pub fn include_group(&self, parent: &str, child: &str) {
+        self.ensure_groups(&[parent, child]);
+        self.state
+            .groups
+            .lock()
+            .unwrap()
+            .get_mut(parent)
+            .unwrap()
+            .subgroups
+            .push(child.into());
+    }
+
+    /// Gives the service account the Administrate Server capability: it then sees every
+    /// group, system groups included.
+    pub fn make_service_account_admin(&self) {
+        self.state.admin.store(true, Ordering::SeqCst);
     }
 
     /// Gerrit's numeric account id of a known account (`{account-id}` may be this number).
@@ -106,8 +264,16 @@ impl FakeGerrit {
         *self.state.password.lock().unwrap() = password.to_string();
     }
 
+    /// Switches to `auth.type = HTTP` with `auth.httpHeader = header` and
+    /// `auth.trustContainerAuth = true`: the header names the caller; passwords are not
+    /// checked.
+    pub fn trust_header(&self, header: &str) {
+        *self.state.trusted_header.lock().unwrap() = Some(header.to_ascii_lowercase());
+    }
+
     /// Replaces an account's groups (a membership change in Gerrit).
     pub fn set_groups(&self, username: &str, groups: &[&str]) {
+        self.ensure_groups(groups);
         let mut accounts = self.state.accounts.lock().unwrap();
         let account = accounts
             .iter_mut()
@@ -116,10 +282,27 @@ impl FakeGerrit {
         account.groups = groups.iter().map(|g| g.to_string()).collect();
     }
 
-    /// Makes the next `n` requests fail with `status` and an HTML page, like a proxy in
-    /// front of a struggling Gerrit.
-    pub fn fail_next(&self, n: usize, status: u16) {
-        *self.state.failures.lock().unwrap() = (n, status);
+    /// The `ref-updated` event Gerrit fires (stream-events, webhooks plugin) when the
+    /// group's NoteDb ref in All-Users changes.
+    pub fn ref_updated_event(&self, group: &str) -> String {
+        let uuid = group_uuid(group);
+        json!({
+            "submitter": {"name": "Administrator", "email": "admin@example.com", "username": "admin"},
+            "refUpdate": {
+                "oldRev": "8c2a4d1e0d5b9f3a6e7c1b2d3f4a5b6c7d8e9f00",
+                "newRev": "1f2e3d4c5b6a798877665544332211ffeeddccbb",
+                "refName": format!("refs/groups/{}/{uuid}", &uuid[..2]),
+                "project": "All-Users",
+            },
+            "type": "ref-updated",
+            "eventCreatedOn": 1_764_000_000,
+        })
+        .to_string()
+    }
+
+    /// Makes the next `n` requests misbehave.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        *self.state.faults.lock().unwrap() = (n, Some(fault));
     }
 
     /// The most requests that were in flight at once.
@@ -127,12 +310,17 @@ impl FakeGerrit {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests being answered now.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
     /// Delays every answer (to make concurrent requests overlap).
     pub fn set_delay(&self, delay: Duration) {
         *self.state.delay.lock().unwrap() = delay;
     }
 
-    /// Requests made for one account id (as it appeared in the path, decoded).
+    /// Group requests made for one account id (as it appeared in the path, decoded).
     pub fn requests_for(&self, account: &str) -> usize {
         self.state
             .requests
@@ -143,9 +331,25 @@ impl FakeGerrit {
             .unwrap_or(0)
     }
 
-    /// All group requests.
+    /// Member list requests made for one group (by name).
+    pub fn member_requests_for(&self, group: &str) -> usize {
+        self.state
+            .member_requests
+            .lock()
+            .unwrap()
+            .get(&group_uuid(group))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All requests.
     pub fn total_requests(&self) -> usize {
         self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// Who each request authenticated as, in order.
+    pub fn callers(&self) -> Vec<String> {
+        self.state.callers.lock().unwrap().clone()
     }
 
     /// Stops listening: later requests fail to connect, like a Gerrit that is down.
@@ -160,16 +364,22 @@ impl Drop for FakeGerrit {
     }
 }
 
+fn router(state: Arc<GerritState>) -> Router {
+    Router::new()
+        .route("/a/accounts/{account}/groups/", get(account_groups))
+        .route("/a/groups/{group}/members/", get(group_members))
+        .with_state(state)
+}
+
 /// Gerrit's account number for the `index`-th account added (Gerrit starts at 1000000).
 fn account_number(index: usize) -> usize {
     1_000_000 + index
 }
 
 /// Resolves an `{account-id}` the way Gerrit's AccountResolver does, for the forms the
-/// fake knows, in Gerrit's order: `self`/`me` (the caller, i.e. the service account, if
-/// it was added as an account), a bare account number, `Full Name (number)`, a username,
-/// `Full Name <email>`, an email.
-fn resolve(accounts: &[Account], id: &str) -> Option<Account> {
+/// fake knows, in Gerrit's order: `self`/`me` (the caller), a bare account number,
+/// `Full Name (number)`, a username, `Full Name <email>`, an email.
+fn resolve(accounts: &[Account], id: &str, caller: &str) -> Option<Account> {
     let by_number = |n: usize| {
         accounts
             .iter()
@@ -186,7 +396,7 @@ fn resolve(accounts: &[Account], id: &str) -> Option<Account> {
         _ => None,
     };
     let found = if matches!(id, "self" | "me") {
-        accounts.iter().find(|a| a.username == USERNAME)
+        accounts.iter().find(|a| a.username == caller)
     } else if let Ok(n) = id.parse::<usize>() {
         by_number(n)
     } else if let Some(n) = parenthesized {
@@ -200,14 +410,181 @@ fn resolve(accounts: &[Account], id: &str) -> Option<Account> {
     found.cloned()
 }
 
-fn authorized(headers: &HeaderMap, password: &str) -> bool {
+/// Every group the account is in: its own and, transitively, those including them.
+fn effective_groups(groups: &HashMap<String, GroupDef>, account: &Account) -> Vec<String> {
+    let mut effective: Vec<String> = account.groups.clone();
+    let mut i = 0;
+    while i < effective.len() {
+        let child = effective[i].clone();
+        for (name, def) in groups {
+            if def.subgroups.contains(&child) && !effective.contains(name) {
+                effective.push(name.clone());
+            }
+        }
+        i += 1;
+    }
+    effective
+}
+
+/// Why Gerrit's `/a/` filter refused a request.
+enum Refused {
+    /// No trusted header (ContainerAuthFilter): 403.
+    NoHeader,
+    /// Unknown account or wrong password: 401.
+    Unauthorized,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::NoHeader => StatusCode::FORBIDDEN.into_response(),
+            Refused::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"Gerrit Code Review\"")],
+                "Unauthorized",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Authenticates the request like Gerrit's `/a/` filters: the caller's username.
+fn authenticate(state: &GerritState, headers: &HeaderMap) -> Result<String, Refused> {
+    let trusted = state.trusted_header.lock().unwrap().clone();
+    if let Some(header) = trusted {
+        // ContainerAuthFilter: the header is the identity; no password is checked.
+        let Some(user) = headers.get(&header).and_then(|v| v.to_str().ok()) else {
+            return Err(Refused::NoHeader);
+        };
+        let exists = state
+            .accounts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.username == user);
+        return if exists {
+            Ok(user.to_string())
+        } else {
+            Err(Refused::Unauthorized)
+        };
+    }
+    let password = state.password.lock().unwrap().clone();
     let expected =
         base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{password}"));
-    headers
+    let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        == Some(expected.as_str())
+        .and_then(|v| v.strip_prefix("Basic "));
+    if presented == Some(expected.as_str()) {
+        Ok(USERNAME.to_string())
+    } else {
+        Err(Refused::Unauthorized)
+    }
+}
+
+/// Counts, delays and misbehaves as configured; `None` means answer normally.
+async fn before_answering(state: &GerritState) -> Option<Response> {
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let fault = {
+        let mut faults = state.faults.lock().unwrap();
+        if faults.0 > 0 {
+            faults.0 -= 1;
+            faults.1
+        } else {
+            None
+        }
+    };
+    match fault {
+        Some(fault) => Some(fault_response(fault).await),
+        None => None,
+    }
+}
+
+async fn fault_response(fault: Fault) -> Response {
+    const TEN_MB: usize = 10 * 1024 * 1024;
+    let json = [("content-type", "application/json;charset=utf-8")];
+    match fault {
+        Fault::ErrorPage(status) => (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", "text/html")],
+            format!("<html><body><h1>{status} Bad Gateway</h1></body></html>"),
+        )
+            .into_response(),
+        Fault::HtmlOk => (
+            [("content-type", "text/html")],
+            "<!DOCTYPE html><html><head><title>Gerrit Code Review</title></head><body>Sign in</body></html>",
+        )
+            .into_response(),
+        Fault::TruncatedJson => (json, ")]}'\n[{\"id\": \"global%3ARegistered-Users\", \"na").into_response(),
+        Fault::WrongShape => (json, ")]}'\n{\"message\": \"not a list\"}\n").into_response(),
+        Fault::Huge { declared: true } => {
+            // A valid list, 10 MB long.
+            let mut body = String::with_capacity(TEN_MB + 64);
+            body.push_str(")]}'\n[");
+            while body.len() < TEN_MB {
+                body.push_str("{\"id\": \"global%3ARegistered-Users\", \"name\": \"Registered Users\"},");
+            }
+            body.push_str("{\"id\": \"x\"}]");
+            (json, body).into_response()
+        }
+        Fault::Huge { declared: false } => {
+            let chunk = bytes_of(")]}'\n[".to_string() + &"{\"id\": \"g\", \"name\": \"g\"},".repeat(4000));
+            let chunks = TEN_MB / chunk.len() + 1;
+            let stream = futures::stream::iter(
+                (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+            );
+            (json, axum::body::Body::from_stream(stream)).into_response()
+        }
+        Fault::Stall => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Fault::StallMidBody => {
+            let start = futures::stream::iter([Ok::<_, std::io::Error>(bytes_of(
+                ")]}'\n[{\"id\": \"global%3ARegistered-Users\",".to_string(),
+            ))]);
+            let stream = futures::StreamExt::chain(start, futures::stream::pending());
+            (json, axum::body::Body::from_stream(stream)).into_response()
+        }
+    }
+}
+
+fn bytes_of(s: String) -> axum::body::Bytes {
+    axum::body::Bytes::from(s)
+}
+
+struct InFlight<'a>(&'a GerritState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a GerritState) -> Self {
+        state.total.fetch_add(1, Ordering::SeqCst);
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [("content-type", "text/plain;charset=utf-8")],
+        format!("Not found: {what}"),
+    )
+        .into_response()
+}
+
+fn gerrit_json(value: &serde_json::Value) -> Response {
+    let body = format!(")]}}'\n{}\n", serde_json::to_string_pretty(value).unwrap());
+    ([("content-type", "application/json;charset=utf-8")], body).into_response()
 }
 
 async fn account_groups(
@@ -215,65 +592,42 @@ async fn account_groups(
     Path(account): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    state.total.fetch_add(1, Ordering::SeqCst);
-    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let response = answer(&state, account, headers).await;
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    response
-}
-
-async fn answer(state: &GerritState, account: String, headers: HeaderMap) -> Response {
+    let _in_flight = InFlight::enter(&state);
     *state
         .requests
         .lock()
         .unwrap()
         .entry(account.clone())
         .or_default() += 1;
-    let delay = *state.delay.lock().unwrap();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    if let Some(response) = before_answering(&state).await {
+        return response;
     }
-    let failure = {
-        let mut failures = state.failures.lock().unwrap();
-        (failures.0 > 0).then(|| {
-            failures.0 -= 1;
-            failures.1
-        })
+    let caller = match authenticate(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
     };
-    if let Some(status) = failure {
-        return (
-            StatusCode::from_u16(status).unwrap(),
-            [("content-type", "text/html")],
-            "<html><body><h1>502 Bad Gateway</h1></body></html>",
-        )
-            .into_response();
-    }
-    let password = state.password.lock().unwrap().clone();
-    if !authorized(&headers, &password) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Basic realm=\"Gerrit Code Review\"")],
-            "Unauthorized",
-        )
-            .into_response();
-    }
-    let found = resolve(&state.accounts.lock().unwrap(), &account);
+    state.callers.lock().unwrap().push(caller.clone());
+    let found = resolve(&state.accounts.lock().unwrap(), &account, &caller);
     let Some(found) = found else {
-        return (
-            StatusCode::NOT_FOUND,
-            [("content-type", "text/plain;charset=utf-8")],
-            format!("Not found: {account}"),
-        )
-            .into_response();
+        return not_found(&account);
     };
-    let mut infos = vec![json!({
-        "id": "global%3ARegistered-Users",
-        "name": "Registered Users",
-        "options": {},
-        "group_id": 3,
-    })];
-    for (i, name) in found.groups.iter().enumerate() {
+    let admin = state.admin.load(Ordering::SeqCst);
+    let groups = state.groups.lock().unwrap().clone();
+    // GetGroups: only groups the caller can see (and whose members it can see).
+    let mut infos = Vec::new();
+    if admin {
+        infos.push(json!({
+            "id": "global%3ARegistered-Users",
+            "name": "Registered Users",
+            "options": {},
+            "group_id": 3,
+        }));
+    }
+    for (i, name) in effective_groups(&groups, &found).iter().enumerate() {
+        let visible = admin || groups.get(name).is_some_and(|g| g.visible_to_all);
+        if !visible {
+            continue;
+        }
         let uuid = group_uuid(name);
         infos.push(json!({
             "id": uuid,
@@ -287,6 +641,56 @@ async fn answer(state: &GerritState, account: String, headers: HeaderMap) -> Res
             "name": name,
         }));
     }
-    let body = format!(")]}}'\n{}\n", serde_json::to_string_pretty(&infos).unwrap());
-    ([("content-type", "application/json;charset=utf-8")], body).into_response()
+    gerrit_json(&json!(infos))
+}
+
+async fn group_members(
+    State(state): State<Arc<GerritState>>,
+    Path(group): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let _in_flight = InFlight::enter(&state);
+    *state
+        .member_requests
+        .lock()
+        .unwrap()
+        .entry(group.clone())
+        .or_default() += 1;
+    if let Some(response) = before_answering(&state).await {
+        return response;
+    }
+    if let Err(refused) = authenticate(&state, &headers) {
+        return refused.into_response();
+    }
+    let recursive = query.is_some_and(|q| q.split('&').any(|p| p == "recursive"));
+    let admin = state.admin.load(Ordering::SeqCst);
+    let groups = state.groups.lock().unwrap().clone();
+    let Some((name, def)) = groups.iter().find(|(name, _)| group_uuid(name) == group) else {
+        return not_found(&group);
+    };
+    if !(admin || def.visible_to_all) {
+        return not_found(&group);
+    }
+    let accounts = state.accounts.lock().unwrap().clone();
+    let members: Vec<serde_json::Value> = accounts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| {
+            if recursive {
+                effective_groups(&groups, a).contains(name)
+            } else {
+                a.groups.contains(name)
+            }
+        })
+        .map(|(i, a)| {
+            json!({
+                "_account_id": account_number(i),
+                "name": a.username.to_uppercase(),
+                "email": a.email,
+                "username": a.username,
+            })
+        })
+        .collect();
+    gerrit_json(&json!(members))
 }

@@ -1,13 +1,16 @@
 //! Shared fakes and helpers for the integration tests.
 //!
+//! - [`clock`]: tokio's paused clock kept from auto-advancing while real I/O runs.
 //! - [`idp`]: a fake IdP serving a JWKS over HTTP, counting fetches.
-//! - [`gerrit`]: a fake Gerrit following its REST wire format (`)]}'`, `/a/`, basic auth).
+//! - [`gerrit`]: a fake Gerrit following its REST wire format (`)]}'`, `/a/`, basic auth or
+//!   a trusted header), permission model and events, with faults on demand.
 //! - [`tokens`]: signs test tokens with the fixture keys in `tests/fixtures`.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
 //! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod clock;
 pub mod envoy;
 pub mod gerrit;
 pub mod idp;

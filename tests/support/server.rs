@@ -55,6 +55,45 @@ impl TestServer {
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// The admin port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample in `/metrics`, named with its labels as exposed (e.g.
+    /// `mesh_authz_group_cache_lookups_total{result="miss"}`); 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+}
+
+/// A server asking the Gerrit at `gerrit_url` for groups: the standard test config with
+/// [`gerrit_section`] and `edit` applied, the rsa-a JWKS, the service account's password
+/// in `gerrit-password`, and `files` beside it.
+pub async fn start_with_gerrit(
+    gerrit_url: &str,
+    edit: impl FnOnce(String) -> String,
+    files: &[(&str, &str)],
+) -> TestServer {
+    let jwks = super::tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = edit(config("file: jwks.json", &gerrit_section(gerrit_url)));
+    let mut all = vec![
+        ("jwks.json", jwks.as_str()),
+        ("gerrit-password", super::gerrit::PASSWORD),
+    ];
+    all.extend_from_slice(files);
+    TestServer::start(&yaml, &all).await
 }
 
 impl Drop for TestServer {

@@ -1,0 +1,241 @@
+//! Gerrit group changes announced as `ref-updated` events (webhooks plugin, or a relay of
+//! `gerrit stream-events`) at `POST /gerrit/events` on the admin port: removals and
+//! additions take effect at the event instead of after the cache TTL.
+
+mod support;
+
+use support::gerrit::FakeGerrit;
+use support::server::{check_request, start_with_gerrit, TestServer};
+use support::tokens;
+
+/// Only members of team-a may use this path (route `gerrit-team-a`).
+const TEAM_A: &str = "/a/projects/team-a/branches";
+
+/// The `gerrit.events` section the tests enable (cache_ttl stays 60 s).
+const EVENTS: &str = "gerrit:\n  events: {}\n";
+
+async fn start(gerrit: &FakeGerrit) -> TestServer {
+    start_with_gerrit(&gerrit.url(), |y| y.replace("gerrit:\n", EVENTS), &[]).await
+}
+
+/// The gRPC status code of a team-a check by `user`.
+async fn team_a(s: &TestServer, user: &str) -> i32 {
+    let token = format!("Bearer {}", tokens::token_for(user));
+    let req = check_request(
+        "GET",
+        "gerrit.example.com",
+        TEAM_A,
+        &[("authorization", &token)],
+    );
+    let resp = s.client.clone().check(req).await.unwrap().into_inner();
+    resp.status.unwrap().code
+}
+
+const ALLOWED: i32 = 0;
+const DENIED: i32 = 7;
+
+/// POSTs `body` to the events endpoint: status and body.
+async fn post_event(s: &TestServer, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/gerrit/events", s.admin_url()))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body.to_string());
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[tokio::test]
+async fn a_removal_from_a_group_takes_effect_at_its_ref_updated_event() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+
+    gerrit.set_groups("alice", &[]);
+    assert_eq!(team_a(&s, "alice").await, ALLOWED, "cached: no event yet");
+    let (status, body) = post_event(&s, &gerrit.ref_updated_event("team-a"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"events": 1, "groups_changed": 1, "entries_dropped": 1})
+    );
+    assert_eq!(team_a(&s, "alice").await, DENIED);
+    assert_eq!(gerrit.requests_for("alice"), 2);
+}
+
+#[tokio::test]
+async fn an_addition_to_a_group_takes_effect_at_its_event_and_other_users_stay_cached() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("bob", &["team-b"]);
+    gerrit.add_account("carol", &["team-b"]);
+    let s = start(&gerrit).await;
+    assert_eq!(team_a(&s, "bob").await, DENIED);
+    assert_eq!(team_a(&s, "carol").await, DENIED);
+
+    gerrit.set_groups("bob", &["team-b", "team-a"]);
+    let (status, body) = post_event(&s, &gerrit.ref_updated_event("team-a"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["entries_dropped"], 1, "bob, a new member");
+    assert_eq!(gerrit.member_requests_for("team-a"), 1);
+    assert_eq!(team_a(&s, "bob").await, ALLOWED);
+    assert_eq!(team_a(&s, "carol").await, DENIED);
+    assert_eq!(gerrit.requests_for("carol"), 1, "carol was not dropped");
+}
+
+#[tokio::test]
+async fn a_change_to_an_included_group_reaches_the_groups_that_include_it() {
+    let gerrit = FakeGerrit::start().await;
+    // team-a includes team-a-devs; only the subgroup's ref changes when its members do.
+    gerrit.include_group("team-a", "team-a-devs");
+    gerrit.add_account("dave", &["team-a-devs"]);
+    gerrit.add_account("erin", &[]);
+    let s = start(&gerrit).await;
+    assert_eq!(team_a(&s, "dave").await, ALLOWED);
+    assert_eq!(team_a(&s, "erin").await, DENIED);
+
+    gerrit.set_groups("dave", &[]);
+    gerrit.set_groups("erin", &["team-a-devs"]);
+    let (status, body) = post_event(&s, &gerrit.ref_updated_event("team-a-devs"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["entries_dropped"], 2);
+    assert_eq!(team_a(&s, "dave").await, DENIED);
+    assert_eq!(team_a(&s, "erin").await, ALLOWED);
+}
+
+#[tokio::test]
+async fn removals_apply_even_when_gerrit_hides_the_changed_groups_members() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+    // The group becomes invisible to the service account (and alice leaves it): the
+    // member list is refused, but alice's cached entry holds the group and is dropped.
+    gerrit.set_groups("alice", &[]);
+    gerrit.hide_group("team-a");
+    let (status, body) = post_event(&s, &gerrit.ref_updated_event("team-a"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["entries_dropped"], 1);
+    assert_eq!(team_a(&s, "alice").await, DENIED);
+}
+
+#[tokio::test]
+async fn events_relayed_from_stream_events_one_per_line_are_all_applied() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    gerrit.add_account("bob", &["team-b"]);
+    let s = start(&gerrit).await;
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+    assert_eq!(team_a(&s, "bob").await, DENIED);
+    gerrit.set_groups("alice", &["team-b"]);
+    gerrit.set_groups("bob", &["team-a"]);
+    let comment = r#"{"type":"comment-added","change":{"project":"team-a/service"},"eventCreatedOn":1764000000}"#;
+    let lines = [
+        gerrit.ref_updated_event("team-a"),
+        comment.to_string(),
+        gerrit.ref_updated_event("team-b"),
+    ]
+    .join("\n");
+    let (status, body) = post_event(&s, &lines, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"events": 3, "groups_changed": 2, "entries_dropped": 2})
+    );
+    assert_eq!(team_a(&s, "alice").await, DENIED);
+    assert_eq!(team_a(&s, "bob").await, ALLOWED);
+    let ignored = r#"mesh_authz_gerrit_events_total{result="ignored"}"#;
+    assert_eq!(s.metric(ignored).await, 1.0);
+    let changed = r#"mesh_authz_gerrit_events_total{result="group_changed"}"#;
+    assert_eq!(s.metric(changed).await, 2.0);
+    let dropped = r#"mesh_authz_group_cache_dropped_total{trigger="event"}"#;
+    assert_eq!(s.metric(dropped).await, 2.0);
+}
+
+#[tokio::test]
+async fn events_that_change_no_group_cost_gerrit_nothing() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+    let branch = gerrit
+        .ref_updated_event("team-a")
+        .replace("All-Users", "team-a/service");
+    let (status, body) = post_event(&s, &branch, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["groups_changed"], 0);
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+    assert_eq!(
+        gerrit.total_requests(),
+        1,
+        "neither members nor groups asked again"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_gerrit_events_is_refused_400_and_changes_nothing() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start(&gerrit).await;
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+    let (status, body) = post_event(&s, "<html>502 Bad Gateway</html>", None).await;
+    assert_eq!(status, 400);
+    assert!(body.starts_with("line 1: not a Gerrit event"), "{body}");
+    assert_eq!(gerrit.requests_for("alice"), 1);
+    let invalid = r#"mesh_authz_gerrit_events_total{result="invalid"}"#;
+    assert_eq!(s.metric(invalid).await, 1.0);
+}
+
+#[tokio::test]
+async fn with_a_token_file_events_need_that_bearer_token() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let token = "6f1c2d0e9a8b7c6d5e4f3a2b1c0d9e8f";
+    let s = start_with_gerrit(
+        &gerrit.url(),
+        |y| {
+            y.replace(
+                "gerrit:\n",
+                "gerrit:\n  events: {token_file: events-token}\n",
+            )
+        },
+        &[("events-token", &format!("{token}\n"))],
+    )
+    .await;
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+    gerrit.set_groups("alice", &[]);
+    let event = gerrit.ref_updated_event("team-a");
+    for wrong in [None, Some("not-the-token"), Some(&token[..31])] {
+        let (status, _) = post_event(&s, &event, wrong).await;
+        assert_eq!(status, 401, "{wrong:?}");
+    }
+    assert_eq!(
+        team_a(&s, "alice").await,
+        ALLOWED,
+        "refused events change nothing"
+    );
+    let (status, body) = post_event(&s, &event, Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(team_a(&s, "alice").await, DENIED);
+    let refused = r#"mesh_authz_gerrit_events_total{result="unauthorized"}"#;
+    assert_eq!(s.metric(refused).await, 3.0);
+}
+
+#[tokio::test]
+async fn without_gerrit_events_configured_the_endpoint_is_404() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start_with_gerrit(&gerrit.url(), |y| y, &[]).await;
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+    gerrit.set_groups("alice", &[]);
+    let (status, body) = post_event(&s, &gerrit.ref_updated_event("team-a"), None).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("gerrit.events"), "{body}");
+    assert_eq!(team_a(&s, "alice").await, ALLOWED);
+}
