@@ -115,6 +115,15 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     ));
     let readiness = Arc::new(Readiness::new(authorizer.clone()));
 
+    let peers = if config.server.peers.is_empty() {
+        None
+    } else {
+        Some(
+            admin::Peers::new(config.server.peers.clone())
+                .map_err(|e| ServerError::HttpClient(e.to_string()))?,
+        )
+    };
+
     let grpc_listener = bind(config.server.grpc_listen).await?;
     let admin_listener = bind(config.server.admin_listen).await?;
     let grpc_addr = local_addr(&grpc_listener, config.server.grpc_listen)?;
@@ -157,7 +166,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         .serve_with_incoming_shutdown(incoming, closing(phase_rx.clone()));
     let admin = axum::serve(
         admin_listener,
-        admin::router(authorizer, readiness.clone(), metrics),
+        admin::router(authorizer, readiness.clone(), metrics, peers),
     )
     .with_graceful_shutdown(closing(phase_rx.clone()));
 

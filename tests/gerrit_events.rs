@@ -239,3 +239,78 @@ async fn without_gerrit_events_configured_the_endpoint_is_404() {
     assert!(body.contains("gerrit.events"), "{body}");
     assert_eq!(team_a(&s, "alice").await, ALLOWED);
 }
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn an_invalidation_received_by_one_replica_reaches_every_replica() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    gerrit.add_account("bob", &["team-a"]);
+    // Two replicas and an address where a third used to be (a pod gone).
+    let (a, b, gone) = (free_port(), free_port(), free_port());
+    let peers = format!("[\"127.0.0.1:{a}\", \"127.0.0.1:{b}\", \"127.0.0.1:{gone}\"]");
+    let replica = |port: u16| {
+        let peers = peers.clone();
+        move |y: String| {
+            y.replace(
+                "admin_listen: 127.0.0.1:0\n",
+                &format!("admin_listen: 127.0.0.1:{port}\n  peers: {peers}\n"),
+            )
+            .replace("gerrit:\n", EVENTS)
+        }
+    };
+    let ra = start_with_gerrit(&gerrit.url(), replica(a), &[]).await;
+    let rb = start_with_gerrit(&gerrit.url(), replica(b), &[]).await;
+    for r in [&ra, &rb] {
+        assert_eq!(team_a(r, "alice").await, ALLOWED);
+        assert_eq!(team_a(r, "bob").await, ALLOWED);
+    }
+
+    // Gerrit's webhook reaches replica a only (a Service picks one pod).
+    gerrit.set_groups("alice", &[]);
+    let (status, body) = post_event(&ra, &gerrit.ref_updated_event("team-a"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body)["other_replicas"],
+        serde_json::json!({"ok": 1, "failed": 1})
+    );
+    for r in [&ra, &rb] {
+        assert_eq!(team_a(r, "alice").await, DENIED);
+        // bob holds team-a too, so the event dropped him as well; cache him again.
+        assert_eq!(team_a(r, "bob").await, ALLOWED);
+    }
+    assert_eq!(
+        gerrit.member_requests_for("team-a"),
+        2,
+        "each replica asked once"
+    );
+
+    // The admin endpoint too.
+    gerrit.set_groups("bob", &[]);
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{}/cache/groups/invalidate?user=bob",
+            rb.admin_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(answer, "dropped bob; other replicas: 1 done, 1 failed\n");
+    for r in [&ra, &rb] {
+        assert_eq!(team_a(r, "bob").await, DENIED);
+    }
+    let forwards = r#"mesh_authz_peer_forwards_total{result="ok"}"#;
+    assert_eq!(ra.metric(forwards).await, 1.0);
+    assert_eq!(rb.metric(forwards).await, 1.0);
+}

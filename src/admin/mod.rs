@@ -2,11 +2,16 @@
 //! (`POST /cache/groups/invalidate[?user=NAME]`) and Gerrit's group events
 //! (`POST /gerrit/events`). Keep this port inside the cluster.
 
+mod peers;
+
+pub use peers::{Forwarded, Peers, ORIGIN_HEADER};
+
 use crate::authorize::Authorizer;
 use crate::gerrit::EventError;
 use crate::telemetry::Metrics;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
@@ -59,13 +64,55 @@ struct AdminState {
     authorizer: Arc<Authorizer>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    peers: Option<Peers>,
 }
 
-/// The admin router.
+/// How a request to an invalidation endpoint arrived.
+enum Arrival {
+    /// From outside: apply it and forward it to the peers.
+    Direct,
+    /// Forwarded by a peer: apply it only.
+    Forwarded,
+    /// Forwarded by this very replica (it resolved itself among the peers): ignore it.
+    Own,
+}
+
+impl AdminState {
+    fn arrival(&self, headers: &HeaderMap) -> Arrival {
+        match (headers.get(ORIGIN_HEADER), &self.peers) {
+            (None, _) => Arrival::Direct,
+            (Some(origin), Some(peers)) if peers.is_own(origin) => Arrival::Own,
+            (Some(_), _) => Arrival::Forwarded,
+        }
+    }
+
+    /// Forwards a directly received invalidation to the peers, if any are configured.
+    async fn forward(
+        &self,
+        arrival: &Arrival,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Option<Forwarded> {
+        let peers = self
+            .peers
+            .as_ref()
+            .filter(|_| matches!(arrival, Arrival::Direct))?;
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let forwarded = peers
+            .forward(path, headers.get(header::AUTHORIZATION), body)
+            .await;
+        self.metrics.peer_forwards(forwarded.ok, forwarded.failed);
+        Some(forwarded)
+    }
+}
+
+/// The admin router. `peers`, if given, receive every invalidation this replica receives.
 pub fn router(
     authorizer: Arc<Authorizer>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    peers: Option<Peers>,
 ) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -77,6 +124,7 @@ pub fn router(
             authorizer,
             readiness,
             metrics,
+            peers,
         })
 }
 
@@ -86,10 +134,12 @@ struct InvalidateQuery {
 }
 
 /// Drops one user's cached groups (`?user=NAME`) or all of them, so a membership change
-/// in Gerrit takes effect now rather than after the TTL.
+/// in Gerrit takes effect now rather than after the TTL; on every replica, with peers.
 async fn invalidate_groups(
     State(state): State<AdminState>,
     Query(query): Query<InvalidateQuery>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> (StatusCode, String) {
     let Some(groups) = state.authorizer.groups() else {
         return (
@@ -97,7 +147,11 @@ async fn invalidate_groups(
             "no group source is configured\n".into(),
         );
     };
-    match query.user {
+    let arrival = state.arrival(&headers);
+    if matches!(arrival, Arrival::Own) {
+        return (StatusCode::NO_CONTENT, String::new());
+    }
+    let mut answer = match query.user {
         Some(user) => {
             let was_cached = groups.invalidate(&user).await;
             tracing::info!(
@@ -110,23 +164,31 @@ async fn invalidate_groups(
             } else {
                 "nothing cached for"
             };
-            (StatusCode::OK, format!("{what} {user}\n"))
+            format!("{what} {user}")
         }
         None => {
             groups.invalidate_all();
             tracing::info!("group cache dropped by admin request");
-            (StatusCode::OK, "dropped all cached groups\n".into())
+            "dropped all cached groups".to_string()
         }
+    };
+    if let Some(f) = state.forward(&arrival, &uri, &headers, Bytes::new()).await {
+        answer.push_str(&format!(
+            "; other replicas: {} done, {} failed",
+            f.ok, f.failed
+        ));
     }
+    (StatusCode::OK, answer + "\n")
 }
 
 /// Gerrit events (the webhooks plugin posts one per request; a relay of
 /// `gerrit stream-events` may post several, one per line): group changes drop the cached
-/// groups they affect.
+/// groups they affect, on every replica, with peers.
 async fn gerrit_events(
     State(state): State<AdminState>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> (StatusCode, String) {
     let Some(events) = state.authorizer.group_events() else {
         return (
@@ -150,8 +212,18 @@ async fn gerrit_events(
             }
         };
     }
+    let arrival = state.arrival(&headers);
+    if matches!(arrival, Arrival::Own) {
+        return (StatusCode::NO_CONTENT, String::new());
+    }
     match events.apply(&body).await {
-        Ok(applied) => (StatusCode::OK, format!("{}\n", serde_json::json!(applied))),
+        Ok(applied) => {
+            let mut answer = serde_json::json!(applied);
+            if let Some(f) = state.forward(&arrival, &uri, &headers, body).await {
+                answer["other_replicas"] = serde_json::json!(f);
+            }
+            (StatusCode::OK, format!("{answer}\n"))
+        }
         Err(e) => {
             tracing::warn!("Gerrit event refused: {e}");
             (StatusCode::BAD_REQUEST, format!("{e}\n"))

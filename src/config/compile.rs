@@ -48,6 +48,8 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     /// Bound on waiting for in-flight checks.
     pub shutdown_timeout: Duration,
+    /// `host:port` names resolving to every replica's admin address.
+    pub peers: Vec<String>,
 }
 
 /// One issuer: verification settings plus where its keys come from.
@@ -182,7 +184,19 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         admin_listen: socket_addr(&raw.server.admin_listen, "server.admin_listen", p),
         drain_delay: raw.server.drain_delay,
         shutdown_timeout: raw.server.shutdown_timeout,
+        peers: raw.server.peers.clone(),
     };
+    for (i, peer) in raw.server.peers.iter().enumerate() {
+        let valid = peer.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            p.add(
+                format!("server.peers[{i}]"),
+                format!("{peer:?} is not host:port (e.g. mesh-authz-peers.mesh-authz.svc.cluster.local:9192)"),
+            );
+        }
+    }
 
     let mut seen_issuers = HashSet::new();
     let issuers: Vec<IssuerConfig> = raw
@@ -888,6 +902,18 @@ routes:
             problems_with_files(&with_gerrit(header_only), &[jwks]),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn peers_must_be_host_and_port() {
+        let yaml = format!(
+            "server:\n  peers: [\"peers.mesh-authz.svc:9192\", \"no-port\", \":9192\", \"h:0\"]\n{GOOD}"
+        );
+        let got = problems(&yaml);
+        assert_eq!(got.len(), 3, "{got:#?}");
+        for (i, g) in got.iter().enumerate() {
+            assert!(g.starts_with(&format!("server.peers[{}]: ", i + 1)), "{g}");
+        }
     }
 
     #[test]

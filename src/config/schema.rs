@@ -68,6 +68,9 @@ pub struct RawServer {
     /// Upper bound on waiting for in-flight checks after the drain delay.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `host:port` names of every replica's admin port (e.g. a headless Service), to
+    /// forward cache invalidations to.
+    pub peers: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -77,6 +80,7 @@ impl Default for RawServer {
             admin_listen: "0.0.0.0:9192".into(),
             drain_delay: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(20),
+            peers: Vec::new(),
         }
     }
 }

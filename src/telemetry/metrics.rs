@@ -27,12 +27,18 @@ struct VersionLabel {
     version: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
 /// All metrics of the process.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
     duration: Family<DecisionLabel, Histogram>,
+    peer_forwards: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,10 +82,26 @@ impl Metrics {
         })
         .set(1);
         registry.register("build_info", "Build information", info);
+        let peer_forwards = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "peer_forwards",
+            "Invalidations forwarded to other replicas, by result (ok, failed)",
+            peer_forwards.clone(),
+        );
         Self {
             registry,
             checks,
             duration,
+            peer_forwards,
+        }
+    }
+
+    /// Counts invalidations forwarded to peers.
+    pub fn peer_forwards(&self, ok: usize, failed: usize) {
+        for (result, n) in [("ok", ok), ("failed", failed)] {
+            self.peer_forwards
+                .get_or_create(&ResultLabel { result })
+                .inc_by(n as u64);
         }
     }
 
