@@ -308,13 +308,20 @@ impl Authorizer {
             }
         };
         let group_events = match (&config.groups, &groups) {
-            (Some(GroupsConfig::Gerrit(gerrit)), Some(cache)) => gerrit.events.as_ref().map(|e| {
-                GroupEvents::new(
-                    cache.clone(),
-                    e.all_users_project.clone(),
-                    e.token_file.clone(),
-                )
-            }),
+            (Some(GroupsConfig::Gerrit(gerrit)), Some(cache)) => match &gerrit.events {
+                Some(e) => {
+                    if let Some(file) = &e.token_file {
+                        check_token_file(file)
+                            .map_err(|reason| problem("gerrit.events.token_file", reason))?;
+                    }
+                    Some(GroupEvents::new(
+                        cache.clone(),
+                        e.all_users_project.clone(),
+                        e.token_file.clone(),
+                    ))
+                }
+                None => None,
+            },
             _ => None,
         };
         Ok(Self {
@@ -360,7 +367,13 @@ fn gerrit_client(gerrit: &GerritConfig) -> Result<GerritClient, (&'static str, S
             password_reload_interval: gerrit.password_reload_interval,
             trusted_user_header: gerrit.trusted_user_header.clone(),
         },
-        ca_certificates: gerrit.ca_certificates.clone(),
+        ca_certificates: gerrit
+            .ca_file
+            .as_deref()
+            .map(read_ca_bundle)
+            .transpose()
+            .map_err(|reason| ("gerrit.ca_file", reason))?
+            .unwrap_or_default(),
         retries: gerrit.retries,
         retry_backoff: gerrit.retry_backoff,
         max_concurrent_requests: gerrit.max_concurrent_requests,
@@ -368,6 +381,31 @@ fn gerrit_client(gerrit: &GerritConfig) -> Result<GerritClient, (&'static str, S
         max_response_bytes: gerrit.max_response_bytes,
     })
     .map_err(|e| ("gerrit", format!("cannot build the HTTP client: {e}")))
+}
+
+/// The events token file must hold a token that cannot be guessed.
+fn check_token_file(file: &std::path::Path) -> Result<(), String> {
+    let shown = file.display();
+    let token = std::fs::read_to_string(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    match token.trim().len() {
+        0 => Err(format!("{shown} is empty")),
+        n if n < 16 => Err(format!(
+            "{shown}: a token of {n} characters is guessable; use at least 16"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The certificates of a PEM bundle; at least one.
+fn read_ca_bundle(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let shown = file.display();
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(format!("{shown}: no PEM certificates in it")),
+        // reqwest says only "builder error" here.
+        Err(_) => Err(format!("{shown}: not a PEM certificate bundle")),
+    }
 }
 
 /// Static tables never change, so their entries stay for an hour (the cache needs a TTL).

@@ -11,7 +11,7 @@
 //!                       authorize    the decision: route → token → groups → verdict
 //!                        ├─ policy   route table: host/path/method matchers, requirements
 //!                        ├─ authn    bearer token extraction, JWT verification, JWKS store
-//!                        └─ gerrit   REST client and per-user group cache
+//!                        └─ gerrit   REST client, per-user group cache, group events
 //!                        │
 //!                        ▼
 //!                       decision     Decision → CheckResponse (headers, denials, metadata)
@@ -20,7 +20,8 @@
 //! Around it:
 //! - [`config`]: YAML schema, compilation into runtime types, all problems with paths.
 //! - [`server`]: binds gRPC (Check, health, reflection) and admin HTTP; graceful shutdown.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, group cache invalidation and Gerrit's
+//!   group events, passed on to the other replicas (`admin::Peers`).
 //! - [`telemetry`]: logging setup and Prometheus metrics.
 //! - [`request`]: the request view shared by policy, authn and decision.
 //! - `main.rs`: the CLI (`serve`, `validate`, `check`).

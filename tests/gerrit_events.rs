@@ -5,7 +5,9 @@
 mod support;
 
 use support::gerrit::FakeGerrit;
-use support::server::{check_request, start_with_gerrit, TestServer};
+use support::server::{
+    check_request, config, gerrit_section, start_error, start_with_gerrit, TestServer,
+};
 use support::tokens;
 
 /// Only members of team-a may use this path (route `gerrit-team-a`).
@@ -225,6 +227,36 @@ async fn with_a_token_file_events_need_that_bearer_token() {
     assert_eq!(team_a(&s, "alice").await, DENIED);
     let refused = r#"mesh_authz_gerrit_events_total{result="unauthorized"}"#;
     assert_eq!(s.metric(refused).await, 3.0);
+}
+
+#[tokio::test]
+async fn a_guessable_or_missing_events_token_stops_the_server_naming_the_field() {
+    let yaml = config(
+        "file: jwks.json",
+        &gerrit_section("http://127.0.0.1:1").replace(
+            "gerrit:\n",
+            "gerrit:\n  events: {token_file: events-token}\n",
+        ),
+    );
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let files = [
+        ("jwks.json", jwks.as_str()),
+        ("gerrit-password", support::gerrit::PASSWORD),
+    ];
+    let missing = start_error(&yaml, &files).await;
+    assert!(
+        missing.contains("gerrit.events.token_file: cannot read "),
+        "{missing}"
+    );
+    let mut short = files.to_vec();
+    short.push(("events-token", "hunter2\n"));
+    let short = start_error(&yaml, &short).await;
+    assert!(
+        short.contains("gerrit.events.token_file: ")
+            && short.ends_with("a token of 7 characters is guessable; use at least 16"),
+        "{short}"
+    );
+    assert!(!short.contains("hunter2"), "the token is never shown");
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 use support::clock::{manual_clock, until};
 use support::gerrit::{FakeGerrit, Fault, USERNAME};
-use support::server::{check_request, start_with_gerrit, TestServer};
+use support::server::{
+    check_request, config, gerrit_section, start_error, start_with_gerrit, TestServer,
+};
 use support::tokens;
 
 /// A server asking `gerrit`, with `extra` lines added to its `gerrit:` section.
@@ -333,6 +335,31 @@ async fn gerrit_over_tls_is_trusted_through_the_configured_ca_bundle_only() {
     .await;
     assert_eq!(check_code(&trusted, "alice").await, Ok(0));
     assert_eq!(gerrit.requests_for("alice"), 1);
+}
+
+#[tokio::test]
+async fn a_ca_file_without_certificates_stops_the_server_naming_the_field() {
+    let yaml = config(
+        "file: jwks.json",
+        &gerrit_section("https://127.0.0.1:1").replace("gerrit:\n", "gerrit:\n  ca_file: ca.pem\n"),
+    );
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    for (pem, reason) in [
+        ("just text\n", "ca.pem: no PEM certificates in it"),
+        (
+            "-----BEGIN CERTIFICATE-----\nnot base64\n",
+            "ca.pem: not a PEM certificate bundle",
+        ),
+    ] {
+        let files = [
+            ("jwks.json", jwks.as_str()),
+            ("gerrit-password", support::gerrit::PASSWORD),
+            ("ca.pem", pem),
+        ];
+        let err = start_error(&yaml, &files).await;
+        assert!(err.contains("gerrit.ca_file: "), "{err}");
+        assert!(err.ends_with(reason), "{err}");
+    }
 }
 
 /// The `gerrit:` section for a Gerrit with `auth.trustContainerAuth`: no password, the

@@ -3,7 +3,7 @@
 //! `benches/ghz/`. Each test names the file and field that broke.
 
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
-use mesh_authz::config::{self, Config, GroupsConfig};
+use mesh_authz::config::{self, Config, GerritConfig, GroupsConfig};
 use mesh_authz::policy::Requirement;
 use mesh_authz::request::{split_path, RequestView};
 use serde_yaml::Value;
@@ -502,7 +502,7 @@ fn service_and_container_ports_match_the_configured_listeners() {
 }
 
 #[test]
-fn deployment_reads_the_config_and_the_password_where_they_are_mounted() {
+fn deployment_reads_the_config_and_the_gerrit_secret_where_they_are_mounted() {
     let deploy = deployment();
     let c = container(&deploy);
     let args: Vec<&str> = seq(&c["args"], "args")
@@ -537,19 +537,22 @@ fn deployment_reads_the_config_and_the_password_where_they_are_mounted() {
         "deployment.yaml: --config is not the mounted ConfigMap's config.yaml"
     );
 
-    // The Secret: the one secret.example.yaml describes, mounted where password_file is.
+    // The Secret: the one secret.example.yaml describes, mounted where the events token
+    // file is.
     let example = load("secret.example.yaml");
     let secret_name = str_of(&example["metadata"]["name"], "secret name");
     assert_eq!(secret_name, "mesh-authz-gerrit");
-    let key = example["stringData"]
+    let keys: Vec<String> = example["stringData"]
         .as_mapping()
-        .and_then(|m| m.keys().next())
+        .expect("secret.example.yaml: stringData")
+        .keys()
         .map(|k| str_of(k, "secret key").to_string())
-        .expect("secret.example.yaml: stringData with the password key");
+        .collect();
+    assert_eq!(keys, ["events-token"], "secret.example.yaml keys");
     let (secret_mount, secret_volume) = mount_of(
         &deploy,
         |v| v["secret"]["secretName"] == secret_name,
-        "the Gerrit password Secret",
+        "the Gerrit Secret",
     );
     assert!(
         secret_volume["secret"]["items"].is_null(),
@@ -559,15 +562,30 @@ fn deployment_reads_the_config_and_the_password_where_they_are_mounted() {
         secret_mount["subPath"].is_null(),
         "subPath mounts never see Secret rotations"
     );
-    let password_file = match &config().groups {
-        Some(GroupsConfig::Gerrit(g)) => g.password_file.clone().expect("password_file"),
-        _ => unreachable!(),
-    };
+    let gerrit = gerrit_config();
+    let token_file = gerrit
+        .events
+        .as_ref()
+        .and_then(|e| e.token_file.clone())
+        .expect("config.yaml: gerrit.events.token_file");
     assert_eq!(
-        password_file,
-        Path::new(str_of(&secret_mount["mountPath"], "mountPath")).join(&key),
-        "config.yaml gerrit.password_file is not the mounted Secret's `{key}`"
+        token_file,
+        Path::new(str_of(&secret_mount["mountPath"], "mountPath")).join(&keys[0]),
+        "config.yaml gerrit.events.token_file is not the mounted Secret's `{}`",
+        keys[0]
     );
+    assert!(
+        gerrit.password_file.is_none(),
+        "config.yaml: this Gerrit trusts X-Forwarded-User; a password_file would need a Secret key"
+    );
+}
+
+/// The checked `gerrit:` section of config.yaml.
+fn gerrit_config() -> GerritConfig {
+    match config().groups {
+        Some(GroupsConfig::Gerrit(g)) => *g,
+        other => panic!("config.yaml: expected a gerrit section, got {other:?}"),
+    }
 }
 
 #[test]
@@ -735,20 +753,157 @@ fn callers_allowed_at_mesh_authz_and_gerrit_are_the_gateway_and_mesh_authz() {
         "{own} missing from {principals:?}"
     );
 
-    // mesh-authz's lookups go to the Gerrit Service the VirtualService rewrites for it.
-    let vs = load_kind("istio/gerrit-access.yaml", "VirtualService");
-    let gerrit_url = match &config().groups {
-        Some(GroupsConfig::Gerrit(g)) => g.url.clone(),
-        _ => unreachable!(),
-    };
+    // mesh-authz's lookups go to the Gerrit whose callers gerrit-access.yaml limits.
+    let gerrit_host = gerrit_config()
+        .url
+        .host_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(
-        vs["spec"]["hosts"][0].as_str(),
-        gerrit_url.host_str(),
-        "gerrit-access.yaml VirtualService host vs config.yaml gerrit.url"
+        gerrit_host.split('.').nth(1),
+        gerrit["metadata"]["namespace"].as_str(),
+        "config.yaml gerrit.url {gerrit_host} is not in gerrit-access.yaml's namespace"
     );
+
+    // The admin port: Gerrit may post events; mesh-authz itself (a replica passing an
+    // invalidation on) may post events and invalidations.
+    let posts_from = |principal: &str| -> Vec<String> {
+        seq(&access["spec"]["rules"], "rules")
+            .iter()
+            .filter(|r| {
+                r["from"][0]["source"]["principals"]
+                    .as_sequence()
+                    .is_some_and(|ps| ps.iter().any(|p| p == principal))
+            })
+            .flat_map(|r| seq(&r["to"][0]["operation"]["paths"], "paths").to_vec())
+            .map(|p| str_of(&p, "path").to_string())
+            .collect()
+    };
+    let gerrit_principal = format!(
+        "cluster.local/ns/{}/sa/gerrit",
+        str_of(&gerrit["metadata"]["namespace"], "namespace")
+    );
+    assert_eq!(posts_from(&gerrit_principal), ["/gerrit/events"]);
     assert_eq!(
-        vs["spec"]["http"][0]["route"][0]["destination"]["port"]["number"].as_u64(),
-        gerrit_url.port_or_known_default().map(u64::from)
+        posts_from(&own),
+        ["/gerrit/events", "/cache/groups/invalidate"]
+    );
+}
+
+#[test]
+fn peers_name_a_headless_service_of_every_replicas_admin_port() {
+    let namespace = str_of(&kustomization()["namespace"], "namespace").to_string();
+    let peers = load("service-peers.yaml");
+    assert!(kustomize_resources().contains(&"service-peers.yaml".to_string()));
+    assert_eq!(
+        peers["spec"]["clusterIP"], "None",
+        "service-peers.yaml: headless"
+    );
+    let admin = config().server.admin_listen.port();
+    assert_eq!(
+        service_port(&peers, "http-admin")["port"].as_u64(),
+        Some(u64::from(admin))
+    );
+    let labels = &deployment()["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in peers["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(&labels[k], v, "service-peers.yaml selector {k:?}");
+    }
+    assert_eq!(
+        config().server.peers,
+        [format!(
+            "{}.{namespace}.svc.cluster.local:{admin}",
+            str_of(&peers["metadata"]["name"], "name")
+        )],
+        "config.yaml server.peers"
+    );
+}
+
+/// A git-config file (`[section "sub"]`, `key = value`) as `section.sub.key` → values.
+fn git_config(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in read(path).lines().map(str::trim) {
+        if line.is_empty() || line.starts_with(['#', ';']) {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = match header.split_once(' ') {
+                Some((name, sub)) => format!("{name}.{}", sub.trim_matches('"')),
+                None => header.to_string(),
+            };
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{}: not `key = value`: {line}", path.display()));
+        out.entry(format!("{section}.{}", key.trim()))
+            .or_default()
+            .push(value.trim().to_string());
+    }
+    out
+}
+
+#[test]
+fn gerrit_trusts_the_headers_mesh_authz_sets_and_posts_group_changes_to_it() {
+    let gerrit = git_config(&root().join("manifests/gerrit/gerrit.config"));
+    let one = |key: &str| -> String {
+        match gerrit.get(key).map(Vec::as_slice) {
+            Some([v]) => v.clone(),
+            other => panic!("gerrit.config {key}: {other:?}"),
+        }
+    };
+    assert_eq!(one("auth.type"), "HTTP");
+    assert_eq!(one("auth.trustContainerAuth"), "true");
+    let user_header = one("auth.httpHeader").to_ascii_lowercase();
+    let email_header = one("auth.httpEmailHeader").to_ascii_lowercase();
+    // mesh-authz names itself in the same header, and every authenticated Gerrit route
+    // sets the users' names there.
+    let cfg = gerrit_config();
+    assert_eq!(
+        cfg.trusted_user_header.as_ref().map(|h| h.as_str()),
+        Some(user_header.as_str()),
+        "config.yaml gerrit.trusted_user_header vs gerrit.config auth.httpHeader"
+    );
+    let config = config();
+    let gerrit_routes: Vec<_> = config
+        .routes
+        .routes()
+        .iter()
+        .filter(|r| r.hosts.iter().any(|h| h.matches("gerrit.example.com")))
+        .collect();
+    assert!(!gerrit_routes.is_empty());
+    for route in gerrit_routes {
+        assert_eq!(
+            route.inject.user.as_deref(),
+            Some(user_header.as_str()),
+            "{}",
+            route.name
+        );
+        assert_eq!(
+            route.inject.email.as_deref(),
+            Some(email_header.as_str()),
+            "{}",
+            route.name
+        );
+    }
+
+    let hooks = git_config(&root().join("manifests/gerrit/webhooks.config"));
+    let service = load("service.yaml");
+    let kustomization = kustomization();
+    let namespace = str_of(&kustomization["namespace"], "namespace");
+    let admin = config.server.admin_listen.port();
+    assert_eq!(
+        hooks["remote.mesh-authz.url"],
+        [format!(
+            "http://{}.{namespace}.svc.cluster.local:{admin}/gerrit/events",
+            str_of(&service["metadata"]["name"], "name")
+        )]
+    );
+    assert_eq!(hooks["remote.mesh-authz.event"], ["ref-updated"]);
+    let header = &hooks["remote.mesh-authz.header"][0];
+    assert!(
+        header.starts_with("Authorization:Bearer ") && header.matches(':').count() == 1,
+        "webhooks.config header {header:?}: the plugin splits it on `:`"
     );
 }
 

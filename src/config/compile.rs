@@ -86,8 +86,9 @@ pub struct GerritConfig {
     pub password_reload_interval: Duration,
     /// Header that names the service account to a Gerrit that trusts it.
     pub trusted_user_header: Option<HeaderName>,
-    /// CA certificates trusted for `https` instead of the built-in roots (from `ca_file`).
-    pub ca_certificates: Vec<reqwest::Certificate>,
+    /// PEM bundle of the CA certificates trusted for `https` instead of the built-in
+    /// roots; read when the server starts.
+    pub ca_file: Option<PathBuf>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Retries after transient failures.
@@ -484,35 +485,6 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
             .ok()
             .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
     });
-    let ca_certificates = match &raw.ca_file {
-        None => Vec::new(),
-        Some(file) => {
-            let shown = files.display(file);
-            match files.read(file) {
-                Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
-                    Ok(certs) if !certs.is_empty() => certs,
-                    Ok(_) => {
-                        p.add(
-                            "gerrit.ca_file",
-                            format!("{shown}: no PEM certificates in it"),
-                        );
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        p.add(
-                            "gerrit.ca_file",
-                            format!("{shown}: not a PEM certificate bundle: {e}"),
-                        );
-                        Vec::new()
-                    }
-                },
-                Err(e) => {
-                    p.add("gerrit.ca_file", format!("cannot read {shown}: {e}"));
-                    Vec::new()
-                }
-            }
-        }
-    };
     if raw.ca_file.is_some() && url.as_ref().is_some_and(|u| u.scheme() != "https") {
         p.add("gerrit.ca_file", "only used with an https `url`");
     }
@@ -547,29 +519,6 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
         if events.all_users_project.is_empty() {
             p.add("gerrit.events.all_users_project", "must not be empty");
         }
-        if let Some(file) = &events.token_file {
-            match files
-                .read(file)
-                .map(|t| String::from_utf8_lossy(&t).trim().len())
-            {
-                Ok(0) => p.add(
-                    "gerrit.events.token_file",
-                    format!("{} is empty", files.display(file)),
-                ),
-                Ok(n) if n < 16 => p.add(
-                    "gerrit.events.token_file",
-                    format!(
-                        "{}: a token of {n} characters is guessable; use at least 16",
-                        files.display(file)
-                    ),
-                ),
-                Ok(_) => {}
-                Err(e) => p.add(
-                    "gerrit.events.token_file",
-                    format!("cannot read {}: {e}", files.display(file)),
-                ),
-            }
-        }
     }
     Some(GroupsConfig::Gerrit(Box::new(GerritConfig {
         url: url?,
@@ -577,7 +526,7 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
         password_file: raw.password_file.as_deref().map(|f| files.resolve(f)),
         password_reload_interval: raw.password_reload_interval,
         trusted_user_header,
-        ca_certificates,
+        ca_file: raw.ca_file.as_deref().map(|f| files.resolve(f)),
         timeout: raw.timeout,
         retries: raw.retries,
         retry_backoff: raw.retry_backoff,
@@ -857,20 +806,12 @@ routes:
                 "gerrit.trusted_user_header: invalid header name",
             ),
             (
-                "gerrit:\n  url: https://review.example.com\n  username: svc\n  password_file: pw\n  ca_file: ca.pem\n",
-                "gerrit.ca_file: ",
-            ),
-            (
                 "gerrit:\n  url: http://review.example.com\n  username: svc\n  password_file: pw\n  ca_file: jwks.json\n",
                 "gerrit.ca_file: only used with an https `url`",
             ),
             (
                 "gerrit:\n  url: https://review.example.com\n  username: svc\n  password_file: pw\n  max_response_bytes: 10\n",
                 "gerrit.max_response_bytes: must be at least 1024",
-            ),
-            (
-                "gerrit:\n  url: https://review.example.com\n  username: svc\n  password_file: pw\n  events: {token_file: short}\n",
-                "gerrit.events.token_file: ",
             ),
         ];
         for (section, want) in cases {
@@ -883,19 +824,6 @@ routes:
                 "{section}: missing {want:?} in {got:#?}"
             );
         }
-        let not_pem = problems_with_files(
-            &with_gerrit(cases[2].0),
-            &[jwks, ("ca.pem", "not a certificate")],
-        );
-        assert!(
-            not_pem[0].ends_with("ca.pem: no PEM certificates in it"),
-            "{not_pem:?}"
-        );
-        let short = problems_with_files(&with_gerrit(cases[5].0), &[jwks, ("short", "abc\n")]);
-        assert!(
-            short[0].ends_with("a token of 3 characters is guessable; use at least 16"),
-            "{short:?}"
-        );
         // Trusting a header alone is enough.
         let header_only = "gerrit:\n  url: https://review.example.com\n  username: svc\n  trusted_user_header: X-Forwarded-User\n  events: {}\n";
         assert_eq!(

@@ -78,6 +78,24 @@ impl TestServer {
     }
 }
 
+/// Why the server refuses to start with `yaml` (and `files` beside it); panics if it starts.
+pub async fn start_error(yaml: &str, files: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let config = mesh_authz::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    match mesh_authz::server::start(&config).await {
+        Ok(server) => {
+            server.begin_shutdown();
+            panic!("the server started");
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
 /// A server asking the Gerrit at `gerrit_url` for groups: the standard test config with
 /// [`gerrit_section`] and `edit` applied, the rsa-a JWKS, the service account's password
 /// in `gerrit-password`, and `files` beside it.
