@@ -3,6 +3,7 @@
 mod support;
 
 use std::time::Duration;
+use support::clock::until;
 use support::gerrit::{FakeGerrit, PASSWORD};
 use support::idp::FakeIdp;
 use support::server::{check_request, config, gerrit_section, TestServer};
@@ -43,21 +44,6 @@ async fn health(s: &TestServer, service: &str) -> ServingStatus {
     ServingStatus::try_from(resp.status).unwrap()
 }
 
-/// Polls until `f` holds, a bounded number of times.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 async fn status_of(url: String) -> Option<u16> {
     reqwest::get(url).await.ok().map(|r| r.status().as_u16())
 }
@@ -74,7 +60,7 @@ async fn health_follows_key_availability() {
     assert_eq!(health(&s, "").await, ServingStatus::NotServing);
     assert_eq!(health(&s, CHECK_SERVICE).await, ServingStatus::NotServing);
     idp.set_failing(false);
-    eventually("health SERVING once keys load", || async {
+    until("health SERVING once keys load", || async {
         health(&s, CHECK_SERVICE).await == ServingStatus::Serving
     })
     .await;
@@ -199,7 +185,7 @@ async fn shutdown_turns_readiness_false_first_and_finishes_in_flight_checks() {
             ))
             .await
     });
-    eventually("the Gerrit call started", || async {
+    until("the Gerrit call started", || async {
         gerrit.total_requests() == 1
     })
     .await;
@@ -207,7 +193,7 @@ async fn shutdown_turns_readiness_false_first_and_finishes_in_flight_checks() {
     // ...when shutdown begins: readiness is false at once, while the listener still serves.
     let server = s.server.take().unwrap();
     server.begin_shutdown();
-    eventually("readyz 503 while draining", || async {
+    until("readyz 503 while draining", || async {
         status_of(format!("{admin}/readyz")).await == Some(503)
     })
     .await;

@@ -23,13 +23,7 @@ impl TestServer {
     /// Writes `yaml` to a temp dir (with `files` beside it), loads it like `--config`
     /// would, and starts the server on ephemeral ports.
     pub async fn start(yaml: &str, files: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, content) in files {
-            std::fs::write(dir.path().join(name), content).unwrap();
-        }
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        let config = mesh_authz::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (dir, config) = write_config(yaml, files);
         let server = mesh_authz::server::start(&config).await.unwrap();
         let client = AuthorizationClient::connect(format!("http://{}", server.grpc_addr))
             .await
@@ -78,8 +72,12 @@ impl TestServer {
     }
 }
 
-/// Why the server refuses to start with `yaml` (and `files` beside it); panics if it starts.
-pub async fn start_error(yaml: &str, files: &[(&str, &str)]) -> String {
+/// Writes `yaml` as `config.yaml` into a temp dir, with `files` beside it, and loads it
+/// like `--config` would.
+fn write_config(
+    yaml: &str,
+    files: &[(&str, &str)],
+) -> (tempfile::TempDir, mesh_authz::config::Config) {
     let dir = tempfile::tempdir().unwrap();
     for (name, content) in files {
         std::fs::write(dir.path().join(name), content).unwrap();
@@ -87,6 +85,12 @@ pub async fn start_error(yaml: &str, files: &[(&str, &str)]) -> String {
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     let config = mesh_authz::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    (dir, config)
+}
+
+/// Why the server refuses to start with `yaml` (and `files` beside it); panics if it starts.
+pub async fn start_error(yaml: &str, files: &[(&str, &str)]) -> String {
+    let (_dir, config) = write_config(yaml, files);
     match mesh_authz::server::start(&config).await {
         Ok(server) => {
             server.begin_shutdown();
