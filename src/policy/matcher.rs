@@ -1,4 +1,4 @@
-//! Host, path and method matchers.
+//! Host, path, method and workload principal matchers.
 
 use super::PolicyError;
 
@@ -67,8 +67,14 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// Longest accepted path regex, in characters.
+pub const MAX_REGEX_LEN: usize = 1024;
+/// Bound on a compiled path regex (the `regex` crate's `size_limit`), so one route cannot
+/// cost unbounded memory or matching time; ample for path patterns.
+pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+
 /// Matches the request path (query string already removed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PathMatcher {
     /// Every path.
     Any,
@@ -76,7 +82,24 @@ pub enum PathMatcher {
     Prefix(String),
     /// Only this path.
     Exact(String),
+    /// Paths the whole of which match this regular expression (like Envoy's
+    /// `safe_regex`: a full match, not a search).
+    Regex(Box<regex::Regex>),
 }
+
+impl PartialEq for PathMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PathMatcher::Any, PathMatcher::Any) => true,
+            (PathMatcher::Prefix(a), PathMatcher::Prefix(b))
+            | (PathMatcher::Exact(a), PathMatcher::Exact(b)) => a == b,
+            (PathMatcher::Regex(a), PathMatcher::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PathMatcher {}
 
 impl PathMatcher {
     /// Compiles a prefix matcher.
@@ -89,12 +112,92 @@ impl PathMatcher {
         check_path(path).map(|p| PathMatcher::Exact(p.to_string()))
     }
 
+    /// Compiles a full-match regular expression (RE2 syntax, no look-around or
+    /// back-references, so matching is linear in the path length), bounded in size.
+    pub fn regex(pattern: &str) -> Result<Self, PolicyError> {
+        let invalid = |reason: String| PolicyError::InvalidRegex {
+            pattern: pattern.to_string(),
+            reason,
+        };
+        if pattern.chars().count() > MAX_REGEX_LEN {
+            return Err(invalid(format!("longer than {MAX_REGEX_LEN} characters")));
+        }
+        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(|re| PathMatcher::Regex(Box::new(re)))
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => {
+                    invalid(format!("compiles to more than {REGEX_SIZE_LIMIT} bytes"))
+                }
+                // The syntax error's own text points at the offending spot.
+                e => invalid(e.to_string()),
+            })
+    }
+
     /// Whether `path` matches.
     pub fn matches(&self, path: &str) -> bool {
         match self {
             PathMatcher::Any => true,
             PathMatcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
             PathMatcher::Exact(exact) => path == exact,
+            PathMatcher::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+/// Matches the calling workload's identity, Envoy's `source.principal` (under Istio mTLS
+/// the SPIFFE id `spiffe://cluster.local/ns/<ns>/sa/<service account>`). Patterns are
+/// written like Istio's `principals`, with or without `spiffe://`: exact, `prefix*`,
+/// `*suffix`, or `*` (any workload with an identity). No identity (plain text, no mTLS)
+/// matches nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalMatcher {
+    /// Exactly this identity.
+    Exact(String),
+    /// Identities starting with this.
+    Prefix(String),
+    /// Identities ending with this.
+    Suffix(String),
+    /// Any identity.
+    Any,
+}
+
+impl PrincipalMatcher {
+    /// Compiles an Istio-style principal pattern.
+    pub fn parse(pattern: &str) -> Result<Self, PolicyError> {
+        let invalid = || PolicyError::InvalidPrincipal(pattern.to_string());
+        let p = pattern.strip_prefix("spiffe://").unwrap_or(pattern);
+        if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let matcher = match (p.strip_suffix('*'), p.strip_prefix('*')) {
+            _ if p == "*" => PrincipalMatcher::Any,
+            (Some(prefix), None) if !prefix.contains('*') => {
+                PrincipalMatcher::Prefix(prefix.into())
+            }
+            (None, Some(suffix)) if !suffix.contains('*') => {
+                PrincipalMatcher::Suffix(suffix.into())
+            }
+            (None, None) if !p.contains('*') => PrincipalMatcher::Exact(p.into()),
+            _ => return Err(invalid()),
+        };
+        Ok(matcher)
+    }
+
+    /// Whether the request's principal (as Envoy sends it, maybe with `spiffe://`)
+    /// matches.
+    pub fn matches(&self, principal: &str) -> bool {
+        let p = principal.strip_prefix("spiffe://").unwrap_or(principal);
+        if p.is_empty() {
+            return false;
+        }
+        match self {
+            PrincipalMatcher::Exact(e) => p == e,
+            PrincipalMatcher::Prefix(prefix) => p.starts_with(prefix.as_str()),
+            PrincipalMatcher::Suffix(suffix) => p.ends_with(suffix.as_str()),
+            PrincipalMatcher::Any => true,
         }
     }
 }
@@ -193,6 +296,73 @@ mod tests {
         assert!(!e.matches("/login/"));
         assert!(PathMatcher::prefix("a/").is_err());
         assert!(PathMatcher::exact("/x?y").is_err());
+    }
+
+    #[test]
+    fn path_regex_is_a_full_match() {
+        let r = PathMatcher::regex("/a/changes/[^/]+/revisions/[^/]+/review").unwrap();
+        assert!(r.matches("/a/changes/team-a%2Fsvc~42/revisions/current/review"));
+        assert!(!r.matches("/a/changes/42/revisions/1/review/extra"));
+        assert!(!r.matches("/x/a/changes/42/revisions/1/review"));
+        assert!(!r.matches("/a/changes/42/revisions//review"));
+        // Alternation is grouped, so it cannot escape the anchors.
+        let alt = PathMatcher::regex("/a|/b").unwrap();
+        assert!(alt.matches("/a") && alt.matches("/b"));
+        assert!(!alt.matches("/a/x") && !alt.matches("/x/b"));
+    }
+
+    #[test]
+    fn path_regexes_are_bounded_and_errors_say_why() {
+        let too_long = "a".repeat(MAX_REGEX_LEN + 1);
+        let e = PathMatcher::regex(&too_long).unwrap_err().to_string();
+        assert!(e.contains("longer than 1024 characters"), "{e}");
+        // Small to write, huge to compile: 20 nested bounded repeats.
+        let e = PathMatcher::regex("(((((a{100}){100}){100})))")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compiles to more than 65536 bytes"), "{e}");
+        let e = PathMatcher::regex("/a/(unclosed").unwrap_err().to_string();
+        assert!(e.contains("unclosed group"), "{e}");
+        assert!(
+            PathMatcher::regex("(?=look)ahead").is_err(),
+            "no look-around"
+        );
+    }
+
+    #[test]
+    fn principals_match_like_istio_with_or_without_the_scheme() {
+        let runner = "spiffe://cluster.local/ns/ci/sa/runner";
+        for (pattern, yes, no) in [
+            (
+                "cluster.local/ns/ci/sa/runner",
+                runner,
+                "spiffe://cluster.local/ns/ci/sa/runner2",
+            ),
+            (
+                "spiffe://cluster.local/ns/ci/sa/runner",
+                runner,
+                "spiffe://cluster.local/ns/cd/sa/runner",
+            ),
+            (
+                "cluster.local/ns/ci/*",
+                runner,
+                "spiffe://cluster.local/ns/cid/sa/x",
+            ),
+            (
+                "*/sa/runner",
+                runner,
+                "spiffe://cluster.local/ns/ci/sa/other",
+            ),
+            ("*", runner, ""),
+        ] {
+            let m = PrincipalMatcher::parse(pattern).unwrap();
+            assert!(m.matches(yes), "{pattern} vs {yes}");
+            assert!(!m.matches(no), "{pattern} vs {no}");
+        }
+        assert!(!PrincipalMatcher::parse("*").unwrap().matches("spiffe://"));
+        for bad in ["", "a*b", "*a*", "**", "spiffe://", "a b"] {
+            assert!(PrincipalMatcher::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 mod matcher;
 mod route;
 
-pub use matcher::{HostMatcher, MethodSet, PathMatcher};
+pub use matcher::{HostMatcher, MethodSet, PathMatcher, PrincipalMatcher};
 pub use route::{header_name, IdentityHeaders, Requirement, RouteRule, RouteTable};
 
 /// A policy value that cannot be compiled.
@@ -24,4 +24,15 @@ pub enum PolicyError {
     /// A header name is not a valid lower-case-able HTTP token.
     #[error("invalid header name {0:?}")]
     InvalidHeaderName(String),
+    /// A path regex does not compile or is too large.
+    #[error("invalid path regex {pattern:?}: {reason}")]
+    InvalidRegex {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A principal pattern is empty or has a misplaced wildcard.
+    #[error("invalid principal pattern {0:?}: use an exact identity, `prefix*`, `*suffix` or `*`")]
+    InvalidPrincipal(String),
 }
