@@ -1,5 +1,6 @@
 //! Logs and metrics.
 
+pub mod audit;
 mod metrics;
 
 pub use metrics::Metrics;
