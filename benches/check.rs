@@ -45,13 +45,7 @@ fn headers(token: Option<&str>) -> HashMap<String, String> {
 }
 
 fn view<'a>(host: &'a str, path: &'a str, headers: &'a HashMap<String, String>) -> RequestView<'a> {
-    RequestView {
-        method: "GET",
-        host,
-        path,
-        query: "",
-        headers,
-    }
+    RequestView::http("GET", host, path, headers)
 }
 
 fn benches(c: &mut Criterion) {

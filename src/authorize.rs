@@ -2,12 +2,12 @@
 
 use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, Problem};
-use crate::decision::{upstream_changes, HeaderChanges};
+use crate::decision::{upstream_changes, HeaderChanges, InjectError};
 use crate::gerrit::{
     CacheSettings, GerritAuth, GerritClient, GerritSettings, GroupCache, GroupEvents, GroupSource,
     Membership, Secret,
 };
-use crate::policy::{Requirement, RouteRule, RouteTable};
+use crate::policy::{Requirement, RouteRule, RouteTable, Unmet};
 use crate::request::RequestView;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +26,20 @@ pub struct Authorizer {
 pub struct Decision {
     /// The route that decided, if any matched.
     pub route: Option<Arc<RouteRule>>,
-    /// Allow, deny or cannot decide.
+    /// Which rule of the route decided (`allow`, `allow[1]`), if one held.
+    pub rule: Option<String>,
+    /// Allow, deny or cannot decide, as evaluated (for a dry-run route, what would have
+    /// happened).
     pub verdict: Verdict,
     /// Human-readable steps, in order: what matched and what was checked.
     pub steps: Vec<String>,
+}
+
+impl Decision {
+    /// Whether the route is in dry-run: the verdict is reported, the request allowed.
+    pub fn dry_run(&self) -> bool {
+        self.route.as_ref().is_some_and(|r| r.dry_run)
+    }
 }
 
 /// What to tell Envoy.
@@ -37,7 +47,7 @@ pub struct Decision {
 pub enum Verdict {
     /// Let the request through with these header changes.
     Allow {
-        /// The caller, if the route needed a token.
+        /// The caller, if a token or a workload rule named one.
         identity: Option<Arc<Identity>>,
         /// The caller's groups, if the route needed them.
         membership: Option<Arc<Membership>>,
@@ -61,10 +71,29 @@ pub enum Denial {
     UnnormalizedPath,
     /// No route covers the request (HTTP 403).
     NoRoute,
-    /// The caller is not in any required group (HTTP 403).
+    /// The calling workload is not one the route allows (HTTP 403).
+    PrincipalNotAllowed,
+    /// The caller is not in the required groups (HTTP 403).
     NotInGroup,
+    /// A claim condition or a scope does not hold (HTTP 403).
+    ClaimUnmet,
     /// The identity cannot be expressed as an HTTP header value (HTTP 403).
     UnsafeHeaderValue,
+    /// The user's groups do not fit into the groups header (HTTP 403).
+    GroupsTooLarge,
+}
+
+impl Denial {
+    /// How close the caller came: when several rules fail, the denial of the one that
+    /// got furthest is reported (a valid token that lacks a group says more than a
+    /// missing token, which says more than a workload that is not allowed).
+    fn rank(&self) -> u8 {
+        match self {
+            Denial::PrincipalNotAllowed => 0,
+            Denial::Unauthenticated(_) => 1,
+            _ => 2,
+        }
+    }
 }
 
 impl Verdict {
@@ -75,8 +104,11 @@ impl Verdict {
             Verdict::Deny(Denial::Unauthenticated(e)) => e.code(),
             Verdict::Deny(Denial::UnnormalizedPath) => "unnormalized_path",
             Verdict::Deny(Denial::NoRoute) => "no_route",
+            Verdict::Deny(Denial::PrincipalNotAllowed) => "principal_not_allowed",
             Verdict::Deny(Denial::NotInGroup) => "not_in_group",
+            Verdict::Deny(Denial::ClaimUnmet) => "claim_unmet",
             Verdict::Deny(Denial::UnsafeHeaderValue) => "unsafe_header_value",
+            Verdict::Deny(Denial::GroupsTooLarge) => "groups_too_large",
             Verdict::Unavailable(_) => "unavailable",
         }
     }
@@ -88,6 +120,53 @@ impl Verdict {
             Verdict::Deny(_) => "deny",
             Verdict::Unavailable(_) => "unavailable",
         }
+    }
+}
+
+/// What is known about the caller, found at most once per request and only when a rule
+/// needs it.
+struct Facts<'a> {
+    authorizer: &'a Authorizer,
+    route: &'a RouteRule,
+    req: &'a RequestView<'a>,
+    identity: Option<Result<Arc<Identity>, AuthnError>>,
+    membership: Option<Result<Arc<Membership>, String>>,
+}
+
+impl<'a> Facts<'a> {
+    async fn identity(&mut self, steps: &mut Vec<String>) -> Result<Arc<Identity>, AuthnError> {
+        if let Some(known) = &self.identity {
+            return known.clone();
+        }
+        let result = self.authorizer.authenticate(self.route, self.req).await;
+        match &result {
+            Ok(id) => steps.push(format!(
+                "token verified: user {:?} from issuer {}",
+                id.user, id.issuer
+            )),
+            Err(AuthnError::KeysUnavailable) => {
+                steps.push("issuer signing keys have not been loaded yet: cannot decide".into())
+            }
+            Err(e) => steps.push(format!("token rejected: {e}")),
+        }
+        self.identity = Some(result.clone());
+        result
+    }
+
+    async fn membership(
+        &mut self,
+        identity: &Identity,
+        steps: &mut Vec<String>,
+    ) -> Result<Arc<Membership>, String> {
+        if let Some(known) = &self.membership {
+            return known.clone();
+        }
+        let result = self
+            .authorizer
+            .membership(&identity.gerrit_account, steps)
+            .await;
+        self.membership = Some(result.clone());
+        result
     }
 }
 
@@ -117,6 +196,11 @@ impl Authorizer {
         self.groups.as_ref()
     }
 
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
     /// Decides one request.
     pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
         let mut steps = Vec::new();
@@ -127,6 +211,7 @@ impl Authorizer {
             ));
             return Decision {
                 route: None,
+                rule: None,
                 verdict: Verdict::Deny(Denial::UnnormalizedPath),
                 steps,
             };
@@ -138,72 +223,161 @@ impl Authorizer {
             ));
             return Decision {
                 route: None,
+                rule: None,
                 verdict: Verdict::Deny(Denial::NoRoute),
                 steps,
             };
         };
         steps.push(format!("route {:?} matched", &*route.name));
-        let verdict = self.decide_route(route, req, &mut steps).await;
+        let (rule, verdict) = self.decide_route(route, req, &mut steps).await;
+        if route.dry_run {
+            steps.push(format!(
+                "route is in dry-run: {} would be the answer; the request is allowed",
+                verdict.kind()
+            ));
+        }
         Decision {
             route: Some(route.clone()),
+            rule,
             verdict,
             steps,
         }
     }
 
+    /// The rule that decided (if one held) and the verdict.
     async fn decide_route(
         &self,
         route: &RouteRule,
         req: &RequestView<'_>,
         steps: &mut Vec<String>,
-    ) -> Verdict {
-        if route.requirement == Requirement::Public {
-            steps.push("route is public: no token needed, identity headers are removed".into());
-            return allow(route, None, None, steps);
-        }
-        let identity = match self.authenticate(route, req).await {
-            Ok(identity) => identity,
-            Err(AuthnError::KeysUnavailable) => {
-                steps.push("issuer signing keys have not been loaded yet: cannot decide".into());
-                return Verdict::Unavailable("issuer signing keys not loaded".into());
+    ) -> (Option<String>, Verdict) {
+        let rules = match &route.requirement {
+            Requirement::Public => {
+                steps.push("route is public: no token needed, identity headers are removed".into());
+                return (None, allow(route, None, None, steps));
             }
-            Err(e) => {
-                steps.push(format!("token rejected: {e}"));
-                return Verdict::Deny(Denial::Unauthenticated(e));
+            Requirement::AnyOf(rules) => rules,
+        };
+        let mut facts = Facts {
+            authorizer: self,
+            route,
+            req,
+            identity: None,
+            membership: None,
+        };
+        let mut denial: Option<Denial> = None;
+        let mut undecided: Option<String> = None;
+        let fail = |d: Denial, denial: &mut Option<Denial>| {
+            if denial.as_ref().is_none_or(|old| d.rank() >= old.rank()) {
+                *denial = Some(d);
             }
         };
-        steps.push(format!(
-            "token verified: user {:?} from issuer {}",
-            identity.user, identity.issuer
-        ));
-        // Groups are fetched when the rule needs them or the route injects them.
-        let wants_groups = route.requirement.needs_groups() || route.inject.groups.is_some();
-        let membership = if wants_groups {
-            match self.membership(&identity.gerrit_account, steps).await {
-                Ok(m) => Some(m),
-                Err(reason) => return Verdict::Unavailable(reason),
+        for (i, rule) in rules.iter().enumerate() {
+            let label = if rules.len() == 1 {
+                "allow".to_string()
+            } else {
+                format!("allow[{i}]")
+            };
+            if !rule.admits_principal(req.principal) {
+                let who = if req.principal.is_empty() {
+                    "(no workload identity)"
+                } else {
+                    req.principal
+                };
+                steps.push(format!(
+                    "{label}: calling workload {who} is not one it names"
+                ));
+                fail(Denial::PrincipalNotAllowed, &mut denial);
+                continue;
             }
-        } else {
-            None
-        };
-        match (&route.requirement, &membership) {
-            (Requirement::GroupsAnyOf(required), Some(m)) => {
-                match required.iter().find(|g| m.contains(g)) {
-                    Some(group) => {
-                        steps.push(format!("requires any of {required:?}: member of {group:?}"));
-                    }
-                    None => {
-                        steps.push(format!("requires any of {required:?}: not a member"));
-                        return Verdict::Deny(Denial::NotInGroup);
+            if !rule.token {
+                steps.push(format!(
+                    "{label}: calling workload {} is allowed{}",
+                    req.principal,
+                    rule.as_user
+                        .as_ref()
+                        .map(|u| format!(", acting as {u:?}"))
+                        .unwrap_or_default()
+                ));
+                let identity = rule
+                    .as_user
+                    .as_ref()
+                    .map(|user| Arc::new(Identity::workload(req.principal, user)));
+                return self
+                    .finish(route, label, identity, None, &mut facts, steps)
+                    .await;
+            }
+            let identity = match facts.identity(steps).await {
+                Ok(identity) => identity,
+                Err(AuthnError::KeysUnavailable) => {
+                    undecided = Some("issuer signing keys not loaded".into());
+                    continue;
+                }
+                Err(e) => {
+                    fail(Denial::Unauthenticated(e), &mut denial);
+                    continue;
+                }
+            };
+            let membership = if rule.needs_groups() {
+                match facts.membership(&identity, steps).await {
+                    Ok(m) => Some(m),
+                    Err(reason) => {
+                        steps.push(format!("{label}: cannot be checked without groups"));
+                        undecided = Some(reason);
+                        continue;
                     }
                 }
+            } else {
+                None
+            };
+            let checked = rule.explain_identity(&identity, membership.as_deref(), &mut |c| {
+                steps.push(format!("{label}: {c}"))
+            });
+            match checked {
+                Ok(_) => {
+                    steps.push(format!("{label}: holds"));
+                    return self
+                        .finish(route, label, Some(identity), membership, &mut facts, steps)
+                        .await;
+                }
+                Err(unmet) => {
+                    fail(
+                        match unmet {
+                            Unmet::Groups(_) => Denial::NotInGroup,
+                            Unmet::Claim(_) | Unmet::Scope(_) => Denial::ClaimUnmet,
+                        },
+                        &mut denial,
+                    );
+                }
             }
-            (Requirement::GroupsAnyOf(_), None) => {
-                return Verdict::Unavailable("group membership missing".into());
-            }
-            _ => steps.push("route requires any valid token: satisfied".into()),
         }
-        allow(route, Some(identity), membership, steps)
+        // A rule that could not be checked might have allowed: not a denial.
+        if let Some(reason) = undecided {
+            steps.push("no rule holds, and one could not be checked: cannot decide".into());
+            return (None, Verdict::Unavailable(reason));
+        }
+        let denial = denial.unwrap_or(Denial::NoRoute);
+        (None, Verdict::Deny(denial))
+    }
+
+    /// Allows by `rule`, fetching the groups first if the route injects them.
+    async fn finish(
+        &self,
+        route: &RouteRule,
+        rule: String,
+        identity: Option<Arc<Identity>>,
+        membership: Option<Arc<Membership>>,
+        facts: &mut Facts<'_>,
+        steps: &mut Vec<String>,
+    ) -> (Option<String>, Verdict) {
+        let membership = match (&membership, &identity, &route.inject.groups) {
+            (None, Some(identity), Some(_)) => match facts.membership(identity, steps).await {
+                Ok(m) => Some(m),
+                Err(reason) => return (Some(rule), Verdict::Unavailable(reason)),
+            },
+            _ => membership,
+        };
+        (Some(rule), allow(route, identity, membership, steps))
     }
 
     async fn membership(
@@ -263,7 +437,10 @@ fn allow(
         },
         Err(e) => {
             steps.push(format!("{e}: denied rather than injected"));
-            Verdict::Deny(Denial::UnsafeHeaderValue)
+            Verdict::Deny(match e {
+                InjectError::Unsafe { .. } => Denial::UnsafeHeaderValue,
+                InjectError::GroupsTooLarge { .. } => Denial::GroupsTooLarge,
+            })
         }
     }
 }

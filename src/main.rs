@@ -74,6 +74,10 @@ struct CheckArgs {
     /// Extra request header, `name: value` (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
+    /// The calling workload's identity, as Envoy's `source.principal`
+    /// (e.g. spiffe://cluster.local/ns/ci/sa/runner).
+    #[arg(long)]
+    principal: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -200,13 +204,9 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = token {
         headers.insert("authorization".into(), format!("Bearer {t}"));
     }
-    let (path, query) = mesh_authz::request::split_path(&args.path);
     let view = RequestView {
-        method: &args.method,
-        host: &args.host,
-        path,
-        query,
-        headers: &headers,
+        principal: args.principal.as_deref().unwrap_or(""),
+        ..RequestView::http(&args.method, &args.host, &args.path, &headers)
     };
     let decision = authorizer.decide(&view).await;
 
@@ -216,6 +216,12 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         "route:    {}",
         decision.route.as_ref().map_or("(none)", |r| &r.name)
     );
+    if let Some(rule) = &decision.rule {
+        println!("rule:     {rule}");
+    }
+    if decision.dry_run() {
+        println!("dry-run:  yes: the server reports this decision and allows the request");
+    }
     let code = match &decision.verdict {
         Verdict::Allow { headers, .. } => {
             println!("decision: ALLOW");

@@ -2,6 +2,9 @@
 
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+static EMPTY: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
 
 /// A borrowed view of the request being authorized.
 ///
@@ -19,36 +22,54 @@ pub struct RequestView<'a> {
     pub query: &'a str,
     /// Request headers with lower-case names.
     pub headers: &'a HashMap<String, String>,
+    /// The calling workload's identity (`source.principal`, a SPIFFE id under Istio
+    /// mTLS); empty without one.
+    pub principal: &'a str,
+    /// Envoy's `context_extensions` (set per route or virtual host in Envoy's config).
+    pub context_extensions: &'a HashMap<String, String>,
 }
 
 impl<'a> RequestView<'a> {
+    /// A view of an HTTP request with no workload identity and no context extensions;
+    /// `path` may carry a query string.
+    pub fn http(
+        method: &'a str,
+        host: &'a str,
+        path: &'a str,
+        headers: &'a HashMap<String, String>,
+    ) -> Self {
+        let (path, query) = split_path(path);
+        Self {
+            method,
+            host,
+            path,
+            query,
+            headers,
+            principal: "",
+            context_extensions: &EMPTY,
+        }
+    }
+
     /// Builds a view from Envoy's CheckRequest. Missing parts become empty strings, which
     /// match no host and no path, so a malformed request falls through to a deny.
-    pub fn from_check_request(req: &'a CheckRequest, empty: &'a HashMap<String, String>) -> Self {
-        let http = req
-            .attributes
-            .as_ref()
+    pub fn from_check_request(req: &'a CheckRequest) -> Self {
+        let attributes = req.attributes.as_ref();
+        let http = attributes
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
-        match http {
-            Some(http) => {
-                // Envoy puts the query string into `path`; matching is on the path alone.
-                let (path, query) = split_path(&http.path);
-                Self {
-                    method: &http.method,
-                    host: &http.host,
-                    path,
-                    query,
-                    headers: &http.headers,
-                }
-            }
-            None => Self {
-                method: "",
-                host: "",
-                path: "",
-                query: "",
-                headers: empty,
-            },
+        let principal = attributes
+            .and_then(|a| a.source.as_ref())
+            .map_or("", |s| s.principal.as_str());
+        let context_extensions = attributes.map_or(&*EMPTY, |a| &a.context_extensions);
+        let view = match http {
+            // Envoy puts the query string into `path`; matching is on the path alone.
+            Some(http) => Self::http(&http.method, &http.host, &http.path, &http.headers),
+            None => Self::http("", "", "", &EMPTY),
+        };
+        Self {
+            principal,
+            context_extensions,
+            ..view
         }
     }
 

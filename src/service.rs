@@ -9,12 +9,9 @@ use crate::request::RequestView;
 use crate::telemetry::Metrics;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-
-static NO_HEADERS: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
 
 /// The Check service.
 #[derive(Debug, Clone)]
@@ -41,7 +38,7 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
-        let view = RequestView::from_check_request(&request, &NO_HEADERS);
+        let view = RequestView::from_check_request(&request);
         let decision = self.authorizer.decide(&view).await;
         self.metrics.observe(&decision, started.elapsed());
         let request_id = view.header("x-request-id");

@@ -4,8 +4,8 @@
 
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::config::{self, Config, GerritConfig, GroupsConfig};
-use mesh_authz::policy::Requirement;
-use mesh_authz::request::{split_path, RequestView};
+use mesh_authz::policy::{Requirement, Rule};
+use mesh_authz::request::RequestView;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -225,25 +225,22 @@ fn production_routes_send_requests_where_their_comments_say() {
             parts.next().unwrap(),
             parts.next().unwrap(),
         );
-        let (path, query) = split_path(full_path);
-        let view = RequestView {
-            method,
-            host,
-            path,
-            query,
-            headers: &empty,
-        };
+        let view = RequestView::http(method, host, full_path, &empty);
         let got = config.routes.find(&view).map(|r| r.name.to_string());
         assert_eq!(got.as_deref(), want, "config.yaml: {request}");
     }
 
     // What each route demands.
-    let team_a = Requirement::GroupsAnyOf(vec!["team-a".into(), "Administrators".into()]);
+    let team_a = Requirement::AnyOf(vec![Rule {
+        token: true,
+        groups_any_of: vec!["team-a".into(), "Administrators".into()],
+        ..Rule::default()
+    }]);
     for route in config.routes.routes() {
         let want = match &*route.name {
             "gerrit-landing" => Requirement::Public,
             name if name.starts_with("gerrit-team-a") => team_a.clone(),
-            _ => Requirement::Authenticated,
+            _ => Requirement::authenticated(),
         };
         assert_eq!(
             route.requirement, want,
@@ -954,20 +951,18 @@ async fn decide_ghz(name: &str) -> Verdict {
             (k.clone(), v.as_str().unwrap().to_string())
         })
         .collect();
-    let (path, query) = split_path(http["path"].as_str().unwrap());
     assert_eq!(headers[":path"], http["path"].as_str().unwrap(), "{name}");
     assert_eq!(
         headers[":authority"],
         http["host"].as_str().unwrap(),
         "{name}"
     );
-    let view = RequestView {
-        method: http["method"].as_str().unwrap(),
-        host: http["host"].as_str().unwrap(),
-        path,
-        query,
-        headers: &headers,
-    };
+    let view = RequestView::http(
+        http["method"].as_str().unwrap(),
+        http["host"].as_str().unwrap(),
+        http["path"].as_str().unwrap(),
+        &headers,
+    );
     let authorizer = Authorizer::from_config(&builtin, reqwest::Client::new()).unwrap();
     authorizer.decide(&view).await.verdict
 }

@@ -1,7 +1,12 @@
 //! The verified caller.
 
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
 /// Who the caller is, taken from a verified token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` leaves the claims out: they are the token's content.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The issuer that signed the token.
     pub issuer: String,
@@ -12,4 +17,34 @@ pub struct Identity {
     /// The Gerrit account id to look groups up for: the issuer's `gerrit_account_claim`
     /// (a username, an email or a numeric account id), by default the user name.
     pub gerrit_account: String,
+    /// The user's full name (the issuer's name claim), when present and a string.
+    pub display_name: Option<String>,
+    /// Every claim of the token, for the rules' claim conditions; shared, since verified
+    /// tokens are cached.
+    pub claims: Arc<Map<String, Value>>,
+}
+
+impl Identity {
+    /// A workload allowed by its mesh identity (`principal`) that acts upstream as
+    /// `user` (a rule's `as_user`); it has no token, so no claims.
+    pub fn workload(principal: &str, user: &str) -> Self {
+        Identity {
+            issuer: principal.to_string(),
+            user: user.to_string(),
+            email: None,
+            gerrit_account: user.to_string(),
+            display_name: None,
+            claims: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("issuer", &self.issuer)
+            .field("user", &self.user)
+            .field("gerrit_account", &self.gerrit_account)
+            .finish_non_exhaustive()
+    }
 }

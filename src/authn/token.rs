@@ -115,13 +115,7 @@ mod tests {
         if let Some(a) = auth {
             headers.insert("authorization".to_string(), a.to_string());
         }
-        let req = RequestView {
-            method: "GET",
-            host: "h",
-            path: "/",
-            query: "",
-            headers: &headers,
-        };
+        let req = RequestView::http("GET", "h", "/", &headers);
         find_token(&req, &[TokenSource::Bearer]).map(|t| t.into_owned())
     }
 
@@ -152,13 +146,8 @@ mod tests {
             .iter()
             .map(|s| TokenSource::parse(s).unwrap())
             .collect();
-        let req = RequestView {
-            method: "GET",
-            host: "h",
-            path: "/",
-            query,
-            headers: &headers,
-        };
+        let path = format!("/?{query}");
+        let req = RequestView::http("GET", "h", &path, &headers);
         find_token(&req, &sources).map(|t| t.into_owned())
     }
 

@@ -131,6 +131,8 @@ mod tests {
             user: "alice".into(),
             email: None,
             gerrit_account: "alice".into(),
+            display_name: None,
+            claims: Arc::default(),
         })
     }
 

@@ -22,6 +22,8 @@ pub struct IssuerSettings {
     pub user_claim: String,
     /// Claim holding the email.
     pub email_claim: String,
+    /// Claim holding the user's full name.
+    pub name_claim: String,
     /// Claim naming the Gerrit account, if not the user claim.
     pub gerrit_account_claim: Option<String>,
     /// Accepted algorithms (asymmetric only).
@@ -281,11 +283,17 @@ fn identity_from(
             _ => return Err(AuthnError::Claim(name.clone())),
         },
     };
+    let display_name = match claims.get(&settings.name_claim) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
     Ok(Identity {
         issuer: settings.issuer.clone(),
         user,
         email,
         gerrit_account,
+        display_name,
+        claims: Arc::new(claims),
     })
 }
 
@@ -300,6 +308,7 @@ mod tests {
             audiences: vec!["a".into()],
             user_claim: "sub".into(),
             email_claim: "email".into(),
+            name_claim: "name".into(),
             gerrit_account_claim: None,
             algorithms: vec![Algorithm::RS256],
             leeway: Duration::from_secs(30),

@@ -1,12 +1,12 @@
 //! Turns a [`RawConfig`] into a [`Config`], collecting every problem with its path.
 
-use super::schema::{RawAllow, RawConfig, RawGerrit, RawIssuer, RawRoute};
+use super::schema::{RawAllow, RawConfig, RawGerrit, RawIssuer, RawRoute, RawRule};
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
 use crate::gerrit::{CacheSettings, Group};
 use crate::policy::{
-    header_name, HostMatcher, IdentityHeaders, MethodSet, PathMatcher, Requirement, RouteRule,
-    RouteTable,
+    header_name, ClaimCondition, ClaimRequirement, GroupsHeader, HostMatcher, IdentityHeaders,
+    MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule, RouteTable, Rule,
 };
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use reqwest::header::{HeaderName, HeaderValue};
@@ -264,21 +264,36 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
             }
             // Cross-section checks on the raw route, so they are reported even when the
             // route has problems of its own.
-            if route.allow != RawAllow::Public && raw.issuers.is_empty() {
+            let rules: &[RawRule] = match &route.allow {
+                RawAllow::Rules(rules) => rules,
+                _ => &[],
+            };
+            let needs_token = route.allow == RawAllow::Authenticated
+                || rules.iter().any(raw_rule_needs_token);
+            if needs_token && raw.issuers.is_empty() {
                 p.add(format!("{path}.allow"), "needs a token, but no `issuers` are configured");
             }
             let no_group_source = raw.gerrit.is_none() && raw.static_groups.is_none();
-            if matches!(route.allow, RawAllow::GroupsAnyOf(_)) && no_group_source {
-                p.add(
-                    format!("{path}.allow.groups_any_of"),
-                    "needs group membership, but neither `gerrit` nor `static_groups` is configured",
-                );
-            }
-            if route.inject.groups.is_some() && no_group_source {
-                p.add(
-                    format!("{path}.inject.groups"),
-                    "injects groups, but neither `gerrit` nor `static_groups` is configured",
-                );
+            if no_group_source {
+                for (i, rule) in rules.iter().enumerate() {
+                    for (field, groups) in [
+                        ("groups_any_of", &rule.groups_any_of),
+                        ("groups_all_of", &rule.groups_all_of),
+                    ] {
+                        if !groups.is_empty() {
+                            p.add(
+                                format!("{path}.allow{}.{field}", rule_index(&route.allow, i)),
+                                "needs group membership, but neither `gerrit` nor `static_groups` is configured",
+                            );
+                        }
+                    }
+                }
+                if route.inject.groups.is_some() {
+                    p.add(
+                        format!("{path}.inject.groups"),
+                        "injects groups, but neither `gerrit` nor `static_groups` is configured",
+                    );
+                }
             }
             let rule = compile_route(&path, route, p)?;
             Some(rule)
@@ -444,6 +459,7 @@ fn compile_issuer(
             audiences: raw.audiences.clone(),
             user_claim: raw.user_claim.clone(),
             email_claim: raw.email_claim.clone(),
+            name_claim: raw.name_claim.clone(),
             gerrit_account_claim: raw.gerrit_account_claim.clone(),
             algorithms,
             leeway: raw.leeway,
@@ -545,6 +561,22 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
     })))
 }
 
+/// `[i]` for the i-th rule of a list, nothing for a single rule written as a map.
+fn rule_index(allow: &RawAllow, i: usize) -> String {
+    match allow {
+        RawAllow::Rules(rules) if rules.len() == 1 => String::new(),
+        _ => format!("[{i}]"),
+    }
+}
+
+fn raw_rule_needs_token(r: &RawRule) -> bool {
+    r.authenticated
+        || !r.groups_any_of.is_empty()
+        || !r.groups_all_of.is_empty()
+        || !r.claims.is_empty()
+        || !r.scopes.is_empty()
+}
+
 fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRule> {
     let before = p.0.len();
     if raw.name.is_empty() {
@@ -563,17 +595,20 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         .collect();
     let path_matcher = match &raw.matches.path {
         None => Some(PathMatcher::Any),
-        Some(m) => match (&m.prefix, &m.exact) {
-            (Some(prefix), None) => PathMatcher::prefix(prefix)
+        Some(m) => match (&m.prefix, &m.exact, &m.regex) {
+            (Some(prefix), None, None) => PathMatcher::prefix(prefix)
                 .map_err(|e| p.add(format!("{path}.match.path.prefix"), e.to_string()))
                 .ok(),
-            (None, Some(exact)) => PathMatcher::exact(exact)
+            (None, Some(exact), None) => PathMatcher::exact(exact)
                 .map_err(|e| p.add(format!("{path}.match.path.exact"), e.to_string()))
+                .ok(),
+            (None, None, Some(regex)) => PathMatcher::regex(regex)
+                .map_err(|e| p.add(format!("{path}.match.path.regex"), e.to_string()))
                 .ok(),
             _ => {
                 p.add(
                     format!("{path}.match.path"),
-                    "set exactly one of `prefix` or `exact`",
+                    "set exactly one of `prefix`, `exact` or `regex`",
                 );
                 None
             }
@@ -582,17 +617,33 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
     let methods = MethodSet::new(&raw.matches.methods)
         .map_err(|e| p.add(format!("{path}.match.methods"), e.to_string()))
         .ok();
+    let principals = principals(
+        &raw.matches.principals,
+        &format!("{path}.match.principals"),
+        p,
+    );
+    let context_extensions = raw
+        .matches
+        .context_extensions
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let requirement = match &raw.allow {
         RawAllow::Public => Requirement::Public,
-        RawAllow::Authenticated => Requirement::Authenticated,
-        RawAllow::GroupsAnyOf(groups) => {
-            if groups.is_empty() || groups.iter().any(String::is_empty) {
-                p.add(
-                    format!("{path}.allow.groups_any_of"),
-                    "list at least one non-empty group name or UUID",
-                );
+        RawAllow::Authenticated => Requirement::authenticated(),
+        RawAllow::Rules(rules) => {
+            if rules.is_empty() {
+                p.add(format!("{path}.allow"), "list at least one rule");
             }
-            Requirement::GroupsAnyOf(groups.clone())
+            Requirement::AnyOf(
+                rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        compile_rule(&format!("{path}.allow{}", rule_index(&raw.allow, i)), r, p)
+                    })
+                    .collect(),
+            )
         }
     };
     if raw.token_from.is_empty() {
@@ -611,21 +662,56 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
                 .ok()
         })
         .collect();
-    let mut header = |value: &Option<String>, field: &str| {
-        value.as_deref().and_then(|v| {
+    let header = |value: Option<&str>, field: &str, p: &mut Problems| {
+        value.and_then(|v| {
             header_name(v)
                 .map_err(|e| p.add(format!("{path}.inject.{field}"), e.to_string()))
                 .ok()
         })
     };
+    let user = header(raw.inject.user.as_deref(), "user", p);
+    let email = header(raw.inject.email.as_deref(), "email", p);
+    let display_name = header(raw.inject.display_name.as_deref(), "display_name", p);
+    let groups = raw.inject.groups.as_ref().and_then(|g| {
+        let name = header(Some(&g.header), "groups.header", p)?;
+        let on_overflow = match g.on_overflow.as_str() {
+            "deny" => Overflow::Deny,
+            "truncate" => Overflow::Truncate,
+            other => {
+                p.add(
+                    format!("{path}.inject.groups.on_overflow"),
+                    format!("{other:?}: use `deny` or `truncate`"),
+                );
+                Overflow::Deny
+            }
+        };
+        if g.max_bytes < 64 {
+            p.add(
+                format!("{path}.inject.groups.max_bytes"),
+                "must be at least 64",
+            );
+        }
+        Some(GroupsHeader {
+            name,
+            only: g.only.clone(),
+            max_bytes: g.max_bytes,
+            on_overflow,
+        })
+    });
     let inject = IdentityHeaders {
-        user: header(&raw.inject.user, "user"),
-        email: header(&raw.inject.email, "email"),
-        groups: header(&raw.inject.groups, "groups"),
+        user,
+        email,
+        display_name,
+        groups,
     };
-    if requirement == Requirement::Public && inject.names().next().is_some() {
-        // Not an error: public routes strip these headers so clients cannot forge them.
-        tracing::debug!(route = %raw.name, "public route: identity headers are removed, not set");
+    let mut seen = HashSet::new();
+    for name in inject.names() {
+        if !seen.insert(name) {
+            p.add(
+                format!("{path}.inject"),
+                format!("{name:?} is injected twice"),
+            );
+        }
     }
     let mut remove_headers = Vec::new();
     for (i, h) in raw.remove_headers.iter().enumerate() {
@@ -646,12 +732,109 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         hosts,
         path: path_matcher?,
         methods: methods?,
+        principals,
+        context_extensions,
         requirement,
+        dry_run: raw.dry_run,
         token_sources,
         inject,
         remove_headers,
         foreign_identity_headers: Vec::new(),
     })
+}
+
+fn principals(patterns: &[String], path: &str, p: &mut Problems) -> Vec<PrincipalMatcher> {
+    patterns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, pattern)| {
+            PrincipalMatcher::parse(pattern)
+                .map_err(|e| p.add(format!("{path}[{i}]"), e.to_string()))
+                .ok()
+        })
+        .collect()
+}
+
+fn compile_rule(path: &str, raw: &RawRule, p: &mut Problems) -> Rule {
+    let token = raw_rule_needs_token(raw);
+    if !token && raw.principals.is_empty() {
+        p.add(
+            path.to_string(),
+            "an empty rule would allow everyone: use `allow: public`, or set `authenticated: true`, `principals`, groups, claims or scopes",
+        );
+    }
+    for (field, groups) in [
+        ("groups_any_of", &raw.groups_any_of),
+        ("groups_all_of", &raw.groups_all_of),
+    ] {
+        if groups.iter().any(String::is_empty) {
+            p.add(format!("{path}.{field}"), "group names must not be empty");
+        }
+    }
+    let claims = raw
+        .claims
+        .iter()
+        .filter_map(|(claim, c)| {
+            let at = format!("{path}.claims.{claim}");
+            if claim.is_empty() {
+                p.add(at, "claim names must not be empty");
+                return None;
+            }
+            let scalar = |v: &serde_json::Value| {
+                matches!(
+                    v,
+                    serde_json::Value::String(_)
+                        | serde_json::Value::Number(_)
+                        | serde_json::Value::Bool(_)
+                )
+            };
+            let condition = match (&c.equals, &c.one_of, &c.contains) {
+                (Some(v), None, None) if scalar(v) => ClaimCondition::Equals(v.clone()),
+                (None, Some(vs), None) if !vs.is_empty() && vs.iter().all(scalar) => {
+                    ClaimCondition::OneOf(vs.clone())
+                }
+                (None, None, Some(v)) if scalar(v) => ClaimCondition::Contains(v.clone()),
+                (None, None, None) | (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                    p.add(at, "set exactly one of `equals`, `one_of` or `contains`");
+                    return None;
+                }
+                _ => {
+                    p.add(at, "compare with strings, numbers or booleans (`one_of`: a non-empty list of them)");
+                    return None;
+                }
+            };
+            Some(ClaimRequirement {
+                claim: claim.clone(),
+                condition,
+            })
+        })
+        .collect();
+    if raw.scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+        p.add(
+            format!("{path}.scopes"),
+            "scopes are single non-empty words",
+        );
+    }
+    match &raw.as_user {
+        Some(_) if token || raw.principals.is_empty() => p.add(
+            format!("{path}.as_user"),
+            "only for a rule on `principals` alone (a workload without a user token)",
+        ),
+        Some(u) if u.is_empty() || u.chars().any(char::is_control) => p.add(
+            format!("{path}.as_user"),
+            "must be a non-empty name without control characters",
+        ),
+        _ => {}
+    }
+    Rule {
+        principals: principals(&raw.principals, &format!("{path}.principals"), p),
+        token,
+        groups_any_of: raw.groups_any_of.clone(),
+        groups_all_of: raw.groups_all_of.clone(),
+        claims,
+        scopes: raw.scopes.clone(),
+        as_user: raw.as_user.clone(),
+    }
 }
 
 #[cfg(test)]

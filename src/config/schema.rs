@@ -100,6 +100,9 @@ pub struct RawIssuer {
     /// Claim holding the user's email address, if any.
     #[serde(default = "default_email_claim")]
     pub email_claim: String,
+    /// Claim holding the user's full name (for a display-name header).
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
     /// Claim naming the Gerrit account whose groups are looked up (a username, an email
     /// or a numeric account id); by default the user claim.
     pub gerrit_account_claim: Option<String>,
@@ -119,6 +122,9 @@ pub struct RawIssuer {
 
 fn default_user_claim() -> String {
     "sub".into()
+}
+fn default_name_claim() -> String {
+    "name".into()
 }
 fn default_email_claim() -> String {
     "email".into()
@@ -288,6 +294,9 @@ pub struct RawRoute {
     pub matches: RawMatch,
     /// Who may pass.
     pub allow: RawAllow,
+    /// Evaluate and log the decision, count would-be denials, but allow.
+    #[serde(default)]
+    pub dry_run: bool,
     /// Where to look for the token: `bearer`, `header:NAME`, `cookie:NAME`, `query:NAME`.
     #[serde(default = "default_token_from")]
     pub token_from: Vec<String>,
@@ -309,31 +318,40 @@ pub struct RawMatch {
     /// Exact hosts or `*.suffix` wildcards.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Path prefix or exact path.
+    /// Path prefix, exact path or regex.
     pub path: Option<RawPath>,
     /// HTTP methods.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Calling workload identities (`source.principal`), Istio-style patterns.
+    #[serde(default)]
+    pub principals: Vec<String>,
+    /// Envoy `context_extensions` that must be present with these values.
+    #[serde(default)]
+    pub context_extensions: BTreeMap<String, String>,
 }
 
-/// `routes[].match.path`: exactly one of `prefix` or `exact`.
+/// `routes[].match.path`: exactly one of `prefix`, `exact` or `regex`.
 #[derive(Debug, Deserialize)]
 pub struct RawPath {
     /// Matches paths that start with this string.
     pub prefix: Option<String>,
     /// Matches only this path.
     pub exact: Option<String>,
+    /// Matches paths that match this regular expression as a whole.
+    pub regex: Option<String>,
 }
 
-/// `routes[].allow`: `public`, `authenticated`, or `{groups_any_of: [...]}`.
-#[derive(Debug, PartialEq, Eq)]
+/// `routes[].allow`: `public`, `authenticated`, one rule, or a list of rules (the first
+/// that holds allows).
+#[derive(Debug, PartialEq)]
 pub enum RawAllow {
     /// No token needed.
     Public,
     /// Any valid token.
     Authenticated,
-    /// A valid token whose user is in at least one of these Gerrit groups (name or UUID).
-    GroupsAnyOf(Vec<String>),
+    /// Rules, any of which allows.
+    Rules(Vec<RawRule>),
 }
 
 impl<'de> Deserialize<'de> for RawAllow {
@@ -348,7 +366,7 @@ impl<'de> Visitor<'de> for AllowVisitor {
     type Value = RawAllow;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("`public`, `authenticated`, or a map `{groups_any_of: [group, ...]}`")
+        f.write_str("`public`, `authenticated`, a rule (a map) or a list of rules")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAllow, E> {
@@ -359,19 +377,46 @@ impl<'de> Visitor<'de> for AllowVisitor {
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawAllow, A::Error> {
-        let mut groups = None;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "groups_any_of" if groups.is_none() => groups = Some(map.next_value()?),
-                "groups_any_of" => return Err(de::Error::duplicate_field("groups_any_of")),
-                other => return Err(de::Error::unknown_field(other, &["groups_any_of"])),
-            }
-        }
-        groups
-            .map(RawAllow::GroupsAnyOf)
-            .ok_or_else(|| de::Error::missing_field("groups_any_of"))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawAllow, A::Error> {
+        RawRule::deserialize(de::value::MapAccessDeserializer::new(map))
+            .map(|rule| RawAllow::Rules(vec![rule]))
     }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<RawAllow, A::Error> {
+        Vec::<RawRule>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(RawAllow::Rules)
+    }
+}
+
+/// One rule of `routes[].allow`: every condition given must hold.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RawRule {
+    /// A valid token is needed (implied by groups, claims and scopes).
+    pub authenticated: bool,
+    /// The calling workload must match one of these (Istio-style patterns).
+    pub principals: Vec<String>,
+    /// The user must be in one of these groups (names or UUIDs).
+    pub groups_any_of: Vec<String>,
+    /// The user must be in all of these groups.
+    pub groups_all_of: Vec<String>,
+    /// Conditions on claims, by claim name (or dotted path).
+    pub claims: BTreeMap<String, RawClaimCondition>,
+    /// OAuth scopes the token must carry.
+    pub scopes: Vec<String>,
+    /// For a workload-only rule: the user the workload acts as upstream.
+    pub as_user: Option<String>,
+}
+
+/// A condition on one claim: exactly one of `equals`, `one_of`, `contains`.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RawClaimCondition {
+    /// The claim equals this string, number or boolean.
+    pub equals: Option<serde_json::Value>,
+    /// The claim equals one of these.
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// The claim (a list, or space-separated words) contains this.
+    pub contains: Option<serde_json::Value>,
 }
 
 /// `routes[].inject`: upstream header names for identity fields.
@@ -379,8 +424,81 @@ impl<'de> Visitor<'de> for AllowVisitor {
 pub struct RawInject {
     /// Header carrying the username (Gerrit's `auth.httpHeader`).
     pub user: Option<String>,
-    /// Header carrying the email address.
+    /// Header carrying the email address (Gerrit's `auth.httpEmailHeader`).
     pub email: Option<String>,
-    /// Header carrying the user's group names, comma-separated.
-    pub groups: Option<String>,
+    /// Header carrying the full name (Gerrit's `auth.httpDisplaynameHeader`).
+    pub display_name: Option<String>,
+    /// Header carrying the user's group names, comma-separated: a header name, or
+    /// `{header, only, max_bytes, on_overflow}`.
+    pub groups: Option<RawGroupsHeader>,
+}
+
+/// `routes[].inject.groups`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawGroupsHeader {
+    /// The header name.
+    pub header: String,
+    /// Only these groups (names or UUIDs) are passed on; empty: all.
+    pub only: Vec<String>,
+    /// Largest header value in bytes.
+    pub max_bytes: usize,
+    /// `deny` or `truncate`.
+    pub on_overflow: String,
+}
+
+use crate::policy::DEFAULT_GROUPS_HEADER_BYTES;
+
+impl<'de> Deserialize<'de> for RawGroupsHeader {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(GroupsHeaderVisitor)
+    }
+}
+
+/// The long form of `inject.groups`.
+#[derive(Deserialize)]
+struct RawGroupsHeaderFull {
+    header: String,
+    #[serde(default)]
+    only: Vec<String>,
+    #[serde(default = "default_groups_bytes")]
+    max_bytes: usize,
+    #[serde(default = "default_on_overflow")]
+    on_overflow: String,
+}
+
+fn default_groups_bytes() -> usize {
+    DEFAULT_GROUPS_HEADER_BYTES
+}
+
+fn default_on_overflow() -> String {
+    "deny".into()
+}
+
+struct GroupsHeaderVisitor;
+
+impl<'de> Visitor<'de> for GroupsHeaderVisitor {
+    type Value = RawGroupsHeader;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a header name or `{header, only, max_bytes, on_overflow}`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawGroupsHeader, E> {
+        Ok(RawGroupsHeader {
+            header: v.to_string(),
+            only: Vec::new(),
+            max_bytes: DEFAULT_GROUPS_HEADER_BYTES,
+            on_overflow: default_on_overflow(),
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawGroupsHeader, A::Error> {
+        let f = RawGroupsHeaderFull::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(RawGroupsHeader {
+            header: f.header,
+            only: f.only,
+            max_bytes: f.max_bytes,
+            on_overflow: f.on_overflow,
+        })
+    }
 }

@@ -34,6 +34,19 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
             "the path contains `.` or `..` segments".into(),
         ),
         Denial::NoRoute => ("access_denied", "no route allows this request".into()),
+        Denial::PrincipalNotAllowed => (
+            "access_denied",
+            "the calling workload is not allowed on this route".into(),
+        ),
+        Denial::ClaimUnmet => (
+            "access_denied",
+            "the token does not carry what this route requires".into(),
+        ),
+        Denial::GroupsTooLarge => (
+            "access_denied",
+            "too many groups to pass to the upstream; the route should list the groups it needs"
+                .into(),
+        ),
         Denial::NotInGroup => (
             "access_denied",
             "not a member of any group allowed on this route".into(),

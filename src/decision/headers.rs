@@ -2,16 +2,29 @@
 
 use crate::authn::{Identity, TokenSource};
 use crate::gerrit::Membership;
-use crate::policy::RouteRule;
+use crate::policy::{GroupsHeader, Overflow, RouteRule};
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::google::protobuf::BoolValue;
 
-/// An identity value that cannot be sent as a header (control characters, CR/LF).
+/// Why the identity cannot be passed upstream: the request is denied instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the {field} value cannot be sent as an HTTP header")]
-pub struct UnsafeHeaderValue {
-    /// Which identity field was unsafe.
-    pub field: &'static str,
+pub enum InjectError {
+    /// A value has control characters (CR, LF, ...) that would split or corrupt headers.
+    #[error("the {field} value cannot be sent as an HTTP header")]
+    Unsafe {
+        /// Which identity field was unsafe.
+        field: &'static str,
+    },
+    /// The groups do not fit into the groups header and the route says to deny.
+    #[error(
+        "the user's groups take {size} bytes, more than the {max} the groups header may carry"
+    )]
+    GroupsTooLarge {
+        /// Bytes the groups would take.
+        size: usize,
+        /// The route's `max_bytes`.
+        max: usize,
+    },
 }
 
 /// Headers to overwrite and to remove upstream.
@@ -61,33 +74,36 @@ pub fn upstream_changes(
     route: &RouteRule,
     identity: Option<&Identity>,
     membership: Option<&Membership>,
-) -> Result<HeaderChanges, UnsafeHeaderValue> {
+) -> Result<HeaderChanges, InjectError> {
     let mut changes = HeaderChanges::default();
-    let mut put = |name: &Option<String>, value: Option<String>, field: &'static str| {
+    let mut put = |name: Option<&String>, value: Option<&str>, field: &'static str| {
         let Some(name) = name else { return Ok(()) };
         match value {
-            Some(v) if !is_safe(&v) => return Err(UnsafeHeaderValue { field }),
-            Some(v) if !v.is_empty() => changes.set.push((name.clone(), v)),
+            Some(v) if !is_safe(v) => return Err(InjectError::Unsafe { field }),
+            Some(v) if !v.is_empty() => changes.set.push((name.clone(), v.to_string())),
             _ => changes.remove.push(name.clone()),
         }
         Ok(())
     };
-    put(&route.inject.user, identity.map(|i| i.user.clone()), "user")?;
     put(
-        &route.inject.email,
-        identity.and_then(|i| i.email.clone()),
+        route.inject.user.as_ref(),
+        identity.map(|i| i.user.as_str()),
+        "user",
+    )?;
+    put(
+        route.inject.email.as_ref(),
+        identity.and_then(|i| i.email.as_deref()),
         "email",
     )?;
-    let groups = membership.map(|m| {
-        m.groups
-            .iter()
-            .map(|g| g.name.as_str())
-            // A comma inside a name would split it into two groups upstream.
-            .filter(|n| !n.contains(',') && is_safe(n))
-            .collect::<Vec<_>>()
-            .join(",")
-    });
-    put(&route.inject.groups, groups, "groups")?;
+    put(
+        route.inject.display_name.as_ref(),
+        identity.and_then(|i| i.display_name.as_deref()),
+        "display name",
+    )?;
+    if let Some(header) = &route.inject.groups {
+        let value = membership.map(|m| groups_value(header, m)).transpose()?;
+        put(Some(&header.name), value.as_deref(), "groups")?;
+    }
     changes.remove.extend(route.remove_headers.iter().cloned());
     changes
         .remove
@@ -100,6 +116,44 @@ pub fn upstream_changes(
             _ => None,
         }));
     Ok(changes)
+}
+
+/// The groups header value: the user's group names the route passes on, comma-separated,
+/// within the route's size bound.
+fn groups_value(header: &GroupsHeader, m: &Membership) -> Result<String, InjectError> {
+    let wanted: Vec<&str> = m
+        .groups
+        .iter()
+        .filter(|g| {
+            header.only.is_empty() || header.only.iter().any(|o| *o == g.name || *o == g.uuid)
+        })
+        .map(|g| g.name.as_str())
+        // A comma inside a name would split it into two groups upstream.
+        .filter(|n| !n.contains(',') && is_safe(n))
+        .collect();
+    let size = wanted.iter().map(|n| n.len()).sum::<usize>() + wanted.len().saturating_sub(1);
+    if size <= header.max_bytes {
+        return Ok(wanted.join(","));
+    }
+    match header.on_overflow {
+        Overflow::Deny => Err(InjectError::GroupsTooLarge {
+            size,
+            max: header.max_bytes,
+        }),
+        Overflow::Truncate => {
+            let mut value = String::new();
+            for name in wanted {
+                let grown = value.len() + usize::from(!value.is_empty()) + name.len();
+                if grown <= header.max_bytes {
+                    if !value.is_empty() {
+                        value.push(',');
+                    }
+                    value.push_str(name);
+                }
+            }
+            Ok(value)
+        }
+    }
 }
 
 /// No control characters (CR and LF above all), which would split or corrupt headers.
@@ -119,7 +173,10 @@ mod tests {
             hosts: vec![],
             path: PathMatcher::Any,
             methods: MethodSet::default(),
-            requirement: Requirement::Authenticated,
+            principals: vec![],
+            context_extensions: vec![],
+            requirement: Requirement::authenticated(),
+            dry_run: false,
             token_sources: vec![
                 TokenSource::Bearer,
                 TokenSource::Query("access_token".into()),
@@ -127,7 +184,8 @@ mod tests {
             inject: IdentityHeaders {
                 user: Some("x-forwarded-user".into()),
                 email: Some("x-forwarded-email".into()),
-                groups: Some("x-forwarded-groups".into()),
+                display_name: Some("x-forwarded-name".into()),
+                groups: Some(GroupsHeader::named("x-forwarded-groups")),
             },
             remove_headers: vec!["authorization".into()],
             foreign_identity_headers: vec![],
@@ -140,33 +198,33 @@ mod tests {
             user: "alice".into(),
             email: email.map(Into::into),
             gerrit_account: "alice".into(),
+            display_name: Some("Alice Liddell".into()),
+            claims: std::sync::Arc::default(),
+        }
+    }
+
+    fn member_of(names: &[&str]) -> Membership {
+        Membership {
+            known_account: true,
+            groups: names
+                .iter()
+                .map(|n| Group {
+                    uuid: format!("uuid-{n}"),
+                    name: n.to_string(),
+                })
+                .collect(),
         }
     }
 
     #[test]
     fn identity_headers_are_set_and_missing_ones_removed() {
-        let m = Membership {
-            known_account: true,
-            groups: vec![
-                Group {
-                    uuid: "u1".into(),
-                    name: "team-a".into(),
-                },
-                Group {
-                    uuid: "u2".into(),
-                    name: "odd,name".into(),
-                },
-                Group {
-                    uuid: "u3".into(),
-                    name: "Registered Users".into(),
-                },
-            ],
-        };
+        let m = member_of(&["team-a", "odd,name", "Registered Users"]);
         let c = upstream_changes(&route(), Some(&alice(None)), Some(&m)).unwrap();
         assert_eq!(
             c.set,
             vec![
                 ("x-forwarded-user".into(), "alice".into()),
+                ("x-forwarded-name".into(), "Alice Liddell".into()),
                 (
                     "x-forwarded-groups".into(),
                     "team-a,Registered Users".into()
@@ -190,7 +248,7 @@ mod tests {
     fn anonymous_requests_get_every_identity_header_removed() {
         let c = upstream_changes(&route(), None, None).unwrap();
         assert!(c.set.is_empty());
-        assert_eq!(c.remove.len(), 4);
+        assert_eq!(c.remove.len(), 5);
     }
 
     #[test]
@@ -198,10 +256,73 @@ mod tests {
         let mut who = alice(Some("a@example.com\r\nx-evil: 1"));
         assert_eq!(
             upstream_changes(&route(), Some(&who), None),
-            Err(UnsafeHeaderValue { field: "email" })
+            Err(InjectError::Unsafe { field: "email" })
         );
         who.email = None;
         who.user = "al\u{7}ice".into();
         assert!(upstream_changes(&route(), Some(&who), None).is_err());
+        who.user = "alice".into();
+        who.display_name = Some("Alice\nLiddell".into());
+        assert_eq!(
+            upstream_changes(&route(), Some(&who), None),
+            Err(InjectError::Unsafe {
+                field: "display name"
+            })
+        );
+    }
+
+    /// A user in 300 groups of 22 characters each: 6.9 KB of names and commas.
+    fn many_groups() -> Membership {
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("project-{i:03}-committers"))
+            .collect();
+        member_of(&names.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn groups_header(c: &HeaderChanges) -> Option<&str> {
+        c.set
+            .iter()
+            .find(|(k, _)| k == "x-forwarded-groups")
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_user_in_hundreds_of_groups_is_denied_by_default_not_passed_on() {
+        let m = many_groups();
+        assert_eq!(
+            upstream_changes(&route(), Some(&alice(None)), Some(&m)),
+            Err(InjectError::GroupsTooLarge {
+                size: 300 * 23 - 1,
+                max: 4096
+            })
+        );
+    }
+
+    #[test]
+    fn only_the_groups_a_route_names_are_passed_on() {
+        let mut r = route();
+        let header = r.inject.groups.as_mut().unwrap();
+        header.only = vec![
+            "project-007-committers".into(),
+            "uuid-project-299-committers".into(),
+        ];
+        let c = upstream_changes(&r, Some(&alice(None)), Some(&many_groups())).unwrap();
+        assert_eq!(
+            groups_header(&c),
+            Some("project-007-committers,project-299-committers")
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_whole_names_within_the_bound() {
+        let mut r = route();
+        let header = r.inject.groups.as_mut().unwrap();
+        header.max_bytes = 100;
+        header.on_overflow = Overflow::Truncate;
+        let c = upstream_changes(&r, Some(&alice(None)), Some(&many_groups())).unwrap();
+        let value = groups_header(&c).unwrap();
+        assert!(value.len() <= 100, "{}", value.len());
+        assert_eq!(value.split(',').count(), 4, "{value}");
+        assert!(value.split(',').all(|g| g.ends_with("-committers")));
     }
 }

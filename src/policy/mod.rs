@@ -4,10 +4,15 @@
 //! invalid), then evaluated with pure functions on every Check.
 
 mod matcher;
+mod requirement;
 mod route;
 
 pub use matcher::{HostMatcher, MethodSet, PathMatcher, PrincipalMatcher};
-pub use route::{header_name, IdentityHeaders, Requirement, RouteRule, RouteTable};
+pub use requirement::{ClaimCondition, ClaimRequirement, Requirement, Rule, Satisfied, Unmet};
+pub use route::{
+    header_name, GroupsHeader, IdentityHeaders, Overflow, RouteRule, RouteTable,
+    DEFAULT_GROUPS_HEADER_BYTES,
+};
 
 /// A policy value that cannot be compiled.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

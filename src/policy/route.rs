@@ -1,28 +1,9 @@
 //! Route rules and the first-match route table.
 
-use super::{HostMatcher, MethodSet, PathMatcher, PolicyError};
+use super::{HostMatcher, MethodSet, PathMatcher, PolicyError, PrincipalMatcher, Requirement};
 use crate::authn::TokenSource;
 use crate::request::RequestView;
 use std::sync::Arc;
-
-/// What a route demands of the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Requirement {
-    /// Nobody needs to authenticate.
-    Public,
-    /// A valid token from any configured issuer.
-    Authenticated,
-    /// A valid token whose user is in at least one of these Gerrit groups, each named by
-    /// group name or group UUID.
-    GroupsAnyOf(Vec<String>),
-}
-
-impl Requirement {
-    /// Whether deciding needs the user's groups.
-    pub fn needs_groups(&self) -> bool {
-        matches!(self, Requirement::GroupsAnyOf(_))
-    }
-}
 
 /// Upstream header names for the identity; `None` means the field is not injected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,18 +12,60 @@ pub struct IdentityHeaders {
     pub user: Option<String>,
     /// Header set to the email address.
     pub email: Option<String>,
-    /// Header set to the comma-separated group names.
-    pub groups: Option<String>,
+    /// Header set to the user's full name.
+    pub display_name: Option<String>,
+    /// Header set to the user's group names, comma-separated.
+    pub groups: Option<GroupsHeader>,
 }
 
 impl IdentityHeaders {
     /// Every configured header name, lower-case.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        [&self.user, &self.email, &self.groups]
+        [&self.user, &self.email, &self.display_name]
             .into_iter()
             .flatten()
             .map(String::as_str)
+            .chain(self.groups.as_ref().map(|g| g.name.as_str()))
     }
+}
+
+/// The groups header: which groups go into it and how large it may grow, so a user in
+/// hundreds of groups never makes the upstream answer 431.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupsHeader {
+    /// The header name, lower-case.
+    pub name: String,
+    /// Only these groups (names or UUIDs) are passed on; empty: all of the user's groups.
+    pub only: Vec<String>,
+    /// Largest header value, in bytes.
+    pub max_bytes: usize,
+    /// What happens when the user's groups do not fit.
+    pub on_overflow: Overflow,
+}
+
+/// Default bound on the groups header: well under any upstream's header limit (Envoy's
+/// default for a whole header block is 60 KiB, many servers allow 8 KiB per header).
+pub const DEFAULT_GROUPS_HEADER_BYTES: usize = 4096;
+
+impl GroupsHeader {
+    /// All of the user's groups in header `name`, up to the default size, else deny.
+    pub fn named(name: &str) -> Self {
+        GroupsHeader {
+            name: name.to_ascii_lowercase(),
+            only: Vec::new(),
+            max_bytes: DEFAULT_GROUPS_HEADER_BYTES,
+            on_overflow: Overflow::Deny,
+        }
+    }
+}
+
+/// What to do when a user's groups do not fit into the groups header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Deny the request (403), saying why.
+    Deny,
+    /// Pass on the groups that fit, whole names only, in Gerrit's order.
+    Truncate,
 }
 
 /// A compiled route: matchers, requirement and header changes.
@@ -56,8 +79,14 @@ pub struct RouteRule {
     pub path: PathMatcher,
     /// Accepted methods; empty means any.
     pub methods: MethodSet,
+    /// The calling workload must match one of these; empty: any caller.
+    pub principals: Vec<PrincipalMatcher>,
+    /// Envoy `context_extensions` that must all be present with these values.
+    pub context_extensions: Vec<(String, String)>,
     /// What the caller must prove.
     pub requirement: Requirement,
+    /// Evaluate and report, but allow whatever the outcome.
+    pub dry_run: bool,
     /// Where the token is looked for, in order.
     pub token_sources: Vec<TokenSource>,
     /// Identity headers to inject on allow.
@@ -76,6 +105,12 @@ impl RouteRule {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(req.host)))
             && self.path.matches(req.path)
             && self.methods.matches(req.method)
+            && (self.principals.is_empty()
+                || self.principals.iter().any(|p| p.matches(req.principal)))
+            && self
+                .context_extensions
+                .iter()
+                .all(|(k, v)| req.context_extensions.get(k) == Some(v))
     }
 }
 
@@ -145,7 +180,10 @@ mod tests {
             hosts: vec![HostMatcher::parse(host).unwrap()],
             path: PathMatcher::prefix(prefix).unwrap(),
             methods: MethodSet::new(methods).unwrap(),
+            principals: vec![],
+            context_extensions: vec![],
             requirement: Requirement::Public,
+            dry_run: false,
             token_sources: vec![TokenSource::Bearer],
             inject: IdentityHeaders::default(),
             remove_headers: vec![],
@@ -159,13 +197,7 @@ mod tests {
         host: &'a str,
         p: &'a str,
     ) -> RequestView<'a> {
-        RequestView {
-            method: m,
-            host,
-            path: p,
-            query: "",
-            headers: h,
-        }
+        RequestView::http(m, host, p, h)
     }
 
     #[test]
@@ -205,7 +237,7 @@ mod tests {
     fn identity_headers_of_other_routes_are_stripped_too() {
         let mut a = rule("a", "gerrit.example.com", "/a/", &[]);
         a.inject.user = Some("x-forwarded-user".into());
-        a.inject.groups = Some("x-forwarded-groups".into());
+        a.inject.groups = Some(GroupsHeader::named("x-forwarded-groups"));
         let mut b = rule("b", "builds.example.com", "/", &[]);
         b.inject.user = Some("x-forwarded-user".into());
         b.remove_headers = vec!["x-forwarded-groups".into()];
