@@ -3,6 +3,7 @@
 //! Rules are compiled from the config once ([`RouteRule::new`] and friends reject anything
 //! invalid), then evaluated with pure functions on every Check.
 
+pub mod kube;
 mod matcher;
 mod requirement;
 mod route;
