@@ -2,12 +2,12 @@
 
 use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, Problem};
-use crate::decision::{upstream_changes, HeaderChanges, InjectError};
+use crate::decision::{upstream_changes, HeaderChanges, Impersonation, InjectError};
 use crate::gerrit::{
     CacheSettings, GerritAuth, GerritClient, GerritSettings, GroupCache, GroupEvents, GroupSource,
     Membership, Secret,
 };
-use crate::policy::{Requirement, RouteRule, RouteTable, Unmet};
+use crate::policy::{kube, kube_access, Requirement, RouteRule, RouteTable, Unmet};
 use crate::request::RequestView;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +81,9 @@ pub enum Denial {
     UnsafeHeaderValue,
     /// The user's groups do not fit into the groups header (HTTP 403).
     GroupsTooLarge,
+    /// The kube policy does not allow this apiserver request (HTTP 403); says which
+    /// request, as the developer sent it.
+    KubeForbidden(String),
 }
 
 impl Denial {
@@ -109,6 +112,7 @@ impl Verdict {
             Verdict::Deny(Denial::ClaimUnmet) => "claim_unmet",
             Verdict::Deny(Denial::UnsafeHeaderValue) => "unsafe_header_value",
             Verdict::Deny(Denial::GroupsTooLarge) => "groups_too_large",
+            Verdict::Deny(Denial::KubeForbidden(_)) => "kube_forbidden",
             Verdict::Unavailable(_) => "unavailable",
         }
     }
@@ -254,7 +258,7 @@ impl Authorizer {
         let rules = match &route.requirement {
             Requirement::Public => {
                 steps.push("route is public: no token needed, identity headers are removed".into());
-                return (None, allow(route, None, None, steps));
+                return (None, allow(route, req, None, None, None, steps));
             }
             Requirement::AnyOf(rules) => rules,
         };
@@ -360,24 +364,67 @@ impl Authorizer {
         (None, Verdict::Deny(denial))
     }
 
-    /// Allows by `rule`, fetching the groups first if the route injects them.
+    /// Allows by `rule`: on a kube route if the kube policy allows the apiserver request
+    /// too; fetching the groups first if the route injects them or the policy needs them.
     async fn finish(
         &self,
         route: &RouteRule,
-        rule: String,
+        mut rule: String,
         identity: Option<Arc<Identity>>,
         membership: Option<Arc<Membership>>,
         facts: &mut Facts<'_>,
         steps: &mut Vec<String>,
     ) -> (Option<String>, Verdict) {
-        let membership = match (&membership, &identity, &route.inject.groups) {
-            (None, Some(identity), Some(_)) => match facts.membership(identity, steps).await {
+        let wants_groups =
+            route.inject.groups.is_some() || route.kube.as_ref().is_some_and(|k| k.needs_groups());
+        let membership = match (&membership, &identity, wants_groups) {
+            (None, Some(identity), true) => match facts.membership(identity, steps).await {
                 Ok(m) => Some(m),
                 Err(reason) => return (Some(rule), Verdict::Unavailable(reason)),
             },
             _ => membership,
         };
-        (Some(rule), allow(route, identity, membership, steps))
+        let Some(kube) = &route.kube else {
+            return (
+                Some(rule),
+                allow(route, facts.req, identity, membership, None, steps),
+            );
+        };
+        let request = kube::parse(facts.req.method, facts.req.path, facts.req.query);
+        match kube.decide(&request, membership.as_deref()) {
+            Ok(grant) => {
+                steps.push(format!(
+                    "kube.rules[{}] allows {}{}",
+                    grant.rule,
+                    kube_access::describe(&request),
+                    grant
+                        .group
+                        .as_ref()
+                        .map(|g| format!(", impersonating group {g:?}"))
+                        .unwrap_or_default()
+                ));
+                rule.push_str(&format!(", kube.rules[{}]", grant.rule));
+                let impersonation = Impersonation {
+                    group: grant.group.as_deref(),
+                };
+                let verdict = allow(
+                    route,
+                    facts.req,
+                    identity,
+                    membership,
+                    Some(impersonation),
+                    steps,
+                );
+                (Some(rule), verdict)
+            }
+            Err(denial) => {
+                steps.push(format!("kube: {denial}"));
+                (
+                    None,
+                    Verdict::Deny(Denial::KubeForbidden(denial.to_string())),
+                )
+            }
+        }
     }
 
     async fn membership(
@@ -425,11 +472,20 @@ fn has_dot_segments(path: &str) -> bool {
 
 fn allow(
     route: &RouteRule,
+    req: &RequestView<'_>,
     identity: Option<Arc<Identity>>,
     membership: Option<Arc<Membership>>,
+    impersonation: Option<Impersonation<'_>>,
     steps: &mut Vec<String>,
 ) -> Verdict {
-    match upstream_changes(route, identity.as_deref(), membership.as_deref()) {
+    let changes = upstream_changes(
+        route,
+        identity.as_deref(),
+        membership.as_deref(),
+        impersonation,
+        req.headers,
+    );
+    match changes {
         Ok(headers) => Verdict::Allow {
             identity,
             membership,
@@ -438,7 +494,7 @@ fn allow(
         Err(e) => {
             steps.push(format!("{e}: denied rather than injected"));
             Verdict::Deny(match e {
-                InjectError::Unsafe { .. } => Denial::UnsafeHeaderValue,
+                InjectError::Unsafe { .. } | InjectError::NoUser => Denial::UnsafeHeaderValue,
                 InjectError::GroupsTooLarge { .. } => Denial::GroupsTooLarge,
             })
         }

@@ -1,9 +1,12 @@
 //! Turns a [`RawConfig`] into a [`Config`], collecting every problem with its path.
 
-use super::schema::{RawAllow, RawConfig, RawGerrit, RawIssuer, RawRoute, RawRule};
+use super::schema::{
+    RawAllow, RawConfig, RawGerrit, RawIssuer, RawKube, RawKubeRule, RawRoute, RawRule,
+};
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
 use crate::gerrit::{CacheSettings, Group};
+use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
 use crate::policy::{
     header_name, ClaimCondition, ClaimRequirement, GroupsHeader, HostMatcher, IdentityHeaders,
     MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule, RouteTable, Rule,
@@ -264,10 +267,7 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
             }
             // Cross-section checks on the raw route, so they are reported even when the
             // route has problems of its own.
-            let rules: &[RawRule] = match &route.allow {
-                RawAllow::Rules(rules) => rules,
-                _ => &[],
-            };
+            let rules = route.allow.rules();
             let needs_token = route.allow == RawAllow::Authenticated
                 || rules.iter().any(raw_rule_needs_token);
             if needs_token && raw.issuers.is_empty() {
@@ -286,6 +286,14 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
                                 "needs group membership, but neither `gerrit` nor `static_groups` is configured",
                             );
                         }
+                    }
+                }
+                for (i, rule) in route.kube.iter().flat_map(|k| k.rules.iter()).enumerate() {
+                    if !rule.groups_any_of.is_empty() || rule.namespace_group.is_some() {
+                        p.add(
+                            format!("{path}.kube.rules[{i}]"),
+                            "needs group membership, but neither `gerrit` nor `static_groups` is configured",
+                        );
                     }
                 }
                 if route.inject.groups.is_some() {
@@ -564,7 +572,7 @@ fn compile_gerrit(raw: &RawGerrit, files: &FileResolver, p: &mut Problems) -> Op
 /// `[i]` for the i-th rule of a list, nothing for a single rule written as a map.
 fn rule_index(allow: &RawAllow, i: usize) -> String {
     match allow {
-        RawAllow::Rules(rules) if rules.len() == 1 => String::new(),
+        RawAllow::Rule(_) => String::new(),
         _ => format!("[{i}]"),
     }
 }
@@ -631,7 +639,8 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
     let requirement = match &raw.allow {
         RawAllow::Public => Requirement::Public,
         RawAllow::Authenticated => Requirement::authenticated(),
-        RawAllow::Rules(rules) => {
+        RawAllow::Rule(_) | RawAllow::Rules(_) => {
+            let rules = raw.allow.rules();
             if rules.is_empty() {
                 p.add(format!("{path}.allow"), "list at least one rule");
             }
@@ -724,6 +733,23 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
             Err(e) => p.add(format!("{path}.remove_headers[{i}]"), e.to_string()),
         }
     }
+    let kube = raw.kube.as_ref().map(|k| {
+        if requirement == Requirement::Public {
+            p.add(
+                format!("{path}.kube"),
+                "a public route has no user to impersonate: require a token",
+            );
+        }
+        for (i, rule) in requirement.rules().iter().enumerate() {
+            if !rule.token && rule.as_user.is_none() {
+                p.add(
+                    format!("{path}.allow{}", rule_index(&raw.allow, i)),
+                    "on a kube route every rule needs a user to impersonate: a token, or `as_user`",
+                );
+            }
+        }
+        compile_kube(&format!("{path}.kube"), k, p)
+    });
     if p.0.len() != before {
         return None;
     }
@@ -739,8 +765,154 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         token_sources,
         inject,
         remove_headers,
+        kube,
         foreign_identity_headers: Vec::new(),
     })
+}
+
+/// Resource verbs the apiserver derives (see `policy::kube`).
+const KUBE_VERBS: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "proxy",
+];
+
+fn compile_kube(path: &str, raw: &RawKube, p: &mut Problems) -> KubePolicy {
+    let impersonate_group = match raw.impersonate_group.as_str() {
+        "granting" => ImpersonateGroup::Granting,
+        "none" => ImpersonateGroup::None,
+        other => match other.strip_prefix("fixed:") {
+            Some(g) if !g.is_empty() && !g.contains(',') && !g.chars().any(char::is_control) => {
+                ImpersonateGroup::Fixed(g.to_string())
+            }
+            _ => {
+                p.add(
+                    format!("{path}.impersonate_group"),
+                    format!("{other:?}: use `granting`, `none` or `fixed:GROUP`"),
+                );
+                ImpersonateGroup::None
+            }
+        },
+    };
+    if raw.rules.is_empty() {
+        p.add(
+            format!("{path}.rules"),
+            "list at least one rule; without rules every request is denied",
+        );
+    }
+    let rules = raw
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_kube_rule(&format!("{path}.rules[{i}]"), r, p))
+        .collect();
+    KubePolicy {
+        rules,
+        impersonate_group,
+    }
+}
+
+fn compile_kube_rule(path: &str, raw: &RawKubeRule, p: &mut Problems) -> KubeRule {
+    if raw.verbs.is_empty() {
+        p.add(
+            format!("{path}.verbs"),
+            "list at least one verb (`*` for any)",
+        );
+    }
+    let target = match (raw.resources.is_empty(), raw.non_resource_paths.is_empty()) {
+        (false, true) => {
+            for (i, v) in raw.verbs.iter().enumerate() {
+                if v != "*" && !KUBE_VERBS.contains(&v.as_str()) {
+                    p.add(
+                        format!("{path}.verbs[{i}]"),
+                        format!(
+                            "{v:?} is not a verb the apiserver uses ({}, or *)",
+                            KUBE_VERBS.join(", ")
+                        ),
+                    );
+                }
+            }
+            for (i, r) in raw.resources.iter().enumerate() {
+                let ok = match r.split_once('/') {
+                    Some((res, sub)) => !res.is_empty() && !sub.is_empty() && !sub.contains('/'),
+                    None => !r.is_empty(),
+                };
+                if !ok {
+                    p.add(
+                        format!("{path}.resources[{i}]"),
+                        format!("{r:?}: use `resource`, `resource/subresource`, `*/sub`, `resource/*` or `*`"),
+                    );
+                }
+            }
+            if let Some(pattern) = &raw.namespace_group {
+                if !pattern.contains("{namespace}") {
+                    p.add(
+                        format!("{path}.namespace_group"),
+                        "must contain `{namespace}`, e.g. `{namespace}` or `k8s-{namespace}-admins`",
+                    );
+                }
+            }
+            if raw.namespaces.is_empty() && raw.namespace_group.is_none() && !raw.cluster {
+                p.add(
+                    path.to_string(),
+                    "applies nowhere: set `namespaces`, `namespace_group` or `cluster: true`",
+                );
+            }
+            KubeTarget::Resources {
+                api_groups: raw.api_groups.clone().unwrap_or_else(|| vec!["*".into()]),
+                resources: raw.resources.clone(),
+                scope: KubeScope {
+                    namespaces: raw.namespaces.clone(),
+                    namespace_group: raw.namespace_group.clone(),
+                    cluster: raw.cluster,
+                },
+            }
+        }
+        (true, false) => {
+            if !raw.namespaces.is_empty()
+                || raw.namespace_group.is_some()
+                || raw.cluster
+                || raw.api_groups.is_some()
+            {
+                p.add(
+                    path.to_string(),
+                    "non_resource_paths take no namespaces, namespace_group, cluster or api_groups",
+                );
+            }
+            for (i, path_pattern) in raw.non_resource_paths.iter().enumerate() {
+                let body = path_pattern.strip_suffix('*').unwrap_or(path_pattern);
+                if !body.starts_with('/') || body.contains('*') {
+                    p.add(
+                        format!("{path}.non_resource_paths[{i}]"),
+                        format!(
+                            "{path_pattern:?}: a path starting with `/`, optionally ending in `*`"
+                        ),
+                    );
+                }
+            }
+            KubeTarget::NonResource {
+                paths: raw.non_resource_paths.clone(),
+            }
+        }
+        _ => {
+            p.add(
+                path.to_string(),
+                "set exactly one of `resources` or `non_resource_paths`",
+            );
+            KubeTarget::default()
+        }
+    };
+    KubeRule {
+        verbs: raw.verbs.iter().map(|v| v.to_ascii_lowercase()).collect(),
+        target,
+        groups_any_of: raw.groups_any_of.clone(),
+    }
 }
 
 fn principals(patterns: &[String], path: &str, p: &mut Problems) -> Vec<PrincipalMatcher> {
@@ -1013,6 +1185,121 @@ routes:
             problems_with_files(&with_gerrit(header_only), &[jwks]),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn rules_and_kube_sections_compile_and_every_mistake_is_named() {
+        let good = r#"
+issuers:
+  - issuer: https://idp.example.com
+    audiences: [mesh]
+    jwks: {file: jwks.json}
+static_groups: {alice: [team-a]}
+routes:
+  - name: vote
+    match:
+      hosts: [gerrit.example.com]
+      path: {regex: "/a/changes/[^/]+/revisions/[^/]+/review"}
+      methods: [POST]
+      principals: ["cluster.local/ns/ci/*"]
+      context_extensions: {target: gerrit}
+    allow:
+      - principals: [cluster.local/ns/ci/sa/runner]
+        as_user: ci-bot
+      - groups_all_of: [team-a, reviewers]
+        claims:
+          email_verified: {equals: true}
+          department: {one_of: [eng, ops]}
+        scopes: [gerrit:write]
+    dry_run: true
+    inject:
+      user: X-Forwarded-User
+      display_name: X-Forwarded-Name
+      groups: {header: X-Forwarded-Groups, only: [team-a], max_bytes: 512, on_overflow: truncate}
+  - name: kube
+    match: {hosts: [kube.example.com]}
+    allow: authenticated
+    kube:
+      impersonate_group: "fixed:developers"
+      rules:
+        - {verbs: [get, list, watch], resources: ["*"], namespace_group: "team-{namespace}"}
+        - {verbs: ["*"], api_groups: ["", apps], resources: [pods, "deployments/scale"], namespaces: [sandbox]}
+        - {verbs: [get], non_resource_paths: [/version, "/apis/*"]}
+"#;
+        let c = compile_str("test.yaml", good, &FileResolver::Builtin)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let vote = &c.routes.routes()[0];
+        assert!(vote.dry_run);
+        assert_eq!(vote.requirement.rules().len(), 2);
+        assert!(
+            !vote.requirement.rules()[0].token,
+            "a workload rule needs no token"
+        );
+        assert!(vote.requirement.rules()[1].token && vote.requirement.rules()[1].needs_groups());
+        let kube = c.routes.routes()[1].kube.as_ref().unwrap();
+        assert_eq!(
+            kube.impersonate_group,
+            ImpersonateGroup::Fixed("developers".into())
+        );
+        assert_eq!(kube.rules.len(), 3);
+
+        let bad = r#"
+issuers:
+  - issuer: https://idp.example.com
+    audiences: [mesh]
+    jwks: {file: jwks.json}
+routes:
+  - name: a
+    match: {path: {regex: "(unclosed"}, principals: ["a*b"]}
+    allow:
+      - {}
+      - {authenticated: true, as_user: bot}
+      - {principals: ["*"], claims: {dept: {equals: eng, one_of: [ops]}, tier: {equals: [1]}}}
+    inject: {groups: {header: x-g, on_overflow: explode, max_bytes: 1}}
+  - name: k
+    allow: public
+    kube: {rules: []}
+  - name: k2
+    allow: [{principals: [cluster.local/ns/ci/sa/runner]}]
+    kube:
+      impersonate_group: team-a
+      rules:
+        - {verbs: [get], resources: [pods]}
+        - {verbs: [fetch], resources: [pods], namespaces: ["*"]}
+        - {verbs: [get], resources: [pods], namespace_group: team-a, groups_any_of: [x]}
+        - {verbs: [get], non_resource_paths: [healthz], namespaces: [a]}
+        - {verbs: [get]}
+"#;
+        let got = problems(bad);
+        let want = [
+            "routes[0].match.path.regex: invalid path regex \"(unclosed\"",
+            "routes[0].match.principals[0]: invalid principal pattern \"a*b\"",
+            "routes[0].allow[0]: an empty rule would allow everyone",
+            "routes[0].allow[1].as_user: only for a rule on `principals` alone",
+            "routes[0].allow[2].claims.dept: set exactly one of `equals`, `one_of` or `contains`",
+            "routes[0].allow[2].claims.tier: compare with strings, numbers or booleans",
+            "routes[0].inject.groups.on_overflow: \"explode\": use `deny` or `truncate`",
+            "routes[0].inject.groups.max_bytes: must be at least 64",
+            "routes[1].kube: a public route has no user to impersonate",
+            "routes[1].kube.rules: list at least one rule",
+            "routes[2].allow[0]: on a kube route every rule needs a user to impersonate",
+            "routes[2].kube.impersonate_group: \"team-a\": use `granting`, `none` or `fixed:GROUP`",
+            "routes[2].kube.rules[0]: applies nowhere",
+            "routes[2].kube.rules[1].verbs[0]: \"fetch\" is not a verb the apiserver uses",
+            "routes[2].kube.rules[2].namespace_group: must contain `{namespace}`",
+            "routes[2].kube.rules[2]: needs group membership",
+            "routes[0].inject.groups: injects groups, but neither",
+            "routes[2].kube.rules[3]: non_resource_paths take no namespaces",
+            "routes[2].kube.rules[3].non_resource_paths[0]: \"healthz\": a path starting with `/`",
+            "routes[2].kube.rules[4]: set exactly one of `resources` or `non_resource_paths`",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
     }
 
     #[test]

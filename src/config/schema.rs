@@ -306,6 +306,44 @@ pub struct RawRoute {
     /// Request headers removed before the request goes upstream.
     #[serde(default)]
     pub remove_headers: Vec<String>,
+    /// The route leads to a kube-apiserver: which requests, as whom.
+    pub kube: Option<RawKube>,
+}
+
+/// `routes[].kube`.
+#[derive(Debug, Deserialize)]
+pub struct RawKube {
+    /// Tried in order; the first that allows decides; none: denied.
+    pub rules: Vec<RawKubeRule>,
+    /// `granting` (the group that allowed, if any), `none`, or `fixed:NAME`.
+    #[serde(default = "default_impersonate_group")]
+    pub impersonate_group: String,
+}
+
+fn default_impersonate_group() -> String {
+    "granting".into()
+}
+
+/// One `routes[].kube.rules[]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawKubeRule {
+    /// Verbs; `*` for any.
+    pub verbs: Vec<String>,
+    /// API groups (`""` for core); default any.
+    pub api_groups: Option<Vec<String>>,
+    /// Resources, RBAC style (`pods`, `pods/log`, `*/scale`, `*`).
+    pub resources: Vec<String>,
+    /// Non-resource paths (`/healthz`, `/apis/*`).
+    pub non_resource_paths: Vec<String>,
+    /// Namespaces named outright; `*` for any.
+    pub namespaces: Vec<String>,
+    /// Pattern naming the group that owns a namespace, with `{namespace}`.
+    pub namespace_group: Option<String>,
+    /// Cluster-scoped requests too.
+    pub cluster: bool,
+    /// The user must also be in one of these groups.
+    pub groups_any_of: Vec<String>,
 }
 
 fn default_token_from() -> Vec<String> {
@@ -350,8 +388,21 @@ pub enum RawAllow {
     Public,
     /// Any valid token.
     Authenticated,
-    /// Rules, any of which allows.
+    /// One rule, written as a map.
+    Rule(RawRule),
+    /// Rules, any of which allows, written as a list.
     Rules(Vec<RawRule>),
+}
+
+impl RawAllow {
+    /// The rules, however written; none for `public` and `authenticated`.
+    pub fn rules(&self) -> &[RawRule] {
+        match self {
+            RawAllow::Rule(rule) => std::slice::from_ref(rule),
+            RawAllow::Rules(rules) => rules,
+            RawAllow::Public | RawAllow::Authenticated => &[],
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for RawAllow {
@@ -378,8 +429,7 @@ impl<'de> Visitor<'de> for AllowVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawAllow, A::Error> {
-        RawRule::deserialize(de::value::MapAccessDeserializer::new(map))
-            .map(|rule| RawAllow::Rules(vec![rule]))
+        RawRule::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawAllow::Rule)
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<RawAllow, A::Error> {

@@ -5,6 +5,7 @@ use crate::gerrit::Membership;
 use crate::policy::{GroupsHeader, Overflow, RouteRule};
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::google::protobuf::BoolValue;
+use std::collections::HashMap;
 
 /// Why the identity cannot be passed upstream: the request is denied instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +16,9 @@ pub enum InjectError {
         /// Which identity field was unsafe.
         field: &'static str,
     },
+    /// A kube route allowed a caller with no user name to impersonate.
+    #[error("there is no user to impersonate")]
+    NoUser,
     /// The groups do not fit into the groups header and the route says to deny.
     #[error(
         "the user's groups take {size} bytes, more than the {max} the groups header may carry"
@@ -66,14 +70,30 @@ impl HeaderChanges {
     }
 }
 
+/// The `Impersonate-User` header: Kubernetes' impersonation of the allowed user.
+pub const IMPERSONATE_USER: &str = "impersonate-user";
+/// The `Impersonate-Group` header.
+pub const IMPERSONATE_GROUP: &str = "impersonate-group";
+
+/// Impersonation for a request a kube route allowed: the identity's user, and this group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Impersonation<'a> {
+    /// The one group to impersonate besides the user, if any.
+    pub group: Option<&'a str>,
+}
+
 /// Header changes for an allowed request on `route`.
 ///
 /// Every identity header the route names is either set from the identity or removed, so
-/// a client-sent value never reaches the upstream.
+/// a client-sent value never reaches the upstream. On every route, every `Impersonate-*`
+/// header the client sent is removed (`client_headers` are the request's): through the
+/// gateway's own identity, which may impersonate, a client could otherwise act as anyone.
 pub fn upstream_changes(
     route: &RouteRule,
     identity: Option<&Identity>,
     membership: Option<&Membership>,
+    impersonation: Option<Impersonation<'_>>,
+    client_headers: &HashMap<String, String>,
 ) -> Result<HeaderChanges, InjectError> {
     let mut changes = HeaderChanges::default();
     let mut put = |name: Option<&String>, value: Option<&str>, field: &'static str| {
@@ -104,10 +124,36 @@ pub fn upstream_changes(
         let value = membership.map(|m| groups_value(header, m)).transpose()?;
         put(Some(&header.name), value.as_deref(), "groups")?;
     }
+    if let Some(imp) = impersonation {
+        let user = identity
+            .map(|i| i.user.as_str())
+            .ok_or(InjectError::NoUser)?;
+        if !is_safe(user) {
+            return Err(InjectError::Unsafe { field: "user" });
+        }
+        changes
+            .set
+            .push((IMPERSONATE_USER.into(), user.to_string()));
+        match imp.group {
+            // One value only: the apiserver reads each header line as one group.
+            Some(g) if !is_safe(g) || g.contains(',') => {
+                return Err(InjectError::Unsafe { field: "group" })
+            }
+            Some(g) => changes.set.push((IMPERSONATE_GROUP.into(), g.to_string())),
+            None => changes.remove.push(IMPERSONATE_GROUP.into()),
+        }
+    }
     changes.remove.extend(route.remove_headers.iter().cloned());
     changes
         .remove
         .extend(route.foreign_identity_headers.iter().cloned());
+    let mut forged: Vec<&String> = client_headers
+        .keys()
+        .filter(|k| k.starts_with("impersonate-"))
+        .filter(|k| !changes.set.iter().any(|(s, _)| s == *k) && !changes.remove.contains(k))
+        .collect();
+    forged.sort();
+    changes.remove.extend(forged.into_iter().cloned());
     // A token read from the URL must not travel on to the upstream (and its logs).
     changes
         .remove_query
@@ -188,6 +234,7 @@ mod tests {
                 groups: Some(GroupsHeader::named("x-forwarded-groups")),
             },
             remove_headers: vec!["authorization".into()],
+            kube: None,
             foreign_identity_headers: vec![],
         }
     }
@@ -219,7 +266,14 @@ mod tests {
     #[test]
     fn identity_headers_are_set_and_missing_ones_removed() {
         let m = member_of(&["team-a", "odd,name", "Registered Users"]);
-        let c = upstream_changes(&route(), Some(&alice(None)), Some(&m)).unwrap();
+        let c = upstream_changes(
+            &route(),
+            Some(&alice(None)),
+            Some(&m),
+            None,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(
             c.set,
             vec![
@@ -246,7 +300,7 @@ mod tests {
 
     #[test]
     fn anonymous_requests_get_every_identity_header_removed() {
-        let c = upstream_changes(&route(), None, None).unwrap();
+        let c = upstream_changes(&route(), None, None, None, &HashMap::new()).unwrap();
         assert!(c.set.is_empty());
         assert_eq!(c.remove.len(), 5);
     }
@@ -255,16 +309,16 @@ mod tests {
     fn a_claim_with_a_newline_is_refused_not_injected() {
         let mut who = alice(Some("a@example.com\r\nx-evil: 1"));
         assert_eq!(
-            upstream_changes(&route(), Some(&who), None),
+            upstream_changes(&route(), Some(&who), None, None, &HashMap::new()),
             Err(InjectError::Unsafe { field: "email" })
         );
         who.email = None;
         who.user = "al\u{7}ice".into();
-        assert!(upstream_changes(&route(), Some(&who), None).is_err());
+        assert!(upstream_changes(&route(), Some(&who), None, None, &HashMap::new()).is_err());
         who.user = "alice".into();
         who.display_name = Some("Alice\nLiddell".into());
         assert_eq!(
-            upstream_changes(&route(), Some(&who), None),
+            upstream_changes(&route(), Some(&who), None, None, &HashMap::new()),
             Err(InjectError::Unsafe {
                 field: "display name"
             })
@@ -290,7 +344,13 @@ mod tests {
     fn a_user_in_hundreds_of_groups_is_denied_by_default_not_passed_on() {
         let m = many_groups();
         assert_eq!(
-            upstream_changes(&route(), Some(&alice(None)), Some(&m)),
+            upstream_changes(
+                &route(),
+                Some(&alice(None)),
+                Some(&m),
+                None,
+                &HashMap::new()
+            ),
             Err(InjectError::GroupsTooLarge {
                 size: 300 * 23 - 1,
                 max: 4096
@@ -306,10 +366,107 @@ mod tests {
             "project-007-committers".into(),
             "uuid-project-299-committers".into(),
         ];
-        let c = upstream_changes(&r, Some(&alice(None)), Some(&many_groups())).unwrap();
+        let c = upstream_changes(
+            &r,
+            Some(&alice(None)),
+            Some(&many_groups()),
+            None,
+            &HashMap::new(),
+        )
+        .unwrap();
         assert_eq!(
             groups_header(&c),
             Some("project-007-committers,project-299-committers")
+        );
+    }
+
+    fn forged() -> HashMap<String, String> {
+        [
+            ("impersonate-user", "admin"),
+            ("impersonate-group", "system:masters"),
+            ("impersonate-uid", "0"),
+            ("impersonate-extra-scopes", "all"),
+            ("x-unrelated", "kept"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn impersonation_overwrites_user_and_group_and_strips_the_rest() {
+        let imp = Impersonation {
+            group: Some("team-a"),
+        };
+        let c = upstream_changes(&route(), Some(&alice(None)), None, Some(imp), &forged()).unwrap();
+        let set: Vec<(&str, &str)> = c
+            .set
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert!(set.contains(&("impersonate-user", "alice")), "{set:?}");
+        assert!(set.contains(&("impersonate-group", "team-a")), "{set:?}");
+        assert!(c.remove.contains(&"impersonate-uid".to_string()));
+        assert!(c.remove.contains(&"impersonate-extra-scopes".to_string()));
+        assert!(
+            !c.remove
+                .iter()
+                .any(|r| r == "impersonate-user" || r == "impersonate-group"),
+            "never both set and removed: Envoy removes last"
+        );
+        assert!(!c.remove.contains(&"x-unrelated".to_string()));
+        // No group to impersonate: the client's is removed, not kept.
+        let none = upstream_changes(
+            &route(),
+            Some(&alice(None)),
+            None,
+            Some(Impersonation { group: None }),
+            &forged(),
+        )
+        .unwrap();
+        assert!(none.remove.contains(&"impersonate-group".to_string()));
+        assert!(!none.set.iter().any(|(k, _)| k == "impersonate-group"));
+    }
+
+    #[test]
+    fn client_impersonation_headers_are_removed_on_every_route() {
+        let c = upstream_changes(&route(), Some(&alice(None)), None, None, &forged()).unwrap();
+        for h in [
+            "impersonate-user",
+            "impersonate-group",
+            "impersonate-uid",
+            "impersonate-extra-scopes",
+        ] {
+            assert!(c.remove.contains(&h.to_string()), "{h}: {:?}", c.remove);
+        }
+        let anonymous = upstream_changes(&route(), None, None, None, &forged()).unwrap();
+        assert!(anonymous.remove.contains(&"impersonate-user".to_string()));
+    }
+
+    #[test]
+    fn an_impersonated_group_with_a_comma_is_refused() {
+        let imp = Impersonation {
+            group: Some("a,system:masters"),
+        };
+        assert_eq!(
+            upstream_changes(
+                &route(),
+                Some(&alice(None)),
+                None,
+                Some(imp),
+                &HashMap::new()
+            ),
+            Err(InjectError::Unsafe { field: "group" })
+        );
+        assert_eq!(
+            upstream_changes(
+                &route(),
+                None,
+                None,
+                Some(Impersonation { group: None }),
+                &HashMap::new()
+            ),
+            Err(InjectError::NoUser)
         );
     }
 
@@ -319,7 +476,14 @@ mod tests {
         let header = r.inject.groups.as_mut().unwrap();
         header.max_bytes = 100;
         header.on_overflow = Overflow::Truncate;
-        let c = upstream_changes(&r, Some(&alice(None)), Some(&many_groups())).unwrap();
+        let c = upstream_changes(
+            &r,
+            Some(&alice(None)),
+            Some(&many_groups()),
+            None,
+            &HashMap::new(),
+        )
+        .unwrap();
         let value = groups_header(&c).unwrap();
         assert!(value.len() <= 100, "{}", value.len());
         assert_eq!(value.split(',').count(), 4, "{value}");

@@ -12,7 +12,10 @@ mod headers;
 mod metadata;
 
 pub use denial::{denial_body, denied_response, http_status as denied_http_status};
-pub use headers::{upstream_changes, HeaderChanges, InjectError};
+pub use headers::{
+    upstream_changes, HeaderChanges, Impersonation, InjectError, IMPERSONATE_GROUP,
+    IMPERSONATE_USER,
+};
 
 use crate::authorize::{Decision, Verdict};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;

@@ -131,8 +131,16 @@ impl PathMatcher {
                 regex::Error::CompiledTooBig(_) => {
                     invalid(format!("compiles to more than {REGEX_SIZE_LIMIT} bytes"))
                 }
-                // The syntax error's own text points at the offending spot.
-                e => invalid(e.to_string()),
+                // The last line says what is wrong; the lines above quote the anchored
+                // pattern, whose caret would point at the wrong column.
+                e => invalid(
+                    e.to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                        .to_string(),
+                ),
             })
     }
 

@@ -4,6 +4,7 @@
 //! invalid), then evaluated with pure functions on every Check.
 
 pub mod kube;
+pub mod kube_access;
 mod matcher;
 mod requirement;
 mod route;

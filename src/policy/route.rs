@@ -1,5 +1,6 @@
 //! Route rules and the first-match route table.
 
+use super::kube_access::KubePolicy;
 use super::{HostMatcher, MethodSet, PathMatcher, PolicyError, PrincipalMatcher, Requirement};
 use crate::authn::TokenSource;
 use crate::request::RequestView;
@@ -93,6 +94,8 @@ pub struct RouteRule {
     pub inject: IdentityHeaders,
     /// Request headers to remove on allow (lower-case).
     pub remove_headers: Vec<String>,
+    /// For a route to a kube-apiserver: which requests, impersonating whom.
+    pub kube: Option<KubePolicy>,
     /// Identity headers other routes inject and this one does not: removed too, so a
     /// client cannot forge on one route what the upstream trusts from another. Filled in
     /// by [`RouteTable::new`].
@@ -187,6 +190,7 @@ mod tests {
             token_sources: vec![TokenSource::Bearer],
             inject: IdentityHeaders::default(),
             remove_headers: vec![],
+            kube: None,
             foreign_identity_headers: vec![],
         }
     }
