@@ -612,6 +612,7 @@ fn gerrit_client(gerrit: &GerritConfig) -> Result<GerritClient, (&'static str, S
         max_concurrent_requests: gerrit.max_concurrent_requests,
         timeout: gerrit.timeout,
         max_response_bytes: gerrit.max_response_bytes,
+        max_accounts: gerrit.cache.max_users,
     })
     .map_err(|e| ("gerrit", format!("cannot build the HTTP client: {e}")))
 }

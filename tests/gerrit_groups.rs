@@ -219,7 +219,7 @@ async fn every_known_gerrit_account_is_in_registered_users_whether_or_not_gerrit
 }
 
 #[tokio::test]
-async fn two_hundred_concurrent_checks_for_a_cold_user_make_exactly_one_gerrit_call() {
+async fn two_hundred_concurrent_checks_for_a_cold_user_make_exactly_one_gerrit_lookup() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
     // Slow enough that all the checks arrive while the first lookup is under way.
@@ -235,8 +235,10 @@ async fn two_hundred_concurrent_checks_for_a_cold_user_make_exactly_one_gerrit_c
         let resp = resp.expect("every check answered");
         assert_eq!(injected_groups(&resp), "Registered Users,team-a");
     }
+    // One lookup: which account "alice" names, then its groups.
     assert_eq!(gerrit.requests_for("alice"), 1);
-    assert_eq!(gerrit.total_requests(), 1);
+    assert_eq!(gerrit.group_lists_for("alice"), 1);
+    assert_eq!(gerrit.total_requests(), 2);
     assert_eq!(
         s.metric(r#"mesh_authz_group_cache_lookups_total{result="miss"}"#)
             .await
@@ -459,4 +461,30 @@ async fn token_users_in_gerrit_display_forms_do_not_get_another_accounts_groups(
         let d = denied(&answered(&s, &user, TEAM_A).await);
         assert_eq!(d.http_status, 403, "{user}");
     }
+}
+
+#[tokio::test]
+async fn a_token_user_gerrit_finds_only_by_a_name_search_gets_no_groups() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account_named("jsmith", "John Smith", &["team-a"]);
+    let s = start(&gerrit).await;
+    // A new IdP user "smith" has no Gerrit account; Gerrit's resolver falls back to a
+    // search and finds the unique "John Smith" (and so it does for the full name).
+    for id in ["smith", "John Smith"] {
+        assert!(
+            groups_gerrit_reports(&gerrit, id)
+                .await
+                .contains(&"team-a".to_string()),
+            "the fake must resolve {id:?} like Gerrit does"
+        );
+        let asked = gerrit.group_lists_for("jsmith");
+        let d = denied(&answered(&s, id, TEAM_A).await);
+        assert_eq!(d.http_status, 403, "{id}");
+        assert_eq!(
+            gerrit.group_lists_for("jsmith"),
+            asked,
+            "{id}: John Smith's groups never asked for"
+        );
+    }
+    allowed(&answered(&s, "jsmith", TEAM_A).await);
 }

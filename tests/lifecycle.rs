@@ -243,7 +243,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
     // alice joins team-a in Gerrit; the cached answer still says no...
     gerrit.set_groups("alice", &["team-a"]);
     assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 7);
-    assert_eq!(gerrit.requests_for("alice"), 1);
+    assert_eq!(gerrit.group_lists_for("alice"), 1);
 
     // ...until the operator drops her entry.
     let http = reqwest::Client::new();
@@ -257,7 +257,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 0);
-    assert_eq!(gerrit.requests_for("alice"), 2);
+    assert_eq!(gerrit.group_lists_for("alice"), 2);
 
     // Dropping everything works the same way.
     gerrit.set_groups("alice", &["team-b"]);
@@ -268,7 +268,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(code(s.client.check(req()).await.unwrap().into_inner()), 7);
-    assert_eq!(gerrit.requests_for("alice"), 3);
+    assert_eq!(gerrit.group_lists_for("alice"), 3);
 }
 
 #[tokio::test]

@@ -230,6 +230,9 @@ impl GroupCache {
     /// was cached.
     pub async fn invalidate(&self, user: &str) -> bool {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(gerrit) = self.gerrit() {
+            gerrit.forget_account(user);
+        }
         let dropped = self.cache.remove(user).await.is_some();
         if let Some(m) = self.metrics() {
             m.dropped("admin", usize::from(dropped));

@@ -1,4 +1,5 @@
-//! Gerrit REST client: `GET /a/accounts/{account}/groups/` (a user's effective groups) and
+//! Gerrit REST client: `GET /a/accounts/{account}` (which account an id names),
+//! `GET /a/accounts/{id}/groups/` (its effective groups) and
 //! `GET /a/groups/{uuid}/members/?recursive` (a group's members, for event-driven
 //! invalidation).
 
@@ -90,7 +91,13 @@ pub struct GerritSettings {
     pub timeout: Duration,
     /// Largest accepted response body.
     pub max_response_bytes: usize,
+    /// Bound on remembered id → account number resolutions.
+    pub max_accounts: u64,
 }
+
+/// How long an id's resolution to an account number is trusted. Usernames and account
+/// numbers do not change; emails rarely do.
+const RESOLUTION_TTL: Duration = Duration::from_secs(3600);
 
 /// Answers "which groups is this account in?" from Gerrit's REST API.
 #[derive(Debug, Clone)]
@@ -101,6 +108,8 @@ pub struct GerritClient {
     password: Arc<RwLock<Option<Secret>>>,
     /// Bounds concurrent requests, so a cold start or cache flush cannot flood Gerrit.
     in_flight: Arc<Semaphore>,
+    /// Ids (usernames, emails) already resolved to the account number they name.
+    account_numbers: moka::sync::Cache<String, u64>,
     metrics: GerritMetrics,
 }
 
@@ -122,11 +131,16 @@ impl GerritClient {
         let http = http.build()?;
         let password = Arc::new(RwLock::new(settings.auth.password.clone()));
         let in_flight = Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1)));
+        let account_numbers = moka::sync::Cache::builder()
+            .max_capacity(settings.max_accounts.max(1))
+            .time_to_live(RESOLUTION_TTL)
+            .build();
         Ok(Self {
             http,
             settings: Arc::new(settings),
             password,
             in_flight,
+            account_numbers,
             metrics: GerritMetrics::default(),
         })
     }
@@ -182,12 +196,59 @@ impl GerritClient {
             );
             return Ok(None);
         }
-        let url = self.url(&["accounts", account, "groups", ""], None)?;
+        let Some(number) = self.account_number(account).await? else {
+            return Ok(None);
+        };
+        let url = self.url(&["accounts", &number.to_string(), "groups", ""], None)?;
         let groups = self.get(&url, parse_groups).await?;
+        if groups.is_none() {
+            // The account went away (or out of sight) since it was resolved.
+            self.account_numbers.invalidate(account);
+        }
         Ok(groups.map(|mut groups| {
             with_registered_users(&mut groups);
             groups
         }))
+    }
+
+    /// The number of the account `account` names: itself if it is a number, else what
+    /// Gerrit resolves it to, if that account really has this username or (preferred)
+    /// email. Gerrit's resolver falls back to full-name and default searches for an id
+    /// that is neither, so `smith` may resolve to a unique "John Smith": that account's
+    /// groups must not become `smith`'s.
+    async fn account_number(&self, account: &str) -> Result<Option<u64>, GerritError> {
+        if let Ok(number) = account.parse::<u64>() {
+            return Ok(Some(number));
+        }
+        if let Some(number) = self.account_numbers.get(account) {
+            return Ok(Some(number));
+        }
+        let url = self.url(&["accounts", account], None)?;
+        let Some(info) = self.get(&url, parse_account).await? else {
+            return Ok(None);
+        };
+        let names_it = info.username.as_deref() == Some(account)
+            || info
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(account));
+        if !names_it {
+            tracing::warn!(
+                account,
+                resolved_to = info.account_id,
+                "Gerrit resolved this id to an account with another username and email (a name search?): no groups"
+            );
+            return Ok(None);
+        }
+        self.account_numbers
+            .insert(account.to_string(), info.account_id);
+        Ok(Some(info.account_id))
+    }
+
+    /// Forgets which account `account` names (an admin invalidation: the account may have
+    /// changed).
+    pub fn forget_account(&self, account: &str) {
+        self.account_numbers.invalidate(account);
     }
 
     /// The group's members, transitively (members of included groups too), or `None` if
@@ -418,6 +479,12 @@ pub(crate) fn parse_groups(body: &[u8]) -> Result<Vec<Group>, GerritError> {
         .collect())
 }
 
+/// Parses one `AccountInfo`.
+fn parse_account(body: &[u8]) -> Result<Member, GerritError> {
+    serde_json::from_str(json_text(body)?)
+        .map_err(|e| GerritError::Response(format!("not an AccountInfo: {e}")))
+}
+
 /// Parses an `AccountInfo` list (a group's members).
 fn parse_members(body: &[u8]) -> Result<Vec<Member>, GerritError> {
     serde_json::from_str(json_text(body)?)
@@ -557,6 +624,7 @@ mod tests {
             max_concurrent_requests: 4,
             timeout: Duration::from_secs(1),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_accounts: 100,
         })
         .unwrap()
     }

@@ -1,5 +1,6 @@
 //! A fake Gerrit that follows the documented REST wire format and permission model:
 //!
+//! - `GET /a/accounts/{account-id}`: the `AccountInfo` of the account the id resolves to.
 //! - `GET /a/accounts/{account-id}/groups/`: the account's effective groups (direct ones
 //!   and every group that includes them, transitively), filtered like Gerrit's
 //!   `GetGroups`: a group shows only if it is visible to all or the service account owns
@@ -10,8 +11,10 @@
 //! - Authentication like Gerrit's `/a/` filters: HTTP Basic with the HTTP password, or,
 //!   with [`FakeGerrit::trust_header`], `auth.trustContainerAuth` (the header names the
 //!   caller, no password is checked: 403 without it, 401 for an unknown account).
-//! - Account ids resolve like Gerrit's: `self`/`me` mean the caller, a bare number is an
-//!   account id, `Name (id)` and `Name <email>` forms, username, email.
+//! - Account ids resolve like Gerrit's AccountResolver: `self`/`me` mean the caller, a bare
+//!   number is an account id, `Name (id)` and `Name <email>` forms, username, email, and
+//!   when none of those match, a full name, then a default search (a unique account whose
+//!   name, username or email contains the id).
 //!
 //! It can also misbehave ([`Fault`]), serve over TLS with a private CA, and write the
 //! `ref-updated` event Gerrit fires when a group changes.
@@ -60,6 +63,7 @@ pub enum Fault {
 struct Account {
     username: String,
     email: String,
+    full_name: String,
     groups: Vec<String>,
 }
 
@@ -81,6 +85,8 @@ struct GerritState {
     accounts: Mutex<Vec<Account>>,
     groups: Mutex<HashMap<String, GroupDef>>,
     requests: Mutex<HashMap<String, usize>>,
+    /// Group lists answered, by the username of the account they were for.
+    group_lists: Mutex<HashMap<String, usize>>,
     member_requests: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
     delay: Mutex<Duration>,
@@ -197,13 +203,24 @@ impl FakeGerrit {
         self.base.clone()
     }
 
-    /// Adds an account in these groups (besides the system group Registered Users).
+    /// Adds an account in these groups (besides the system group Registered Users), with
+    /// the email `{username}@example.com` and the username, capitalised, as full name.
     /// Groups not seen before are created, visible to all.
     pub fn add_account(&self, username: &str, groups: &[&str]) {
+        let mut full_name = username.to_string();
+        if let Some(first) = full_name.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        self.add_account_named(username, &full_name, groups);
+    }
+
+    /// Adds an account with this full name.
+    pub fn add_account_named(&self, username: &str, full_name: &str, groups: &[&str]) {
         self.ensure_groups(groups);
         self.state.accounts.lock().unwrap().push(Account {
             username: username.into(),
             email: format!("{username}@example.com"),
+            full_name: full_name.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
         });
     }
@@ -320,7 +337,18 @@ impl FakeGerrit {
         *self.state.delay.lock().unwrap() = delay;
     }
 
-    /// Group requests made for one account id (as it appeared in the path, decoded).
+    /// Group lists answered for the account with this username, whatever id named it.
+    pub fn group_lists_for(&self, username: &str) -> usize {
+        self.state
+            .group_lists
+            .lock()
+            .unwrap()
+            .get(username)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Account and group requests made with this account id in the path (decoded).
     pub fn requests_for(&self, account: &str) -> usize {
         self.state
             .requests
@@ -366,6 +394,7 @@ impl Drop for FakeGerrit {
 
 fn router(state: Arc<GerritState>) -> Router {
     Router::new()
+        .route("/a/accounts/{account}", get(account_info))
         .route("/a/accounts/{account}/groups/", get(account_groups))
         .route("/a/groups/{group}/members/", get(group_members))
         .with_state(state)
@@ -403,9 +432,25 @@ fn resolve(accounts: &[Account], id: &str, caller: &str) -> Option<Account> {
         by_number(n)
     } else if let Some(a) = accounts.iter().find(|a| a.username == id) {
         Some(a)
+    } else if let Some(a) = accounts.iter().find(|a| a.email == bracketed.unwrap_or(id)) {
+        Some(a)
+    } else if let Some(a) = accounts.iter().find(|a| a.full_name == id) {
+        Some(a)
     } else {
-        let email = bracketed.unwrap_or(id);
-        accounts.iter().find(|a| a.email == email)
+        // The default search: one account whose name, username or email contains the id.
+        let needle = id.to_lowercase();
+        let hits: Vec<&Account> = accounts
+            .iter()
+            .filter(|a| {
+                [&a.full_name, &a.username, &a.email]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&needle))
+            })
+            .collect();
+        match hits.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
     };
     found.cloned()
 }
@@ -587,6 +632,42 @@ fn gerrit_json(value: &serde_json::Value) -> Response {
     ([("content-type", "application/json;charset=utf-8")], body).into_response()
 }
 
+async fn account_info(
+    State(state): State<Arc<GerritState>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let _in_flight = InFlight::enter(&state);
+    *state
+        .requests
+        .lock()
+        .unwrap()
+        .entry(account.clone())
+        .or_default() += 1;
+    if let Some(response) = before_answering(&state).await {
+        return response;
+    }
+    let caller = match authenticate(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
+    };
+    state.callers.lock().unwrap().push(caller.clone());
+    let accounts = state.accounts.lock().unwrap().clone();
+    let Some(found) = resolve(&accounts, &account, &caller) else {
+        return not_found(&account);
+    };
+    let number = accounts
+        .iter()
+        .position(|a| a.username == found.username)
+        .map(account_number);
+    gerrit_json(&json!({
+        "_account_id": number,
+        "name": found.full_name,
+        "email": found.email,
+        "username": found.username,
+    }))
+}
+
 async fn account_groups(
     State(state): State<Arc<GerritState>>,
     Path(account): Path<String>,
@@ -611,6 +692,12 @@ async fn account_groups(
     let Some(found) = found else {
         return not_found(&account);
     };
+    *state
+        .group_lists
+        .lock()
+        .unwrap()
+        .entry(found.username.clone())
+        .or_default() += 1;
     let admin = state.admin.load(Ordering::SeqCst);
     let groups = state.groups.lock().unwrap().clone();
     // GetGroups: only groups the caller can see (and whose members it can see).
@@ -686,7 +773,7 @@ async fn group_members(
         .map(|(i, a)| {
             json!({
                 "_account_id": account_number(i),
-                "name": a.username.to_uppercase(),
+                "name": a.full_name,
                 "email": a.email,
                 "username": a.username,
             })
