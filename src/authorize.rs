@@ -33,12 +33,29 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Human-readable steps, in order: what matched and what was checked.
     pub steps: Vec<String>,
+    /// Who the caller turned out to be, if a token was verified or a workload rule named
+    /// a user: also on denials, for the audit log.
+    pub caller: Option<Arc<Identity>>,
+    /// On a dry-run route whose verdict is not an allow: the header changes of the allow
+    /// that is sent instead (identity headers removed, as on a public route).
+    pub dry_run_headers: Option<HeaderChanges>,
 }
 
 impl Decision {
     /// Whether the route is in dry-run: the verdict is reported, the request allowed.
     pub fn dry_run(&self) -> bool {
         self.route.as_ref().is_some_and(|r| r.dry_run)
+    }
+
+    fn unrouted(verdict: Verdict, steps: Vec<String>) -> Self {
+        Decision {
+            route: None,
+            rule: None,
+            verdict,
+            steps,
+            caller: None,
+            dry_run_headers: None,
+        }
     }
 }
 
@@ -213,61 +230,62 @@ impl Authorizer {
                 "path {:?} has dot-segments: refused before matching",
                 req.path
             ));
-            return Decision {
-                route: None,
-                rule: None,
-                verdict: Verdict::Deny(Denial::UnnormalizedPath),
-                steps,
-            };
+            return Decision::unrouted(Verdict::Deny(Denial::UnnormalizedPath), steps);
         }
         let Some(route) = self.routes.find(req) else {
             steps.push(format!(
                 "no route matches {} {}{}: denied by default",
                 req.method, req.host, req.path
             ));
-            return Decision {
-                route: None,
-                rule: None,
-                verdict: Verdict::Deny(Denial::NoRoute),
-                steps,
-            };
+            return Decision::unrouted(Verdict::Deny(Denial::NoRoute), steps);
         };
         steps.push(format!("route {:?} matched", &*route.name));
-        let (rule, verdict) = self.decide_route(route, req, &mut steps).await;
-        if route.dry_run {
-            steps.push(format!(
-                "route is in dry-run: {} would be the answer; the request is allowed",
-                verdict.kind()
-            ));
-        }
-        Decision {
-            route: Some(route.clone()),
-            rule,
-            verdict,
-            steps,
-        }
-    }
-
-    /// The rule that decided (if one held) and the verdict.
-    async fn decide_route(
-        &self,
-        route: &RouteRule,
-        req: &RequestView<'_>,
-        steps: &mut Vec<String>,
-    ) -> (Option<String>, Verdict) {
-        let rules = match &route.requirement {
-            Requirement::Public => {
-                steps.push("route is public: no token needed, identity headers are removed".into());
-                return (None, allow(route, req, None, None, None, steps));
-            }
-            Requirement::AnyOf(rules) => rules,
-        };
         let mut facts = Facts {
             authorizer: self,
             route,
             req,
             identity: None,
             membership: None,
+        };
+        let (rule, verdict) = self.decide_route(&mut facts, &mut steps).await;
+        let caller = match &verdict {
+            Verdict::Allow { identity, .. } => identity.clone(),
+            _ => facts.identity.and_then(Result::ok),
+        };
+        let mut dry_run_headers = None;
+        if route.dry_run {
+            steps.push(format!(
+                "route is in dry-run: {} would be the answer; the request is allowed",
+                verdict.kind()
+            ));
+            if !matches!(verdict, Verdict::Allow { .. }) {
+                // Allowed as if public: no identity reaches the upstream.
+                dry_run_headers = upstream_changes(route, None, None, None, req.headers).ok();
+            }
+        }
+        Decision {
+            route: Some(route.clone()),
+            rule,
+            verdict,
+            steps,
+            caller,
+            dry_run_headers,
+        }
+    }
+
+    /// The rule that decided (if one held) and the verdict.
+    async fn decide_route(
+        &self,
+        facts: &mut Facts<'_>,
+        steps: &mut Vec<String>,
+    ) -> (Option<String>, Verdict) {
+        let (route, req) = (facts.route, facts.req);
+        let rules = match &route.requirement {
+            Requirement::Public => {
+                steps.push("route is public: no token needed, identity headers are removed".into());
+                return (None, allow(route, req, None, None, None, steps));
+            }
+            Requirement::AnyOf(rules) => rules,
         };
         let mut denial: Option<Denial> = None;
         let mut undecided: Option<String> = None;
@@ -308,7 +326,7 @@ impl Authorizer {
                     .as_ref()
                     .map(|user| Arc::new(Identity::workload(req.principal, user)));
                 return self
-                    .finish(route, label, identity, None, &mut facts, steps)
+                    .finish(route, label, identity, None, facts, steps)
                     .await;
             }
             let identity = match facts.identity(steps).await {
@@ -341,7 +359,7 @@ impl Authorizer {
                 Ok(_) => {
                     steps.push(format!("{label}: holds"));
                     return self
-                        .finish(route, label, Some(identity), membership, &mut facts, steps)
+                        .finish(route, label, Some(identity), membership, facts, steps)
                         .await;
                 }
                 Err(unmet) => {

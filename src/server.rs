@@ -3,8 +3,9 @@
 
 use crate::admin::{self, Readiness};
 use crate::authorize::Authorizer;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problem};
 use crate::service::CheckService;
+use crate::telemetry::audit::AuditLog;
 use crate::telemetry::Metrics;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::net::SocketAddr;
@@ -110,8 +111,21 @@ pub fn http_client() -> Result<reqwest::Client, ServerError> {
 /// Binds the listeners and starts serving.
 pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     let authorizer = Arc::new(Authorizer::from_config(config, http_client()?)?);
-    let metrics = Arc::new(Metrics::with_gerrit(
+    let audit = match &config.audit {
+        Some(output) => Some(AuditLog::start(output.clone()).map_err(|e| {
+            ServerError::Config(ConfigError::Invalid {
+                file: config.source.clone(),
+                problems: vec![Problem {
+                    path: "audit.output".into(),
+                    reason: e.to_string(),
+                }],
+            })
+        })?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new(
         authorizer.groups().and_then(|g| g.metrics()),
+        audit.as_ref(),
     ));
     let readiness = Arc::new(Readiness::new(authorizer.clone()));
 
@@ -151,7 +165,11 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         refreshers.push(tokio::spawn(gerrit.clone().run_password_reloader()));
     }
 
-    let check = AuthorizationServer::new(CheckService::new(authorizer.clone(), metrics.clone()));
+    let check = AuthorizationServer::new(CheckService::new(
+        authorizer.clone(),
+        metrics.clone(),
+        audit.clone(),
+    ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {
         conn.inspect(|stream| {
             // Checks are small request/response pairs: Nagle only adds latency.
@@ -207,6 +225,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         };
         for r in refreshers {
             r.abort();
+        }
+        if let Some(audit) = audit {
+            // The last decisions must reach the log before the process exits.
+            let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(5))).await;
         }
         health.abort();
         tracing::info!("stopped");

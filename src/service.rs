@@ -6,10 +6,12 @@
 use crate::authorize::{Authorizer, Verdict};
 use crate::decision;
 use crate::request::RequestView;
+use crate::telemetry::audit::{self, AuditLog, AuditRecord};
 use crate::telemetry::Metrics;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -18,14 +20,20 @@ use tonic::{Request, Response, Status};
 pub struct CheckService {
     authorizer: Arc<Authorizer>,
     metrics: Arc<Metrics>,
+    audit: Option<AuditLog>,
 }
 
 impl CheckService {
-    /// A service deciding with `authorizer`.
-    pub fn new(authorizer: Arc<Authorizer>, metrics: Arc<Metrics>) -> Self {
+    /// A service deciding with `authorizer`, recording each decision in `audit`.
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        metrics: Arc<Metrics>,
+        audit: Option<AuditLog>,
+    ) -> Self {
         Self {
             authorizer,
             metrics,
+            audit,
         }
     }
 }
@@ -40,17 +48,16 @@ impl Authorization for CheckService {
         let request = request.into_inner();
         let view = RequestView::from_check_request(&request);
         let decision = self.authorizer.decide(&view).await;
-        self.metrics.observe(&decision, started.elapsed());
+        let elapsed = started.elapsed();
+        self.metrics.observe(&decision, elapsed);
         let request_id = view.header("x-request-id");
         let route = decision.route.as_ref().map(|r| &*r.name);
-        let user = match &decision.verdict {
-            Verdict::Allow { identity, .. } => identity.as_ref().map(|i| i.user.as_str()),
-            _ => None,
-        };
+        let user = decision.caller.as_ref().map(|i| i.user.as_str());
         tracing::debug!(
             decision = decision.verdict.kind(),
             reason = decision.verdict.reason(),
             route,
+            rule = decision.rule.as_deref(),
             user,
             request_id,
             method = view.method,
@@ -58,9 +65,39 @@ impl Authorization for CheckService {
             path = view.path,
             "check"
         );
-        if let Verdict::Unavailable(reason) = &decision.verdict {
+        if let Some(audit) = &self.audit {
+            audit.record(AuditRecord {
+                time: SystemTime::now(),
+                request_id: request_id.map(str::to_string),
+                trace_id: audit::trace_id(view.headers),
+                user: user.map(str::to_string),
+                issuer: decision.caller.as_ref().map(|i| i.issuer.clone()),
+                principal: (!view.principal.is_empty()).then(|| view.principal.to_string()),
+                method: view.method.to_string(),
+                host: view.host.to_string(),
+                path: view.path.to_string(),
+                route: route.map(str::to_string),
+                rule: decision.rule.clone(),
+                decision: decision.verdict.kind(),
+                reason: decision.verdict.reason().to_string(),
+                dry_run: decision.dry_run(),
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+        match (&decision.verdict, decision.dry_run()) {
+            (Verdict::Allow { .. }, _) => {}
+            (verdict, true) => tracing::info!(
+                route,
+                request_id,
+                would_be = verdict.kind(),
+                reason = verdict.reason(),
+                "dry-run route: allowed a request it would not have"
+            ),
             // The operator must hear about this: Envoy's failure mode now decides.
-            tracing::warn!(route, request_id, reason = %reason, "cannot decide");
+            (Verdict::Unavailable(reason), false) => {
+                tracing::warn!(route, request_id, reason = %reason, "cannot decide")
+            }
+            (Verdict::Deny(_), false) => {}
         }
         decision::render(&decision, request_id).map(Response::new)
     }

@@ -11,6 +11,7 @@ use crate::policy::{
     header_name, ClaimCondition, ClaimRequirement, GroupsHeader, HostMatcher, IdentityHeaders,
     MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule, RouteTable, Rule,
 };
+use crate::telemetry::audit::AuditOutput;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use reqwest::header::{HeaderName, HeaderValue};
 use std::collections::{HashMap, HashSet};
@@ -38,6 +39,8 @@ pub struct Config {
     pub token_cache_entries: u64,
     /// Longest accepted token.
     pub max_token_bytes: usize,
+    /// Where the audit log goes, if anywhere.
+    pub audit: Option<AuditOutput>,
 }
 
 /// Listen addresses and shutdown timing.
@@ -316,6 +319,14 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         routes: RouteTable::new(routes),
         token_cache_entries: raw.token_cache.max_entries,
         max_token_bytes: raw.max_token_bytes,
+        audit: raw.audit.as_ref().and_then(|a| match a.output.as_str() {
+            "" => {
+                p.add("audit.output", "`stdout` or a file path");
+                None
+            }
+            "stdout" => Some(AuditOutput::Stdout),
+            path => Some(AuditOutput::File(files.resolve(std::path::Path::new(path)))),
+        }),
     }
 }
 

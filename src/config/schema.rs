@@ -32,6 +32,15 @@ pub struct RawConfig {
     /// Tokens longer than this are rejected before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// The audit log of decisions.
+    pub audit: Option<RawAudit>,
+}
+
+/// `audit:` one JSON line per decision.
+#[derive(Debug, Deserialize)]
+pub struct RawAudit {
+    /// `stdout`, or a file path (appended to; reopened after rotation).
+    pub output: String,
 }
 
 fn default_max_token_bytes() -> usize {

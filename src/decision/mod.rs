@@ -30,6 +30,26 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
+/// An OK CheckResponse with these upstream header changes.
+fn allowed(
+    headers: &HeaderChanges,
+    metadata: envoy_types::pb::google::protobuf::Struct,
+) -> CheckResponse {
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: code::OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: headers.to_envoy(),
+            headers_to_remove: headers.remove.clone(),
+            query_parameters_to_remove: headers.remove_query.clone(),
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(metadata),
+    }
+}
+
 /// The CheckResponse for a decision, or the gRPC error Envoy should see when mesh-authz
 /// cannot decide. `request_id` (Envoy's `x-request-id`) is echoed in denial bodies so a
 /// developer can quote it to an operator.
@@ -37,28 +57,26 @@ pub fn render(
     decision: &Decision,
     request_id: Option<&str>,
 ) -> Result<CheckResponse, tonic::Status> {
+    if let Some(headers) = &decision.dry_run_headers {
+        // A dry-run route: what would have been denied is allowed, anonymously.
+        return Ok(allowed(
+            headers,
+            metadata::identity(decision.route.as_deref(), None, None),
+        ));
+    }
     match &decision.verdict {
         Verdict::Allow {
             identity,
             membership,
             headers,
-        } => Ok(CheckResponse {
-            status: Some(RpcStatus {
-                code: code::OK,
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: headers.to_envoy(),
-                headers_to_remove: headers.remove.clone(),
-                query_parameters_to_remove: headers.remove_query.clone(),
-                ..Default::default()
-            })),
-            dynamic_metadata: Some(metadata::identity(
+        } => Ok(allowed(
+            headers,
+            metadata::identity(
                 decision.route.as_deref(),
                 identity.as_deref(),
                 membership.as_deref(),
-            )),
-        }),
+            ),
+        )),
         Verdict::Deny(denial) => Ok(denied_response(denial, request_id)),
         Verdict::Unavailable(reason) => Err(tonic::Status::unavailable(format!(
             "mesh-authz cannot decide: {reason}"

@@ -2,7 +2,11 @@
 
 use crate::authorize::Decision;
 use crate::gerrit::GerritMetrics;
+use crate::telemetry::audit::AuditLog;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,6 +36,39 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DryRunLabels {
+    route: String,
+    decision: &'static str,
+    reason: &'static str,
+}
+
+/// Reads the audit log's own counters at each scrape.
+#[derive(Debug)]
+struct AuditCollector(AuditLog);
+
+impl Collector for AuditCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in [
+            (
+                "audit_dropped",
+                "Audit records dropped because the writer fell behind",
+                self.0.dropped(),
+            ),
+            (
+                "audit_write_errors",
+                "Failed writes, flushes or reopens of the audit log",
+                self.0.write_errors(),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 /// All metrics of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -39,25 +76,25 @@ pub struct Metrics {
     checks: Family<CheckLabels, Counter>,
     duration: Family<DecisionLabel, Histogram>,
     peer_forwards: Family<ResultLabel, Counter>,
+    dry_run: Family<DryRunLabels, Counter>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(None, None)
     }
 }
 
 impl Metrics {
-    /// Registers every metric (no Gerrit metrics).
-    pub fn new() -> Self {
-        Self::with_gerrit(None)
-    }
-
-    /// Registers every metric, including Gerrit's when groups come from Gerrit.
-    pub fn with_gerrit(gerrit: Option<&GerritMetrics>) -> Self {
+    /// Registers every metric, including Gerrit's when groups come from Gerrit and the
+    /// audit log's when there is one.
+    pub fn new(gerrit: Option<&GerritMetrics>, audit: Option<&AuditLog>) -> Self {
         let mut registry = Registry::with_prefix("mesh_authz");
         if let Some(gerrit) = gerrit {
             gerrit.register(&mut registry);
+        }
+        if let Some(audit) = audit {
+            registry.register_collector(Box::new(AuditCollector(audit.clone())));
         }
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
@@ -88,11 +125,18 @@ impl Metrics {
             "Invalidations forwarded to other replicas, by result (ok, failed)",
             peer_forwards.clone(),
         );
+        let dry_run = Family::<DryRunLabels, Counter>::default();
+        registry.register(
+            "dry_run_decisions",
+            "Checks on dry-run routes that would not have been allowed (they were), by route, decision and reason",
+            dry_run.clone(),
+        );
         Self {
             registry,
             checks,
             duration,
             peer_forwards,
+            dry_run,
         }
     }
 
@@ -105,18 +149,32 @@ impl Metrics {
         }
     }
 
-    /// Records one decision.
+    /// Records one decision. A dry-run route's checks count as allowed (reason
+    /// `dry_run`), and those that would not have been also in `dry_run_decisions`.
     pub fn observe(&self, decision: &Decision, elapsed: Duration) {
-        let kind = decision.verdict.kind();
+        let route = decision
+            .route
+            .as_ref()
+            .map(|r| r.name.to_string())
+            .unwrap_or_default();
+        let (kind, reason) = match (&decision.dry_run_headers, &decision.verdict) {
+            (Some(_), verdict) => {
+                self.dry_run
+                    .get_or_create(&DryRunLabels {
+                        route: route.clone(),
+                        decision: verdict.kind(),
+                        reason: verdict.reason(),
+                    })
+                    .inc();
+                ("allow", "dry_run")
+            }
+            (None, verdict) => (verdict.kind(), verdict.reason()),
+        };
         self.checks
             .get_or_create(&CheckLabels {
                 decision: kind,
-                reason: decision.verdict.reason(),
-                route: decision
-                    .route
-                    .as_ref()
-                    .map(|r| r.name.to_string())
-                    .unwrap_or_default(),
+                reason,
+                route,
             })
             .inc();
         self.duration

@@ -1,0 +1,181 @@
+//! The audit log (one JSON line per decision, never a secret) and dry-run routes (decide,
+//! report, allow), through the real server over gRPC.
+
+mod support;
+
+use serde_json::Value;
+use support::responses::{allowed, denied, header_options};
+use support::server::{check_request, config, TestServer};
+use support::tokens;
+
+const GERRIT: &str = "gerrit.example.com";
+const TEAM_A: &str = "/a/projects/team-a/branches";
+const REQUEST_ID: &str = "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// The standard test config with static groups, `edit` applied, auditing to `audit.jsonl`.
+async fn start(edit: impl FnOnce(String) -> String) -> TestServer {
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = edit(config(
+        "file: jwks.json",
+        "static_groups: {alice: [team-a], bob: [team-b]}\naudit: {output: audit.jsonl}",
+    ));
+    TestServer::start(&yaml, &[("jwks.json", &jwks)]).await
+}
+
+/// Shuts the server down (which flushes the audit log) and reads its lines.
+async fn audit_lines(mut s: TestServer) -> (String, Vec<Value>) {
+    s.server.take().unwrap().shutdown().await.unwrap();
+    let text = std::fs::read_to_string(s.file("audit.jsonl")).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (text, lines)
+}
+
+async fn check(
+    s: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<envoy_types::pb::envoy::service::auth::v3::CheckResponse, tonic::Status> {
+    s.client
+        .clone()
+        .check(check_request("GET", GERRIT, path, headers))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn every_decision_is_one_audit_line_with_who_what_and_why_and_no_secrets() {
+    let s = start(|y| y).await;
+    let alice = tokens::token_for("alice");
+    let bob = tokens::token_for("bob");
+    let alice_bearer = format!("Bearer {alice}");
+    let bob_bearer = format!("Bearer {bob}");
+    let cookie = "GerritAccount=session-secret-4711";
+    allowed(
+        &check(
+            &s,
+            &format!("{TEAM_A}?access_token={alice}"),
+            &[
+                ("authorization", &alice_bearer),
+                ("cookie", cookie),
+                ("traceparent", TRACEPARENT),
+            ],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        denied(
+            &check(&s, TEAM_A, &[("authorization", &bob_bearer)])
+                .await
+                .unwrap()
+        )
+        .http_status,
+        403
+    );
+    assert_eq!(
+        denied(&check(&s, TEAM_A, &[]).await.unwrap()).http_status,
+        401
+    );
+    let (text, lines) = audit_lines(s).await;
+    assert_eq!(lines.len(), 3, "{text}");
+    for secret in [
+        alice.as_str(),
+        bob.as_str(),
+        "session-secret-4711",
+        "Bearer",
+    ] {
+        assert!(!text.contains(secret), "the audit log holds {secret:?}");
+    }
+
+    let allow = &lines[0];
+    assert_eq!(allow["decision"], "allow");
+    assert_eq!(allow["reason"], "allowed");
+    assert_eq!(allow["user"], "alice");
+    assert_eq!(allow["issuer"], tokens::ISSUER);
+    assert_eq!(allow["route"], "gerrit-team-a");
+    assert_eq!(allow["rule"], "allow");
+    assert_eq!(allow["method"], "GET");
+    assert_eq!(allow["host"], GERRIT);
+    assert_eq!(allow["path"], TEAM_A, "no query string");
+    assert_eq!(allow["request_id"], REQUEST_ID);
+    assert_eq!(allow["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        allow["principal"],
+        "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    );
+    assert_eq!(allow["dry_run"], false);
+    assert!(allow["latency_us"].as_u64().is_some());
+    assert!(
+        allow["time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        "RFC 3339 with milliseconds: {}",
+        allow["time"]
+    );
+
+    // A denied user is still named: who was turned away matters most.
+    assert_eq!(lines[1]["decision"], "deny");
+    assert_eq!(lines[1]["reason"], "not_in_group");
+    assert_eq!(lines[1]["user"], "bob");
+    assert_eq!(lines[1]["rule"], Value::Null);
+    assert_eq!(lines[2]["reason"], "missing_token");
+    assert_eq!(lines[2]["user"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_dry_run_route_allows_what_it_would_deny_anonymously_and_reports_it() {
+    let s = start(|y| {
+        y.replace(
+            "    allow: {groups_any_of: [team-a]}\n",
+            "    allow: {groups_any_of: [team-a]}\n    dry_run: true\n",
+        )
+    })
+    .await;
+    let bob = format!("Bearer {}", tokens::token_for("bob"));
+    let resp = check(
+        &s,
+        TEAM_A,
+        &[("authorization", &bob), ("x-forwarded-user", "admin")],
+    )
+    .await
+    .unwrap();
+    let ok = allowed(&resp);
+    assert!(
+        header_options(&ok.headers).is_empty(),
+        "no identity is passed on: {ok:?}"
+    );
+    for h in ["x-forwarded-user", "x-forwarded-groups", "authorization"] {
+        assert!(
+            ok.headers_to_remove.iter().any(|r| r == h),
+            "{h} removed: {ok:?}"
+        );
+    }
+    // Would-be allows are allowed as usual, with the identity.
+    let alice = format!("Bearer {}", tokens::token_for("alice"));
+    let resp = check(&s, TEAM_A, &[("authorization", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(
+        header_options(&allowed(&resp).headers)["x-forwarded-user"].value,
+        "alice"
+    );
+    // A request without a token (a 401 elsewhere) is let through too, anonymously.
+    allowed(&check(&s, TEAM_A, &[]).await.unwrap());
+
+    let denials = r#"mesh_authz_dry_run_decisions_total{route="gerrit-team-a",decision="deny",reason="not_in_group"}"#;
+    assert_eq!(s.metric(denials).await, 1.0);
+    let served =
+        r#"mesh_authz_checks_total{decision="allow",reason="dry_run",route="gerrit-team-a"}"#;
+    assert_eq!(s.metric(served).await, 2.0);
+
+    let (_, lines) = audit_lines(s).await;
+    assert_eq!(lines[0]["decision"], "deny", "what would have happened");
+    assert_eq!(lines[0]["reason"], "not_in_group");
+    assert_eq!(lines[0]["dry_run"], true);
+    assert_eq!(lines[1]["decision"], "allow");
+    assert_eq!(lines[2]["reason"], "missing_token");
+}
