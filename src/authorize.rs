@@ -1,11 +1,11 @@
 //! The decision logic: route → token → groups → verdict, with no gRPC in sight.
 
 use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
-use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, Problem};
+use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, IssuerConfig, Problem};
 use crate::decision::{upstream_changes, HeaderChanges, Impersonation, InjectError};
 use crate::gerrit::{
-    CacheSettings, GerritAuth, GerritClient, GerritSettings, GroupCache, GroupEvents, GroupSource,
-    Membership, Secret,
+    CacheSettings, GerritAuth, GerritClient, GerritMetrics, GerritSettings, GroupCache,
+    GroupEvents, GroupSource, Membership, Secret,
 };
 use crate::policy::{kube, kube_access, Requirement, RouteRule, RouteTable, Unmet};
 use crate::request::RequestView;
@@ -15,10 +15,52 @@ use std::time::Duration;
 /// Everything needed to decide: the verifier, the group cache and the routes.
 #[derive(Debug)]
 pub struct Authorizer {
-    verifier: TokenVerifier,
+    verifier: Arc<TokenVerifier>,
     groups: Option<GroupCache>,
     group_events: Option<GroupEvents>,
     routes: RouteTable,
+    /// The config parts the verifier and the group cache were built from, so a reload
+    /// can tell what it may keep.
+    sources: Sources,
+}
+
+/// The config parts behind an authorizer's stateful pieces.
+#[derive(Debug, Clone, Default)]
+struct Sources {
+    issuers: Vec<IssuerConfig>,
+    token_cache_entries: u64,
+    max_token_bytes: usize,
+    groups: Option<GroupsConfig>,
+}
+
+impl Sources {
+    fn of(config: &Config) -> Self {
+        Sources {
+            issuers: config.issuers.clone(),
+            token_cache_entries: config.token_cache_entries,
+            max_token_bytes: config.max_token_bytes,
+            groups: config.groups.clone(),
+        }
+    }
+
+    /// Whether a verifier built from `self` verifies exactly as one built from `other`.
+    fn same_verification(&self, other: &Sources) -> bool {
+        self.token_cache_entries == other.token_cache_entries
+            && self.max_token_bytes == other.max_token_bytes
+            && self.issuers.len() == other.issuers.len()
+            && self.issuers.iter().zip(&other.issuers).all(|(a, b)| {
+                a.settings == b.settings && a.timing == b.timing && a.jwks.same_as(&b.jwks)
+            })
+    }
+}
+
+/// What authorizers built from successive configs share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The HTTP client for JWKS fetches.
+    pub http: reqwest::Client,
+    /// The Gerrit metrics, registered once for `/metrics`.
+    pub gerrit_metrics: GerritMetrics,
 }
 
 /// The outcome of one authorization, with the reasoning that led to it.
@@ -195,10 +237,23 @@ impl Authorizer {
     /// An authorizer over compiled parts.
     pub fn new(verifier: TokenVerifier, groups: Option<GroupCache>, routes: RouteTable) -> Self {
         Self {
-            verifier,
+            verifier: Arc::new(verifier),
             groups,
             group_events: None,
             routes,
+            sources: Sources::default(),
+        }
+    }
+
+    /// Starts what keeps the authorizer's state fresh: JWKS refreshers and the Gerrit
+    /// password reloader, once for each piece (pieces kept by a reload keep theirs). The
+    /// tasks end when their piece is dropped.
+    pub fn start_background(&self) {
+        for store in self.verifier.stores() {
+            store.spawn_refresher();
+        }
+        if let Some(gerrit) = self.groups.as_ref().and_then(|g| g.gerrit()) {
+            gerrit.spawn_password_reloader();
         }
     }
 
@@ -523,6 +578,22 @@ impl Authorizer {
     /// Builds the runtime parts from a checked config: key stores, the verifier, the
     /// group cache (reading Gerrit's password file now) and the routes.
     pub fn from_config(config: &Config, http: reqwest::Client) -> Result<Self, ConfigError> {
+        let shared = Shared {
+            http,
+            gerrit_metrics: GerritMetrics::default(),
+        };
+        Self::build(config, &shared, None)
+    }
+
+    /// Builds from a checked config, keeping what `previous` (the authorizer in force
+    /// before a reload) has for parts that did not change: the verifier with its token
+    /// cache when no issuer changed, else each unchanged issuer's key store (keys
+    /// loaded); the group cache when the group source did not change.
+    pub fn build(
+        config: &Config,
+        shared: &Shared,
+        previous: Option<&Authorizer>,
+    ) -> Result<Self, ConfigError> {
         let problem = |path: &str, reason: String| ConfigError::Invalid {
             file: config.source.clone(),
             problems: vec![Problem {
@@ -530,20 +601,45 @@ impl Authorizer {
                 reason,
             }],
         };
-        let mut issuers = Vec::with_capacity(config.issuers.len());
-        for (i, issuer) in config.issuers.iter().enumerate() {
-            let store = JwksStore::new(
-                issuer.settings.issuer.clone(),
-                issuer.jwks.clone(),
-                http.clone(),
-                issuer.timing,
-            )
-            .map_err(|e| problem(&format!("issuers[{i}].jwks"), e.to_string()))?;
-            issuers.push((issuer.settings.clone(), Arc::new(store)));
-        }
-        let groups = match &config.groups {
-            None => None,
-            Some(GroupsConfig::Static(table)) => Some(GroupCache::new(
+        let sources = Sources::of(config);
+        let verifier = match previous.filter(|p| p.sources.same_verification(&sources)) {
+            Some(previous) => previous.verifier.clone(),
+            None => {
+                let mut issuers = Vec::with_capacity(config.issuers.len());
+                for (i, issuer) in config.issuers.iter().enumerate() {
+                    let kept = previous.and_then(|p| {
+                        p.verifier.stores().find(|s| {
+                            s.serves(&issuer.settings.issuer, &issuer.jwks, &issuer.timing)
+                        })
+                    });
+                    let store = match kept {
+                        Some(store) => store.clone(),
+                        None => Arc::new(
+                            JwksStore::new(
+                                issuer.settings.issuer.clone(),
+                                issuer.jwks.clone(),
+                                shared.http.clone(),
+                                issuer.timing,
+                            )
+                            .map_err(|e| problem(&format!("issuers[{i}].jwks"), e.to_string()))?,
+                        ),
+                    };
+                    issuers.push((issuer.settings.clone(), store));
+                }
+                Arc::new(TokenVerifier::new(
+                    issuers,
+                    config.token_cache_entries,
+                    config.max_token_bytes,
+                ))
+            }
+        };
+        let kept_groups = previous
+            .filter(|p| p.sources.groups.is_some() && p.sources.groups == sources.groups)
+            .and_then(|p| p.groups.clone());
+        let groups = match (&config.groups, kept_groups) {
+            (_, Some(kept)) => Some(kept),
+            (None, None) => None,
+            (Some(GroupsConfig::Static(table)), None) => Some(GroupCache::new(
                 GroupSource::Static(table.clone()),
                 CacheSettings {
                     ttl: STATIC_TTL,
@@ -552,9 +648,9 @@ impl Authorizer {
                     max_staleness: Duration::ZERO,
                 },
             )),
-            Some(GroupsConfig::Gerrit(gerrit)) => {
-                let client =
-                    gerrit_client(gerrit).map_err(|(path, reason)| problem(path, reason))?;
+            (Some(GroupsConfig::Gerrit(gerrit)), None) => {
+                let client = gerrit_client(gerrit, shared.gerrit_metrics.clone())
+                    .map_err(|(path, reason)| problem(path, reason))?;
                 Some(GroupCache::new(GroupSource::Gerrit(client), gerrit.cache))
             }
         };
@@ -576,19 +672,21 @@ impl Authorizer {
             _ => None,
         };
         Ok(Self {
+            verifier,
+            groups,
             group_events,
-            ..Self::new(
-                TokenVerifier::new(issuers, config.token_cache_entries, config.max_token_bytes),
-                groups,
-                config.routes.clone(),
-            )
+            routes: config.routes.clone(),
+            sources,
         })
     }
 }
 
 /// The Gerrit client for a checked `gerrit:` section, reading the password file now.
 /// Errors name the config field.
-fn gerrit_client(gerrit: &GerritConfig) -> Result<GerritClient, (&'static str, String)> {
+fn gerrit_client(
+    gerrit: &GerritConfig,
+    metrics: GerritMetrics,
+) -> Result<GerritClient, (&'static str, String)> {
     let password = match &gerrit.password_file {
         None => None,
         Some(file) => {
@@ -609,29 +707,32 @@ fn gerrit_client(gerrit: &GerritConfig) -> Result<GerritClient, (&'static str, S
             Some(password)
         }
     };
-    GerritClient::new(GerritSettings {
-        base: gerrit.url.clone(),
-        auth: GerritAuth {
-            username: gerrit.username.clone(),
-            password,
-            password_file: gerrit.password_file.clone(),
-            password_reload_interval: gerrit.password_reload_interval,
-            trusted_user_header: gerrit.trusted_user_header.clone(),
+    GerritClient::new(
+        GerritSettings {
+            base: gerrit.url.clone(),
+            auth: GerritAuth {
+                username: gerrit.username.clone(),
+                password,
+                password_file: gerrit.password_file.clone(),
+                password_reload_interval: gerrit.password_reload_interval,
+                trusted_user_header: gerrit.trusted_user_header.clone(),
+            },
+            ca_certificates: gerrit
+                .ca_file
+                .as_deref()
+                .map(read_ca_bundle)
+                .transpose()
+                .map_err(|reason| ("gerrit.ca_file", reason))?
+                .unwrap_or_default(),
+            retries: gerrit.retries,
+            retry_backoff: gerrit.retry_backoff,
+            max_concurrent_requests: gerrit.max_concurrent_requests,
+            timeout: gerrit.timeout,
+            max_response_bytes: gerrit.max_response_bytes,
+            max_accounts: gerrit.cache.max_users,
         },
-        ca_certificates: gerrit
-            .ca_file
-            .as_deref()
-            .map(read_ca_bundle)
-            .transpose()
-            .map_err(|reason| ("gerrit.ca_file", reason))?
-            .unwrap_or_default(),
-        retries: gerrit.retries,
-        retry_backoff: gerrit.retry_backoff,
-        max_concurrent_requests: gerrit.max_concurrent_requests,
-        timeout: gerrit.timeout,
-        max_response_bytes: gerrit.max_response_bytes,
-        max_accounts: gerrit.cache.max_users,
-    })
+        metrics,
+    )
     .map_err(|e| ("gerrit", format!("cannot build the HTTP client: {e}")))
 }
 

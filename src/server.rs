@@ -2,11 +2,14 @@
 //! with a graceful shutdown that turns readiness false before anything closes.
 
 use crate::admin::{self, Readiness};
-use crate::authorize::Authorizer;
+use crate::authorize::{Authorizer, Shared};
+use crate::config::reload;
 use crate::config::{Config, ConfigError, Problem};
+use crate::gerrit::GerritMetrics;
 use crate::service::CheckService;
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::Metrics;
+use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,9 +111,19 @@ pub fn http_client() -> Result<reqwest::Client, ServerError> {
         .map_err(|e| ServerError::HttpClient(e.to_string()))
 }
 
-/// Binds the listeners and starts serving.
+/// The authorizer in force; a config reload replaces it atomically.
+pub type CurrentAuthorizer = Arc<ArcSwap<Authorizer>>;
+
+/// Binds the listeners and starts serving; with a config file and
+/// `server.watch_config`, reloads it when it changes.
 pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
-    let authorizer = Arc::new(Authorizer::from_config(config, http_client()?)?);
+    let shared = Shared {
+        http: http_client()?,
+        gerrit_metrics: GerritMetrics::default(),
+    };
+    let authorizer = Authorizer::build(config, &shared, None)?;
+    authorizer.start_background();
+    let current: CurrentAuthorizer = Arc::new(ArcSwap::from_pointee(authorizer));
     let audit = match &config.audit {
         Some(output) => Some(AuditLog::start(output.clone()).map_err(|e| {
             ServerError::Config(ConfigError::Invalid {
@@ -123,11 +136,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         })?),
         None => None,
     };
-    let metrics = Arc::new(Metrics::new(
-        authorizer.groups().and_then(|g| g.metrics()),
-        audit.as_ref(),
-    ));
-    let readiness = Arc::new(Readiness::new(authorizer.clone()));
+    // Gerrit's metrics are registered whether or not Gerrit is configured now: a reload
+    // may add it.
+    let metrics = Arc::new(Metrics::new(Some(&shared.gerrit_metrics), audit.as_ref()));
+    let readiness = Arc::new(Readiness::new(current.clone()));
 
     let peers = if config.server.peers.is_empty() {
         None
@@ -156,17 +168,26 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let mut refreshers: Vec<JoinHandle<()>> = authorizer
-        .verifier()
-        .stores()
-        .map(|s| tokio::spawn(s.clone().run_refresher()))
-        .collect();
-    if let Some(gerrit) = authorizer.groups().and_then(|g| g.gerrit()) {
-        refreshers.push(tokio::spawn(gerrit.clone().run_password_reloader()));
-    }
+    let reloader = match (&config.path, config.server.watch_config) {
+        (Some(path), true) => Some(tokio::spawn(reload::watch(
+            path.clone(),
+            config.clone(),
+            config.server.config_check_interval,
+            {
+                let mut reloader = Reloader {
+                    current: current.clone(),
+                    shared,
+                    metrics: metrics.clone(),
+                    running: config.clone(),
+                };
+                move |new| reloader.apply(new)
+            },
+        ))),
+        _ => None,
+    };
 
     let check = AuthorizationServer::new(CheckService::new(
-        authorizer.clone(),
+        current.clone(),
         metrics.clone(),
         audit.clone(),
     ));
@@ -184,7 +205,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         .serve_with_incoming_shutdown(incoming, closing(phase_rx.clone()));
     let admin = axum::serve(
         admin_listener,
-        admin::router(authorizer, readiness.clone(), metrics, peers),
+        admin::router(current.clone(), readiness.clone(), metrics, peers),
     )
     .with_graceful_shutdown(closing(phase_rx.clone()));
 
@@ -223,9 +244,11 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
                 Ok(())
             }
         };
-        for r in refreshers {
-            r.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
         }
+        // Background refreshers end with the pieces they keep fresh.
+        drop(current);
         if let Some(audit) = audit {
             // The last decisions must reach the log before the process exits.
             let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(5))).await;
@@ -253,6 +276,56 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Se
     listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Applies each new config version: a new authorizer built from it (keeping what did not
+/// change) replaces the current one atomically; a version that does not compile or build
+/// is refused and the current one keeps serving.
+struct Reloader {
+    current: CurrentAuthorizer,
+    shared: Shared,
+    metrics: Arc<Metrics>,
+    /// The config the server was started with: what only a restart changes is compared
+    /// with it.
+    running: Config,
+}
+
+impl Reloader {
+    fn apply(&mut self, new: Result<Config, ConfigError>) {
+        let built = new.and_then(|config| {
+            let previous = self.current.load();
+            Authorizer::build(&config, &self.shared, Some(&previous)).map(|a| (config, a))
+        });
+        match built {
+            Ok((config, authorizer)) => {
+                authorizer.start_background();
+                self.current.store(Arc::new(authorizer));
+                self.metrics.config_reload(true);
+                tracing::info!(
+                    config = %config.source,
+                    routes = config.routes.routes().len(),
+                    issuers = config.issuers.len(),
+                    "config reloaded"
+                );
+                let restart_only = [
+                    ("server", config.server != self.running.server),
+                    ("audit", config.audit != self.running.audit),
+                ];
+                for (section, changed) in restart_only {
+                    if changed {
+                        tracing::warn!(
+                            section,
+                            "this section changed; it takes effect at the next restart"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.config_reload(false);
+                tracing::error!(error = %e, "config change refused; the previous config keeps serving");
+            }
+        }
+    }
 }
 
 /// Resolves once the listeners should close.

@@ -3,9 +3,10 @@
 //! Builds a [`RequestView`], asks the [`Authorizer`], records metrics and renders the
 //! [`Decision`](crate::authorize::Decision). No policy lives here.
 
-use crate::authorize::{Authorizer, Verdict};
+use crate::authorize::Verdict;
 use crate::decision;
 use crate::request::RequestView;
+use crate::server::CurrentAuthorizer;
 use crate::telemetry::audit::{self, AuditLog, AuditRecord};
 use crate::telemetry::Metrics;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
@@ -18,15 +19,16 @@ use tonic::{Request, Response, Status};
 /// The Check service.
 #[derive(Debug, Clone)]
 pub struct CheckService {
-    authorizer: Arc<Authorizer>,
+    authorizer: CurrentAuthorizer,
     metrics: Arc<Metrics>,
     audit: Option<AuditLog>,
 }
 
 impl CheckService {
-    /// A service deciding with `authorizer`, recording each decision in `audit`.
+    /// A service deciding with the authorizer in force, recording each decision in
+    /// `audit`.
     pub fn new(
-        authorizer: Arc<Authorizer>,
+        authorizer: CurrentAuthorizer,
         metrics: Arc<Metrics>,
         audit: Option<AuditLog>,
     ) -> Self {
@@ -47,7 +49,9 @@ impl Authorization for CheckService {
         let started = Instant::now();
         let request = request.into_inner();
         let view = RequestView::from_check_request(&request);
-        let decision = self.authorizer.decide(&view).await;
+        // The authorizer in force now; a reload meanwhile does not affect this check.
+        let authorizer = self.authorizer.load_full();
+        let decision = authorizer.decide(&view).await;
         let elapsed = started.elapsed();
         self.metrics.observe(&decision, elapsed);
         let request_id = view.header("x-request-id");

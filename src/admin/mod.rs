@@ -6,8 +6,8 @@ mod peers;
 
 pub use peers::{Forwarded, Peers, ORIGIN_HEADER};
 
-use crate::authorize::Authorizer;
 use crate::gerrit::EventError;
+use crate::server::CurrentAuthorizer;
 use crate::telemetry::Metrics;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -21,13 +21,13 @@ use std::sync::Arc;
 /// Whether the server should receive traffic.
 #[derive(Debug)]
 pub struct Readiness {
-    authorizer: Arc<Authorizer>,
+    authorizer: CurrentAuthorizer,
     draining: AtomicBool,
 }
 
 impl Readiness {
     /// Readiness for an authorizer.
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+    pub fn new(authorizer: CurrentAuthorizer) -> Self {
         Self {
             authorizer,
             draining: AtomicBool::new(false),
@@ -44,8 +44,8 @@ impl Readiness {
         if self.draining.load(Ordering::SeqCst) {
             return Err("shutting down".into());
         }
-        let missing: Vec<&str> = self
-            .authorizer
+        let authorizer = self.authorizer.load();
+        let missing: Vec<&str> = authorizer
             .verifier()
             .stores()
             .filter(|s| !s.is_loaded())
@@ -61,7 +61,7 @@ impl Readiness {
 
 #[derive(Clone)]
 struct AdminState {
-    authorizer: Arc<Authorizer>,
+    authorizer: CurrentAuthorizer,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     peers: Option<Peers>,
@@ -109,7 +109,7 @@ impl AdminState {
 
 /// The admin router. `peers`, if given, receive every invalidation this replica receives.
 pub fn router(
-    authorizer: Arc<Authorizer>,
+    authorizer: CurrentAuthorizer,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     peers: Option<Peers>,
@@ -141,7 +141,8 @@ async fn invalidate_groups(
     uri: Uri,
     headers: HeaderMap,
 ) -> (StatusCode, String) {
-    let Some(groups) = state.authorizer.groups() else {
+    let authorizer = state.authorizer.load_full();
+    let Some(groups) = authorizer.groups() else {
         return (
             StatusCode::NOT_FOUND,
             "no group source is configured\n".into(),
@@ -190,7 +191,8 @@ async fn gerrit_events(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
-    let Some(events) = state.authorizer.group_events() else {
+    let authorizer = state.authorizer.load_full();
+    let Some(events) = authorizer.group_events() else {
         return (
             StatusCode::NOT_FOUND,
             "Gerrit events are not enabled (gerrit.events)\n".into(),
@@ -234,6 +236,7 @@ async fn gerrit_events(
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let gerrit_rejects = state
         .authorizer
+        .load()
         .groups()
         .and_then(|g| g.metrics())
         .is_some_and(|m| m.credentials_rejected());

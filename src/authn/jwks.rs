@@ -190,6 +190,38 @@ pub enum JwksSource {
 #[cfg(test)]
 pub type Script = Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>;
 
+impl JwksSource {
+    /// Whether both name the same keys, fetched the same way.
+    pub fn same_as(&self, other: &JwksSource) -> bool {
+        match (self, other) {
+            (
+                JwksSource::Url {
+                    url: a,
+                    timeout: ta,
+                },
+                JwksSource::Url {
+                    url: b,
+                    timeout: tb,
+                },
+            ) => a == b && ta == tb,
+            (
+                JwksSource::Discovery {
+                    issuer: a,
+                    timeout: ta,
+                },
+                JwksSource::Discovery {
+                    issuer: b,
+                    timeout: tb,
+                },
+            ) => a == b && ta == tb,
+            (JwksSource::Static { document: a, .. }, JwksSource::Static { document: b, .. }) => {
+                a == b
+            }
+            _ => false,
+        }
+    }
+}
+
 /// When a fetched key set is refreshed and how long it may serve while the IdP fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JwksTiming {
@@ -256,6 +288,9 @@ pub struct JwksStore {
     /// the last unknown-kid refetch started. Background refreshes do not count against
     /// that limit, so a key rotated just after a refresh is still found at once.
     last_kid_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether [`JwksStore::spawn_refresher`] has run (once per store, which a config
+    /// reload may hand on to the next verifier).
+    refresher: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for JwksStore {
@@ -291,7 +326,24 @@ impl JwksStore {
             current: RwLock::new(current),
             generation: AtomicU64::new(0),
             last_kid_refetch: tokio::sync::Mutex::new(None),
+            refresher: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether this store fetches the same keys the same way as one built from `source`
+    /// and `timing` for `issuer`: a reloaded config may keep it, keys and all.
+    pub fn serves(&self, issuer: &str, source: &JwksSource, timing: &JwksTiming) -> bool {
+        self.issuer == issuer && self.source.same_as(source) && self.timing == *timing
+    }
+
+    /// Starts the background refresher, once per store. It holds the store weakly and
+    /// ends after the store is dropped (a reload replaced it, or the server stopped).
+    pub fn spawn_refresher(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.is_static() || self.refresher.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(refresh_loop(Arc::downgrade(self)));
     }
 
     /// The issuer this store serves.
@@ -406,22 +458,33 @@ impl JwksStore {
         if self.is_static() {
             return;
         }
-        let mut retry = Duration::from_millis(500);
-        loop {
-            let wait = match self.refresh().await {
-                Ok(max_age) => {
-                    retry = Duration::from_millis(500);
-                    self.timing.next_refresh(max_age)
-                }
-                Err(e) => {
-                    tracing::warn!(issuer = %self.issuer, error = %e, "JWKS fetch failed");
-                    let wait = retry;
-                    retry = (retry * 2).min(Duration::from_secs(30));
-                    wait.min(self.timing.refresh_interval)
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
+        // Holding `self` keeps the weak reference alive: this loop runs until aborted.
+        let weak = Arc::downgrade(&self);
+        refresh_loop(weak).await;
+    }
+}
+
+/// The refresher's loop; ends once the store is gone.
+async fn refresh_loop(store: std::sync::Weak<JwksStore>) {
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let Some(this) = store.upgrade() else {
+            return;
+        };
+        let wait = match this.refresh().await {
+            Ok(max_age) => {
+                retry = Duration::from_millis(500);
+                this.timing.next_refresh(max_age)
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %this.issuer, error = %e, "JWKS fetch failed");
+                let wait = retry;
+                retry = (retry * 2).min(Duration::from_secs(30));
+                wait.min(this.timing.refresh_interval)
+            }
+        };
+        drop(this);
+        tokio::time::sleep(wait).await;
     }
 }
 

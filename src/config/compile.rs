@@ -27,6 +27,11 @@ use url::Url;
 pub struct Config {
     /// Where the config came from (file path or the built-in name).
     pub source: String,
+    /// The config file, if it came from one (watched for changes).
+    pub path: Option<PathBuf>,
+    /// Files the config was compiled from besides itself (JWKS files, the Gerrit CA
+    /// bundle): a change to one is a change to the config.
+    pub files: Vec<PathBuf>,
     /// Listen addresses and shutdown timing.
     pub server: ServerSettings,
     /// Accepted token issuers.
@@ -44,7 +49,7 @@ pub struct Config {
 }
 
 /// Listen addresses and shutdown timing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     /// gRPC address (Check, health, reflection).
     pub grpc_listen: SocketAddr,
@@ -54,6 +59,10 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     /// Bound on waiting for in-flight checks.
     pub shutdown_timeout: Duration,
+    /// Whether the config file is watched and reloaded when it changes.
+    pub watch_config: bool,
+    /// How often the config file is checked for changes besides file-system events.
+    pub config_check_interval: Duration,
     /// `host:port` names resolving to every replica's admin address.
     pub peers: Vec<String>,
 }
@@ -70,7 +79,7 @@ pub struct IssuerConfig {
 }
 
 /// Where group membership comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GroupsConfig {
     /// Gerrit's REST API.
     Gerrit(Box<GerritConfig>),
@@ -79,7 +88,7 @@ pub enum GroupsConfig {
 }
 
 /// The `gerrit:` section, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GerritConfig {
     /// Base URL.
     pub url: Url,
@@ -112,7 +121,7 @@ pub struct GerritConfig {
 }
 
 /// `gerrit.events`, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GerritEventsConfig {
     /// File with the token senders must present, re-read on every request.
     pub token_file: Option<PathBuf>,
@@ -191,8 +200,13 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         admin_listen: socket_addr(&raw.server.admin_listen, "server.admin_listen", p),
         drain_delay: raw.server.drain_delay,
         shutdown_timeout: raw.server.shutdown_timeout,
+        watch_config: raw.server.watch_config,
+        config_check_interval: raw.server.config_check_interval,
         peers: raw.server.peers.clone(),
     };
+    if raw.server.config_check_interval.is_zero() {
+        p.add("server.config_check_interval", "must be greater than zero");
+    }
     for (i, peer) in raw.server.peers.iter().enumerate() {
         let valid = peer.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
@@ -311,8 +325,21 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         })
         .collect();
 
+    let mut referenced: Vec<PathBuf> = raw
+        .issuers
+        .iter()
+        .filter_map(|i| i.jwks.file.as_deref().map(|f| files.resolve(f)))
+        .collect();
+    referenced.extend(
+        raw.gerrit
+            .as_ref()
+            .and_then(|g| g.ca_file.as_deref())
+            .map(|f| files.resolve(f)),
+    );
     Config {
         source: name.to_string(),
+        path: None,
+        files: referenced,
         server,
         issuers,
         groups,

@@ -6,6 +6,7 @@
 
 mod compile;
 mod error;
+pub mod reload;
 pub mod schema;
 
 pub use compile::{
@@ -72,11 +73,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: name.clone(),
         source,
     })?;
+    from_file_text(path, &text)
+}
+
+/// Compiles `text` as the content of the config file at `path` (relative paths in it are
+/// relative to its directory).
+pub fn from_file_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let base = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    compile::compile_str(&name, &text, &FileResolver::Disk(base))
+    let mut config =
+        compile::compile_str(&path.display().to_string(), text, &FileResolver::Disk(base))?;
+    config.path = Some(path.to_path_buf());
+    Ok(config)
 }
 
 /// The built-in quickstart config.

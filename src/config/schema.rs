@@ -80,6 +80,11 @@ pub struct RawServer {
     /// `host:port` names of every replica's admin port (e.g. a headless Service), to
     /// forward cache invalidations to.
     pub peers: Vec<String>,
+    /// Reload the config file when it changes.
+    pub watch_config: bool,
+    /// How often the config file is checked besides file-system events.
+    #[serde(with = "humantime_serde")]
+    pub config_check_interval: Duration,
 }
 
 impl Default for RawServer {
@@ -90,6 +95,8 @@ impl Default for RawServer {
             drain_delay: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(20),
             peers: Vec::new(),
+            watch_config: true,
+            config_check_interval: Duration::from_secs(10),
         }
     }
 }

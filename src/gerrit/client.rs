@@ -62,7 +62,7 @@ pub struct GerritAuth {
     pub username: String,
     /// HTTP password for Basic auth (Gerrit's default for `/a/`).
     pub password: Option<Secret>,
-    /// The file the password came from, re-read by [`GerritClient::run_password_reloader`].
+    /// The file the password came from, re-read by [`GerritClient::spawn_password_reloader`].
     pub password_file: Option<PathBuf>,
     /// How often the password file is re-read.
     pub password_reload_interval: Duration,
@@ -110,12 +110,15 @@ pub struct GerritClient {
     in_flight: Arc<Semaphore>,
     /// Ids (usernames, emails) already resolved to the account number they name.
     account_numbers: moka::sync::Cache<String, u64>,
+    /// Whether the password reloader was started (once per client and its clones).
+    reloader: Arc<std::sync::atomic::AtomicBool>,
     metrics: GerritMetrics,
 }
 
 impl GerritClient {
-    /// A client with its own connection pool (and trust roots, if configured).
-    pub fn new(settings: GerritSettings) -> Result<Self, reqwest::Error> {
+    /// A client with its own connection pool (and trust roots, if configured), counting
+    /// into `metrics` (shared across config reloads).
+    pub fn new(settings: GerritSettings, metrics: GerritMetrics) -> Result<Self, reqwest::Error> {
         let mut http = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(concat!("mesh-authz/", env!("CARGO_PKG_VERSION")))
@@ -141,7 +144,8 @@ impl GerritClient {
             password,
             in_flight,
             account_numbers,
-            metrics: GerritMetrics::default(),
+            reloader: Arc::default(),
+            metrics,
         })
     }
 
@@ -152,32 +156,28 @@ impl GerritClient {
         }
     }
 
-    /// Re-reads the password file every `password_reload_interval` and switches to a
-    /// changed password without a restart. A missing or empty file keeps the old password
-    /// (and says so).
-    pub async fn run_password_reloader(self) {
-        let interval = self.settings.auth.password_reload_interval;
+    /// Starts re-reading the password file every `password_reload_interval`, switching
+    /// to a changed password without a restart (a missing or empty file keeps the old
+    /// one, and says so). Once per client; the task ends after the client is dropped.
+    pub fn spawn_password_reloader(&self) {
+        use std::sync::atomic::Ordering;
         let Some(path) = self.settings.auth.password_file.clone() else {
             return;
         };
-        loop {
-            tokio::time::sleep(interval).await;
-            match tokio::fs::read_to_string(&path).await.map(Secret::new) {
-                Ok(new) if new.expose().is_empty() => {
-                    tracing::warn!(file = %path.display(), "Gerrit password file is empty; keeping the old password");
-                }
-                Ok(new) if Some(&new) != self.current_password().as_ref() => {
-                    if let Ok(mut current) = self.password.write() {
-                        *current = Some(new);
-                    }
-                    tracing::info!(file = %path.display(), "Gerrit password reloaded");
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot re-read the Gerrit password file; keeping the old password");
-                }
-            }
+        if self.reloader.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let interval = self.settings.auth.password_reload_interval;
+        let password = Arc::downgrade(&self.password);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(password) = password.upgrade() else {
+                    return;
+                };
+                reload_password(&path, &password).await;
+            }
+        });
     }
 
     /// The account's effective groups, or `None` if Gerrit has no such (visible) account.
@@ -374,6 +374,29 @@ impl GerritClient {
             url.push_str(query);
         }
         Url::parse(&url).map_err(|e| GerritError::Response(format!("cannot build URL: {e}")))
+    }
+}
+
+/// Re-reads the password file into `password` if it changed.
+async fn reload_password(path: &std::path::Path, password: &RwLock<Option<Secret>>) {
+    let current = || match password.read() {
+        Ok(p) => p.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    match tokio::fs::read_to_string(path).await.map(Secret::new) {
+        Ok(new) if new.expose().is_empty() => {
+            tracing::warn!(file = %path.display(), "Gerrit password file is empty; keeping the old password");
+        }
+        Ok(new) if Some(&new) != current().as_ref() => {
+            if let Ok(mut slot) = password.write() {
+                *slot = Some(new);
+            }
+            tracing::info!(file = %path.display(), "Gerrit password reloaded");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot re-read the Gerrit password file; keeping the old password");
+        }
     }
 }
 
@@ -609,23 +632,26 @@ mod tests {
     }
 
     fn client(base: &str) -> GerritClient {
-        GerritClient::new(GerritSettings {
-            base: Url::parse(base).unwrap(),
-            auth: GerritAuth {
-                username: "svc".into(),
-                password: Some(Secret::new("pw")),
-                password_file: None,
-                password_reload_interval: Duration::from_secs(10),
-                trusted_user_header: None,
+        GerritClient::new(
+            GerritSettings {
+                base: Url::parse(base).unwrap(),
+                auth: GerritAuth {
+                    username: "svc".into(),
+                    password: Some(Secret::new("pw")),
+                    password_file: None,
+                    password_reload_interval: Duration::from_secs(10),
+                    trusted_user_header: None,
+                },
+                ca_certificates: Vec::new(),
+                retries: 0,
+                retry_backoff: Duration::from_millis(100),
+                max_concurrent_requests: 4,
+                timeout: Duration::from_secs(1),
+                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+                max_accounts: 100,
             },
-            ca_certificates: Vec::new(),
-            retries: 0,
-            retry_backoff: Duration::from_millis(100),
-            max_concurrent_requests: 4,
-            timeout: Duration::from_secs(1),
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            max_accounts: 100,
-        })
+            GerritMetrics::default(),
+        )
         .unwrap()
     }
 

@@ -77,6 +77,8 @@ pub struct Metrics {
     duration: Family<DecisionLabel, Histogram>,
     peer_forwards: Family<ResultLabel, Counter>,
     dry_run: Family<DryRunLabels, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    last_reload: Gauge,
 }
 
 impl Default for Metrics {
@@ -131,12 +133,38 @@ impl Metrics {
             "Checks on dry-run routes that would not have been allowed (they were), by route, decision and reason",
             dry_run.clone(),
         );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config file changes by result: applied, or refused (the previous config keeps serving)",
+            reloads.clone(),
+        );
+        let last_reload = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When a config change was last applied (Unix time); 0 before any",
+            last_reload.clone(),
+        );
         Self {
             registry,
             checks,
             duration,
             peer_forwards,
             dry_run,
+            reloads,
+            last_reload,
+        }
+    }
+
+    /// Counts a config change, applied or refused.
+    pub fn config_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        if applied {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.last_reload.set(i64::try_from(now).unwrap_or(i64::MAX));
         }
     }
 
