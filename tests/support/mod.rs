@@ -5,6 +5,7 @@
 //! - [`gerrit`]: a fake Gerrit following its REST wire format (`)]}'`, `/a/`, basic auth or
 //!   a trusted header), permission model and events, with faults on demand.
 //! - [`tokens`]: signs test tokens with the fixture keys in `tests/fixtures`.
+//! - [`pki`]: a throwaway CA issuing server and SPIFFE workload certificates.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
 //! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
 
@@ -14,6 +15,7 @@ pub mod clock;
 pub mod envoy;
 pub mod gerrit;
 pub mod idp;
+pub mod pki;
 pub mod responses;
 pub mod server;
 pub mod tokens;

@@ -129,6 +129,32 @@ impl Drop for TestServer {
 /// A config with the standard test routes. `jwks` is a `url:` or `file:` line;
 /// `groups` is a `gerrit:` or `static_groups:` section (or empty).
 pub fn config(jwks: &str, groups: &str) -> String {
+    config_with_routes(jwks, groups, STANDARD_ROUTES)
+}
+
+/// The standard test routes: on gerrit.example.com, `/` is public, `/a/projects/team-a`
+/// needs group team-a, everything else a valid token.
+const STANDARD_ROUTES: &str = r#"
+routes:
+  - name: gerrit-public
+    match: {hosts: [gerrit.example.com], path: {exact: /}, methods: [GET]}
+    allow: public
+    inject: {user: x-forwarded-user}
+  - name: gerrit-team-a
+    match: {hosts: [gerrit.example.com], path: {prefix: /a/projects/team-a}}
+    allow: {groups_any_of: [team-a]}
+    inject: {user: x-forwarded-user, email: x-forwarded-email, groups: x-forwarded-groups}
+    remove_headers: [authorization]
+  - name: gerrit-signed-in
+    match: {hosts: [gerrit.example.com]}
+    allow: authenticated
+    inject: {user: x-forwarded-user, email: x-forwarded-email}
+    remove_headers: [authorization]
+"#;
+
+/// A config like [`config`] with `routes` (a whole `routes:` section) instead of the
+/// standard ones.
+pub fn config_with_routes(jwks: &str, groups: &str, routes: &str) -> String {
     format!(
         r#"
 server:
@@ -142,21 +168,7 @@ issuers:
     jwks: {{{jwks}, min_refetch_interval: 1s}}
     user_claim: preferred_username
 {groups}
-routes:
-  - name: gerrit-public
-    match: {{hosts: [gerrit.example.com], path: {{exact: /}}, methods: [GET]}}
-    allow: public
-    inject: {{user: x-forwarded-user}}
-  - name: gerrit-team-a
-    match: {{hosts: [gerrit.example.com], path: {{prefix: /a/projects/team-a}}}}
-    allow: {{groups_any_of: [team-a]}}
-    inject: {{user: x-forwarded-user, email: x-forwarded-email, groups: x-forwarded-groups}}
-    remove_headers: [authorization]
-  - name: gerrit-signed-in
-    match: {{hosts: [gerrit.example.com]}}
-    allow: authenticated
-    inject: {{user: x-forwarded-user, email: x-forwarded-email}}
-    remove_headers: [authorization]
+{routes}
 "#,
         issuer = super::tokens::ISSUER,
         audience = super::tokens::AUDIENCE,

@@ -1,0 +1,67 @@
+//! A throwaway certificate authority for mTLS tests: a server certificate for Envoy's
+//! listener and client certificates carrying SPIFFE ids, as Istio issues them to
+//! workloads.
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+
+/// A certificate and its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct CertAndKey {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its PKCS#8 private key.
+    pub key_pem: String,
+}
+
+impl CertAndKey {
+    /// Certificate and key in one PEM document, as `reqwest::Identity::from_pem` reads it.
+    pub fn identity_pem(&self) -> String {
+        format!("{}{}", self.cert_pem, self.key_pem)
+    }
+}
+
+/// A self-signed CA that issues leaf certificates.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    /// A new CA with a fresh key.
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "mesh-authz test CA");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { issuer }
+    }
+
+    /// The CA certificate, to trust.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `dns_name`.
+    pub fn server_cert(&self, dns_name: &str) -> CertAndKey {
+        self.leaf(CertificateParams::new(vec![dns_name.to_string()]).unwrap())
+    }
+
+    /// A client certificate whose only subject alternative name is the URI `uri`, e.g.
+    /// `spiffe://cluster.local/ns/ci/sa/runner`: what Istio puts into a workload's
+    /// certificate, and what Envoy reports as the peer's principal.
+    pub fn workload_cert(&self, uri: &str) -> CertAndKey {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+        self.leaf(params)
+    }
+
+    fn leaf(&self, params: CertificateParams) -> CertAndKey {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        CertAndKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
