@@ -5,7 +5,7 @@
 
 use crate::authorize::Verdict;
 use crate::decision;
-use crate::request::RequestView;
+use crate::request::{self, RequestView};
 use crate::server::CurrentAuthorizer;
 use crate::telemetry::audit::{self, AuditLog, AuditRecord};
 use crate::telemetry::Metrics;
@@ -48,7 +48,12 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
+        let raw = request::raw_headers(&request);
         let view = RequestView::from_check_request(&request);
+        let view = match &raw {
+            Some(headers) => RequestView { headers, ..view },
+            None => view,
+        };
         // The authorizer in force now; a reload meanwhile does not affect this check.
         let authorizer = self.authorizer.load_full();
         let decision = authorizer.decide(&view).await;

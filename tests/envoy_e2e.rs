@@ -339,3 +339,51 @@ async fn when_mesh_authz_is_unreachable_envoy_fails_closed() {
     assert_eq!(stack.upstream_requests(), 0);
     assert_eq!(stack.ext_authz("error").await, 1);
 }
+
+#[tokio::test]
+async fn with_raw_headers_encoded_tokens_are_read_and_forgeries_still_stripped() {
+    // Envoy's ext_authz `encode_raw_headers: true` sends headers as `header_map`, not
+    // `headers`; mesh-authz must read them there, or it would see no token and no forgery.
+    let Some(binary) = require_envoy() else {
+        return;
+    };
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let authz = server::TestServer::start(
+        &server::config("file: jwks.json", GROUPS),
+        &[("jwks.json", &jwks)],
+    )
+    .await;
+    let (upstream, seen) = start_upstream().await;
+    let envoy = Envoy::start_with_raw_headers(&binary, authz.running().grpc_addr, upstream).await;
+    let stack = Stack {
+        _authz: Some(authz),
+        envoy,
+        seen,
+        http: reqwest::Client::new(),
+    };
+    let resp = stack
+        .get(TEAM_A)
+        .bearer_auth(tokens::token_for("alice"))
+        .header("x-forwarded-user", "admin")
+        .header("impersonate-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = stack.received();
+    assert_eq!(got.header("x-forwarded-user"), one("alice"));
+    assert_eq!(got.header("impersonate-user"), None);
+
+    let resp = stack
+        .get("/")
+        .header("x-forwarded-user", "admin")
+        .header("impersonate-group", "system:masters")
+        .header("impersonate-group", "system:nodes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = stack.received();
+    assert_eq!(got.header("x-forwarded-user"), None);
+    assert_eq!(got.header("impersonate-group"), None);
+}

@@ -375,7 +375,12 @@ fn transport_socket(tls: Option<&DownstreamTls>, dir: &Path) -> String {
     )
 }
 
-fn bootstrap(authz: SocketAddr, upstream: SocketAddr, transport_socket: &str) -> String {
+fn bootstrap(
+    authz: SocketAddr,
+    upstream: SocketAddr,
+    transport_socket: &str,
+    raw_headers: bool,
+) -> String {
     format!(
         r#"
 admin:
@@ -403,6 +408,7 @@ static_resources:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               transport_api_version: V3
               failure_mode_allow: false
+              encode_raw_headers: {raw_headers}
               grpc_service:
                 envoy_grpc: {{cluster_name: mesh_authz}}
                 timeout: 1s
@@ -436,11 +442,32 @@ static_resources:
     )
 }
 
+/// How Envoy is started.
+#[derive(Default)]
+struct Options<'a> {
+    tls: Option<&'a DownstreamTls>,
+    raw_headers: bool,
+}
+
 impl Envoy {
     /// Starts Envoy in front of `upstream`, asking mesh-authz at `authz`; waits until it is
     /// ready and its listener is bound.
     pub async fn start(binary: &Path, authz: SocketAddr, upstream: SocketAddr) -> Self {
-        Self::launch(binary, authz, upstream, None).await
+        Self::launch(binary, authz, upstream, Options::default()).await
+    }
+
+    /// Like [`Envoy::start`], with ext_authz's `encode_raw_headers: true`: the headers go
+    /// to mesh-authz as `header_map`, repeated ones unjoined.
+    pub async fn start_with_raw_headers(
+        binary: &Path,
+        authz: SocketAddr,
+        upstream: SocketAddr,
+    ) -> Self {
+        let options = Options {
+            raw_headers: true,
+            ..Options::default()
+        };
+        Self::launch(binary, authz, upstream, options).await
     }
 
     /// Like [`Envoy::start`], with a listener that speaks TLS and requires a client
@@ -451,21 +478,29 @@ impl Envoy {
         upstream: SocketAddr,
         tls: &DownstreamTls,
     ) -> Self {
-        Self::launch(binary, authz, upstream, Some(tls)).await
+        let options = Options {
+            tls: Some(tls),
+            ..Options::default()
+        };
+        Self::launch(binary, authz, upstream, options).await
     }
 
     async fn launch(
         binary: &Path,
         authz: SocketAddr,
         upstream: SocketAddr,
-        tls: Option<&DownstreamTls>,
+        options: Options<'_>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
         let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
-        let socket = transport_socket(tls, dir.path());
-        std::fs::write(&config, bootstrap(authz, upstream, &socket)).unwrap();
+        let socket = transport_socket(options.tls, dir.path());
+        std::fs::write(
+            &config,
+            bootstrap(authz, upstream, &socket, options.raw_headers),
+        )
+        .unwrap();
         let child = Command::new(binary)
             .arg("-c")
             .arg(&config)
