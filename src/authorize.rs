@@ -8,7 +8,7 @@ use crate::gerrit::{
     GroupEvents, GroupSource, Membership, Secret,
 };
 use crate::policy::{kube, kube_access, Requirement, RouteRule, RouteTable, Unmet};
-use crate::request::RequestView;
+use crate::request::{has_dot_segments, RequestView};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -531,16 +531,6 @@ impl Authorizer {
         let token = find_token(req, &route.token_sources)?;
         self.verifier.verify(&token).await
     }
-}
-
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded. Envoy does not
-/// normalise paths unless configured to (Istio does by default), and prefix rules on an
-/// unnormalised path can be sidestepped: `/a/projects/team-a/../team-b`.
-fn has_dot_segments(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
 }
 
 fn allow(

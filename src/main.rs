@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use mesh_authz::authorize::{Authorizer, Verdict};
 use mesh_authz::config::{self, Config};
 use mesh_authz::decision::{denial_body, HeaderChanges};
+use mesh_authz::policy::overlap::{self, Finding};
 use mesh_authz::request::RequestView;
 use mesh_authz::telemetry::{self, LogFormat};
 use std::collections::HashMap;
@@ -40,6 +41,9 @@ enum Command {
         log_format: LogFormat,
     },
     /// Check a config file and report every problem; exits non-zero if there is any.
+    ///
+    /// Unreachable routes are problems; routes that lose some requests to an earlier,
+    /// more general route are warnings.
     Validate {
         /// Config file.
         #[arg(long, short)]
@@ -157,11 +161,43 @@ async fn shutdown_signal() {
 fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     match config::load(path) {
         Ok(c) => {
+            let file = path.display();
+            let routes = c.routes.routes();
+            let route = |i: usize| {
+                let name = routes.get(i).map_or("", |r| &*r.name);
+                format!("routes[{i}] ({name:?})")
+            };
+            let mut errors = 0;
+            for finding in overlap::findings(&c.routes) {
+                match finding {
+                    // An unreachable route is a config mistake: its policy is never applied.
+                    Finding::Unreachable { earlier, later } => {
+                        errors += 1;
+                        eprintln!(
+                            "{file}: {}: unreachable: every request it matches is matched first by {}",
+                            route(later),
+                            route(earlier)
+                        );
+                    }
+                    // Partial overlap can be intended; the operator decides.
+                    Finding::Shadowed {
+                        earlier,
+                        later,
+                        example,
+                    } => eprintln!(
+                        "{file}: warning: {}: requests such as {example} are decided by {} first",
+                        route(later),
+                        route(earlier)
+                    ),
+                }
+            }
+            if errors > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
             println!(
-                "{}: ok ({} issuer(s), {} route(s))",
-                path.display(),
+                "{file}: ok ({} issuer(s), {} route(s))",
                 c.issuers.len(),
-                c.routes.routes().len()
+                routes.len()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -116,6 +116,17 @@ pub fn split_path(full: &str) -> (&str, &str) {
         .unwrap_or((without_fragment, ""))
 }
 
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded. Envoy does not
+/// normalise paths unless configured to (Istio does by default), and prefix rules on an
+/// unnormalised path can be sidestepped: `/a/projects/team-a/../team-b`. Such paths are
+/// refused before any route is matched.
+pub fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 impl std::fmt::Debug for RequestView<'_> {
     // Headers are left out on purpose: they carry `Authorization` and `Cookie`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

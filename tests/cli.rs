@@ -81,6 +81,96 @@ fn validate_names_a_missing_file() {
         .contains("/nonexistent/mesh-authz.yaml: cannot read"));
 }
 
+/// Runs `validate` on a config with the quickstart issuer and these routes.
+fn validate_routes(routes: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo("examples/quickstart/jwks.json"),
+        dir.path().join("jwks.json"),
+    )
+    .unwrap();
+    let path = dir.path().join("routes.yaml");
+    let config = format!(
+        "issuers:\n  - issuer: https://idp.example.com\n    audiences: [mesh]\n    jwks: {{file: jwks.json}}\nroutes:\n{routes}"
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (out, path.display().to_string())
+}
+
+#[test]
+fn validate_refuses_an_unreachable_route_and_names_the_route_before_it() {
+    let (out, file) = validate_routes(
+        r#"
+  - name: gerrit
+    match: {hosts: [gerrit.example.com]}
+    allow: authenticated
+  - name: gerrit-admin
+    match: {hosts: [gerrit.example.com], path: {prefix: /a/config/}}
+    allow: public
+"#,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}: routes[1] (\"gerrit-admin\"): unreachable: every request it matches is matched first by routes[0] (\"gerrit\")"
+        )),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("ok ("), "{stdout}");
+}
+
+#[test]
+fn validate_warns_about_a_route_that_loses_requests_to_a_more_general_one_and_passes() {
+    let (out, file) = validate_routes(
+        r#"
+  - name: gerrit-read
+    match: {hosts: [gerrit.example.com], methods: [GET, HEAD]}
+    allow: authenticated
+  - name: gerrit-api
+    match: {hosts: [gerrit.example.com], path: {prefix: /a/}}
+    allow: authenticated
+"#,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}: warning: routes[1] (\"gerrit-api\"): requests such as GET gerrit.example.com/a/ are decided by routes[0] (\"gerrit-read\") first"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("{file}: ok (1 issuer(s), 2 route(s))")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_says_nothing_about_specific_routes_before_general_ones() {
+    let (out, _) = validate_routes(
+        r#"
+  - name: gerrit-landing
+    match: {hosts: [gerrit.example.com], path: {exact: /}, methods: [GET]}
+    allow: public
+  - name: gerrit-api-read
+    match: {hosts: [gerrit.example.com], path: {prefix: /a/}, methods: [GET, HEAD]}
+    allow: authenticated
+  - name: gerrit
+    match: {hosts: [gerrit.example.com]}
+    allow: authenticated
+"#,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
 fn check(token: Option<&str>) -> Output {
     let mut cmd = bin();
     cmd.args(["check", "--config"])

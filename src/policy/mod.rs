@@ -6,6 +6,7 @@
 pub mod kube;
 pub mod kube_access;
 mod matcher;
+pub mod overlap;
 mod requirement;
 mod route;
 
