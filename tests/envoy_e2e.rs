@@ -10,7 +10,6 @@ mod support;
 
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use support::envoy::{require_envoy, start_upstream, Envoy, Received, Seen};
 use support::{server, tokens};
@@ -65,16 +64,11 @@ impl Stack {
 
     /// The last request the upstream received.
     fn received(&self) -> Received {
-        self.seen
-            .last
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("a request reached the upstream")
+        self.seen.last_request()
     }
 
     fn upstream_requests(&self) -> usize {
-        self.seen.requests.load(Ordering::SeqCst)
+        self.seen.count()
     }
 
     async fn ext_authz(&self, counter: &str) -> u64 {

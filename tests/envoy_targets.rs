@@ -9,7 +9,6 @@
 mod support;
 
 use serde_json::Value;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use support::envoy::{
     require_envoy, start_upstream, CheckTap, DownstreamTls, Envoy, Received, Seen,
@@ -68,16 +67,11 @@ impl Stack {
 
     /// The last request the upstream received.
     fn received(&self) -> Received {
-        self.seen
-            .last
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("a request reached the upstream")
+        self.seen.last_request()
     }
 
     fn upstream_requests(&self) -> usize {
-        self.seen.requests.load(Ordering::SeqCst)
+        self.seen.count()
     }
 }
 

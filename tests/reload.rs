@@ -47,6 +47,18 @@ fn replace_file(path: &Path, content: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Replaces `from` with `to` in the server's config file and waits until that is the
+/// `applied`-th change applied.
+async fn edit_and_apply(s: &TestServer, from: &str, to: &str, applied: f64) {
+    let yaml = std::fs::read_to_string(s.file("config.yaml")).unwrap();
+    assert!(yaml.contains(from), "{from:?} not in the config");
+    replace_file(&s.file("config.yaml"), &yaml.replace(from, to));
+    until("the change applied", || async {
+        s.metric(APPLIED).await == applied
+    })
+    .await;
+}
+
 /// The gRPC status code of a team-a check by `user`, or the transport error.
 async fn team_a(s: &TestServer, user: &str) -> Result<i32, tonic::Status> {
     let token = format!("Bearer {}", tokens::token_for(user));
@@ -283,15 +295,7 @@ async fn a_reload_that_leaves_issuers_and_gerrit_alone_keeps_their_keys_and_cach
     let (fetches, lists) = (idp.fetches(), gerrit.group_lists_for("alice"));
 
     // Only a route changes.
-    let yaml = std::fs::read_to_string(s.file("config.yaml")).unwrap();
-    replace_file(
-        &s.file("config.yaml"),
-        &yaml.replace("path: {exact: /}", "path: {exact: /welcome}"),
-    );
-    until("the new config applied", || async {
-        s.metric(APPLIED).await == 1.0
-    })
-    .await;
+    edit_and_apply(&s, "path: {exact: /}", "path: {exact: /welcome}", 1.0).await;
     assert_eq!(team_a(&s, "alice").await.unwrap(), 0);
     assert_eq!(idp.fetches(), fetches, "the key set was kept");
     assert_eq!(
@@ -301,15 +305,7 @@ async fn a_reload_that_leaves_issuers_and_gerrit_alone_keeps_their_keys_and_cach
     );
 
     // A changed group cache setting starts a new cache.
-    let yaml = std::fs::read_to_string(s.file("config.yaml")).unwrap();
-    replace_file(
-        &s.file("config.yaml"),
-        &yaml.replace("cache_ttl: 60s", "cache_ttl: 30s"),
-    );
-    until("the second config applied", || async {
-        s.metric(APPLIED).await == 2.0
-    })
-    .await;
+    edit_and_apply(&s, "cache_ttl: 60s", "cache_ttl: 30s", 2.0).await;
     assert_eq!(team_a(&s, "alice").await.unwrap(), 0);
     assert_eq!(gerrit.group_lists_for("alice"), lists + 1, "asked again");
     assert_eq!(idp.fetches(), fetches, "the key set was still kept");

@@ -214,6 +214,22 @@ pub struct Seen {
     pub last: Mutex<Option<Received>>,
 }
 
+impl Seen {
+    /// The last request that reached the upstream; panics if none did.
+    pub fn last_request(&self) -> Received {
+        self.last
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a request reached the upstream")
+    }
+
+    /// How many requests reached the upstream.
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
 /// Starts the echo upstream: every request is answered with `{"headers": {...}}`.
 pub async fn start_upstream() -> (SocketAddr, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
