@@ -4,7 +4,7 @@
 
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::config::{self, Config, GerritConfig, GroupsConfig};
-use mesh_authz::policy::{Requirement, Rule};
+use mesh_authz::policy::{PrincipalMatcher, Requirement, Rule};
 use mesh_authz::request::RequestView;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -213,6 +213,22 @@ fn production_routes_send_requests_where_their_comments_say() {
             "GET gerrit.example.com /c/other/repo/+/123",
             Some("gerrit-signed-in"),
         ),
+        (
+            "POST gerrit.example.com /a/changes/team-a%2Fservice~42/revisions/current/review",
+            Some("gerrit-rest-vote"),
+        ),
+        (
+            "POST gerrit.gerrit.svc.cluster.local:8080 /a/changes/42/revisions/1/review",
+            Some("gerrit-ci-vote"),
+        ),
+        (
+            "GET gerrit.gerrit.svc.cluster.local:8080 /a/changes/42/detail",
+            Some("gerrit-ci-read"),
+        ),
+        (
+            "POST gerrit.gerrit.svc.cluster.local:8080 /a/changes/42/abandon",
+            None,
+        ),
         ("GET b-1234.builds.example.com /logs", Some("build-pods")),
         ("GET b-1234.builds.example.com:8443 /", Some("build-pods")),
         ("GET builds.example.com /", None),
@@ -236,10 +252,16 @@ fn production_routes_send_requests_where_their_comments_say() {
         groups_any_of: vec!["team-a".into(), "Administrators".into()],
         ..Rule::default()
     }]);
+    let ci_runner = Requirement::AnyOf(vec![Rule {
+        principals: vec![PrincipalMatcher::parse("cluster.local/ns/ci/sa/runner").unwrap()],
+        as_user: Some("ci-bot".into()),
+        ..Rule::default()
+    }]);
     for route in config.routes.routes() {
         let want = match &*route.name {
             "gerrit-landing" => Requirement::Public,
             name if name.starts_with("gerrit-team-a") => team_a.clone(),
+            "gerrit-ci-vote" | "gerrit-ci-read" | "gerrit-rest-vote" => ci_runner.clone(),
             _ => Requirement::authenticated(),
         };
         assert_eq!(
@@ -692,6 +714,10 @@ fn gateway_policy_is_custom_with_the_provider_and_covers_whole_hosts() {
     for route in seq(&load("config.yaml")["routes"], "routes") {
         for host in seq(&route["match"]["hosts"], "hosts") {
             let host = str_of(host, "host");
+            if host.ends_with(".svc.cluster.local") {
+                // Reached inside the mesh, not through the gateway: ci-to-gerrit.yaml.
+                continue;
+            }
             assert!(
                 hosts.contains(host),
                 "the gateway policy does not cover {host}"
@@ -987,4 +1013,81 @@ async fn ghz_deny_config_has_no_token_and_is_denied() {
         matches!(verdict, Verdict::Deny(Denial::Unauthenticated(_))),
         "{verdict:?}"
     );
+}
+
+/// The CI runner's in-mesh calls: Gerrit's sidecar asks mesh-authz about requests from the
+/// ci namespace, the runner may reach Gerrit, and the routes that decide them name the
+/// Gerrit Service mesh-authz itself calls.
+#[tokio::test]
+async fn ci_runner_calls_to_gerrit_are_decided_by_its_workload_identity() {
+    let policy = load_kind("istio/ci-to-gerrit.yaml", "AuthorizationPolicy");
+    let gerrit = load_kind("istio/gerrit-access.yaml", "AuthorizationPolicy");
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(
+        policy["spec"]["provider"]["name"],
+        load("istio/mesh-config-snippet.yaml")["meshConfig"]["extensionProviders"][0]["name"]
+    );
+    assert_eq!(
+        policy["metadata"]["namespace"],
+        gerrit["metadata"]["namespace"]
+    );
+    assert_eq!(policy["spec"]["selector"], gerrit["spec"]["selector"]);
+    let namespaces = &policy["spec"]["rules"][0]["from"][0]["source"]["namespaces"];
+    assert_eq!(
+        namespaces[0], "ci",
+        "only the ci namespace: not the gateway, not mesh-authz"
+    );
+    let runner = "cluster.local/ns/ci/sa/runner";
+    assert!(
+        seq(
+            &gerrit["spec"]["rules"][0]["from"][0]["source"]["principals"],
+            "principals"
+        )
+        .iter()
+        .any(|p| p == runner),
+        "gerrit-access.yaml does not let the runner reach Gerrit"
+    );
+    let config = config();
+    let service = gerrit_config().url.host_str().unwrap().to_string();
+    let routes = config.routes.routes();
+    let vote = routes
+        .iter()
+        .find(|r| &*r.name == "gerrit-ci-vote")
+        .unwrap();
+    assert!(vote.hosts.iter().any(|h| h.matches(&service)), "{service}");
+
+    // As mesh-authz decides them (static groups stand in for Gerrit here).
+    let yaml = read(&base().join("config.yaml"));
+    let gerrit_start = yaml.find("\ngerrit:").unwrap();
+    let gerrit_end = yaml[gerrit_start + 1..].find("\n\n").unwrap() + gerrit_start + 1;
+    let yaml = format!(
+        "{}\nstatic_groups: {{}}\n{}",
+        &yaml[..gerrit_start],
+        &yaml[gerrit_end..]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), &yaml).unwrap();
+    let config = mesh_authz::config::load(&dir.path().join("config.yaml")).unwrap();
+    let authorizer = Authorizer::from_config(&config, reqwest::Client::new()).unwrap();
+    let empty = HashMap::new();
+    let vote = "/a/changes/42/revisions/1/review";
+    let host = format!("{service}:8080");
+    let as_runner = RequestView {
+        principal: "spiffe://cluster.local/ns/ci/sa/runner",
+        ..RequestView::http("POST", &host, vote, &empty)
+    };
+    match authorizer.decide(&as_runner).await.verdict {
+        Verdict::Allow { headers, .. } => assert!(
+            headers
+                .set
+                .contains(&("x-forwarded-user".into(), "ci-bot".into())),
+            "{headers:?}"
+        ),
+        other => panic!("the runner may vote: {other:?}"),
+    }
+    let through_gateway = RequestView::http("POST", "gerrit.example.com", vote, &empty);
+    assert!(matches!(
+        authorizer.decide(&through_gateway).await.verdict,
+        Verdict::Deny(Denial::PrincipalNotAllowed)
+    ));
 }
