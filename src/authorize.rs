@@ -557,7 +557,9 @@ fn allow(
         Err(e) => {
             steps.push(format!("{e}: denied rather than injected"));
             Verdict::Deny(match e {
-                InjectError::Unsafe { .. } | InjectError::NoUser => Denial::UnsafeHeaderValue,
+                InjectError::Unsafe { .. } | InjectError::NoUser | InjectError::TooLarge(_) => {
+                    Denial::UnsafeHeaderValue
+                }
                 InjectError::GroupsTooLarge { .. } => Denial::GroupsTooLarge,
             })
         }

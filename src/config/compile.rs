@@ -5,6 +5,7 @@ use super::schema::{
 };
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
+use crate::decision::MAX_INJECTED_BYTES;
 use crate::gerrit::{CacheSettings, Group};
 use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
 use crate::policy::{
@@ -732,10 +733,13 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
                 Overflow::Deny
             }
         };
-        if g.max_bytes < 64 {
+        if !(64..=MAX_INJECTED_BYTES / 2).contains(&g.max_bytes) {
             p.add(
                 format!("{path}.inject.groups.max_bytes"),
-                "must be at least 64",
+                format!(
+                    "must be between 64 and {}: upstreams refuse larger headers (431)",
+                    MAX_INJECTED_BYTES / 2
+                ),
             );
         }
         Some(GroupsHeader {
@@ -1317,7 +1321,7 @@ routes:
             "routes[0].allow[2].claims.dept: set exactly one of `equals`, `one_of` or `contains`",
             "routes[0].allow[2].claims.tier: compare with strings, numbers or booleans",
             "routes[0].inject.groups.on_overflow: \"explode\": use `deny` or `truncate`",
-            "routes[0].inject.groups.max_bytes: must be at least 64",
+            "routes[0].inject.groups.max_bytes: must be between 64 and 16384",
             "routes[1].kube: a public route has no user to impersonate",
             "routes[1].kube.rules: list at least one rule",
             "routes[2].allow[0]: on a kube route every rule needs a user to impersonate",

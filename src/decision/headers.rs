@@ -16,6 +16,9 @@ pub enum InjectError {
         /// Which identity field was unsafe.
         field: &'static str,
     },
+    /// All injected values together exceed [`MAX_INJECTED_BYTES`].
+    #[error("the identity headers would take {0} bytes, more than {MAX_INJECTED_BYTES}")]
+    TooLarge(usize),
     /// A kube route allowed a caller with no user name to impersonate.
     #[error("there is no user to impersonate")]
     NoUser,
@@ -69,6 +72,10 @@ impl HeaderChanges {
             .collect()
     }
 }
+
+/// Bound on everything injected into one request: common upstreams refuse a header block
+/// much larger (431), and a request they refuse is worse than a clear denial here.
+pub const MAX_INJECTED_BYTES: usize = 32 * 1024;
 
 /// The `Impersonate-User` header: Kubernetes' impersonation of the allowed user.
 pub const IMPERSONATE_USER: &str = "impersonate-user";
@@ -147,6 +154,10 @@ pub fn upstream_changes(
     changes
         .remove
         .extend(route.foreign_identity_headers.iter().cloned());
+    let injected: usize = changes.set.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if injected > MAX_INJECTED_BYTES {
+        return Err(InjectError::TooLarge(injected));
+    }
     let mut forged: Vec<&String> = client_headers
         .keys()
         .filter(|k| k.starts_with("impersonate-"))
@@ -468,6 +479,16 @@ mod tests {
             ),
             Err(InjectError::NoUser)
         );
+    }
+
+    #[test]
+    fn identity_headers_past_the_total_bound_are_refused() {
+        let mut who = alice(None);
+        who.display_name = Some("x".repeat(MAX_INJECTED_BYTES));
+        assert!(matches!(
+            upstream_changes(&route(), Some(&who), None, None, &HashMap::new()),
+            Err(InjectError::TooLarge(n)) if n > MAX_INJECTED_BYTES
+        ));
     }
 
     #[test]

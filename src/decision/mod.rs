@@ -14,7 +14,7 @@ mod metadata;
 pub use denial::{denial_body, denied_response, http_status as denied_http_status};
 pub use headers::{
     upstream_changes, HeaderChanges, Impersonation, InjectError, IMPERSONATE_GROUP,
-    IMPERSONATE_USER,
+    IMPERSONATE_USER, MAX_INJECTED_BYTES,
 };
 
 use crate::authorize::{Decision, Verdict};
