@@ -5,26 +5,30 @@
 //! The request path, top to bottom:
 //!
 //! ```text
-//! Envoy ──gRPC Check──▶ service      tonic glue: CheckRequest → RequestView, render result
+//! Envoy ──gRPC Check──▶ service      tonic glue: CheckRequest → RequestView, audit, render
 //!                        │
 //!                        ▼
-//!                       authorize    the decision: route → token → groups → verdict
-//!                        ├─ policy   route table: host/path/method matchers, requirements
-//!                        ├─ authn    bearer token extraction, JWT verification, JWKS store
+//!                       authorize    the decision: route → rules → token → groups → verdict
+//!                        ├─ policy   routes (host/path/method/principal matchers), rules,
+//!                        │           kube-apiserver requests and their access rules
+//!                        ├─ authn    token extraction, JWT verification, JWKS store
 //!                        └─ gerrit   REST client, per-user group cache, group events
 //!                        │
 //!                        ▼
-//!                       decision     Decision → CheckResponse (headers, denials, metadata)
+//!                       decision     Decision → CheckResponse (headers, impersonation,
+//!                                    denials, metadata)
 //! ```
 //!
 //! Around it:
-//! - [`config`]: YAML schema, compilation into runtime types, all problems with paths.
-//! - [`server`]: binds gRPC (Check, health, reflection) and admin HTTP; graceful shutdown.
+//! - [`config`]: YAML schema, compilation into runtime types, all problems with paths;
+//!   watching the file for live reload.
+//! - [`server`]: binds gRPC (Check, health, reflection) and admin HTTP; swaps in the
+//!   authorizer of a reloaded config; graceful shutdown.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, group cache invalidation and Gerrit's
 //!   group events, passed on to the other replicas (`admin::Peers`).
-//! - [`telemetry`]: logging setup and Prometheus metrics.
+//! - [`telemetry`]: logging setup, Prometheus metrics, the audit log.
 //! - [`request`]: the request view shared by policy, authn and decision.
-//! - `main.rs`: the CLI (`serve`, `validate`, `check`).
+//! - `main.rs`: the CLI (`serve`, `validate` with route overlap findings, `check`).
 
 #![warn(missing_docs)]
 
