@@ -73,7 +73,8 @@ pub struct Decision {
     /// Allow, deny or cannot decide, as evaluated (for a dry-run route, what would have
     /// happened).
     pub verdict: Verdict,
-    /// Human-readable steps, in order: what matched and what was checked.
+    /// Human-readable steps, in order: what matched and what was checked; empty unless
+    /// asked for ([`Authorizer::explain`]).
     pub steps: Vec<String>,
     /// Who the caller turned out to be, if a token was verified or a workload rule named
     /// a user: also on denials, for the audit log.
@@ -89,12 +90,12 @@ impl Decision {
         self.route.as_ref().is_some_and(|r| r.dry_run)
     }
 
-    fn unrouted(verdict: Verdict, steps: Vec<String>) -> Self {
+    fn unrouted(verdict: Verdict, steps: Trace) -> Self {
         Decision {
             route: None,
             rule: None,
             verdict,
-            steps,
+            steps: steps.into_steps(),
             caller: None,
             dry_run_headers: None,
         }
@@ -186,6 +187,38 @@ impl Verdict {
     }
 }
 
+/// The explanation of a decision, written only when asked for: the Check path does not
+/// pay for the formatting.
+pub struct Trace(Option<Vec<String>>);
+
+impl Trace {
+    /// Records nothing.
+    pub fn off() -> Self {
+        Trace(None)
+    }
+
+    /// Records every step.
+    pub fn on() -> Self {
+        Trace(Some(Vec::new()))
+    }
+
+    /// Whether steps are recorded.
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Records the step `step` builds, if recording.
+    pub fn note(&mut self, step: impl FnOnce() -> String) {
+        if let Some(steps) = &mut self.0 {
+            steps.push(step());
+        }
+    }
+
+    fn into_steps(self) -> Vec<String> {
+        self.0.unwrap_or_default()
+    }
+}
+
 /// What is known about the caller, found at most once per request and only when a rule
 /// needs it.
 struct Facts<'a> {
@@ -197,20 +230,22 @@ struct Facts<'a> {
 }
 
 impl<'a> Facts<'a> {
-    async fn identity(&mut self, steps: &mut Vec<String>) -> Result<Arc<Identity>, AuthnError> {
+    async fn identity(&mut self, steps: &mut Trace) -> Result<Arc<Identity>, AuthnError> {
         if let Some(known) = &self.identity {
             return known.clone();
         }
         let result = self.authorizer.authenticate(self.route, self.req).await;
         match &result {
-            Ok(id) => steps.push(format!(
-                "token verified: user {:?} from issuer {}",
-                id.user, id.issuer
-            )),
+            Ok(id) => steps.note(|| {
+                format!(
+                    "token verified: user {:?} from issuer {}",
+                    id.user, id.issuer
+                )
+            }),
             Err(AuthnError::KeysUnavailable) => {
-                steps.push("issuer signing keys have not been loaded yet: cannot decide".into())
+                steps.note(|| "issuer signing keys have not been loaded yet: cannot decide".into())
             }
-            Err(e) => steps.push(format!("token rejected: {e}")),
+            Err(e) => steps.note(|| format!("token rejected: {e}")),
         }
         self.identity = Some(result.clone());
         result
@@ -219,7 +254,7 @@ impl<'a> Facts<'a> {
     async fn membership(
         &mut self,
         identity: &Identity,
-        steps: &mut Vec<String>,
+        steps: &mut Trace,
     ) -> Result<Arc<Membership>, String> {
         if let Some(known) = &self.membership {
             return known.clone();
@@ -279,22 +314,34 @@ impl Authorizer {
 
     /// Decides one request.
     pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
-        let mut steps = Vec::new();
+        self.decide_traced(req, Trace::off()).await
+    }
+
+    /// Decides one request and says how, step by step (for `mesh-authz check`).
+    pub async fn explain(&self, req: &RequestView<'_>) -> Decision {
+        self.decide_traced(req, Trace::on()).await
+    }
+
+    async fn decide_traced(&self, req: &RequestView<'_>, mut steps: Trace) -> Decision {
         if has_dot_segments(req.path) {
-            steps.push(format!(
-                "path {:?} has dot-segments: refused before matching",
-                req.path
-            ));
+            steps.note(|| {
+                format!(
+                    "path {:?} has dot-segments: refused before matching",
+                    req.path
+                )
+            });
             return Decision::unrouted(Verdict::Deny(Denial::UnnormalizedPath), steps);
         }
         let Some(route) = self.routes.find(req) else {
-            steps.push(format!(
-                "no route matches {} {}{}: denied by default",
-                req.method, req.host, req.path
-            ));
+            steps.note(|| {
+                format!(
+                    "no route matches {} {}{}: denied by default",
+                    req.method, req.host, req.path
+                )
+            });
             return Decision::unrouted(Verdict::Deny(Denial::NoRoute), steps);
         };
-        steps.push(format!("route {:?} matched", &*route.name));
+        steps.note(|| format!("route {:?} matched", &*route.name));
         let mut facts = Facts {
             authorizer: self,
             route,
@@ -309,10 +356,12 @@ impl Authorizer {
         };
         let mut dry_run_headers = None;
         if route.dry_run {
-            steps.push(format!(
-                "route is in dry-run: {} would be the answer; the request is allowed",
-                verdict.kind()
-            ));
+            steps.note(|| {
+                format!(
+                    "route is in dry-run: {} would be the answer; the request is allowed",
+                    verdict.kind()
+                )
+            });
             if !matches!(verdict, Verdict::Allow { .. }) {
                 // Allowed as if public: no identity reaches the upstream.
                 dry_run_headers = upstream_changes(route, None, None, None, req.headers).ok();
@@ -322,7 +371,7 @@ impl Authorizer {
             route: Some(route.clone()),
             rule,
             verdict,
-            steps,
+            steps: steps.into_steps(),
             caller,
             dry_run_headers,
         }
@@ -332,12 +381,14 @@ impl Authorizer {
     async fn decide_route(
         &self,
         facts: &mut Facts<'_>,
-        steps: &mut Vec<String>,
+        steps: &mut Trace,
     ) -> (Option<String>, Verdict) {
         let (route, req) = (facts.route, facts.req);
         let rules = match &route.requirement {
             Requirement::Public => {
-                steps.push("route is public: no token needed, identity headers are removed".into());
+                steps.note(|| {
+                    "route is public: no token needed, identity headers are removed".into()
+                });
                 return (None, allow(route, req, None, None, None, steps));
             }
             Requirement::AnyOf(rules) => rules,
@@ -361,21 +412,21 @@ impl Authorizer {
                 } else {
                     req.principal
                 };
-                steps.push(format!(
-                    "{label}: calling workload {who} is not one it names"
-                ));
+                steps.note(|| format!("{label}: calling workload {who} is not one it names"));
                 fail(Denial::PrincipalNotAllowed, &mut denial);
                 continue;
             }
             if !rule.token {
-                steps.push(format!(
-                    "{label}: calling workload {} is allowed{}",
-                    req.principal,
-                    rule.as_user
-                        .as_ref()
-                        .map(|u| format!(", acting as {u:?}"))
-                        .unwrap_or_default()
-                ));
+                steps.note(|| {
+                    format!(
+                        "{label}: calling workload {} is allowed{}",
+                        req.principal,
+                        rule.as_user
+                            .as_ref()
+                            .map(|u| format!(", acting as {u:?}"))
+                            .unwrap_or_default()
+                    )
+                });
                 let identity = rule
                     .as_user
                     .as_ref()
@@ -399,7 +450,7 @@ impl Authorizer {
                 match facts.membership(&identity, steps).await {
                     Ok(m) => Some(m),
                     Err(reason) => {
-                        steps.push(format!("{label}: cannot be checked without groups"));
+                        steps.note(|| format!("{label}: cannot be checked without groups"));
                         undecided = Some(reason);
                         continue;
                     }
@@ -407,12 +458,16 @@ impl Authorizer {
             } else {
                 None
             };
-            let checked = rule.explain_identity(&identity, membership.as_deref(), &mut |c| {
-                steps.push(format!("{label}: {c}"))
-            });
+            let checked = if steps.is_on() {
+                rule.explain_identity(&identity, membership.as_deref(), &mut |c| {
+                    steps.note(|| format!("{label}: {c}"))
+                })
+            } else {
+                rule.check_identity(&identity, membership.as_deref())
+            };
             match checked {
                 Ok(_) => {
-                    steps.push(format!("{label}: holds"));
+                    steps.note(|| format!("{label}: holds"));
                     return self
                         .finish(route, label, Some(identity), membership, facts, steps)
                         .await;
@@ -430,7 +485,7 @@ impl Authorizer {
         }
         // A rule that could not be checked might have allowed: not a denial.
         if let Some(reason) = undecided {
-            steps.push("no rule holds, and one could not be checked: cannot decide".into());
+            steps.note(|| "no rule holds, and one could not be checked: cannot decide".into());
             return (None, Verdict::Unavailable(reason));
         }
         let denial = denial.unwrap_or(Denial::NoRoute);
@@ -446,7 +501,7 @@ impl Authorizer {
         identity: Option<Arc<Identity>>,
         membership: Option<Arc<Membership>>,
         facts: &mut Facts<'_>,
-        steps: &mut Vec<String>,
+        steps: &mut Trace,
     ) -> (Option<String>, Verdict) {
         let wants_groups =
             route.inject.groups.is_some() || route.kube.as_ref().is_some_and(|k| k.needs_groups());
@@ -466,16 +521,18 @@ impl Authorizer {
         let request = kube::parse(facts.req.method, facts.req.path, facts.req.query);
         match kube.decide(&request, membership.as_deref()) {
             Ok(grant) => {
-                steps.push(format!(
-                    "kube.rules[{}] allows {}{}",
-                    grant.rule,
-                    kube_access::describe(&request),
-                    grant
-                        .group
-                        .as_ref()
-                        .map(|g| format!(", impersonating group {g:?}"))
-                        .unwrap_or_default()
-                ));
+                steps.note(|| {
+                    format!(
+                        "kube.rules[{}] allows {}{}",
+                        grant.rule,
+                        kube_access::describe(&request),
+                        grant
+                            .group
+                            .as_ref()
+                            .map(|g| format!(", impersonating group {g:?}"))
+                            .unwrap_or_default()
+                    )
+                });
                 rule.push_str(&format!(", kube.rules[{}]", grant.rule));
                 let impersonation = Impersonation {
                     group: grant.group.as_deref(),
@@ -491,7 +548,7 @@ impl Authorizer {
                 (Some(rule), verdict)
             }
             Err(denial) => {
-                steps.push(format!("kube: {denial}"));
+                steps.note(|| format!("kube: {denial}"));
                 (
                     None,
                     Verdict::Deny(Denial::KubeForbidden(denial.to_string())),
@@ -500,25 +557,21 @@ impl Authorizer {
         }
     }
 
-    async fn membership(
-        &self,
-        user: &str,
-        steps: &mut Vec<String>,
-    ) -> Result<Arc<Membership>, String> {
+    async fn membership(&self, user: &str, steps: &mut Trace) -> Result<Arc<Membership>, String> {
         let Some(cache) = &self.groups else {
             // Config compilation refuses this; stay closed if it ever happens.
-            steps.push("no group source configured: cannot decide".into());
+            steps.note(|| "no group source configured: cannot decide".into());
             return Err("no group source configured".into());
         };
         let membership = cache.membership(user).await.map_err(|e| {
-            steps.push(format!("group lookup failed: {e}: cannot decide"));
+            steps.note(|| format!("group lookup failed: {e}: cannot decide"));
             format!("group lookup failed: {e}")
         })?;
         if membership.known_account {
             let names: Vec<&str> = membership.groups.iter().map(|g| g.name.as_str()).collect();
-            steps.push(format!("groups of {user:?}: {}", names.join(", ")));
+            steps.note(|| format!("groups of {user:?}: {}", names.join(", ")));
         } else {
-            steps.push(format!("Gerrit has no account {user:?}: no groups"));
+            steps.note(|| format!("Gerrit has no account {user:?}: no groups"));
         }
         Ok(membership)
     }
@@ -539,7 +592,7 @@ fn allow(
     identity: Option<Arc<Identity>>,
     membership: Option<Arc<Membership>>,
     impersonation: Option<Impersonation<'_>>,
-    steps: &mut Vec<String>,
+    steps: &mut Trace,
 ) -> Verdict {
     let changes = upstream_changes(
         route,
@@ -555,7 +608,7 @@ fn allow(
             headers,
         },
         Err(e) => {
-            steps.push(format!("{e}: denied rather than injected"));
+            steps.note(|| format!("{e}: denied rather than injected"));
             Verdict::Deny(match e {
                 InjectError::Unsafe { .. } | InjectError::NoUser | InjectError::TooLarge(_) => {
                     Denial::UnsafeHeaderValue

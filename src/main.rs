@@ -244,7 +244,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         principal: args.principal.as_deref().unwrap_or(""),
         ..RequestView::http(&args.method, &args.host, &args.path, &headers)
     };
-    let decision = authorizer.decide(&view).await;
+    let decision = authorizer.explain(&view).await;
 
     println!("request:  {} {}{}", args.method, args.host, args.path);
     println!("config:   {}", config.source);

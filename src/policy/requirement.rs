@@ -87,7 +87,7 @@ impl Rule {
         identity: &Identity,
         membership: Option<&Membership>,
     ) -> Result<Satisfied, Unmet> {
-        self.explain_identity(identity, membership, &mut |_| {})
+        self.checked(identity, membership, None)
     }
 
     /// [`Rule::check_identity`], telling `note` about each condition checked and its
@@ -98,20 +98,35 @@ impl Rule {
         membership: Option<&Membership>,
         note: &mut dyn FnMut(String),
     ) -> Result<Satisfied, Unmet> {
+        self.checked(identity, membership, Some(note))
+    }
+
+    /// The checks; notes are formatted only when someone listens.
+    fn checked(
+        &self,
+        identity: &Identity,
+        membership: Option<&Membership>,
+        mut listener: Option<&mut dyn FnMut(String)>,
+    ) -> Result<Satisfied, Unmet> {
+        let mut note = |f: &dyn Fn() -> String| {
+            if let Some(l) = listener.as_mut() {
+                l(f())
+            }
+        };
         let mut satisfied = Satisfied::default();
         if self.needs_groups() && membership.is_none() {
-            note("groups unknown".into());
+            note(&|| "groups unknown".into());
             return Err(Unmet::Groups(self.groups_any_of.clone()));
         }
         if let (false, Some(m)) = (self.groups_any_of.is_empty(), membership) {
             let any = &self.groups_any_of;
             match any.iter().find(|g| m.contains(g)) {
                 Some(g) => {
-                    note(format!("groups any of {any:?}: member of {g:?}"));
+                    note(&|| format!("groups any of {any:?}: member of {g:?}"));
                     satisfied.group = Some(g.clone());
                 }
                 None => {
-                    note(format!("groups any of {any:?}: not a member"));
+                    note(&|| format!("groups any of {any:?}: not a member"));
                     return Err(Unmet::Groups(any.clone()));
                 }
             }
@@ -119,29 +134,24 @@ impl Rule {
         if let (false, Some(m)) = (self.groups_all_of.is_empty(), membership) {
             let all = &self.groups_all_of;
             if let Some(missing) = all.iter().find(|g| !m.contains(g)) {
-                note(format!(
-                    "groups all of {all:?}: not a member of {missing:?}"
-                ));
+                note(&|| format!("groups all of {all:?}: not a member of {missing:?}"));
                 return Err(Unmet::Groups(vec![missing.clone()]));
             }
-            note(format!("groups all of {all:?}: member of each"));
+            note(&|| format!("groups all of {all:?}: member of each"));
         }
         for c in &self.claims {
             if !c.condition.holds(claim(&identity.claims, &c.claim)) {
-                note(format!(
-                    "claim {:?} {}: does not hold",
-                    c.claim, c.condition
-                ));
+                note(&|| format!("claim {:?} {}: does not hold", c.claim, c.condition));
                 return Err(Unmet::Claim(c.claim.clone()));
             }
-            note(format!("claim {:?} {}: holds", c.claim, c.condition));
+            note(&|| format!("claim {:?} {}: holds", c.claim, c.condition));
         }
         if !self.scopes.is_empty() {
             if let Some(missing) = self.scopes.iter().find(|s| !has_scope(&identity.claims, s)) {
-                note(format!("scopes {:?}: {missing:?} missing", self.scopes));
+                note(&|| format!("scopes {:?}: {missing:?} missing", self.scopes));
                 return Err(Unmet::Scope(missing.clone()));
             }
-            note(format!("scopes {:?}: present", self.scopes));
+            note(&|| format!("scopes {:?}: present", self.scopes));
         }
         Ok(satisfied)
     }
