@@ -1,14 +1,23 @@
-//! In-process costs of the Check path with the quickstart config: route matching, and
+//! In-process costs of the Check path with the quickstart config: route matching,
 //! whole decisions (allowed with alice's RS256 token, verified every time or served from
-//! the verified-token cache, groups from the warm static table; denied without a token).
+//! the verified-token cache, groups from the warm static table; denied without a token),
+//! and a full Check as the gRPC service runs it: a 1.3 KB Istio-like request decoded,
+//! decided, the response rendered and encoded, metrics recorded.
 //!
 //! `cargo bench --bench check` (about half a minute). Each decision is checked once
 //! before it is measured, so a bench cannot quietly time the wrong path. Load tests
 //! against a running server: `benches/ghz/`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::request::RequestView;
+use mesh_authz::service::CheckService;
+use mesh_authz::telemetry::Metrics;
+use prost::Message;
+use std::sync::Arc;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
@@ -46,6 +55,50 @@ fn headers(token: Option<&str>) -> HashMap<String, String> {
 
 fn view<'a>(host: &'a str, path: &'a str, headers: &'a HashMap<String, String>) -> RequestView<'a> {
     RequestView::http("GET", host, path, headers)
+}
+
+/// A CheckRequest as an Istio ingress gateway sends it, about 1.3 KB with alice's token.
+fn istio_check_request(token: &str) -> CheckRequest {
+    let mut h = headers(Some(token));
+    for (k, v) in [
+        ("accept-encoding", "gzip, deflate, br"),
+        ("x-envoy-attempt-count", "1"),
+        ("x-envoy-internal", "true"),
+        (
+            "x-forwarded-client-cert",
+            "By=spiffe://cluster.local/ns/gerrit/sa/gerrit;Hash=3f1a9c0b2e8d47f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2;Subject=\"\";URI=spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        ),
+    ] {
+        h.insert(k.into(), v.into());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                principal:
+                    "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+                        .into(),
+                ..Default::default()
+            }),
+            destination: Some(Peer {
+                principal: "spiffe://cluster.local/ns/gerrit/sa/gerrit".into(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: "12398746193847619283".into(),
+                    method: "GET".into(),
+                    headers: h,
+                    path: "/a/projects/team-a/branches".into(),
+                    host: "gerrit.example.com".into(),
+                    scheme: "https".into(),
+                    protocol: "HTTP/2".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
 }
 
 fn benches(c: &mut Criterion) {
@@ -108,6 +161,31 @@ fn benches(c: &mut Criterion) {
     c.bench_function("decide_deny_no_token", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(cached.decide(black_box(&denied)).await) })
+    });
+
+    // The whole Check as the gRPC service runs it, from request bytes to response bytes.
+    let bytes = istio_check_request(token).encode_to_vec();
+    let service = CheckService::new(
+        Arc::new(arc_swap::ArcSwap::from_pointee(quickstart(true))),
+        Arc::new(Metrics::default()),
+        None,
+    );
+    let full_check = || async {
+        let request = CheckRequest::decode(black_box(&bytes[..])).expect("decodes");
+        let response = service
+            .check(tonic::Request::new(request))
+            .await
+            .expect("answered")
+            .into_inner();
+        black_box(response.encode_to_vec())
+    };
+    let first = rt.block_on(full_check());
+    let response = envoy_types::pb::envoy::service::auth::v3::CheckResponse::decode(&first[..])
+        .expect("a CheckResponse");
+    assert_eq!(response.status.map(|s| s.code), Some(0), "the warm path allows");
+    println!("full_check: request {} bytes, response {} bytes", bytes.len(), first.len());
+    c.bench_function("full_check_allow_warm", |b| {
+        b.to_async(&rt).iter(full_check)
     });
 }
 

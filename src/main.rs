@@ -84,6 +84,12 @@ struct CheckArgs {
     principal: Option<String>,
 }
 
+/// mimalloc rather than the system allocator: a warm Check allocates a few dozen small
+/// strings and maps, and with glibc's malloc allocation was a fifth of its instructions
+/// (callgrind: 73.6k → 61.7k instructions per Check with mimalloc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

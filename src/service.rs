@@ -108,6 +108,6 @@ impl Authorization for CheckService {
             }
             (Verdict::Deny(_), false) => {}
         }
-        decision::render(&decision, request_id).map(Response::new)
+        decision::render(decision, request_id).map(Response::new)
     }
 }

@@ -1,17 +1,20 @@
 //! The verified-token cache: a token already verified is not verified again until it
 //! expires, which makes repeated requests from one git client cheap.
 
-use super::jwks::{sha256, JwksStore};
+use super::jwks::JwksStore;
 use super::Identity;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Cache key: SHA-256 of the whole token, so only the identical token can hit.
+/// Cache key: a BLAKE3 digest of the whole token, so only the identical token can hit.
+/// BLAKE3 is collision-resistant like SHA-256 and, for a 1 KB token on a CPU without SHA
+/// instructions, several times faster (measured with callgrind: SHA-256 was a quarter
+/// of a warm Check's instructions).
 pub type TokenKey = [u8; 32];
 
 /// The key for a token.
 pub fn token_key(token: &str) -> TokenKey {
-    sha256(token.as_bytes())
+    *blake3::hash(token.as_bytes()).as_bytes()
 }
 
 /// Seconds since the epoch, on the wall clock that `exp` is written in.

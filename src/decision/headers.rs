@@ -54,14 +54,19 @@ impl HeaderChanges {
     /// `append` is deprecated in favour of `append_action`, but it is what Envoy's
     /// ext_authz reads for `OkHttpResponse.headers`; setting it explicitly leaves no room
     /// for a default that appends.
-    #[allow(deprecated)]
     pub fn to_envoy(&self) -> Vec<HeaderValueOption> {
+        self.clone().into_envoy()
+    }
+
+    /// [`HeaderChanges::to_envoy`], moving the strings rather than copying them.
+    #[allow(deprecated)]
+    pub fn into_envoy(self) -> Vec<HeaderValueOption> {
         self.set
-            .iter()
+            .into_iter()
             .map(|(key, value)| HeaderValueOption {
                 header: Some(HeaderValue {
-                    key: key.clone(),
-                    value: value.clone(),
+                    key,
+                    value,
                     ..Default::default()
                 }),
                 // Explicitly false: an appended value would be comma-joined onto whatever

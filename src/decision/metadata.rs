@@ -17,7 +17,7 @@ pub fn identity(
     identity: Option<&Identity>,
     membership: Option<&Membership>,
 ) -> Struct {
-    let mut fields = std::collections::HashMap::new();
+    let mut fields = std::collections::HashMap::with_capacity(4);
     if let Some(route) = route {
         fields.insert("route".to_string(), string(&route.name));
     }

@@ -32,18 +32,27 @@ mod code {
 
 /// An OK CheckResponse with these upstream header changes.
 fn allowed(
-    headers: &HeaderChanges,
+    headers: HeaderChanges,
     metadata: envoy_types::pb::google::protobuf::Struct,
 ) -> CheckResponse {
+    let HeaderChanges {
+        set,
+        remove,
+        remove_query,
+    } = headers;
+    let set = HeaderChanges {
+        set,
+        ..HeaderChanges::default()
+    };
     CheckResponse {
         status: Some(RpcStatus {
             code: code::OK,
             ..Default::default()
         }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: headers.to_envoy(),
-            headers_to_remove: headers.remove.clone(),
-            query_parameters_to_remove: headers.remove_query.clone(),
+            headers: set.into_envoy(),
+            headers_to_remove: remove,
+            query_parameters_to_remove: remove_query,
             ..Default::default()
         })),
         dynamic_metadata: Some(metadata),
@@ -52,32 +61,24 @@ fn allowed(
 
 /// The CheckResponse for a decision, or the gRPC error Envoy should see when mesh-authz
 /// cannot decide. `request_id` (Envoy's `x-request-id`) is echoed in denial bodies so a
-/// developer can quote it to an operator.
-pub fn render(
-    decision: &Decision,
-    request_id: Option<&str>,
-) -> Result<CheckResponse, tonic::Status> {
-    if let Some(headers) = &decision.dry_run_headers {
+/// developer can quote it to an operator. Takes the decision by value: its strings move
+/// into the response.
+pub fn render(decision: Decision, request_id: Option<&str>) -> Result<CheckResponse, tonic::Status> {
+    let route = decision.route.as_deref();
+    if let Some(headers) = decision.dry_run_headers {
         // A dry-run route: what would have been denied is allowed, anonymously.
-        return Ok(allowed(
-            headers,
-            metadata::identity(decision.route.as_deref(), None, None),
-        ));
+        return Ok(allowed(headers, metadata::identity(route, None, None)));
     }
-    match &decision.verdict {
+    match decision.verdict {
         Verdict::Allow {
             identity,
             membership,
             headers,
-        } => Ok(allowed(
-            headers,
-            metadata::identity(
-                decision.route.as_deref(),
-                identity.as_deref(),
-                membership.as_deref(),
-            ),
-        )),
-        Verdict::Deny(denial) => Ok(denied_response(denial, request_id)),
+        } => {
+            let metadata = metadata::identity(route, identity.as_deref(), membership.as_deref());
+            Ok(allowed(headers, metadata))
+        }
+        Verdict::Deny(denial) => Ok(denied_response(&denial, request_id)),
         Verdict::Unavailable(reason) => Err(tonic::Status::unavailable(format!(
             "mesh-authz cannot decide: {reason}"
         ))),
