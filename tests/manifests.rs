@@ -1091,3 +1091,46 @@ async fn ci_runner_calls_to_gerrit_are_decided_by_its_workload_identity() {
         Verdict::Deny(Denial::PrincipalNotAllowed)
     ));
 }
+
+#[tokio::test]
+async fn ghz_cold_config_sends_the_allowed_request_to_a_server_that_verifies_every_token() {
+    let cold = ghz("check-cold.json");
+    assert_eq!(
+        cold["data"],
+        ghz("check-allow.json")["data"],
+        "check-cold.json: the same request as check-allow.json"
+    );
+    let config = mesh_authz::config::load(&root().join("benches/ghz/cold.yaml"))
+        .unwrap_or_else(|e| panic!("benches/ghz/cold.yaml: {e}"));
+    assert_eq!(config.token_cache_entries, 0, "cold.yaml: the token cache is off");
+    assert_eq!(
+        cold["host"],
+        config.server.grpc_listen.to_string(),
+        "check-cold.json host vs cold.yaml grpc_listen"
+    );
+    let authorizer = Authorizer::from_config(&config, reqwest::Client::new()).unwrap();
+    let http = &cold["data"]["attributes"]["request"]["http"];
+    let headers: HashMap<String, String> = http["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let view = RequestView::http(
+        http["method"].as_str().unwrap(),
+        http["host"].as_str().unwrap(),
+        http["path"].as_str().unwrap(),
+        &headers,
+    );
+    let verdict = authorizer.decide(&view).await.verdict;
+    assert!(matches!(verdict, Verdict::Allow { .. }), "{verdict:?}");
+}
+
+#[test]
+fn the_shipped_protoset_is_the_descriptor_set_the_server_serves() {
+    let shipped = std::fs::read(root().join("benches/ghz/authz.protoset")).unwrap();
+    assert!(
+        shipped == mesh_authz::server::DESCRIPTOR_SET,
+        "benches/ghz/authz.protoset is stale: copy authz_descriptor.bin from the build's OUT_DIR"
+    );
+}
