@@ -17,9 +17,9 @@ use mesh_authz::request::RequestView;
 use mesh_authz::service::CheckService;
 use mesh_authz::telemetry::Metrics;
 use prost::Message;
-use std::sync::Arc;
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The quickstart config, with the verified-token cache on (its default) or off.
@@ -182,8 +182,16 @@ fn benches(c: &mut Criterion) {
     let first = rt.block_on(full_check());
     let response = envoy_types::pb::envoy::service::auth::v3::CheckResponse::decode(&first[..])
         .expect("a CheckResponse");
-    assert_eq!(response.status.map(|s| s.code), Some(0), "the warm path allows");
-    println!("full_check: request {} bytes, response {} bytes", bytes.len(), first.len());
+    assert_eq!(
+        response.status.map(|s| s.code),
+        Some(0),
+        "the warm path allows"
+    );
+    println!(
+        "full_check: request {} bytes, response {} bytes",
+        bytes.len(),
+        first.len()
+    );
     c.bench_function("full_check_allow_warm", |b| {
         b.to_async(&rt).iter(full_check)
     });

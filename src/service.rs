@@ -1,6 +1,7 @@
 //! The tonic glue: `envoy.service.auth.v3.Authorization/Check`.
 //!
-//! Builds a [`RequestView`], asks the [`Authorizer`], records metrics and renders the
+//! Builds a [`RequestView`], asks the [`Authorizer`](crate::authorize::Authorizer) in
+//! force, records metrics and the audit log, and renders the
 //! [`Decision`](crate::authorize::Decision). No policy lives here.
 
 use crate::authorize::Verdict;

@@ -1102,7 +1102,10 @@ async fn ghz_cold_config_sends_the_allowed_request_to_a_server_that_verifies_eve
     );
     let config = mesh_authz::config::load(&root().join("benches/ghz/cold.yaml"))
         .unwrap_or_else(|e| panic!("benches/ghz/cold.yaml: {e}"));
-    assert_eq!(config.token_cache_entries, 0, "cold.yaml: the token cache is off");
+    assert_eq!(
+        config.token_cache_entries, 0,
+        "cold.yaml: the token cache is off"
+    );
     assert_eq!(
         cold["host"],
         config.server.grpc_listen.to_string(),

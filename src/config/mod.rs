@@ -1,7 +1,7 @@
 //! Configuration: the YAML schema, its compilation into runtime types, and loading.
 //!
 //! Loading is two steps. [`schema`] is what `serde_yaml` reads (unknown fields are
-//! collected, not ignored); [`compile`] checks everything, reporting every problem with
+//! collected, not ignored); `compile` checks everything, reporting every problem with
 //! its field path, and produces a [`Config`] whose parts cannot be invalid.
 
 mod compile;

@@ -1,6 +1,6 @@
 //! The configuration file as written: plain structs that `serde_yaml` fills in.
 //!
-//! Nothing here is trusted yet. [`super::compile`] turns these into runtime types that
+//! Nothing here is trusted yet. Compilation (`config::compile`) turns these into runtime types that
 //! cannot be invalid, collecting every problem with its field path.
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};

@@ -1,4 +1,4 @@
-//! Rendering a [`Decision`](crate::authorize::Decision) as Envoy's `CheckResponse`.
+//! Rendering a [`Decision`] as Envoy's `CheckResponse`.
 //!
 //! - allow: status OK (always set: Envoy reads an unset status as OK), an
 //!   `OkHttpResponse` that overwrites identity headers and removes the rest, and the
@@ -63,7 +63,10 @@ fn allowed(
 /// cannot decide. `request_id` (Envoy's `x-request-id`) is echoed in denial bodies so a
 /// developer can quote it to an operator. Takes the decision by value: its strings move
 /// into the response.
-pub fn render(decision: Decision, request_id: Option<&str>) -> Result<CheckResponse, tonic::Status> {
+pub fn render(
+    decision: Decision,
+    request_id: Option<&str>,
+) -> Result<CheckResponse, tonic::Status> {
     let route = decision.route.as_deref();
     if let Some(headers) = decision.dry_run_headers {
         // A dry-run route: what would have been denied is allowed, anonymously.

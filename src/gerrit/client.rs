@@ -182,8 +182,10 @@ impl GerritClient {
 
     /// The account's effective groups, or `None` if Gerrit has no such (visible) account.
     ///
-    /// An id Gerrit would resolve to an account other than the one it names (see
-    /// [`names_another_account`]) is answered as an unknown account without asking.
+    /// An id Gerrit would resolve to an account other than the one it names (`self`, `me`,
+    /// `Name (id)`, `Name <email>`) is answered as an unknown account without asking, and
+    /// one that resolves to an account with another username and email (a name search)
+    /// too.
     pub async fn account_groups(&self, account: &str) -> Result<Option<Vec<Group>>, GerritError> {
         // `.` and `..` would be resolved as dot-segments in the URL, not sent as an id.
         if matches!(account, "" | "." | "..") {

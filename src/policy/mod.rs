@@ -1,6 +1,6 @@
 //! Route policy: which rule covers a request and what it requires.
 //!
-//! Rules are compiled from the config once ([`RouteRule::new`] and friends reject anything
+//! Rules are compiled from the config once (the matchers' constructors reject anything
 //! invalid), then evaluated with pure functions on every Check.
 
 pub mod kube;
