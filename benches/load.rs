@@ -35,7 +35,7 @@ mod requests;
 mod servers;
 
 use driver::Expect;
-use report::{block, Row, Stats, Target};
+use report::{block, CpuMeter, Row, Stats, Target};
 use requests::{Signer, ISSUER};
 use servers::ServerProcess;
 use std::fmt::Write as _;
@@ -126,6 +126,9 @@ impl Scale {
     }
 }
 
+/// The pause before each measured run: the previous run's tail settles.
+const QUIET: Duration = Duration::from_millis(500);
+
 /// What every part shares.
 struct Bench {
     scale: Scale,
@@ -153,10 +156,18 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let parts = parts(&args);
     let started = Instant::now();
-    let dir = tempfile::tempdir().expect("a temp dir for configs and logs");
+    let temp = tempfile::tempdir().expect("a temp dir for configs and logs");
+    let dir = temp.path().to_path_buf();
+    // LOAD_BENCH_KEEP=1 keeps the configs, request bodies and server logs for a look.
+    let _remove_on_exit = if std::env::var_os("LOAD_BENCH_KEEP").is_some() {
+        eprintln!("keeping {}", temp.keep().display());
+        None
+    } else {
+        Some(temp)
+    };
     let mut bench = Bench {
         scale: if quick { Scale::quick() } else { Scale::full() },
-        dir: dir.path().to_path_buf(),
+        dir,
         runtime: tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -310,20 +321,29 @@ impl Bench {
         let log = self.dir.join("h2load.log");
         let warmup = self.scale.h2load.with_requests(self.scale.h2load_warmup);
         h2load::run(warmup, server.grpc, body, &log);
-        std::thread::sleep(Duration::from_millis(300));
-        h2load::run(self.scale.h2load, server.grpc, body, &log)
+        std::thread::sleep(QUIET);
+        let meter = CpuMeter::start(&[server.pid()]);
+        let stats = h2load::run(self.scale.h2load, server.grpc, body, &log);
+        Stats {
+            other_cpu: meter.and_then(|m| m.other_share()),
+            ..stats
+        }
     }
 
     /// The driver: `total` calls to `server` with `bodies`.
     fn drive(&self, server: &ServerProcess, bodies: &Arc<Vec<Bytes>>, total: usize) -> Stats {
+        std::thread::sleep(QUIET);
+        let meter = CpuMeter::start(&[server.pid()]);
         let stats = self.runtime.block_on(driver::run(
             self.scale.driver,
             server.grpc,
             bodies.clone(),
             total,
         ));
-        std::thread::sleep(Duration::from_millis(300));
-        stats
+        Stats {
+            other_cpu: meter.and_then(|m| m.other_share()),
+            ..stats
+        }
     }
 }
 
@@ -523,7 +543,15 @@ fn envoy_part(bench: &mut Bench) {
         }
         wrk.run(envoy.listener, &bench.token, bench.scale.wrk_warmup_seconds);
         let before = bench.runtime.block_on(envoy.authz_counters());
+        std::thread::sleep(QUIET);
+        let mut pids = vec![envoy.pid()];
+        pids.extend(server.map(|s| s.pid()));
+        let meter = CpuMeter::start(&pids);
         let stats = wrk.run(envoy.listener, &bench.token, wrk.seconds);
+        let stats = Stats {
+            other_cpu: meter.and_then(|m| m.other_share()),
+            ..stats
+        };
         let after = bench.runtime.block_on(envoy.authz_counters());
         println!("{}", block(&format!("envoy, wrk: {name}"), &stats, note));
         println!("Envoy ext_authz counters before the measured run: {before}; after: {after}\n");

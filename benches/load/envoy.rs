@@ -53,6 +53,13 @@ pub struct Envoy {
     pub admin: SocketAddr,
 }
 
+impl Envoy {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -335,6 +342,7 @@ fn parse(out: &str) -> Stats {
         p90: percentile("90"),
         p99: percentile("99"),
         statuses,
+        other_cpu: None,
     }
 }
 

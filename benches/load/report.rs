@@ -28,6 +28,9 @@ pub struct Stats {
     pub p99: Duration,
     /// Answers by kind (`[HTTP 200]`, `[OK / decision OK]`, ...) → count.
     pub statuses: BTreeMap<String, u64>,
+    /// Share of the machine's CPU time that processes other than the bench's own used
+    /// during the run (see [`CpuMeter`]).
+    pub other_cpu: Option<f64>,
 }
 
 impl Stats {
@@ -53,6 +56,7 @@ impl Stats {
             p90: at(0.90),
             p99: at(0.99),
             statuses,
+            other_cpu: None,
         }
     }
 }
@@ -89,6 +93,18 @@ pub fn block(title: &str, stats: &Stats, status_note: &str) -> String {
     let _ = writeln!(out, "  Fastest:      {fastest}");
     let _ = writeln!(out, "  Average:      {}", human(stats.average));
     let _ = writeln!(out, "  Requests/sec: {:.2}", stats.rps);
+    if let Some(other) = stats.other_cpu {
+        let warn = if other > 0.05 {
+            "  <- competing load: numbers suspect"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  Other processes' CPU during the run: {:.1} % of the machine{warn}",
+            other * 100.0
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Latency distribution:");
     for (p, d) in [(50, stats.p50), (90, stats.p90), (99, stats.p99)] {
@@ -186,4 +202,74 @@ fn pass(ok: bool) -> &'static str {
     } else {
         "FAIL"
     }
+}
+
+/// Measures how much CPU processes other than the bench's own (this process, its waited-for
+/// children such as h2load and wrk, and the given server and Envoy processes) used over a
+/// run: a build or another benchmark on the same cores makes the numbers meaningless.
+pub struct CpuMeter {
+    pids: Vec<u32>,
+    machine: (u64, u64),
+    ours: u64,
+}
+
+impl CpuMeter {
+    /// Starts measuring; `pids` are the bench's other running processes.
+    pub fn start(pids: &[u32]) -> Option<Self> {
+        Some(Self {
+            pids: pids.to_vec(),
+            machine: machine_ticks()?,
+            ours: ours(pids),
+        })
+    }
+
+    /// The other processes' busy time as a share of the machine's time since the start.
+    pub fn other_share(&self) -> Option<f64> {
+        let (total, busy) = machine_ticks()?;
+        let total = total.saturating_sub(self.machine.0).max(1);
+        let busy = busy.saturating_sub(self.machine.1);
+        let ours = ours(&self.pids).saturating_sub(self.ours);
+        Some(busy.saturating_sub(ours) as f64 / total as f64)
+    }
+}
+
+/// The whole machine's (total, busy) clock ticks, from /proc/stat's `cpu` line.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total, total - idle))
+}
+
+/// Clock ticks used by this process with its waited-for children, and by `pids`.
+fn ours(pids: &[u32]) -> u64 {
+    let own = process_ticks("self", true);
+    let others: u64 = pids
+        .iter()
+        .map(|pid| process_ticks(&pid.to_string(), false))
+        .sum();
+    own + others
+}
+
+/// utime + stime (+ cutime + cstime) of a process from /proc/PID/stat; 0 if unreadable.
+fn process_ticks(pid: &str, with_children: bool) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the `(comm)`, which may hold spaces: state is the first, utime the 12th.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let take = if with_children { 4 } else { 2 };
+    fields.iter().skip(11).take(take).sum()
 }
