@@ -61,6 +61,8 @@ const ALL_PARTS: [Part; 4] = [Part::Warm, Part::Cold, Part::Envoy, Part::Memory]
 struct Scale {
     h2load: h2load::Settings,
     h2load_warmup: u64,
+    /// Warm h2load runs per server, alternating between the servers; the median counts.
+    rounds: usize,
     driver: driver::Settings,
     driver_requests: usize,
     driver_warmup: usize,
@@ -80,6 +82,7 @@ impl Scale {
                 streams: 16,
             },
             h2load_warmup: 20_000,
+            rounds: 3,
             driver: driver::Settings {
                 connections: 8,
                 concurrency: 16,
@@ -107,6 +110,7 @@ impl Scale {
         Self {
             h2load: full.h2load.with_requests(20_000),
             h2load_warmup: 2_000,
+            rounds: 1,
             driver_requests: 20_000,
             driver_warmup: 2_000,
             cold_tokens: 2_000,
@@ -265,9 +269,10 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
     let _ = writeln!(out, "commands:");
     let _ = writeln!(
         out,
-        "  warm:   {} (after a {}-request warm-up run with the same settings)",
+        "  warm:   {} (after a {}-request warm-up run with the same settings; {} rounds alternating between the servers, the median round by req/s counts)",
         s.h2load.command_line(),
-        s.h2load_warmup
+        s.h2load_warmup,
+        s.rounds
     );
     let _ = writeln!(out, "  cold:   in-process tonic driver, {} connections × {} calls in flight, {} requests each a distinct RS256 token (and {} warm requests, after {} warm-up)",
         s.driver.connections, s.driver.concurrency, s.cold_tokens, s.driver_requests, s.driver_warmup);
@@ -316,11 +321,16 @@ impl Bench {
         format!("{}: {described}", server.name)
     }
 
-    /// h2load: a warm-up run, then the measured one, against `server` sending `body`.
-    fn h2load(&self, server: &ServerProcess, body: &Path) -> Stats {
+    /// h2load: a warm-up run, unwarmed servers only.
+    fn h2load_warmup(&self, server: &ServerProcess, body: &Path) {
         let log = self.dir.join("h2load.log");
         let warmup = self.scale.h2load.with_requests(self.scale.h2load_warmup);
         h2load::run(warmup, server.grpc, body, &log);
+    }
+
+    /// h2load: one measured run against `server` sending `body`.
+    fn h2load(&self, server: &ServerProcess, body: &Path) -> Stats {
+        let log = self.dir.join("h2load.log");
         std::thread::sleep(QUIET);
         let meter = CpuMeter::start(&[server.pid()]);
         let stats = h2load::run(self.scale.h2load, server.grpc, body, &log);
@@ -384,16 +394,30 @@ fn warm(bench: &mut Bench) {
         ),
     ];
     for (variant, request, body, expect) in variants {
+        let servers = [&mesh, &noop];
+        let mut rounds: [Vec<Stats>; 2] = [Vec::new(), Vec::new()];
+        for server in servers {
+            let decision = bench.assert_decision(server, request, expect);
+            println!("decision checked first: {decision}");
+            bench.h2load_warmup(server, body);
+        }
+        // Alternating rounds: a drift of the machine's speed hits both servers alike.
+        for _ in 0..bench.scale.rounds {
+            for (server, runs) in servers.iter().zip(rounds.iter_mut()) {
+                runs.push(bench.h2load(server, body));
+            }
+        }
         let mut results = Vec::new();
-        for server in [&mesh, &noop] {
-            println!(
-                "decision checked first: {}",
-                bench.assert_decision(server, request, expect)
-            );
-            let stats = bench.h2load(server, body);
-            let title = format!("warm {variant}, h2load: {}", server.name);
-            println!("{}", block(&title, &stats, note));
-            results.push(stats);
+        for (server, runs) in servers.iter().zip(rounds) {
+            let all: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
+                .collect();
+            let median = report::median_by_rps(runs);
+            let title = format!("warm {variant}, h2load: {} (median round)", server.name);
+            println!("{}", block(&title, &median, note));
+            println!("rounds: {}\n", all.join("; "));
+            results.push(median);
         }
         let part = format!("warm {variant}, h2load");
         let (rps_target, p99_target) = if expect == Expect::Allow {

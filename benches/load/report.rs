@@ -61,6 +61,14 @@ impl Stats {
     }
 }
 
+/// The run with the median throughput (the lower middle one of an even count).
+pub fn median_by_rps(mut runs: Vec<Stats>) -> Stats {
+    assert!(!runs.is_empty(), "no runs");
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let middle = (runs.len() - 1) / 2;
+    runs.swap_remove(middle)
+}
+
 /// The `q`-quantile of sorted values, nearest-rank (as ghz and most tools do).
 fn percentile(sorted: &[u64], q: f64) -> u64 {
     let rank = (q * sorted.len() as f64).ceil() as usize;
@@ -189,7 +197,7 @@ pub fn summary(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.2}× | {target} | {result} |",
+            "| {} | {} | {} | {} | {:.3}× | {target} | {result} |",
             row.part, row.metric, row.mesh, row.baseline, row.ratio
         );
     }
