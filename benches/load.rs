@@ -7,7 +7,9 @@
 //!
 //! - **warm**: h2load (c8, m16, one framed ~1.3 KB Istio-like CheckRequest) against the
 //!   release server and the no-op baseline: a valid RS256 token already verified, groups
-//!   from the static table; also a deny variant (no token, 401).
+//!   from the static table; also a deny variant (no token, 401). Three rounds per server,
+//!   alternating between the servers so that a drift of the machine hits both; the median
+//!   round counts.
 //! - **cold**: a tonic driver with the same shape (8 connections × 16 calls in flight)
 //!   sending a distinct RS256 token per request; also the warm request, so that both load
 //!   generators show the warm ratio.
@@ -17,7 +19,10 @@
 //!
 //! Every server, Envoy and the load generators (h2load, wrk) are separate processes; the
 //! driver and the fake Gerrit run in this one. Under `cargo test` (no `--bench` argument)
-//! the bench does nothing: nothing is timed in tests.
+//! the bench does nothing: nothing is timed in tests. Each run reports how much CPU other
+//! processes used meanwhile; `LOAD_BENCH_KEEP=1` keeps the temp dir (configs, request
+//! bodies, server logs). Envoy comes from `ENVOY_BIN`, `.venv` or `target/envoy-venv`;
+//! without it the envoy part is SKIPPED.
 
 #[path = "load/driver.rs"]
 mod driver;
