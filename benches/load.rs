@@ -1,0 +1,626 @@
+//! Load bench: mesh-authz against a no-op Check server, measured the ghz way.
+//!
+//! `cargo bench --bench load` runs every part and prints a ghz-like report per run and a
+//! summary of ratios against the no-op baseline with the performance issue's targets
+//! (reported, never enforced). `cargo bench --bench load -- warm|cold|envoy|memory` runs
+//! some parts; `--quick` makes every part short (a smoke run).
+//!
+//! - **warm**: h2load (c8, m16, one framed ~1.3 KB Istio-like CheckRequest) against the
+//!   release server and the no-op baseline: a valid RS256 token already verified, groups
+//!   from the static table; also a deny variant (no token, 401). Three rounds per server,
+//!   alternating between the servers so that a drift of the machine hits both; the median
+//!   round counts.
+//! - **cold**: a tonic driver with the same shape (8 connections × 16 calls in flight)
+//!   sending a distinct RS256 token per request; also the warm request, so that both load
+//!   generators show the warm ratio.
+//! - **envoy**: Envoy (one worker) with ext_authz to either server, wrk over HTTP/1.1.
+//! - **memory**: RSS of mesh-authz with default cache bounds after a million distinct
+//!   EdDSA tokens from 100,000 users, groups from a fake Gerrit.
+//!
+//! Every server, Envoy and the load generators (h2load, wrk) are separate processes; the
+//! driver and the fake Gerrit run in this one. Under `cargo test` (no `--bench` argument)
+//! the bench does nothing: nothing is timed in tests. Each run reports how much CPU other
+//! processes used meanwhile; `LOAD_BENCH_KEEP=1` keeps the temp dir (configs, request
+//! bodies, server logs). Envoy comes from `ENVOY_BIN`, `.venv` or `target/envoy-venv`;
+//! without it the envoy part is SKIPPED.
+
+#[path = "load/driver.rs"]
+mod driver;
+#[path = "load/envoy.rs"]
+mod envoy;
+#[path = "load/h2load.rs"]
+mod h2load;
+#[path = "load/memory.rs"]
+mod memory;
+#[path = "load/report.rs"]
+mod report;
+#[path = "load/requests.rs"]
+mod requests;
+#[path = "load/servers.rs"]
+mod servers;
+
+use driver::Expect;
+use report::{block, CpuMeter, Row, Stats, Target};
+use requests::{Signer, ISSUER};
+use servers::ServerProcess;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::codegen::Bytes;
+
+/// The parts of the bench, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Warm,
+    Cold,
+    Envoy,
+    Memory,
+}
+
+const ALL_PARTS: [Part; 4] = [Part::Warm, Part::Cold, Part::Envoy, Part::Memory];
+
+/// How much each part sends.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    h2load: h2load::Settings,
+    h2load_warmup: u64,
+    /// Warm h2load runs per server, alternating between the servers; the median counts.
+    rounds: usize,
+    driver: driver::Settings,
+    driver_requests: usize,
+    driver_warmup: usize,
+    cold_tokens: usize,
+    wrk: envoy::Wrk,
+    wrk_warmup_seconds: u32,
+    memory: memory::Scale,
+}
+
+impl Scale {
+    /// The issue's settings.
+    fn full() -> Self {
+        Self {
+            h2load: h2load::Settings {
+                requests: 200_000,
+                connections: 8,
+                streams: 16,
+            },
+            h2load_warmup: 20_000,
+            rounds: 3,
+            driver: driver::Settings {
+                connections: 8,
+                concurrency: 16,
+            },
+            driver_requests: 200_000,
+            driver_warmup: 20_000,
+            cold_tokens: 40_000,
+            wrk: envoy::Wrk {
+                connections: 16,
+                seconds: 10,
+            },
+            wrk_warmup_seconds: 2,
+            memory: memory::Scale {
+                tokens: 1_000_000,
+                users: 100_000,
+                step: 100_000,
+                warmup_tokens: 10_000,
+            },
+        }
+    }
+
+    /// A smoke run: the same shapes, a tenth or less of the work.
+    fn quick() -> Self {
+        let full = Self::full();
+        Self {
+            h2load: full.h2load.with_requests(20_000),
+            h2load_warmup: 2_000,
+            rounds: 1,
+            driver_requests: 20_000,
+            driver_warmup: 2_000,
+            cold_tokens: 2_000,
+            wrk: envoy::Wrk {
+                seconds: 3,
+                ..full.wrk
+            },
+            wrk_warmup_seconds: 1,
+            memory: memory::Scale {
+                tokens: 20_000,
+                users: 2_000,
+                step: 10_000,
+                warmup_tokens: 1_000,
+            },
+            ..full
+        }
+    }
+}
+
+/// The pause before each measured run: the previous run's tail settles.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// What every part shares.
+struct Bench {
+    scale: Scale,
+    dir: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    /// alice's RS256 token, verified once by the warm-up and then from the cache.
+    token: String,
+    /// Summary rows, in order.
+    rows: Vec<Row>,
+    /// Lines printed under the summary table.
+    notes: Vec<String>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == servers::NOOP_FLAG) {
+        servers::serve_noop();
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!(
+            "load bench: nothing to do outside `cargo bench --bench load` (no timing in tests)"
+        );
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let parts = parts(&args);
+    let started = Instant::now();
+    let temp = tempfile::tempdir().expect("a temp dir for configs and logs");
+    let dir = temp.path().to_path_buf();
+    // LOAD_BENCH_KEEP=1 keeps the configs, request bodies and server logs for a look.
+    let _remove_on_exit = if std::env::var_os("LOAD_BENCH_KEEP").is_some() {
+        eprintln!("keeping {}", temp.keep().display());
+        None
+    } else {
+        Some(temp)
+    };
+    let mut bench = Bench {
+        scale: if quick { Scale::quick() } else { Scale::full() },
+        dir,
+        runtime: tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime for the driver"),
+        token: Signer::rsa_a().sign(&requests::claims(ISSUER, "alice", 0)),
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    println!("{}", header(&bench, &parts, quick));
+    for part in &parts {
+        let t = Instant::now();
+        match part {
+            Part::Warm => warm(&mut bench),
+            Part::Cold => cold(&mut bench),
+            Part::Envoy => envoy_part(&mut bench),
+            Part::Memory => memory_part(&mut bench),
+        }
+        eprintln!("part {part:?} took {}", report::human(t.elapsed()));
+    }
+    println!(
+        "\n=== Summary (ratios mesh-authz / no-op baseline; targets reported, not enforced)\n"
+    );
+    println!("{}", report::summary(&bench.rows));
+    for note in &bench.notes {
+        println!("{note}");
+    }
+    println!("\nbench time: {}", report::human(started.elapsed()));
+}
+
+/// The parts named on the command line (`warm`, `cold`, `envoy`, `memory`), or all.
+fn parts(args: &[String]) -> Vec<Part> {
+    let named: Vec<Part> = ALL_PARTS
+        .into_iter()
+        .filter(|p| {
+            let name = format!("{p:?}").to_lowercase();
+            args.contains(&name)
+        })
+        .collect();
+    if named.is_empty() {
+        ALL_PARTS.to_vec()
+    } else {
+        named
+    }
+}
+
+/// A command's first output line, or why there is none.
+fn first_line(program: &str, args: &[&str]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(out) => {
+            let text = [out.stdout, out.stderr].concat();
+            let text = String::from_utf8_lossy(&text);
+            text.lines().next().unwrap_or("").trim().to_string()
+        }
+        Err(e) => format!("unavailable ({e})"),
+    }
+}
+
+/// The report's head: when, on what, with which tools and commands.
+fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let envoy = envoy::find().map_or_else(|why| why, |path| envoy::version(&path));
+    let warm = requests::encode(&requests::check_request(Some(&bench.token)));
+    let deny = requests::encode(&requests::check_request(None));
+    let s = bench.scale;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# mesh-authz load bench{}",
+        if quick { " (--quick)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "date:    {}",
+        first_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+    );
+    let _ = writeln!(out, "nproc:   {cores}");
+    let _ = writeln!(out, "cpu:     {cpu}");
+    let _ = writeln!(out, "rustc:   {}", first_line("rustc", &["--version"]));
+    let _ = writeln!(out, "h2load:  {}", first_line("h2load", &["--version"]));
+    let _ = writeln!(out, "wrk:     {}", first_line("wrk", &["-v"]));
+    let _ = writeln!(out, "envoy:   {envoy}");
+    let _ = writeln!(out, "parts:   {parts:?}");
+    let _ = writeln!(out, "servers: mesh-authz = {} serve --config <temp>; no-op baseline = this bench binary {} (tonic, multi-thread runtime, TCP_NODELAY, every Check OK with an empty OkHttpResponse)",
+        env!("CARGO_BIN_EXE_mesh-authz"), servers::NOOP_FLAG);
+    let _ = writeln!(out, "request: Istio-like CheckRequest, GET {}{}, {} bytes serialized ({} framed) with alice's RS256 token ({} bytes); {} bytes without a token",
+        requests::HOST, requests::PATH, warm.len(), warm.len() + 5, bench.token.len(), deny.len());
+    let _ = writeln!(out, "commands:");
+    let _ = writeln!(
+        out,
+        "  warm:   {} (after a {}-request warm-up run with the same settings; {} rounds alternating between the servers, the median round by req/s counts)",
+        s.h2load.command_line(),
+        s.h2load_warmup,
+        s.rounds
+    );
+    let _ = writeln!(out, "  cold:   in-process tonic driver, {} connections × {} calls in flight, {} requests each a distinct RS256 token (and {} warm requests, after {} warm-up)",
+        s.driver.connections, s.driver.concurrency, s.cold_tokens, s.driver_requests, s.driver_warmup);
+    let _ = writeln!(out, "  envoy:  envoy --concurrency 1 (ext_authz gRPC, failure_mode_allow false, direct_response 200); {} (after a {} s warm-up)",
+        s.wrk.command_line(), s.wrk_warmup_seconds);
+    let _ = writeln!(out, "  memory: {} distinct EdDSA tokens from {} users (+{} warm-up), the same driver, fake Gerrit in the bench process, default cache bounds",
+        s.memory.tokens, s.memory.users, s.memory.warmup_tokens);
+    out
+}
+
+impl Bench {
+    /// Starts mesh-authz with the static config (RS256 rsa-a JWKS, alice in team-a).
+    fn start_mesh_authz(&self, part: &str) -> ServerProcess {
+        let dir = self.dir.join(part);
+        std::fs::create_dir_all(&dir).expect("creating the part's directory");
+        let write = |name: &str, content: &str| {
+            std::fs::write(dir.join(name), content)
+                .unwrap_or_else(|e| panic!("writing {name}: {e}"))
+        };
+        write("jwks.json", &requests::rsa_a_jwks().to_string());
+        write("config.yaml", &servers::static_config());
+        servers::start_mesh_authz(&dir.join("config.yaml"), &dir.join("mesh-authz.log"))
+    }
+
+    /// Starts the no-op baseline.
+    fn start_noop(&self, part: &str) -> ServerProcess {
+        servers::start_noop(&self.dir.join(format!("noop-{part}.log")))
+    }
+
+    /// Asserts `server`'s decision on `request` (the no-op allows everything) and returns
+    /// it described.
+    fn assert_decision(
+        &self,
+        server: &ServerProcess,
+        request: &envoy_types::pb::envoy::service::auth::v3::CheckRequest,
+        mesh_expects: Expect,
+    ) -> String {
+        let expect = if server.name == "mesh-authz" {
+            mesh_expects
+        } else {
+            Expect::Allow
+        };
+        let described =
+            self.runtime
+                .block_on(driver::assert_decision(server.grpc, request, expect));
+        format!("{}: {described}", server.name)
+    }
+
+    /// h2load: a warm-up run, unwarmed servers only.
+    fn h2load_warmup(&self, server: &ServerProcess, body: &Path) {
+        let log = self.dir.join("h2load.log");
+        let warmup = self.scale.h2load.with_requests(self.scale.h2load_warmup);
+        h2load::run(warmup, server.grpc, body, &log);
+    }
+
+    /// h2load: one measured run against `server` sending `body`.
+    fn h2load(&self, server: &ServerProcess, body: &Path) -> Stats {
+        let log = self.dir.join("h2load.log");
+        std::thread::sleep(QUIET);
+        let meter = CpuMeter::start(&[server.pid()]);
+        let stats = h2load::run(self.scale.h2load, server.grpc, body, &log);
+        Stats {
+            other_cpu: meter.and_then(|m| m.other_share()),
+            ..stats
+        }
+    }
+
+    /// The driver: `total` calls to `server` with `bodies`.
+    fn drive(&self, server: &ServerProcess, bodies: &Arc<Vec<Bytes>>, total: usize) -> Stats {
+        std::thread::sleep(QUIET);
+        let meter = CpuMeter::start(&[server.pid()]);
+        let stats = self.runtime.block_on(driver::run(
+            self.scale.driver,
+            server.grpc,
+            bodies.clone(),
+            total,
+        ));
+        Stats {
+            other_cpu: meter.and_then(|m| m.other_share()),
+            ..stats
+        }
+    }
+}
+
+/// Writes `content` to `dir/name` and returns the path.
+fn write_file(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+/// The warm part: h2load with alice's cached token (allow) and without a token (deny).
+fn warm(bench: &mut Bench) {
+    println!(
+        "\n=== warm: h2load, one request body, valid RS256 token already verified, groups cached\n"
+    );
+    let mesh = bench.start_mesh_authz("warm");
+    let noop = bench.start_noop("warm");
+    let allow = requests::check_request(Some(&bench.token));
+    let deny = requests::check_request(None);
+    let allow_body = write_file(
+        &bench.dir,
+        "allow.bin",
+        &requests::frame(&requests::encode(&allow)),
+    );
+    let deny_body = write_file(
+        &bench.dir,
+        "deny.bin",
+        &requests::frame(&requests::encode(&deny)),
+    );
+    let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
+    let variants = [
+        ("allow", &allow, &allow_body, Expect::Allow),
+        (
+            "deny (no token)",
+            &deny,
+            &deny_body,
+            Expect::Unauthenticated,
+        ),
+    ];
+    for (variant, request, body, expect) in variants {
+        let servers = [&mesh, &noop];
+        let mut rounds: [Vec<Stats>; 2] = [Vec::new(), Vec::new()];
+        for server in servers {
+            let decision = bench.assert_decision(server, request, expect);
+            println!("decision checked first: {decision}");
+            bench.h2load_warmup(server, body);
+        }
+        // Alternating rounds: a drift of the machine's speed hits both servers alike.
+        for _ in 0..bench.scale.rounds {
+            for (server, runs) in servers.iter().zip(rounds.iter_mut()) {
+                runs.push(bench.h2load(server, body));
+            }
+        }
+        let mut results = Vec::new();
+        for (server, runs) in servers.iter().zip(rounds) {
+            let all: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
+                .collect();
+            let median = report::median_by_rps(runs);
+            let title = format!("warm {variant}, h2load: {} (median round)", server.name);
+            println!("{}", block(&title, &median, note));
+            println!("rounds: {}\n", all.join("; "));
+            results.push(median);
+        }
+        let part = format!("warm {variant}, h2load");
+        let (rps_target, p99_target) = if expect == Expect::Allow {
+            (Target::AtLeast(0.8), Target::AtMost(1.5))
+        } else {
+            (Target::None, Target::None)
+        };
+        bench
+            .rows
+            .push(Row::rps(&part, &results[0], &results[1], rps_target));
+        bench
+            .rows
+            .push(Row::p99(&part, &results[0], &results[1], p99_target));
+    }
+}
+
+/// The cold part: the driver with the warm request, then with a distinct RS256 token per
+/// request.
+fn cold(bench: &mut Bench) {
+    println!(
+        "\n=== cold: in-process tonic driver ({} connections × {} in flight)\n",
+        bench.scale.driver.connections, bench.scale.driver.concurrency
+    );
+    let n = bench.scale.cold_tokens;
+    let t = Instant::now();
+    let signer = Signer::rsa_a();
+    // One more than sent: the extra token checks the decision without caching a sent one.
+    let tokens = signer.sign_many(n + 1, |i| {
+        let mut claims = requests::claims(ISSUER, "alice", i as u64 + 1);
+        claims["sub"] = format!("alice-{i}").into();
+        claims
+    });
+    let signing = t.elapsed();
+    let cold_bodies: Arc<Vec<Bytes>> = Arc::new(
+        tokens[..n]
+            .iter()
+            .map(|t| requests::encode(&requests::check_request(Some(t))))
+            .collect(),
+    );
+    let probe = requests::check_request(Some(&tokens[n]));
+    let warm = requests::check_request(Some(&bench.token));
+    let warm_bodies = Arc::new(vec![requests::encode(&warm)]);
+    println!(
+        "signed {} RS256 tokens in {} (all cores)\n",
+        n + 1,
+        report::human(signing)
+    );
+
+    let mesh = bench.start_mesh_authz("cold");
+    let noop = bench.start_noop("cold");
+    let note = "gRPC status / CheckResponse status code, as the driver read them";
+    let mut warm_results = Vec::new();
+    for server in [&mesh, &noop] {
+        println!(
+            "decision checked first: {}",
+            bench.assert_decision(server, &warm, Expect::Allow)
+        );
+        bench.drive(server, &warm_bodies, bench.scale.driver_warmup);
+        let stats = bench.drive(server, &warm_bodies, bench.scale.driver_requests);
+        println!(
+            "{}",
+            block(
+                &format!("warm allow, driver: {}", server.name),
+                &stats,
+                note
+            )
+        );
+        warm_results.push(stats);
+    }
+    let mut cold_results = Vec::new();
+    for server in [&mesh, &noop] {
+        println!(
+            "decision checked first (an unsent token): {}",
+            bench.assert_decision(server, &probe, Expect::Allow)
+        );
+        let stats = bench.drive(server, &cold_bodies, n);
+        let title = format!(
+            "cold tokens (each request a new RS256 token), driver: {}",
+            server.name
+        );
+        println!("{}", block(&title, &stats, note));
+        cold_results.push(stats);
+    }
+    let (w, c) = (&warm_results, &cold_results);
+    bench.rows.push(Row::rps(
+        "warm allow, driver",
+        &w[0],
+        &w[1],
+        Target::AtLeast(0.8),
+    ));
+    bench.rows.push(Row::p99(
+        "warm allow, driver",
+        &w[0],
+        &w[1],
+        Target::AtMost(1.5),
+    ));
+    bench.rows.push(Row::rps(
+        "cold tokens, driver",
+        &c[0],
+        &c[1],
+        Target::AtLeast(0.3),
+    ));
+    bench
+        .rows
+        .push(Row::p99("cold tokens, driver", &c[0], &c[1], Target::None));
+}
+
+/// The Envoy part: wrk through Envoy to mesh-authz, to the no-op baseline, and through
+/// Envoy without ext_authz (for reference).
+fn envoy_part(bench: &mut Bench) {
+    println!("\n=== envoy: wrk → Envoy (1 worker, ext_authz gRPC) → Check server\n");
+    let binary = match envoy::find() {
+        Ok(binary) => binary,
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            bench.notes.push(format!("envoy part SKIPPED: {why}"));
+            return;
+        }
+    };
+    let mesh = bench.start_mesh_authz("envoy");
+    let noop = bench.start_noop("envoy");
+    let wrk = bench.scale.wrk;
+    let note = "HTTP-level, from wrk";
+    let mut results = Vec::new();
+    let targets: [(&str, Option<&ServerProcess>); 3] = [
+        ("Envoy + mesh-authz", Some(&mesh)),
+        ("Envoy + no-op baseline", Some(&noop)),
+        ("Envoy without ext_authz (reference)", None),
+    ];
+    for (name, server) in targets {
+        let envoy = bench.runtime.block_on(envoy::Envoy::start(
+            &binary,
+            server.map(|s| s.grpc),
+            &bench.dir,
+        ));
+        let with_token = bench
+            .runtime
+            .block_on(envoy::probe(envoy.listener, Some(&bench.token)));
+        let without = bench.runtime.block_on(envoy::probe(envoy.listener, None));
+        println!("checked first: {name}: HTTP {with_token} with alice's token, HTTP {without} without a token");
+        assert_eq!(with_token, 200, "{name}: alice's request must be allowed");
+        if server.is_some_and(|s| s.name == "mesh-authz") {
+            assert_eq!(
+                without, 401,
+                "{name}: a request without a token must be refused (401)"
+            );
+        }
+        wrk.run(envoy.listener, &bench.token, bench.scale.wrk_warmup_seconds);
+        let before = bench.runtime.block_on(envoy.authz_counters());
+        std::thread::sleep(QUIET);
+        let mut pids = vec![envoy.pid()];
+        pids.extend(server.map(|s| s.pid()));
+        let meter = CpuMeter::start(&pids);
+        let stats = wrk.run(envoy.listener, &bench.token, wrk.seconds);
+        let stats = Stats {
+            other_cpu: meter.and_then(|m| m.other_share()),
+            ..stats
+        };
+        let after = bench.runtime.block_on(envoy.authz_counters());
+        println!("{}", block(&format!("envoy, wrk: {name}"), &stats, note));
+        println!("Envoy ext_authz counters before the measured run: {before}; after: {after}\n");
+        results.push(stats);
+        drop(envoy);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bench.rows.push(Row::rps(
+        "envoy, wrk",
+        &results[0],
+        &results[1],
+        Target::AtLeast(0.9),
+    ));
+    bench.rows.push(Row::p99(
+        "envoy, wrk",
+        &results[0],
+        &results[1],
+        Target::None,
+    ));
+    bench.notes.push(format!(
+        "Envoy without ext_authz (same wrk settings): {:.0} req/s, p99 {}.",
+        results[2].rps,
+        report::human(results[2].p99)
+    ));
+}
+
+/// The memory part: RSS after a million distinct tokens with default cache bounds.
+fn memory_part(bench: &mut Bench) {
+    println!("\n=== memory: mesh-authz with default cache bounds (token_cache 100000, gerrit.cache_max_users 10000)\n");
+    let dir = bench.dir.join("memory");
+    std::fs::create_dir_all(&dir).expect("creating the memory part's directory");
+    let (section, rss) =
+        bench
+            .runtime
+            .block_on(memory::run(bench.scale.memory, bench.scale.driver, &dir));
+    println!("{section}");
+    bench.notes.push(format!(
+        "memory: mesh-authz VmRSS {:.1} MiB after {} distinct tokens from {} users (default cache bounds).",
+        rss as f64 / 1024.0,
+        bench.scale.memory.tokens,
+        bench.scale.memory.users
+    ));
+}

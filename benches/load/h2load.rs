@@ -1,0 +1,134 @@
+//! Driving a Check server with h2load: one framed request body, gRPC headers, per-request
+//! latencies from its `--log-file`.
+//!
+//! h2load does not read gRPC trailers: its status distribution is HTTP-level (a denied
+//! check is HTTP 200 too). The bench therefore asserts the decision with a gRPC client
+//! before each run.
+
+use super::report::Stats;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// The gRPC path of Check.
+pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// h2load's settings (the same for every server).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Requests (`-n`).
+    pub requests: u64,
+    /// Connections (`-c`).
+    pub connections: u32,
+    /// Concurrent streams per connection (`-m`).
+    pub streams: u32,
+}
+
+impl Settings {
+    /// The same settings with another request count (for warm-up runs).
+    pub fn with_requests(self, requests: u64) -> Self {
+        Self { requests, ..self }
+    }
+
+    /// The command line, with `BODY`, `LOG` and `ADDR` placeholders (for the report).
+    pub fn command_line(&self) -> String {
+        format!(
+            "h2load -n {} -c {} -m {} -t 1 -d BODY -H 'content-type: application/grpc' \
+             -H 'te: trailers' --log-file LOG http://ADDR{CHECK_PATH}",
+            self.requests, self.connections, self.streams
+        )
+    }
+}
+
+/// Runs h2load against `addr` sending `body` (a framed request) and reads the per-request
+/// latencies it logged to `log`.
+pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Stats {
+    let _ = std::fs::remove_file(log);
+    let output = Command::new("h2load")
+        .args(["-n", &settings.requests.to_string()])
+        .args(["-c", &settings.connections.to_string()])
+        .args(["-m", &settings.streams.to_string()])
+        .args(["-t", "1"])
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("--log-file")
+        .arg(log)
+        .arg(format!("http://{addr}{CHECK_PATH}"))
+        .output()
+        .expect("running h2load (is it installed? apt-get install nghttp2-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "h2load failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (total, rps) = finished(&stdout);
+    let (nanos, statuses) = read_log(log);
+    let failed = settings.requests - nanos.len() as u64;
+    assert_eq!(
+        failed, 0,
+        "h2load: {failed} of {} requests got no answer:\n{stdout}",
+        settings.requests
+    );
+    Stats {
+        rps,
+        ..Stats::from_latencies(nanos, total, statuses)
+    }
+}
+
+/// `finished in 2.75s, 72727.27 req/s, ...`: the run's duration and h2load's req/s.
+fn finished(stdout: &str) -> (Duration, f64) {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .unwrap_or_else(|| panic!("no `finished in` line in h2load's output:\n{stdout}"));
+    let mut parts = line.split(", ");
+    let total = parts.next().and_then(parse_duration);
+    let rps = parts
+        .next()
+        .and_then(|p| p.strip_suffix(" req/s"))
+        .and_then(|p| p.parse().ok());
+    match (total, rps) {
+        (Some(total), Some(rps)) => (total, rps),
+        _ => panic!("cannot read h2load's `finished in {line}`"),
+    }
+}
+
+/// `2.75s`, `850.12ms`, `900us` (h2load's units).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return None;
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    Some(Duration::from_secs_f64(value * scale))
+}
+
+/// h2load's `--log-file` (nghttp2 1.52): one line per completed request, tab-separated:
+/// start time (µs since the epoch), HTTP status, time to the end of the response (µs).
+/// Returns the latencies in nanoseconds and the count per HTTP status.
+fn read_log(log: &Path) -> (Vec<u64>, BTreeMap<String, u64>) {
+    let text = std::fs::read_to_string(log)
+        .unwrap_or_else(|e| panic!("reading h2load's log {}: {e}", log.display()));
+    let mut nanos = Vec::with_capacity(text.len() / 24);
+    let mut statuses = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut columns = line.split('\t');
+        let (_start, status, micros) = (columns.next(), columns.next(), columns.next());
+        let (Some(status), Some(Ok(micros))) = (status, micros.map(str::parse::<u64>)) else {
+            panic!("unexpected line in h2load's log: {line:?}");
+        };
+        *statuses.entry(format!("[HTTP {status}]")).or_insert(0) += 1;
+        nanos.push(micros * 1000);
+    }
+    (nanos, statuses)
+}

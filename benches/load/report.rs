@@ -1,0 +1,283 @@
+//! Latency statistics, the ghz-like block per run, and the summary table of ratios
+//! against the no-op baseline.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// What one load-generator run against one server measured.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Requests completed (answered, whatever the answer).
+    pub count: u64,
+    /// Wall time of the run.
+    pub total: Duration,
+    /// Completed requests per second, as the load generator reports it.
+    pub rps: f64,
+    /// Longest request.
+    pub slowest: Duration,
+    /// Shortest request, when the load generator reports it (wrk does not).
+    pub fastest: Option<Duration>,
+    /// Mean latency.
+    pub average: Duration,
+    /// Median latency.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Answers by kind (`[HTTP 200]`, `[OK / decision OK]`, ...) → count.
+    pub statuses: BTreeMap<String, u64>,
+    /// Share of the machine's CPU time that processes other than the bench's own used
+    /// during the run (see [`CpuMeter`]).
+    pub other_cpu: Option<f64>,
+}
+
+impl Stats {
+    /// Statistics from every request's latency (nanoseconds, any order).
+    pub fn from_latencies(
+        mut nanos: Vec<u64>,
+        total: Duration,
+        statuses: BTreeMap<String, u64>,
+    ) -> Self {
+        assert!(!nanos.is_empty(), "a run without a single answered request");
+        nanos.sort_unstable();
+        let count = nanos.len() as u64;
+        let sum: u128 = nanos.iter().map(|&n| u128::from(n)).sum();
+        let at = |q: f64| Duration::from_nanos(percentile(&nanos, q));
+        Self {
+            count,
+            total,
+            rps: count as f64 / total.as_secs_f64(),
+            slowest: Duration::from_nanos(nanos[nanos.len() - 1]),
+            fastest: Some(Duration::from_nanos(nanos[0])),
+            average: Duration::from_nanos((sum / u128::from(count)) as u64),
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            statuses,
+            other_cpu: None,
+        }
+    }
+}
+
+/// The run with the median throughput (the lower middle one of an even count).
+pub fn median_by_rps(mut runs: Vec<Stats>) -> Stats {
+    assert!(!runs.is_empty(), "no runs");
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let middle = (runs.len() - 1) / 2;
+    runs.swap_remove(middle)
+}
+
+/// The `q`-quantile of sorted values, nearest-rank (as ghz and most tools do).
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A duration the way ghz prints it (`1.71 ms`, `830.12 µs`, `2.75 s`).
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.2} µs", s * 1e6)
+    }
+}
+
+/// One ghz-like block: `title`, then Summary, Latency distribution, Status distribution.
+pub fn block(title: &str, stats: &Stats, status_note: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "--- {title}");
+    let _ = writeln!(out, "Summary:");
+    let _ = writeln!(out, "  Count:        {}", stats.count);
+    let _ = writeln!(out, "  Total:        {}", human(stats.total));
+    let _ = writeln!(out, "  Slowest:      {}", human(stats.slowest));
+    let fastest = stats
+        .fastest
+        .map_or("n/a (not reported)".to_string(), human);
+    let _ = writeln!(out, "  Fastest:      {fastest}");
+    let _ = writeln!(out, "  Average:      {}", human(stats.average));
+    let _ = writeln!(out, "  Requests/sec: {:.2}", stats.rps);
+    if let Some(other) = stats.other_cpu {
+        let warn = if other > 0.05 {
+            "  <- competing load: numbers suspect"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  Other processes' CPU during the run: {:.1} % of the machine{warn}",
+            other * 100.0
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Latency distribution:");
+    for (p, d) in [(50, stats.p50), (90, stats.p90), (99, stats.p99)] {
+        let _ = writeln!(out, "  {p} % in {}", human(d));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Status distribution ({status_note}):");
+    for (status, n) in &stats.statuses {
+        let _ = writeln!(out, "  {status:<36} {n} responses");
+    }
+    out
+}
+
+/// What the issue asks of a ratio.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// The ratio must be at least this.
+    AtLeast(f64),
+    /// The ratio must be at most this.
+    AtMost(f64),
+    /// Shown for information.
+    None,
+}
+
+/// One line of the summary table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Part and load generator, e.g. `warm, h2load`.
+    pub part: String,
+    /// What is compared, e.g. `req/s`.
+    pub metric: &'static str,
+    /// mesh-authz's value (formatted).
+    pub mesh: String,
+    /// The baseline's value (formatted).
+    pub baseline: String,
+    /// mesh-authz / baseline.
+    pub ratio: f64,
+    /// The issue's target for the ratio.
+    pub target: Target,
+}
+
+impl Row {
+    /// Throughput row: mesh-authz's req/s against the baseline's.
+    pub fn rps(part: &str, mesh: &Stats, baseline: &Stats, target: Target) -> Self {
+        Self {
+            part: part.to_string(),
+            metric: "req/s",
+            mesh: format!("{:.0}", mesh.rps),
+            baseline: format!("{:.0}", baseline.rps),
+            ratio: mesh.rps / baseline.rps,
+            target,
+        }
+    }
+
+    /// p99 row: mesh-authz's 99th percentile latency against the baseline's.
+    pub fn p99(part: &str, mesh: &Stats, baseline: &Stats, target: Target) -> Self {
+        Self {
+            part: part.to_string(),
+            metric: "p99",
+            mesh: human(mesh.p99),
+            baseline: human(baseline.p99),
+            ratio: mesh.p99.as_secs_f64() / baseline.p99.as_secs_f64(),
+            target,
+        }
+    }
+}
+
+/// The summary table: each ratio with the issue's target and PASS/FAIL (reported, never
+/// enforced).
+pub fn summary(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| part | metric | mesh-authz | no-op baseline | ratio | target | result |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for row in rows {
+        let (target, result) = match row.target {
+            Target::AtLeast(t) => (format!("≥ {t}×"), pass(row.ratio >= t)),
+            Target::AtMost(t) => (format!("≤ {t}×"), pass(row.ratio <= t)),
+            Target::None => ("-".to_string(), "info"),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.3}× | {target} | {result} |",
+            row.part, row.metric, row.mesh, row.baseline, row.ratio
+        );
+    }
+    out
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+/// Measures how much CPU processes other than the bench's own (this process, its waited-for
+/// children such as h2load and wrk, and the given server and Envoy processes) used over a
+/// run: a build or another benchmark on the same cores makes the numbers meaningless.
+pub struct CpuMeter {
+    pids: Vec<u32>,
+    machine: (u64, u64),
+    ours: u64,
+}
+
+impl CpuMeter {
+    /// Starts measuring; `pids` are the bench's other running processes.
+    pub fn start(pids: &[u32]) -> Option<Self> {
+        Some(Self {
+            pids: pids.to_vec(),
+            machine: machine_ticks()?,
+            ours: ours(pids),
+        })
+    }
+
+    /// The other processes' busy time as a share of the machine's time since the start.
+    pub fn other_share(&self) -> Option<f64> {
+        let (total, busy) = machine_ticks()?;
+        let total = total.saturating_sub(self.machine.0).max(1);
+        let busy = busy.saturating_sub(self.machine.1);
+        let ours = ours(&self.pids).saturating_sub(self.ours);
+        Some(busy.saturating_sub(ours) as f64 / total as f64)
+    }
+}
+
+/// The whole machine's (total, busy) clock ticks, from /proc/stat's `cpu` line.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total, total - idle))
+}
+
+/// Clock ticks used by this process with its waited-for children, and by `pids`.
+fn ours(pids: &[u32]) -> u64 {
+    let own = process_ticks("self", true);
+    let others: u64 = pids
+        .iter()
+        .map(|pid| process_ticks(&pid.to_string(), false))
+        .sum();
+    own + others
+}
+
+/// utime + stime (+ cutime + cstime) of a process from /proc/PID/stat; 0 if unreadable.
+fn process_ticks(pid: &str, with_children: bool) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the `(comm)`, which may hold spaces: state is the first, utime the 12th.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let take = if with_children { 4 } else { 2 };
+    fields.iter().skip(11).take(take).sum()
+}

@@ -1,0 +1,238 @@
+//! The servers under load, each a process of its own: mesh-authz (the release binary
+//! Cargo built for this bench) and the no-op baseline (this bench binary re-executed with
+//! [`NOOP_FLAG`]). Also the configs mesh-authz is started with.
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse, OkHttpResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use tokio_stream::StreamExt;
+
+/// The argument that makes the bench binary serve the no-op baseline instead.
+pub const NOOP_FLAG: &str = "--serve-noop";
+
+/// A server process, killed (SIGKILL) when dropped.
+pub struct ServerProcess {
+    /// `mesh-authz` or `no-op baseline`.
+    pub name: &'static str,
+    child: Child,
+    /// The gRPC (Check) address.
+    pub grpc: SocketAddr,
+    /// The admin address (mesh-authz only).
+    pub admin: Option<SocketAddr>,
+}
+
+impl ServerProcess {
+    /// Its process id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmRSS` and `VmHWM` (peak RSS) from /proc/PID/status, in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/PID/status of the server");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/PID/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `mesh-authz serve --config <config>`; its log goes to `log`.
+pub fn start_mesh_authz(config: &Path, log: &Path) -> ServerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mesh-authz"));
+    command.arg("serve").arg("--config").arg(config);
+    spawn("mesh-authz", command, log)
+}
+
+/// Starts the no-op baseline: this bench binary with [`NOOP_FLAG`].
+pub fn start_noop(log: &Path) -> ServerProcess {
+    let exe = std::env::current_exe().expect("the bench binary knows its own path");
+    let mut command = Command::new(exe);
+    command.arg(NOOP_FLAG);
+    spawn("no-op baseline", command, log)
+}
+
+/// Spawns a server that prints `grpc_listen=ADDR [admin_listen=ADDR]` on stdout once it
+/// listens, and waits for that line.
+fn spawn(name: &'static str, mut command: Command, log: &Path) -> ServerProcess {
+    let stderr = std::fs::File::create(log)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    let addr = |key: &str| -> Option<SocketAddr> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|a| a.parse().ok())
+    };
+    let Some(grpc) = addr("grpc_listen=") else {
+        let _ = child.kill();
+        let log_text = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("{name} did not print its address (got {line:?}); its log:\n{log_text}");
+    };
+    let admin = addr("admin_listen=");
+    // Keep draining stdout so that the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    ServerProcess {
+        name,
+        child,
+        grpc,
+        admin,
+    }
+}
+
+/// The no-op Check service: every check is allowed with an empty `OkHttpResponse`.
+struct Noop;
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(RpcStatus::default()),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+            dynamic_metadata: None,
+        }))
+    }
+}
+
+/// Serves the no-op baseline until killed, like mesh-authz does its Check service: a
+/// tokio multi-thread runtime with the default worker count, tonic's default server
+/// settings, TCP_NODELAY on every connection. Prints `grpc_listen=ADDR` once listening.
+pub fn serve_noop() -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the no-op server");
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("grpc_listen={}", listener.local_addr()?);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|stream| {
+                let _ = stream.set_nodelay(true);
+            })
+        });
+        tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(Noop))
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(std::io::Error::other)
+    });
+    if let Err(e) = result {
+        eprintln!("no-op server failed: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0)
+}
+
+/// The quickstart's routes: the team-a route (group `team-a`, user/email/groups injected,
+/// `authorization` removed) is the second, after the public landing page.
+const ROUTES: &str = r#"
+routes:
+  - name: gerrit-public
+    match:
+      hosts: [gerrit.example.com]
+      path: {exact: /}
+      methods: [GET, HEAD]
+    allow: public
+    remove_headers: [authorization]
+  - name: gerrit-team-a
+    match:
+      hosts: [gerrit.example.com]
+      path: {prefix: /a/projects/team-a}
+    allow:
+      groups_any_of: [team-a]
+    inject:
+      user: x-forwarded-user
+      email: x-forwarded-email
+      groups: x-forwarded-groups
+    remove_headers: [authorization]
+  - name: gerrit-signed-in
+    match:
+      hosts: [gerrit.example.com]
+    allow: authenticated
+    inject:
+      user: x-forwarded-user
+      email: x-forwarded-email
+    remove_headers: [authorization]
+"#;
+
+/// The `server:` section: ephemeral loopback ports, no config watching, quick shutdown.
+const SERVER: &str = r#"
+server:
+  grpc_listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
+  drain_delay: 0s
+  shutdown_timeout: 1s
+  watch_config: false
+"#;
+
+/// The config of the warm, cold and Envoy parts: one RS256 issuer with the file JWKS
+/// `jwks.json` (the rsa-a fixture), static groups (alice: team-a), no audit.
+pub fn static_config() -> String {
+    format!(
+        r#"{SERVER}
+issuers:
+  - issuer: {issuer}
+    audiences: [{audience}]
+    jwks: {{file: jwks.json}}
+    user_claim: preferred_username
+    email_claim: email
+    algorithms: [RS256]
+static_groups:
+  alice: [team-a]
+{ROUTES}"#,
+        issuer = super::requests::ISSUER,
+        audience = super::requests::AUDIENCE,
+    )
+}
+
+/// The config of the memory part: one EdDSA issuer with the file JWKS `jwks.json`, the
+/// Gerrit at `gerrit_url` (password in `gerrit-password`), every cache at its default
+/// bound, no audit.
+pub fn gerrit_config(gerrit_url: &str, gerrit_user: &str) -> String {
+    format!(
+        r#"{SERVER}
+issuers:
+  - issuer: {issuer}
+    audiences: [{audience}]
+    jwks: {{file: jwks.json}}
+    user_claim: preferred_username
+    email_claim: email
+    algorithms: [EdDSA]
+gerrit:
+  url: {gerrit_url}
+  username: {gerrit_user}
+  password_file: gerrit-password
+{ROUTES}"#,
+        issuer = super::requests::ED_ISSUER,
+        audience = super::requests::AUDIENCE,
+    )
+}
