@@ -9,6 +9,7 @@ use crate::gerrit::{
 };
 use crate::policy::{kube, kube_access, Requirement, RouteRule, RouteTable, Unmet};
 use crate::request::{has_dot_segments, RequestView};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ struct Sources {
     issuers: Vec<IssuerConfig>,
     token_cache_entries: u64,
     max_token_bytes: usize,
+    /// The claims the routes' rules look at: what a verified identity keeps.
+    claims: BTreeSet<String>,
     groups: Option<GroupsConfig>,
 }
 
@@ -39,6 +42,7 @@ impl Sources {
             issuers: config.issuers.clone(),
             token_cache_entries: config.token_cache_entries,
             max_token_bytes: config.max_token_bytes,
+            claims: claims_used(&config.routes),
             groups: config.groups.clone(),
         }
     }
@@ -47,6 +51,8 @@ impl Sources {
     fn same_verification(&self, other: &Sources) -> bool {
         self.token_cache_entries == other.token_cache_entries
             && self.max_token_bytes == other.max_token_bytes
+            // Cached identities hold only the claims that were used when they were made.
+            && self.claims == other.claims
             && self.issuers.len() == other.issuers.len()
             && self.issuers.iter().zip(&other.issuers).all(|(a, b)| {
                 a.settings == b.settings && a.timing == b.timing && a.jwks.same_as(&b.jwks)
@@ -671,11 +677,10 @@ impl Authorizer {
                     };
                     issuers.push((issuer.settings.clone(), store));
                 }
-                Arc::new(TokenVerifier::new(
-                    issuers,
-                    config.token_cache_entries,
-                    config.max_token_bytes,
-                ))
+                Arc::new(
+                    TokenVerifier::new(issuers, config.token_cache_entries, config.max_token_bytes)
+                        .keeping_claims(sources.claims.clone()),
+                )
             }
         };
         let kept_groups = previous
@@ -804,6 +809,24 @@ fn read_ca_bundle(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, S
         // reqwest says only "builder error" here.
         Err(_) => Err(format!("{shown}: not a PEM certificate bundle")),
     }
+}
+
+/// The top-level claims some rule's conditions read: claim names (and, for dotted paths,
+/// the object they start in), and `scope` and `scp` for scope conditions.
+fn claims_used(routes: &RouteTable) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for rule in routes.routes().iter().flat_map(|r| r.requirement.rules()) {
+        for c in &rule.claims {
+            names.insert(c.claim.clone());
+            if let Some((first, _)) = c.claim.split_once('.') {
+                names.insert(first.to_string());
+            }
+        }
+        if !rule.scopes.is_empty() {
+            names.extend(["scope".to_string(), "scp".to_string()]);
+        }
+    }
+    names
 }
 
 /// Static tables never change, so their entries stay for an hour (the cache needs a TTL).

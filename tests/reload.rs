@@ -310,3 +310,59 @@ async fn a_reload_that_leaves_issuers_and_gerrit_alone_keeps_their_keys_and_cach
     assert_eq!(gerrit.group_lists_for("alice"), lists + 1, "asked again");
     assert_eq!(idp.fetches(), fetches, "the key set was still kept");
 }
+
+#[tokio::test]
+async fn claim_conditions_read_the_tokens_claims_before_and_after_a_reload_that_adds_them() {
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = v1("  config_check_interval: 100ms\n").replace(
+        "    allow: authenticated\n    inject: {user: x-forwarded-user, email: x-forwarded-email}",
+        "    allow: {claims: {department: {one_of: [eng, ops]}}, scopes: [gerrit:read]}\n    inject: {user: x-forwarded-user, email: x-forwarded-email}",
+    );
+    assert!(
+        yaml.contains("department"),
+        "the signed-in route takes the claim rule"
+    );
+    let s = TestServer::start(&yaml, &[("jwks.json", &jwks)]).await;
+    let signed_in = |claims: serde_json::Value| {
+        let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
+        let req = check_request(
+            "GET",
+            "gerrit.example.com",
+            "/c/project/+/1",
+            &[("authorization", &token)],
+        );
+        let mut client = s.client.clone();
+        async move {
+            client
+                .check(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap()
+                .code
+        }
+    };
+    let mut eng = tokens::claims("alice");
+    eng["department"] = "eng".into();
+    eng["scope"] = "openid gerrit:read".into();
+    eng["tier"] = 2.into();
+    let mut sales = eng.clone();
+    sales["department"] = "sales".into();
+    let mut no_scope = eng.clone();
+    no_scope["scope"] = "openid".into();
+    assert_eq!(signed_in(eng.clone()).await, 0);
+    assert_eq!(signed_in(sales).await, 7);
+    assert_eq!(signed_in(no_scope).await, 7);
+
+    // The same token, already verified and cached, meets a new condition on a claim no
+    // rule read before: it is verified again, with that claim.
+    edit_and_apply(
+        &s,
+        "department: {one_of: [eng, ops]}}",
+        "department: {one_of: [eng, ops]}, tier: {equals: 2}}",
+        1.0,
+    )
+    .await;
+    assert_eq!(signed_in(eng).await, 0, "tier 2 is kept and matches");
+}

@@ -7,7 +7,7 @@ use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub struct TokenVerifier {
     issuers: HashMap<String, IssuerVerifier>,
     cache: Option<VerifiedTokenCache>,
     max_token_bytes: usize,
+    /// The claims an identity keeps (those some rule looks at); the rest are dropped so a
+    /// cached identity stays small.
+    kept_claims: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -87,7 +90,14 @@ impl TokenVerifier {
             issuers,
             cache,
             max_token_bytes,
+            kept_claims: BTreeSet::new(),
         }
+    }
+
+    /// Keeps these claims in each identity (for rules' claim conditions); by default none.
+    pub fn keeping_claims(mut self, names: BTreeSet<String>) -> Self {
+        self.kept_claims = names;
+        self
     }
 
     /// The key stores, for readiness and the background refreshers.
@@ -140,7 +150,11 @@ impl TokenVerifier {
             .map_err(|e| map_error(e.into_kind()))?;
         let exp = numeric_claim(&data.claims, "exp")?;
         check_claims(&issuer.settings, &data.claims, exp, unix_now())?;
-        let identity = Arc::new(identity_from(&issuer.settings, data.claims)?);
+        let identity = Arc::new(identity_from(
+            &issuer.settings,
+            data.claims,
+            &self.kept_claims,
+        )?);
         if let Some((cache, key)) = cached {
             cache.insert(key, identity.clone(), exp, issuer.store.clone(), generation);
         }
@@ -265,6 +279,7 @@ fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<u64, AuthnEr
 fn identity_from(
     settings: &IssuerSettings,
     claims: Map<String, Value>,
+    kept: &BTreeSet<String>,
 ) -> Result<Identity, AuthnError> {
     let user = match claims.get(&settings.user_claim) {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -293,7 +308,12 @@ fn identity_from(
         email,
         gerrit_account,
         display_name,
-        claims: Arc::new(claims),
+        claims: Arc::new(
+            claims
+                .into_iter()
+                .filter(|(name, _)| kept.contains(name))
+                .collect(),
+        ),
     })
 }
 
