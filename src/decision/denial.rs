@@ -62,11 +62,40 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
 /// The JSON body: `{"error": ..., "reason": ..., "request_id": ...}`.
 pub fn denial_body(denial: &Denial, request_id: Option<&str>) -> String {
     let (error, reason) = error_and_reason(denial);
-    let mut body = serde_json::json!({ "error": error, "reason": reason });
+    body(error, &reason, request_id)
+}
+
+/// Writes the body directly, each value a JSON string literal: denials from a flood of
+/// unauthenticated clients should cost little.
+fn body(error: &str, reason: &str, request_id: Option<&str>) -> String {
+    let mut out = String::with_capacity(128 + reason.len());
+    out.push_str(r#"{"error":"#);
+    json_string(&mut out, error);
+    out.push_str(r#","reason":"#);
+    json_string(&mut out, reason);
     if let Some(id) = request_id {
-        body["request_id"] = serde_json::Value::String(id.to_string());
+        out.push_str(r#","request_id":"#);
+        json_string(&mut out, id);
     }
-    body.to_string()
+    out.push('}');
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// `WWW-Authenticate` for a 401 (RFC 6750 §3): no error code when no credentials came.
@@ -110,10 +139,11 @@ pub fn denied_response(denial: &Denial, request_id: Option<&str>) -> CheckRespon
         400 => (code::INVALID_ARGUMENT, StatusCode::BadRequest),
         _ => (code::PERMISSION_DENIED, StatusCode::Forbidden),
     };
+    let (error, reason) = error_and_reason(denial);
     CheckResponse {
         status: Some(RpcStatus {
             code: grpc_code,
-            message: error_and_reason(denial).1,
+            message: reason.clone(),
             ..Default::default()
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
@@ -121,7 +151,7 @@ pub fn denied_response(denial: &Denial, request_id: Option<&str>) -> CheckRespon
                 code: http_code as i32,
             }),
             headers,
-            body: denial_body(denial, request_id),
+            body: body(error, &reason, request_id),
         })),
         dynamic_metadata: None,
     }
@@ -131,6 +161,23 @@ pub fn denied_response(denial: &Denial, request_id: Option<&str>) -> CheckRespon
 mod tests {
     use super::*;
     use crate::authn::AuthnError;
+
+    #[test]
+    fn bodies_are_json_whatever_the_request_id_holds() {
+        for id in ["req-1", "a\"b", "back\\slash", "new\nline\u{1}", "ünïcode"] {
+            let text = denial_body(&Denial::NoRoute, Some(id));
+            let body: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert_eq!(body["request_id"], id, "{text}");
+            assert_eq!(body["error"], "access_denied");
+        }
+        let none: serde_json::Value =
+            serde_json::from_str(&denial_body(&Denial::NoRoute, None)).unwrap();
+        assert_eq!(
+            none,
+            serde_json::json!({"error": "access_denied", "reason": "no route allows this request"})
+        );
+    }
 
     #[test]
     fn missing_token_gets_a_bare_bearer_challenge() {
