@@ -97,7 +97,7 @@ impl Scale {
             cold_tokens: 40_000,
             wrk: envoy::Wrk {
                 connections: 16,
-                seconds: 10,
+                seconds: 5,
             },
             wrk_warmup_seconds: 2,
             memory: memory::Scale {
@@ -546,12 +546,14 @@ fn envoy_part(bench: &mut Bench) {
     let noop = bench.start_noop("envoy");
     let wrk = bench.scale.wrk;
     let note = "HTTP-level, from wrk";
-    let mut results = Vec::new();
     let targets: [(&str, Option<&ServerProcess>); 3] = [
         ("Envoy + mesh-authz", Some(&mesh)),
         ("Envoy + no-op baseline", Some(&noop)),
         ("Envoy without ext_authz (reference)", None),
     ];
+    // One Envoy per target, all started and checked first, then alternating rounds: one
+    // wrk run is noisy on two shared cores, and a drift hits every target alike.
+    let mut envoys = Vec::new();
     for (name, server) in targets {
         let envoy = bench.runtime.block_on(envoy::Envoy::start(
             &binary,
@@ -571,23 +573,37 @@ fn envoy_part(bench: &mut Bench) {
             );
         }
         wrk.run(envoy.listener, &bench.token, bench.scale.wrk_warmup_seconds);
-        let before = bench.runtime.block_on(envoy.authz_counters());
-        std::thread::sleep(QUIET);
-        let mut pids = vec![envoy.pid()];
-        pids.extend(server.map(|s| s.pid()));
-        let meter = CpuMeter::start(&pids);
-        let stats = wrk.run(envoy.listener, &bench.token, wrk.seconds);
-        let stats = Stats {
-            other_cpu: meter.and_then(|m| m.other_share()),
-            ..stats
-        };
-        let after = bench.runtime.block_on(envoy.authz_counters());
-        println!("{}", block(&format!("envoy, wrk: {name}"), &stats, note));
-        println!("Envoy ext_authz counters before the measured run: {before}; after: {after}\n");
-        results.push(stats);
-        drop(envoy);
-        std::thread::sleep(Duration::from_millis(300));
+        envoys.push((name, server, envoy));
     }
+    let mut rounds: Vec<Vec<Stats>> = vec![Vec::new(); envoys.len()];
+    for _ in 0..bench.scale.rounds {
+        for ((_, server, envoy), runs) in envoys.iter().zip(rounds.iter_mut()) {
+            std::thread::sleep(QUIET);
+            let mut pids = vec![envoy.pid()];
+            pids.extend(server.map(|s| s.pid()));
+            let meter = CpuMeter::start(&pids);
+            let stats = wrk.run(envoy.listener, &bench.token, wrk.seconds);
+            runs.push(Stats {
+                other_cpu: meter.and_then(|m| m.other_share()),
+                ..stats
+            });
+        }
+    }
+    let mut results = Vec::new();
+    for ((name, _, envoy), runs) in envoys.iter().zip(rounds) {
+        let all: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
+            .collect();
+        let median = report::median_by_rps(runs);
+        let title = format!("envoy, wrk: {name} (median round)");
+        println!("{}", block(&title, &median, note));
+        println!("rounds: {}", all.join("; "));
+        let counters = bench.runtime.block_on(envoy.authz_counters());
+        println!("Envoy ext_authz counters at the end: {counters}\n");
+        results.push(median);
+    }
+    drop(envoys);
     bench.rows.push(Row::rps(
         "envoy, wrk",
         &results[0],
