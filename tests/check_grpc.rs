@@ -135,6 +135,14 @@ async fn allowed_check_sets_ok_status_overwriting_identity_headers_and_route_met
         metadata_strings(meta, "groups"),
         Some(vec!["team-a".to_string()])
     );
+
+    // A route that does not ask for dynamic metadata sends none: Envoy parses it on
+    // every request.
+    let resp = check(&s, "GET", GERRIT, SIGNED_IN, &[("authorization", &token)])
+        .await
+        .unwrap();
+    allowed(&resp);
+    assert_eq!(resp.dynamic_metadata, None);
 }
 
 #[tokio::test]

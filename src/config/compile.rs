@@ -804,6 +804,7 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         context_extensions,
         requirement,
         dry_run: raw.dry_run,
+        dynamic_metadata: raw.dynamic_metadata,
         token_sources,
         inject,
         remove_headers,

@@ -313,6 +313,9 @@ pub struct RawRoute {
     /// Evaluate and log the decision, count would-be denials, but allow.
     #[serde(default)]
     pub dry_run: bool,
+    /// Send Envoy the identity as `dynamic_metadata` on allowed requests.
+    #[serde(default)]
+    pub dynamic_metadata: bool,
     /// Where to look for the token: `bearer`, `header:NAME`, `cookie:NAME`, `query:NAME`.
     #[serde(default = "default_token_from")]
     pub token_from: Vec<String>,

@@ -239,6 +239,7 @@ mod tests {
             context_extensions: vec![],
             requirement: Requirement::authenticated(),
             dry_run: false,
+            dynamic_metadata: false,
             token_sources: vec![
                 TokenSource::Bearer,
                 TokenSource::Query("access_token".into()),

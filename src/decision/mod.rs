@@ -33,7 +33,7 @@ mod code {
 /// An OK CheckResponse with these upstream header changes.
 fn allowed(
     headers: HeaderChanges,
-    metadata: envoy_types::pb::google::protobuf::Struct,
+    metadata: Option<envoy_types::pb::google::protobuf::Struct>,
 ) -> CheckResponse {
     let HeaderChanges {
         set,
@@ -55,7 +55,7 @@ fn allowed(
             query_parameters_to_remove: remove_query,
             ..Default::default()
         })),
-        dynamic_metadata: Some(metadata),
+        dynamic_metadata: metadata,
     }
 }
 
@@ -68,9 +68,11 @@ pub fn render(
     request_id: Option<&str>,
 ) -> Result<CheckResponse, tonic::Status> {
     let route = decision.route.as_deref();
+    let wants_metadata = route.is_some_and(|r| r.dynamic_metadata);
     if let Some(headers) = decision.dry_run_headers {
         // A dry-run route: what would have been denied is allowed, anonymously.
-        return Ok(allowed(headers, metadata::identity(route, None, None)));
+        let metadata = wants_metadata.then(|| metadata::identity(route, None, None));
+        return Ok(allowed(headers, metadata));
     }
     match decision.verdict {
         Verdict::Allow {
@@ -78,7 +80,8 @@ pub fn render(
             membership,
             headers,
         } => {
-            let metadata = metadata::identity(route, identity.as_deref(), membership.as_deref());
+            let metadata = wants_metadata
+                .then(|| metadata::identity(route, identity.as_deref(), membership.as_deref()));
             Ok(allowed(headers, metadata))
         }
         Verdict::Deny(denial) => Ok(denied_response(&denial, request_id)),

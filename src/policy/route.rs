@@ -88,6 +88,10 @@ pub struct RouteRule {
     pub requirement: Requirement,
     /// Evaluate and report, but allow whatever the outcome.
     pub dry_run: bool,
+    /// Whether allowed requests carry the identity to Envoy as `dynamic_metadata` (for its
+    /// access log or later filters); off by default, since Envoy pays for parsing it on
+    /// every request (about 5 % of its throughput, measured with one worker).
+    pub dynamic_metadata: bool,
     /// Where the token is looked for, in order.
     pub token_sources: Vec<TokenSource>,
     /// Identity headers to inject on allow.
@@ -187,6 +191,7 @@ mod tests {
             context_extensions: vec![],
             requirement: Requirement::Public,
             dry_run: false,
+            dynamic_metadata: false,
             token_sources: vec![TokenSource::Bearer],
             inject: IdentityHeaders::default(),
             remove_headers: vec![],

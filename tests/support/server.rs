@@ -140,9 +140,11 @@ routes:
     match: {hosts: [gerrit.example.com], path: {exact: /}, methods: [GET]}
     allow: public
     inject: {user: x-forwarded-user}
+    dynamic_metadata: true
   - name: gerrit-team-a
     match: {hosts: [gerrit.example.com], path: {prefix: /a/projects/team-a}}
     allow: {groups_any_of: [team-a]}
+    dynamic_metadata: true
     inject: {user: x-forwarded-user, email: x-forwarded-email, groups: x-forwarded-groups}
     remove_headers: [authorization]
   - name: gerrit-signed-in
