@@ -500,6 +500,7 @@ mod tests {
             context_extensions: vec![],
             requirement: Requirement::Public,
             dry_run: false,
+            dynamic_metadata: false,
             token_sources: vec![TokenSource::Bearer],
             inject: IdentityHeaders::default(),
             remove_headers: vec![],
