@@ -8,11 +8,13 @@
 //! before it is measured, so a bench cannot quietly time the wrong path. Load tests
 //! against a running server: `benches/ghz/`.
 
+mod common;
+
+use common::{headers, istio_check_request, quickstart};
 use criterion::{criterion_group, criterion_main, Criterion};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use mesh_authz::authorize::{Authorizer, Denial, Verdict};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use mesh_authz::authorize::{Denial, Verdict};
 use mesh_authz::request::RequestView;
 use mesh_authz::service::CheckService;
 use mesh_authz::telemetry::Metrics;
@@ -22,83 +24,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The quickstart config, with the verified-token cache on (its default) or off.
-fn quickstart(token_cache: bool) -> Authorizer {
-    let mut config = mesh_authz::config::builtin().expect("built-in config compiles");
-    if !token_cache {
-        config.token_cache_entries = 0;
-    }
-    Authorizer::from_config(&config, reqwest::Client::new()).expect("authorizer builds")
-}
-
-/// Headers shaped like an Istio gateway's, with or without a bearer token.
-fn headers(token: Option<&str>) -> HashMap<String, String> {
-    let mut h: HashMap<String, String> = [
-        (":authority", "gerrit.example.com"),
-        (":method", "GET"),
-        (":path", "/a/projects/team-a/branches"),
-        (":scheme", "https"),
-        ("user-agent", "git/2.47.3"),
-        ("accept", "application/json"),
-        ("x-forwarded-proto", "https"),
-        ("x-forwarded-for", "10.0.0.12"),
-        ("x-request-id", "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    if let Some(t) = token {
-        h.insert("authorization".into(), format!("Bearer {t}"));
-    }
-    h
-}
-
 fn view<'a>(host: &'a str, path: &'a str, headers: &'a HashMap<String, String>) -> RequestView<'a> {
     RequestView::http("GET", host, path, headers)
-}
-
-/// A CheckRequest as an Istio ingress gateway sends it, about 1.3 KB with alice's token.
-fn istio_check_request(token: &str) -> CheckRequest {
-    let mut h = headers(Some(token));
-    for (k, v) in [
-        ("accept-encoding", "gzip, deflate, br"),
-        ("x-envoy-attempt-count", "1"),
-        ("x-envoy-internal", "true"),
-        (
-            "x-forwarded-client-cert",
-            "By=spiffe://cluster.local/ns/gerrit/sa/gerrit;Hash=3f1a9c0b2e8d47f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2;Subject=\"\";URI=spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
-        ),
-    ] {
-        h.insert(k.into(), v.into());
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                principal:
-                    "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-                        .into(),
-                ..Default::default()
-            }),
-            destination: Some(Peer {
-                principal: "spiffe://cluster.local/ns/gerrit/sa/gerrit".into(),
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "12398746193847619283".into(),
-                    method: "GET".into(),
-                    headers: h,
-                    path: "/a/projects/team-a/branches".into(),
-                    host: "gerrit.example.com".into(),
-                    scheme: "https".into(),
-                    protocol: "HTTP/2".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
 }
 
 fn benches(c: &mut Criterion) {

@@ -1,0 +1,70 @@
+//! A loop of warm in-process Checks (decode, decide, render, encode) for callgrind, which
+//! counts instructions repeatably on a noisy machine. Run it twice and subtract, so that
+//! start-up cancels out:
+//!
+//! ```sh
+//! cargo build --release --example profile_check
+//! valgrind --tool=callgrind target/release/examples/profile_check 1000
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000   # (b - a) / 10000
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 deny
+//! ```
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use common::{istio_check_request, quickstart};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use mesh_authz::service::CheckService;
+use mesh_authz::telemetry::Metrics;
+use prost::Message;
+use std::sync::Arc;
+
+/// The allocator the server uses (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = include_str!("../examples/quickstart/alice.jwt").trim();
+    let mut request = istio_check_request(token);
+    if std::env::args().nth(2).as_deref() == Some("deny") {
+        let http = request
+            .attributes
+            .as_mut()
+            .unwrap()
+            .request
+            .as_mut()
+            .unwrap()
+            .http
+            .as_mut()
+            .unwrap();
+        http.headers.remove("authorization");
+    }
+    let bytes = request.encode_to_vec();
+    let service = CheckService::new(
+        Arc::new(arc_swap::ArcSwap::from_pointee(quickstart(true))),
+        Arc::new(Metrics::default()),
+        None,
+    );
+    rt.block_on(async {
+        let mut total = 0usize;
+        for _ in 0..n {
+            let request = CheckRequest::decode(&bytes[..]).unwrap();
+            let response = service
+                .check(tonic::Request::new(request))
+                .await
+                .unwrap()
+                .into_inner();
+            total += response.encode_to_vec().len();
+        }
+        println!("{n} checks, {total} bytes");
+    });
+}
