@@ -8,12 +8,17 @@
 //! - **warm**: h2load (c8, m16, one framed ~1.3 KB Istio-like CheckRequest) against the
 //!   release server and the no-op baseline: a valid RS256 token already verified, groups
 //!   from the static table; also a deny variant (no token, 401). Three rounds per server,
-//!   alternating between the servers so that a drift of the machine hits both; the median
-//!   round counts.
+//!   alternating between the servers so that a drift of the machine hits both.
 //! - **cold**: a tonic driver with the same shape (8 connections × 16 calls in flight)
 //!   sending a distinct RS256 token per request; also the warm request, so that both load
 //!   generators show the warm ratio.
-//! - **envoy**: Envoy (one worker) with ext_authz to either server, wrk over HTTP/1.1.
+//! - **envoy**: Envoy (one worker) with ext_authz to either server, wrk over HTTP/1.1;
+//!   nine 3 s rounds per target, alternating. Envoy is pinned to CPU 0 and the rest to the
+//!   other CPUs (`LOAD_BENCH_PIN=off` to let the scheduler place them), and each round
+//!   reports the CPU Envoy, the Check server and wrk used.
+//!
+//! Ratios are medians of per-round ratios: round i of mesh-authz and of the baseline ran
+//! back to back, so a drift of the shared machine's speed mostly cancels within a pair.
 //! - **memory**: RSS of mesh-authz with default cache bounds after a million distinct
 //!   EdDSA tokens from 100,000 users, groups from a fake Gerrit.
 //!
@@ -74,6 +79,8 @@ struct Scale {
     cold_tokens: usize,
     wrk: envoy::Wrk,
     wrk_warmup_seconds: u32,
+    /// wrk runs per target, alternating between the targets; the median counts.
+    wrk_rounds: usize,
     memory: memory::Scale,
 }
 
@@ -97,9 +104,10 @@ impl Scale {
             cold_tokens: 40_000,
             wrk: envoy::Wrk {
                 connections: 16,
-                seconds: 5,
+                seconds: 3,
             },
             wrk_warmup_seconds: 2,
+            wrk_rounds: 9,
             memory: memory::Scale {
                 tokens: 1_000_000,
                 users: 100_000,
@@ -124,6 +132,7 @@ impl Scale {
                 ..full.wrk
             },
             wrk_warmup_seconds: 1,
+            wrk_rounds: 1,
             memory: memory::Scale {
                 tokens: 20_000,
                 users: 2_000,
@@ -281,8 +290,9 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
     );
     let _ = writeln!(out, "  cold:   in-process tonic driver, {} connections × {} calls in flight, {} requests each a distinct RS256 token (and {} warm requests, after {} warm-up)",
         s.driver.connections, s.driver.concurrency, s.cold_tokens, s.driver_requests, s.driver_warmup);
-    let _ = writeln!(out, "  envoy:  envoy --concurrency 1 (ext_authz gRPC, failure_mode_allow false, direct_response 200); {} (after a {} s warm-up)",
-        s.wrk.command_line(), s.wrk_warmup_seconds);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = writeln!(out, "  envoy:  envoy --concurrency 1 (ext_authz gRPC, failure_mode_allow false, direct_response 200); {} (after a {} s warm-up; {} rounds alternating between the targets, the median round by req/s counts); {}",
+        s.wrk.command_line(), s.wrk_warmup_seconds, s.wrk_rounds, envoy::Placement::from_env(cpus).describe());
     let _ = writeln!(out, "  memory: {} distinct EdDSA tokens from {} users (+{} warm-up), the same driver, fake Gerrit in the bench process, default cache bounds",
         s.memory.tokens, s.memory.users, s.memory.warmup_tokens);
     out
@@ -406,23 +416,23 @@ fn warm(bench: &mut Bench) {
             println!("decision checked first: {decision}");
             bench.h2load_warmup(server, body);
         }
-        // Alternating rounds: a drift of the machine's speed hits both servers alike.
-        for _ in 0..bench.scale.rounds {
-            for (server, runs) in servers.iter().zip(rounds.iter_mut()) {
-                runs.push(bench.h2load(server, body));
+        // Alternating rounds, every other one in reverse order: a drift of the machine's
+        // speed hits both servers alike, and neither always runs first.
+        for round in 0..bench.scale.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                rounds[i].push(bench.h2load(servers[i], body));
             }
         }
-        let mut results = Vec::new();
-        for (server, runs) in servers.iter().zip(rounds) {
+        for (server, runs) in servers.iter().zip(&rounds) {
             let all: Vec<String> = runs
                 .iter()
                 .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
                 .collect();
-            let median = report::median_by_rps(runs);
+            let median = report::median_by_rps(runs.clone());
             let title = format!("warm {variant}, h2load: {} (median round)", server.name);
             println!("{}", block(&title, &median, note));
             println!("rounds: {}\n", all.join("; "));
-            results.push(median);
         }
         let part = format!("warm {variant}, h2load");
         let (rps_target, p99_target) = if expect == Expect::Allow {
@@ -432,10 +442,10 @@ fn warm(bench: &mut Bench) {
         };
         bench
             .rows
-            .push(Row::rps(&part, &results[0], &results[1], rps_target));
+            .push(Row::rps(&part, &rounds[0], &rounds[1], rps_target));
         bench
             .rows
-            .push(Row::p99(&part, &results[0], &results[1], p99_target));
+            .push(Row::p99(&part, &rounds[0], &rounds[1], p99_target));
     }
 }
 
@@ -506,28 +516,32 @@ fn cold(bench: &mut Bench) {
         println!("{}", block(&title, &stats, note));
         cold_results.push(stats);
     }
+    let one = std::slice::from_ref;
     let (w, c) = (&warm_results, &cold_results);
     bench.rows.push(Row::rps(
         "warm allow, driver",
-        &w[0],
-        &w[1],
+        one(&w[0]),
+        one(&w[1]),
         Target::AtLeast(0.8),
     ));
     bench.rows.push(Row::p99(
         "warm allow, driver",
-        &w[0],
-        &w[1],
+        one(&w[0]),
+        one(&w[1]),
         Target::AtMost(1.5),
     ));
     bench.rows.push(Row::rps(
         "cold tokens, driver",
-        &c[0],
-        &c[1],
+        one(&c[0]),
+        one(&c[1]),
         Target::AtLeast(0.3),
     ));
-    bench
-        .rows
-        .push(Row::p99("cold tokens, driver", &c[0], &c[1], Target::None));
+    bench.rows.push(Row::p99(
+        "cold tokens, driver",
+        one(&c[0]),
+        one(&c[1]),
+        Target::None,
+    ));
 }
 
 /// The Envoy part: wrk through Envoy to mesh-authz, to the no-op baseline, and through
@@ -544,6 +558,11 @@ fn envoy_part(bench: &mut Bench) {
     };
     let mesh = bench.start_mesh_authz("envoy");
     let noop = bench.start_noop("envoy");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let placement = envoy::Placement::from_env(cpus);
+    println!("placement: {}", placement.describe());
+    placement.pin_other(mesh.pid());
+    placement.pin_other(noop.pid());
     let wrk = bench.scale.wrk;
     let note = "HTTP-level, from wrk";
     let targets: [(&str, Option<&ServerProcess>); 3] = [
@@ -559,6 +578,7 @@ fn envoy_part(bench: &mut Bench) {
             &binary,
             server.map(|s| s.grpc),
             &bench.dir,
+            &placement,
         ));
         let with_token = bench
             .runtime
@@ -572,30 +592,50 @@ fn envoy_part(bench: &mut Bench) {
                 "{name}: a request without a token must be refused (401)"
             );
         }
-        wrk.run(envoy.listener, &bench.token, bench.scale.wrk_warmup_seconds);
+        wrk.run(
+            envoy.listener,
+            &bench.token,
+            bench.scale.wrk_warmup_seconds,
+            &placement,
+        );
         envoys.push((name, server, envoy));
     }
     let mut rounds: Vec<Vec<Stats>> = vec![Vec::new(); envoys.len()];
-    for _ in 0..bench.scale.rounds {
-        for ((_, server, envoy), runs) in envoys.iter().zip(rounds.iter_mut()) {
+    for round in 0..bench.scale.wrk_rounds {
+        // Every other round in reverse order, so that no target always follows another.
+        let mut order: Vec<usize> = (0..envoys.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let ((_, server, envoy), runs) = (&envoys[i], &mut rounds[i]);
             std::thread::sleep(QUIET);
             let mut pids = vec![envoy.pid()];
             pids.extend(server.map(|s| s.pid()));
             let meter = CpuMeter::start(&pids);
-            let stats = wrk.run(envoy.listener, &bench.token, wrk.seconds);
+            let stats = wrk.run(envoy.listener, &bench.token, wrk.seconds, &placement);
+            let mut process_cpu = Vec::new();
+            if let Some(meter) = &meter {
+                process_cpu.push(("Envoy".to_string(), meter.cores(0)));
+                if let Some(server) = server {
+                    process_cpu.push((server.name.to_string(), meter.cores(1)));
+                }
+                process_cpu.push(("wrk".to_string(), meter.children_cores()));
+            }
             runs.push(Stats {
                 other_cpu: meter.and_then(|m| m.other_share()),
+                process_cpu,
                 ..stats
             });
         }
     }
     let mut results = Vec::new();
-    for ((name, _, envoy), runs) in envoys.iter().zip(rounds) {
+    for ((name, _, envoy), runs) in envoys.iter().zip(&rounds) {
         let all: Vec<String> = runs
             .iter()
             .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
             .collect();
-        let median = report::median_by_rps(runs);
+        let median = report::median_by_rps(runs.clone());
         let title = format!("envoy, wrk: {name} (median round)");
         println!("{}", block(&title, &median, note));
         println!("rounds: {}", all.join("; "));
@@ -604,18 +644,24 @@ fn envoy_part(bench: &mut Bench) {
         results.push(median);
     }
     drop(envoys);
+    let ratios: Vec<String> = rounds[0]
+        .iter()
+        .zip(&rounds[1])
+        .map(|(m, b)| format!("{:.2}", m.rps / b.rps))
+        .collect();
+    println!(
+        "req/s ratio per round (mesh-authz / no-op, back to back): {}\n",
+        ratios.join(" ")
+    );
     bench.rows.push(Row::rps(
         "envoy, wrk",
-        &results[0],
-        &results[1],
+        &rounds[0],
+        &rounds[1],
         Target::AtLeast(0.9),
     ));
-    bench.rows.push(Row::p99(
-        "envoy, wrk",
-        &results[0],
-        &results[1],
-        Target::None,
-    ));
+    bench
+        .rows
+        .push(Row::p99("envoy, wrk", &rounds[0], &rounds[1], Target::None));
     bench.notes.push(format!(
         "Envoy without ext_authz (same wrk settings): {:.0} req/s, p99 {}.",
         results[2].rps,

@@ -44,6 +44,69 @@ pub fn version(binary: &Path) -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
+/// Where the Envoy part's processes run. Pinned (the default on a machine with two or
+/// more CPUs): Envoy on CPU 0, the Check server and wrk on the others, as at a gateway whose
+/// Envoy has its cores to itself and whose authz server runs in a pod of its own.
+/// Unpinned (`LOAD_BENCH_PIN=off`): the scheduler places everything, and whatever CPU a
+/// Check server uses can come out of Envoy's core.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// `taskset -c` list for Envoy.
+    pub envoy: Option<String>,
+    /// `taskset -c` list for the Check server and wrk.
+    pub others: Option<String>,
+}
+
+impl Placement {
+    /// From `LOAD_BENCH_PIN` (`off` or unset) and the machine's CPU count.
+    pub fn from_env(cpus: usize) -> Self {
+        let off = std::env::var("LOAD_BENCH_PIN").is_ok_and(|v| v == "off" || v == "0");
+        if off || cpus < 2 {
+            return Self {
+                envoy: None,
+                others: None,
+            };
+        }
+        Self {
+            envoy: Some("0".into()),
+            others: Some(format!("1-{}", cpus - 1)),
+        }
+    }
+
+    /// For the report.
+    pub fn describe(&self) -> String {
+        match (&self.envoy, &self.others) {
+            (Some(envoy), Some(others)) => format!(
+                "pinned: Envoy on CPU {envoy}, Check server and wrk on CPU {others} (LOAD_BENCH_PIN=off to let the scheduler place them)"
+            ),
+            _ => "unpinned: the scheduler places Envoy, the Check server and wrk".into(),
+        }
+    }
+
+    /// A command that runs `program` on `cpus`, if any.
+    fn command(program: &Path, cpus: Option<&str>) -> Command {
+        match cpus {
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(cpus).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Moves every thread of a running process onto the others' CPUs.
+    pub fn pin_other(&self, pid: u32) {
+        let Some(cpus) = &self.others else { return };
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running taskset (util-linux)");
+        assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
+    }
+}
+
 /// A running Envoy, killed when dropped.
 pub struct Envoy {
     child: Child,
@@ -139,7 +202,12 @@ static_resources:
 impl Envoy {
     /// Starts Envoy with one worker (`--concurrency 1`) in `dir`, asking the Check server
     /// at `authz` (or no ext_authz filter at all), and waits until its listener is up.
-    pub async fn start(binary: &Path, authz: Option<SocketAddr>, dir: &Path) -> Self {
+    pub async fn start(
+        binary: &Path,
+        authz: Option<SocketAddr>,
+        dir: &Path,
+        placement: &Placement,
+    ) -> Self {
         let tag = authz.map_or("none".to_string(), |a| a.port().to_string());
         let config = dir.join(format!("envoy-{tag}.yaml"));
         let admin_path = dir.join(format!("envoy-{tag}.admin"));
@@ -147,7 +215,7 @@ impl Envoy {
         std::fs::write(&config, bootstrap(authz)).expect("writing Envoy's bootstrap");
         let _ = std::fs::remove_file(&admin_path);
         let log = std::fs::File::create(&log_path).expect("creating Envoy's log");
-        let child = Command::new(binary)
+        let child = Placement::command(binary, placement.envoy.as_deref())
             .arg("-c")
             .arg(&config)
             .arg("--admin-address-path")
@@ -253,8 +321,14 @@ impl Wrk {
     }
 
     /// Runs wrk against Envoy's listener for `seconds` and reads its report.
-    pub fn run(&self, listener: SocketAddr, token: &str, seconds: u32) -> Stats {
-        let output = Command::new("wrk")
+    pub fn run(
+        &self,
+        listener: SocketAddr,
+        token: &str,
+        seconds: u32,
+        placement: &Placement,
+    ) -> Stats {
+        let output = Placement::command(Path::new("wrk"), placement.others.as_deref())
             .arg("-t1")
             .arg(format!("-c{}", self.connections))
             .arg(format!("-d{seconds}s"))
@@ -343,6 +417,7 @@ fn parse(out: &str) -> Stats {
         p99: percentile("99"),
         statuses,
         other_cpu: None,
+        process_cpu: Vec::new(),
     }
 }
 

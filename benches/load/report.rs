@@ -31,6 +31,8 @@ pub struct Stats {
     /// Share of the machine's CPU time that processes other than the bench's own used
     /// during the run (see [`CpuMeter`]).
     pub other_cpu: Option<f64>,
+    /// CPU each named process used during the run, in cores (1.0 = one core busy).
+    pub process_cpu: Vec<(String, f64)>,
 }
 
 impl Stats {
@@ -57,6 +59,7 @@ impl Stats {
             p99: at(0.99),
             statuses,
             other_cpu: None,
+            process_cpu: Vec::new(),
         }
     }
 }
@@ -113,6 +116,14 @@ pub fn block(title: &str, stats: &Stats, status_note: &str) -> String {
             other * 100.0
         );
     }
+    if !stats.process_cpu.is_empty() {
+        let used: Vec<String> = stats
+            .process_cpu
+            .iter()
+            .map(|(name, cores)| format!("{name} {:.0} %", cores * 100.0))
+            .collect();
+        let _ = writeln!(out, "  CPU (% of one core): {}", used.join(", "));
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Latency distribution:");
     for (p, d) in [(50, stats.p50), (90, stats.p90), (99, stats.p99)] {
@@ -155,28 +166,56 @@ pub struct Row {
 }
 
 impl Row {
-    /// Throughput row: mesh-authz's req/s against the baseline's.
-    pub fn rps(part: &str, mesh: &Stats, baseline: &Stats, target: Target) -> Self {
+    /// Throughput row: mesh-authz's req/s against the baseline's. Each side shows its
+    /// median round; the ratio is the median of the per-round ratios (see [`paired`]).
+    pub fn rps(part: &str, mesh: &[Stats], baseline: &[Stats], target: Target) -> Self {
         Self {
             part: part.to_string(),
             metric: "req/s",
-            mesh: format!("{:.0}", mesh.rps),
-            baseline: format!("{:.0}", baseline.rps),
-            ratio: mesh.rps / baseline.rps,
+            mesh: format!("{:.0}", median_by_rps(mesh.to_vec()).rps),
+            baseline: format!("{:.0}", median_by_rps(baseline.to_vec()).rps),
+            ratio: paired(mesh, baseline, |s| s.rps),
             target,
         }
     }
 
-    /// p99 row: mesh-authz's 99th percentile latency against the baseline's.
-    pub fn p99(part: &str, mesh: &Stats, baseline: &Stats, target: Target) -> Self {
+    /// p99 row: mesh-authz's 99th percentile latency against the baseline's (median
+    /// rounds shown, median of per-round ratios).
+    pub fn p99(part: &str, mesh: &[Stats], baseline: &[Stats], target: Target) -> Self {
+        let median_p99 = |runs: &[Stats]| {
+            let mut p99s: Vec<Duration> = runs.iter().map(|r| r.p99).collect();
+            p99s.sort_unstable();
+            p99s[(p99s.len() - 1) / 2]
+        };
         Self {
             part: part.to_string(),
             metric: "p99",
-            mesh: human(mesh.p99),
-            baseline: human(baseline.p99),
-            ratio: mesh.p99.as_secs_f64() / baseline.p99.as_secs_f64(),
+            mesh: human(median_p99(mesh)),
+            baseline: human(median_p99(baseline)),
+            ratio: paired(mesh, baseline, |s| s.p99.as_secs_f64()),
             target,
         }
+    }
+}
+
+/// The median over rounds of `value(mesh round i) / value(baseline round i)`. Round i of
+/// each server ran back to back, so a drift of a shared machine's speed (which moves
+/// whole rounds by 20 % here) mostly cancels within a pair; the median drops a pair that
+/// a burst hit on one side only.
+pub fn paired(mesh: &[Stats], baseline: &[Stats], value: impl Fn(&Stats) -> f64) -> f64 {
+    assert_eq!(mesh.len(), baseline.len(), "paired rounds");
+    assert!(!mesh.is_empty(), "no rounds");
+    let mut ratios: Vec<f64> = mesh
+        .iter()
+        .zip(baseline)
+        .map(|(m, b)| value(m) / value(b))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
     }
 }
 
@@ -219,6 +258,10 @@ pub struct CpuMeter {
     pids: Vec<u32>,
     machine: (u64, u64),
     ours: u64,
+    /// Each pid's own ticks at the start.
+    each: Vec<u64>,
+    children_at_start: u64,
+    started: std::time::Instant,
 }
 
 impl CpuMeter {
@@ -228,7 +271,31 @@ impl CpuMeter {
             pids: pids.to_vec(),
             machine: machine_ticks()?,
             ours: ours(pids),
+            each: pids
+                .iter()
+                .map(|pid| process_ticks(&pid.to_string(), false))
+                .collect(),
+            children_at_start: process_ticks("self", true)
+                .saturating_sub(process_ticks("self", false)),
+            started: std::time::Instant::now(),
         })
+    }
+
+    /// CPU this process's waited-for children (wrk, h2load) used since the start, in cores.
+    pub fn children_cores(&self) -> f64 {
+        let children = process_ticks("self", true).saturating_sub(process_ticks("self", false));
+        let at_start = self.children_at_start;
+        children.saturating_sub(at_start) as f64 / 100.0 / self.started.elapsed().as_secs_f64()
+    }
+
+    /// CPU the `i`-th pid used since the start, in cores (clock ticks at 100 Hz, Linux's
+    /// USER_HZ).
+    pub fn cores(&self, i: usize) -> f64 {
+        let (Some(pid), Some(start)) = (self.pids.get(i), self.each.get(i)) else {
+            return 0.0;
+        };
+        let ticks = process_ticks(&pid.to_string(), false).saturating_sub(*start);
+        ticks as f64 / 100.0 / self.started.elapsed().as_secs_f64()
     }
 
     /// The other processes' busy time as a share of the machine's time since the start.
