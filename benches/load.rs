@@ -206,7 +206,7 @@ fn main() {
         eprintln!("part {part:?} took {}", report::human(t.elapsed()));
     }
     println!(
-        "\n=== Summary (ratios mesh-authz / no-op baseline; targets reported, not enforced)\n"
+        "\n=== Summary (ratio: median over back-to-back rounds of mesh-authz / no-op baseline; the two value columns are each side's median round; targets reported, not enforced)\n"
     );
     println!("{}", report::summary(&bench.rows));
     for note in &bench.notes {
@@ -283,7 +283,7 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
     let _ = writeln!(out, "commands:");
     let _ = writeln!(
         out,
-        "  warm:   {} (after a {}-request warm-up run with the same settings; {} rounds alternating between the servers, the median round by req/s counts)",
+        "  warm:   {} (after a {}-request warm-up run with the same settings; {} rounds alternating between the servers; ratios are medians of the back-to-back pairs)",
         s.h2load.command_line(),
         s.h2load_warmup,
         s.rounds
@@ -291,7 +291,7 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
     let _ = writeln!(out, "  cold:   in-process tonic driver, {} connections × {} calls in flight, {} requests each a distinct RS256 token (and {} warm requests, after {} warm-up)",
         s.driver.connections, s.driver.concurrency, s.cold_tokens, s.driver_requests, s.driver_warmup);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let _ = writeln!(out, "  envoy:  envoy --concurrency 1 (ext_authz gRPC, failure_mode_allow false, direct_response 200); {} (after a {} s warm-up; {} rounds alternating between the targets, the median round by req/s counts); {}",
+    let _ = writeln!(out, "  envoy:  envoy --concurrency 1 (ext_authz gRPC, failure_mode_allow false, direct_response 200); {} (after a {} s warm-up; {} rounds alternating between the targets; ratios are medians of the back-to-back pairs); {}",
         s.wrk.command_line(), s.wrk_warmup_seconds, s.wrk_rounds, envoy::Placement::from_env(cpus).describe());
     let _ = writeln!(out, "  memory: {} distinct EdDSA tokens from {} users (+{} warm-up), the same driver, fake Gerrit in the bench process, default cache bounds",
         s.memory.tokens, s.memory.users, s.memory.warmup_tokens);
