@@ -846,6 +846,8 @@ mod tests {
             "/a/%2E./b",
             "/a/.%2e",
             "/.",
+            "/a/%2e",
+            "/a/%2e%2E/b",
         ] {
             assert!(has_dot_segments(p), "{p}");
         }
@@ -857,8 +859,38 @@ mod tests {
             "/a/projects/team-a%2Fsub",
             "/a/b..",
             "",
+            "/a/.../b",
+            "/a/%2e%2e%2e/b",
+            "/a/%2/b",
+            "/a/%2f/b",
+            "/a/%2e%/b",
+            "/a/.b/",
+            "//",
         ] {
             assert!(!has_dot_segments(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_agree_with_decoding_every_short_path() {
+        // The definition: a segment that, lower-cased with `%2e` decoded, is `.` or `..`.
+        let by_decoding = |path: &str| {
+            path.split('/').any(|segment| {
+                let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+                decoded == "." || decoded == ".."
+            })
+        };
+        let alphabet = ['.', '%', '2', 'e', 'E', 'a', '/'];
+        // Every path of one to six characters from the alphabet.
+        let mut paths = vec![String::new()];
+        for _ in 0..6 {
+            paths = paths
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            for path in &paths {
+                assert_eq!(has_dot_segments(path), by_decoding(path), "{path:?}");
+            }
         }
     }
 }
