@@ -81,20 +81,27 @@ fn body(error: &str, reason: &str, request_id: Option<&str>) -> String {
     out
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal. Runs of characters that need no escape are copied
+/// whole (every denial writes one of these bodies).
 fn json_string(out: &mut String, s: &str) {
     use std::fmt::Write;
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        // Every byte that needs escaping is ASCII, so `i` is a char boundary.
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            out.push_str(&s[plain..i]);
+            match b {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                _ => {
+                    let _ = write!(out, "\\u{b:04x}");
+                }
             }
-            c => out.push(c),
+            plain = i + 1;
         }
     }
+    out.push_str(&s[plain..]);
     out.push('"');
 }
 
@@ -164,7 +171,19 @@ mod tests {
 
     #[test]
     fn bodies_are_json_whatever_the_request_id_holds() {
-        for id in ["req-1", "a\"b", "back\\slash", "new\nline\u{1}", "ünïcode"] {
+        let ids = [
+            "req-1",
+            "a\"b",
+            "back\\slash",
+            "new\nline\u{1}",
+            "ünïcode",
+            "",
+            "\"",
+            "\"\\\u{1f}",
+            "ü\"ü\\€",
+            "trailing\"",
+        ];
+        for id in ids {
             let text = denial_body(&Denial::NoRoute, Some(id));
             let body: serde_json::Value =
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
