@@ -425,14 +425,8 @@ fn warm(bench: &mut Bench) {
             }
         }
         for (server, runs) in servers.iter().zip(&rounds) {
-            let all: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
-                .collect();
-            let median = report::median_by_rps(runs.clone());
-            let title = format!("warm {variant}, h2load: {} (median round)", server.name);
-            println!("{}", block(&title, &median, note));
-            println!("rounds: {}\n", all.join("; "));
+            let title = format!("warm {variant}, h2load: {}", server.name);
+            println!("{}", report::rounds_block(&title, runs, note));
         }
         let part = format!("warm {variant}, h2load");
         let (rps_target, p99_target) = if expect == Expect::Allow {
@@ -502,14 +496,8 @@ fn cold(bench: &mut Bench) {
         }
     }
     for (server, runs) in servers.iter().zip(&warm_rounds) {
-        let all: Vec<String> = runs
-            .iter()
-            .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
-            .collect();
-        let median = report::median_by_rps(runs.clone());
-        let title = format!("warm allow, driver: {} (median round)", server.name);
-        println!("{}", block(&title, &median, note));
-        println!("rounds: {}\n", all.join("; "));
+        let title = format!("warm allow, driver: {}", server.name);
+        println!("{}", report::rounds_block(&title, runs, note));
     }
     let mut cold_results = Vec::new();
     for server in [&mesh, &noop] {
@@ -638,19 +626,11 @@ fn envoy_part(bench: &mut Bench) {
             });
         }
     }
-    let mut results = Vec::new();
     for ((name, _, envoy), runs) in envoys.iter().zip(&rounds) {
-        let all: Vec<String> = runs
-            .iter()
-            .map(|r| format!("{:.0} req/s p99 {}", r.rps, report::human(r.p99)))
-            .collect();
-        let median = report::median_by_rps(runs.clone());
-        let title = format!("envoy, wrk: {name} (median round)");
-        println!("{}", block(&title, &median, note));
-        println!("rounds: {}", all.join("; "));
+        let title = format!("envoy, wrk: {name}");
+        print!("{}", report::rounds_block(&title, runs, note));
         let counters = bench.runtime.block_on(envoy.authz_counters());
         println!("Envoy ext_authz counters at the end: {counters}\n");
-        results.push(median);
     }
     drop(envoys);
     let ratios: Vec<String> = rounds[0]
@@ -671,10 +651,11 @@ fn envoy_part(bench: &mut Bench) {
     bench
         .rows
         .push(Row::p99("envoy, wrk", &rounds[0], &rounds[1], Target::None));
+    let alone = report::median_by_rps(rounds[2].clone());
     bench.notes.push(format!(
         "Envoy without ext_authz (same wrk settings): {:.0} req/s, p99 {}.",
-        results[2].rps,
-        report::human(results[2].p99)
+        alone.rps,
+        report::human(alone.p99)
     ));
 }
 

@@ -137,6 +137,21 @@ pub fn block(title: &str, stats: &Stats, status_note: &str) -> String {
     out
 }
 
+/// The ghz-like block of the median round (by req/s) of `runs`, titled `title (median
+/// round)`, then a line with every round's req/s and p99.
+pub fn rounds_block(title: &str, runs: &[Stats], status_note: &str) -> String {
+    let all: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.0} req/s p99 {}", r.rps, human(r.p99)))
+        .collect();
+    let median = median_by_rps(runs.to_vec());
+    format!(
+        "{}rounds: {}\n",
+        block(&format!("{title} (median round)"), &median, status_note),
+        all.join("; ")
+    )
+}
+
 /// What the issue asks of a ratio.
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
