@@ -82,6 +82,10 @@ struct CheckArgs {
     /// (e.g. spiffe://cluster.local/ns/ci/sa/runner).
     #[arg(long)]
     principal: Option<String>,
+    /// An Envoy `context_extensions` entry, `key=value` (repeatable), as the Envoy route or
+    /// virtual host that sends the request would set it.
+    #[arg(long = "context-extension", value_name = "KEY=VALUE")]
+    context_extensions: Vec<String>,
 }
 
 /// mimalloc rather than the system allocator: a warm Check allocates a few dozen small
@@ -110,10 +114,24 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text the message
+/// already carries (several errors say their cause in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -246,8 +264,16 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = token {
         headers.insert("authorization".into(), format!("Bearer {t}"));
     }
+    let mut context_extensions = HashMap::new();
+    for entry in &args.context_extensions {
+        let (key, value) = entry
+            .split_once('=')
+            .with_context(|| format!("--context-extension {entry:?}: expected `key=value`"))?;
+        context_extensions.insert(key.to_string(), value.to_string());
+    }
     let view = RequestView {
         principal: args.principal.as_deref().unwrap_or(""),
+        context_extensions: &context_extensions,
         ..RequestView::http(&args.method, &args.host, &args.path, &headers)
     };
     let decision = authorizer.explain(&view).await;

@@ -81,8 +81,39 @@ fn validate_names_a_missing_file() {
         .contains("/nonexistent/mesh-authz.yaml: cannot read"));
 }
 
+#[test]
+fn serve_and_check_name_a_missing_config_and_its_cause_once() {
+    let missing = "/nonexistent/mesh-authz.yaml";
+    for args in [
+        vec!["serve", "--config", missing],
+        vec!["check", "--host", "x", "--config", missing],
+    ] {
+        let command = args[0];
+        let out = bin().args(&args).output().unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "error: /nonexistent/mesh-authz.yaml: cannot read: No such file or directory (os error 2)",
+            "{command}"
+        );
+    }
+}
+
 /// Runs `validate` on a config with the quickstart issuer and these routes.
 fn validate_routes(routes: &str) -> (Output, String) {
+    let (_dir, path) = routes_config(routes);
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (out, path.display().to_string())
+}
+
+/// A config file with the quickstart issuer and these routes, in a temp dir that lives as
+/// long as the returned handle.
+fn routes_config(routes: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         repo("examples/quickstart/jwks.json"),
@@ -94,12 +125,7 @@ fn validate_routes(routes: &str) -> (Output, String) {
         "issuers:\n  - issuer: https://idp.example.com\n    audiences: [mesh]\n    jwks: {{file: jwks.json}}\nroutes:\n{routes}"
     );
     std::fs::write(&path, config).unwrap();
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (out, path.display().to_string())
+    (dir, path)
 }
 
 #[test]
@@ -216,6 +242,53 @@ fn check_without_a_token_is_a_401() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("decision: DENY (HTTP 401)"), "{stdout}");
     assert!(stdout.contains("no token"), "{stdout}");
+}
+
+/// Runs `check` for `GET ci.example.com/` against a config whose only route wants the
+/// Envoy context extension `gateway: internal`, with extra `args`.
+fn check_context_extension_route(args: &[&str]) -> Output {
+    let (_dir, file) = routes_config(
+        r#"
+  - name: ci-internal
+    match:
+      hosts: [ci.example.com]
+      context_extensions: {gateway: internal}
+    allow: public
+"#,
+    );
+    bin()
+        .args(["check", "--host", "ci.example.com", "--config"])
+        .arg(&file)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_matches_routes_on_context_extensions_given_on_the_command_line() {
+    let out = check_context_extension_route(&["--context-extension", "gateway=internal"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("route:    ci-internal"), "{stdout}");
+
+    let out = check_context_extension_route(&["--context-extension", "gateway=public"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("route:    (none)"), "{stdout}");
+
+    let out = check_context_extension_route(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
+}
+
+#[test]
+fn check_refuses_a_context_extension_without_a_value() {
+    let out = check_context_extension_route(&["--context-extension", "gateway"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--context-extension \"gateway\": expected `key=value`"),
+        "{stderr}"
+    );
 }
 
 #[test]
