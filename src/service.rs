@@ -48,7 +48,7 @@ impl Authorization for CheckService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let raw = request::raw_headers(&request);
         let view = RequestView::from_check_request(&request);
         let view = match &raw {
@@ -79,7 +79,10 @@ impl Authorization for CheckService {
             audit.record(AuditRecord {
                 time: SystemTime::now(),
                 request_id: request_id.map(str::to_string),
-                trace_id: audit::trace_id(view.headers),
+                // Envoy's own span (in the call's metadata when it traces) first: when
+                // the gateway starts the trace, the request's headers carry none.
+                trace_id: audit::trace_id(|name| metadata.get(name)?.to_str().ok())
+                    .or_else(|| audit::trace_id(|name| view.header(name))),
                 user: user.map(str::to_string),
                 issuer: decision.caller.as_ref().map(|i| i.issuer.clone()),
                 principal: (!view.principal.is_empty()).then(|| view.principal.to_string()),

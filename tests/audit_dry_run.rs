@@ -127,6 +127,55 @@ async fn every_decision_is_one_audit_line_with_who_what_and_why_and_no_secrets()
 }
 
 #[tokio::test]
+async fn the_audit_trace_id_is_envoys_span_from_the_call_metadata_before_the_request_headers() {
+    // Envoy with tracing on sends its ext_authz span as gRPC metadata (`traceparent` with
+    // the OpenTelemetry tracer, `x-b3-*` with Zipkin); the request's headers carry only
+    // what the client sent, often nothing when the gateway starts the trace.
+    let s = start(|y| y).await;
+    let envoy_span = "00-0af7651916cd43dd8448eb211c80319c-61b1c487a68d07cb-01";
+    let send = |metadata: &[(&'static str, &'static str)], headers: &[(&str, &str)]| {
+        let mut request = tonic::Request::new(check_request("GET", GERRIT, TEAM_A, headers));
+        for (name, value) in metadata {
+            request.metadata_mut().insert(*name, value.parse().unwrap());
+        }
+        let mut client = s.client.clone();
+        async move { client.check(request).await.unwrap() }
+    };
+    send(
+        &[("traceparent", envoy_span)],
+        &[("traceparent", TRACEPARENT)],
+    )
+    .await;
+    send(&[("traceparent", envoy_span)], &[]).await;
+    send(
+        &[
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "830d31df16029876"),
+        ],
+        &[],
+    )
+    .await;
+    send(&[], &[("traceparent", TRACEPARENT)]).await;
+    send(
+        &[("traceparent", "garbage")],
+        &[("traceparent", TRACEPARENT)],
+    )
+    .await;
+    send(&[], &[]).await;
+    let (text, lines) = audit_lines(s).await;
+    let trace_ids: Vec<Value> = lines.iter().map(|l| l["trace_id"].clone()).collect();
+    let expected = serde_json::json!([
+        "0af7651916cd43dd8448eb211c80319c", // metadata beats the client's header
+        "0af7651916cd43dd8448eb211c80319c", // metadata only
+        "463ac35c9f6413ad48485a3953bb6124", // B3 metadata
+        "4bf92f3577b34da6a3ce929d0e0e4736", // no metadata: the client's header
+        "4bf92f3577b34da6a3ce929d0e0e4736", // malformed metadata: the client's header
+        null
+    ]);
+    assert_eq!(Value::from(trace_ids), expected, "{text}");
+}
+
+#[tokio::test]
 async fn a_dry_run_route_allows_what_it_would_deny_anonymously_and_reports_it() {
     let s = start(|y| {
         y.replace(

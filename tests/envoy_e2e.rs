@@ -381,3 +381,40 @@ async fn with_raw_headers_encoded_tokens_are_read_and_forgeries_still_stripped()
     assert_eq!(got.header("x-forwarded-user"), None);
     assert_eq!(got.header("impersonate-group"), None);
 }
+
+#[tokio::test]
+async fn with_envoy_tracing_the_audit_line_carries_the_trace_the_upstream_request_joins() {
+    // The client sends no trace context: Envoy starts the trace. Its ext_authz call carries
+    // the span as gRPC metadata; the CheckRequest's headers carry none.
+    let Some(binary) = require_envoy() else {
+        return;
+    };
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let audited = format!("{GROUPS}\naudit: {{output: audit.jsonl}}");
+    let mut authz = server::TestServer::start(
+        &server::config("file: jwks.json", &audited),
+        &[("jwks.json", &jwks)],
+    )
+    .await;
+    let (upstream, seen) = start_upstream().await;
+    let envoy = Envoy::start_with_tracing(&binary, authz.running().grpc_addr, upstream).await;
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}{TEAM_A}", envoy.listener))
+        .header("host", "gerrit.example.com")
+        .bearer_auth(tokens::token_for("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let traceparent = seen.last_request().header("traceparent");
+    let upstream_trace = match traceparent.as_deref() {
+        Some([value]) => value.split('-').nth(1).unwrap().to_string(),
+        other => panic!("the upstream request has no single traceparent: {other:?}"),
+    };
+
+    authz.server.take().unwrap().shutdown().await.unwrap();
+    let audit = std::fs::read_to_string(authz.file("audit.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(line["decision"], "allow", "{audit}");
+    assert_eq!(line["trace_id"], upstream_trace.as_str(), "{audit}");
+}

@@ -11,7 +11,7 @@
 //! with `delaycompress`.
 
 use serde::{Serialize, Serializer};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -457,16 +457,13 @@ impl Writer {
 /// or parent id invalid), else B3 `x-b3-traceid` (16 or 32 hex, not all zero, returned as
 /// sent), else None. Only well-formed lowercase-hex values are returned (anything else:
 /// None) so a client cannot inject text into the log. A malformed `traceparent` falls
-/// through to B3.
-pub fn trace_id(headers: &HashMap<String, String>) -> Option<String> {
-    headers
-        .get("traceparent")
-        .and_then(|value| w3c_trace_id(value))
-        .or_else(|| {
-            headers
-                .get("x-b3-traceid")
-                .and_then(|value| b3_trace_id(value))
-        })
+/// through to B3. `header` looks a header up by its lower-case name: in the Check call's
+/// gRPC metadata, where Envoy puts its own span context when it traces, or in the
+/// request's headers, which carry only what the client sent.
+pub fn trace_id<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    header("traceparent")
+        .and_then(w3c_trace_id)
+        .or_else(|| header("x-b3-traceid").and_then(b3_trace_id))
         .map(str::to_owned)
 }
 
@@ -508,6 +505,7 @@ fn is_all_zero(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     const WAIT: Duration = Duration::from_secs(10);
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -628,6 +626,10 @@ mod tests {
         );
     }
 
+    fn lookup<'a>(headers: &'a HashMap<String, String>) -> impl Fn(&str) -> Option<&'a str> {
+        |name| headers.get(name).map(String::as_str)
+    }
+
     #[test]
     fn trace_id_prefers_traceparent_then_b3() {
         let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
@@ -635,12 +637,15 @@ mod tests {
             ("traceparent", &traceparent),
             ("x-b3-traceid", "80f198ee56343ba8"),
         ]);
-        assert_eq!(trace_id(&both).as_deref(), Some(TRACE));
+        assert_eq!(trace_id(lookup(&both)).as_deref(), Some(TRACE));
         let b3_short = headers(&[("x-b3-traceid", "80f198ee56343ba8")]);
-        assert_eq!(trace_id(&b3_short).as_deref(), Some("80f198ee56343ba8"));
+        assert_eq!(
+            trace_id(lookup(&b3_short)).as_deref(),
+            Some("80f198ee56343ba8")
+        );
         let b3_long = headers(&[("x-b3-traceid", TRACE)]);
-        assert_eq!(trace_id(&b3_long).as_deref(), Some(TRACE));
-        assert_eq!(trace_id(&HashMap::new()), None);
+        assert_eq!(trace_id(lookup(&b3_long)).as_deref(), Some(TRACE));
+        assert_eq!(trace_id(lookup(&HashMap::new())), None);
     }
 
     #[test]
@@ -649,7 +654,7 @@ mod tests {
             ("traceparent", "garbage"),
             ("x-b3-traceid", "80f198ee56343ba8"),
         ]);
-        assert_eq!(trace_id(&both).as_deref(), Some("80f198ee56343ba8"));
+        assert_eq!(trace_id(lookup(&both)).as_deref(), Some("80f198ee56343ba8"));
     }
 
     #[test]
@@ -674,7 +679,7 @@ mod tests {
         ];
         for value in &bad_traceparents {
             let h = headers(&[("traceparent", value)]);
-            assert_eq!(trace_id(&h), None, "traceparent {value:?}");
+            assert_eq!(trace_id(lookup(&h)), None, "traceparent {value:?}");
         }
         let bad_b3 = [
             "80F198EE56343BA8".to_owned(),
@@ -689,7 +694,7 @@ mod tests {
         ];
         for value in &bad_b3 {
             let h = headers(&[("x-b3-traceid", value)]);
-            assert_eq!(trace_id(&h), None, "x-b3-traceid {value:?}");
+            assert_eq!(trace_id(lookup(&h)), None, "x-b3-traceid {value:?}");
         }
     }
 

@@ -391,12 +391,46 @@ fn transport_socket(tls: Option<&DownstreamTls>, dir: &Path) -> String {
     )
 }
 
+/// With `tracing`: the OpenTelemetry tracer on every request, exporting to a cluster
+/// nobody listens on (the spans are not what the tests look at; the context Envoy
+/// propagates is).
+fn tracing_config(tracing: bool) -> (&'static str, &'static str) {
+    if !tracing {
+        return ("", "");
+    }
+    let hcm = r#"
+          tracing:
+            random_sampling: {value: 100}
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: {envoy_grpc: {cluster_name: trace_sink}, timeout: 0.25s}
+                service_name: ingress-gateway"#;
+    let cluster = r#"
+  - name: trace_sink
+    type: STATIC
+    connect_timeout: 0.25s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: trace_sink
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9}}}"#;
+    (hcm, cluster)
+}
+
 fn bootstrap(
     authz: SocketAddr,
     upstream: SocketAddr,
     transport_socket: &str,
     raw_headers: bool,
+    tracing: bool,
 ) -> String {
+    let (tracing, trace_sink) = tracing_config(tracing);
     format!(
         r#"
 admin:
@@ -410,7 +444,7 @@ static_resources:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
+          stat_prefix: ingress{tracing}
           route_config:
             virtual_hosts:
             - name: all
@@ -451,7 +485,7 @@ static_resources:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}}}
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream_port}}}}}}}{trace_sink}
 "#,
         authz_port = authz.port(),
         upstream_port = upstream.port(),
@@ -463,6 +497,7 @@ static_resources:
 struct Options<'a> {
     tls: Option<&'a DownstreamTls>,
     raw_headers: bool,
+    tracing: bool,
 }
 
 impl Envoy {
@@ -481,6 +516,21 @@ impl Envoy {
     ) -> Self {
         let options = Options {
             raw_headers: true,
+            ..Options::default()
+        };
+        Self::launch(binary, authz, upstream, options).await
+    }
+
+    /// Like [`Envoy::start`], with tracing on (the OpenTelemetry tracer, every request
+    /// sampled): Envoy starts a trace for a request that carries none, gives the ext_authz
+    /// call a span of it and the upstream request its `traceparent`.
+    pub async fn start_with_tracing(
+        binary: &Path,
+        authz: SocketAddr,
+        upstream: SocketAddr,
+    ) -> Self {
+        let options = Options {
+            tracing: true,
             ..Options::default()
         };
         Self::launch(binary, authz, upstream, options).await
@@ -514,7 +564,13 @@ impl Envoy {
         let socket = transport_socket(options.tls, dir.path());
         std::fs::write(
             &config,
-            bootstrap(authz, upstream, &socket, options.raw_headers),
+            bootstrap(
+                authz,
+                upstream,
+                &socket,
+                options.raw_headers,
+                options.tracing,
+            ),
         )
         .unwrap();
         let child = Command::new(binary)
