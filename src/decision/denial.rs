@@ -1,12 +1,11 @@
 //! Denied responses: HTTP status, `WWW-Authenticate`, JSON body.
 
 use super::code;
+use super::headers::overwrite;
 use crate::authorize::Denial;
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckResponse, DeniedHttpResponse};
-use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
 /// The realm in `WWW-Authenticate`.
@@ -118,28 +117,15 @@ fn www_authenticate(denial: &Denial) -> Option<String> {
     })
 }
 
-#[allow(deprecated)] // `append`: see HeaderChanges::to_envoy
-fn header(key: &str, value: String) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
-        append: Some(BoolValue { value: false }),
-        ..Default::default()
-    }
-}
-
 /// The CheckResponse that makes Envoy answer the client with our denial.
 pub fn denied_response(denial: &Denial, request_id: Option<&str>) -> CheckResponse {
     let status = http_status(denial);
     let mut headers = vec![
-        header("content-type", "application/json".into()),
-        header("cache-control", "no-store".into()),
+        overwrite("content-type".into(), "application/json".into()),
+        overwrite("cache-control".into(), "no-store".into()),
     ];
     if let Some(value) = www_authenticate(denial) {
-        headers.push(header("www-authenticate", value));
+        headers.push(overwrite("www-authenticate".into(), value));
     }
     let (grpc_code, http_code) = match status {
         401 => (code::UNAUTHENTICATED, StatusCode::Unauthorized),

@@ -49,32 +49,31 @@ pub struct HeaderChanges {
 }
 
 impl HeaderChanges {
-    /// The `set` list as Envoy header options that overwrite (`append: false`).
-    ///
-    /// `append` is deprecated in favour of `append_action`, but it is what Envoy's
-    /// ext_authz reads for `OkHttpResponse.headers`; setting it explicitly leaves no room
-    /// for a default that appends.
+    /// The `set` list as Envoy header options that overwrite (see [`overwrite`]).
     pub fn to_envoy(&self) -> Vec<HeaderValueOption> {
-        self.clone().into_envoy()
-    }
-
-    /// [`HeaderChanges::to_envoy`], moving the strings rather than copying them.
-    #[allow(deprecated)]
-    pub fn into_envoy(self) -> Vec<HeaderValueOption> {
         self.set
-            .into_iter()
-            .map(|(key, value)| HeaderValueOption {
-                header: Some(HeaderValue {
-                    key,
-                    value,
-                    ..Default::default()
-                }),
-                // Explicitly false: an appended value would be comma-joined onto whatever
-                // the client sent, letting it forge identity.
-                append: Some(BoolValue { value: false }),
-                ..Default::default()
-            })
+            .iter()
+            .map(|(key, value)| overwrite(key.clone(), value.clone()))
             .collect()
+    }
+}
+
+/// An Envoy header option that sets `key` to `value`, replacing whatever the client sent.
+///
+/// `append` is deprecated in favour of `append_action`, but it is what Envoy's ext_authz
+/// reads for `OkHttpResponse.headers`; setting it explicitly leaves no room for a default
+/// that appends: an appended value would be comma-joined onto the client's, letting it
+/// forge identity.
+#[allow(deprecated)]
+pub fn overwrite(key: String, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key,
+            value,
+            ..Default::default()
+        }),
+        append: Some(BoolValue { value: false }),
+        ..Default::default()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Rendering a [`Decision`] as Envoy's `CheckResponse`.
 //!
 //! - allow: status OK (always set: Envoy reads an unset status as OK), an
-//!   `OkHttpResponse` that overwrites identity headers and removes the rest, and the
-//!   identity in `dynamic_metadata` for Envoy's access log;
+//!   `OkHttpResponse` that overwrites identity headers and removes the rest, and, on
+//!   routes with `dynamic_metadata: true`, the identity in `dynamic_metadata` for Envoy's
+//!   access log;
 //! - deny: a non-OK status and a `DeniedHttpResponse` (401 or 403, JSON body);
 //! - cannot decide: a gRPC `UNAVAILABLE` error, so Envoy's `failure_mode_allow` and
 //!   `status_on_error` apply.
@@ -40,17 +41,17 @@ fn allowed(
         remove,
         remove_query,
     } = headers;
-    let set = HeaderChanges {
-        set,
-        ..HeaderChanges::default()
-    };
     CheckResponse {
         status: Some(RpcStatus {
             code: code::OK,
             ..Default::default()
         }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: set.into_envoy(),
+            // Moved, not copied: the strings are the decision's.
+            headers: set
+                .into_iter()
+                .map(|(key, value)| headers::overwrite(key, value))
+                .collect(),
             headers_to_remove: remove,
             query_parameters_to_remove: remove_query,
             ..Default::default()
