@@ -194,9 +194,9 @@ server:
   watch_config: false
 "#;
 
-/// The config of the warm, cold and Envoy parts: one RS256 issuer with the file JWKS
-/// `jwks.json` (the rsa-a fixture), static groups (alice: team-a), no audit.
-pub fn static_config() -> String {
+/// A config with [`SERVER`], one issuer signing with `algorithm` whose keys are the file
+/// `jwks.json`, the `groups` section, and [`ROUTES`].
+fn config(issuer: &str, algorithm: &str, groups: &str) -> String {
     format!(
         r#"{SERVER}
 issuers:
@@ -205,12 +205,20 @@ issuers:
     jwks: {{file: jwks.json}}
     user_claim: preferred_username
     email_claim: email
-    algorithms: [RS256]
-static_groups:
-  alice: [team-a]
+    algorithms: [{algorithm}]
+{groups}
 {ROUTES}"#,
-        issuer = super::requests::ISSUER,
         audience = super::requests::AUDIENCE,
+    )
+}
+
+/// The config of the warm, cold and Envoy parts: one RS256 issuer with the file JWKS
+/// `jwks.json` (the rsa-a fixture), static groups (alice: team-a), no audit.
+pub fn static_config() -> String {
+    config(
+        super::requests::ISSUER,
+        "RS256",
+        "static_groups:\n  alice: [team-a]",
     )
 }
 
@@ -218,21 +226,11 @@ static_groups:
 /// Gerrit at `gerrit_url` (password in `gerrit-password`), every cache at its default
 /// bound, no audit.
 pub fn gerrit_config(gerrit_url: &str, gerrit_user: &str) -> String {
-    format!(
-        r#"{SERVER}
-issuers:
-  - issuer: {issuer}
-    audiences: [{audience}]
-    jwks: {{file: jwks.json}}
-    user_claim: preferred_username
-    email_claim: email
-    algorithms: [EdDSA]
-gerrit:
-  url: {gerrit_url}
-  username: {gerrit_user}
-  password_file: gerrit-password
-{ROUTES}"#,
-        issuer = super::requests::ED_ISSUER,
-        audience = super::requests::AUDIENCE,
+    config(
+        super::requests::ED_ISSUER,
+        "EdDSA",
+        &format!(
+            "gerrit:\n  url: {gerrit_url}\n  username: {gerrit_user}\n  password_file: gerrit-password"
+        ),
     )
 }
