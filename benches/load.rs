@@ -33,6 +33,8 @@
 mod driver;
 #[path = "load/envoy.rs"]
 mod envoy;
+#[path = "../tests/support/envoy_process.rs"]
+mod envoy_process;
 #[path = "load/h2load.rs"]
 mod h2load;
 #[path = "load/memory.rs"]

@@ -2,13 +2,13 @@
 //! `failure_mode_allow: false`) in front of a `direct_response` route, driven over HTTP/1.1
 //! by wrk.
 
+use super::envoy_process::{envoy_in_venv, spawn, wait_until_ready};
 use super::report::Stats;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Envoy: `ENVOY_BIN`, else the one in `<repo>/.venv` or `<repo>/target/envoy-venv` (as
 /// the tests install it), else why there is none. The bench never installs it.
@@ -23,12 +23,7 @@ pub fn find() -> Result<PathBuf, String> {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for venv in [root.join(".venv"), root.join("target/envoy-venv")] {
-        let lib = std::fs::read_dir(venv.join("lib")).into_iter().flatten();
-        let found = lib
-            .flatten()
-            .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
-            .find(|p| p.is_file());
-        if let Some(path) = found {
+        if let Some(path) = envoy_in_venv(&venv) {
             return Ok(path);
         }
     }
@@ -213,65 +208,14 @@ impl Envoy {
         let admin_path = dir.join(format!("envoy-{tag}.admin"));
         let log_path = dir.join(format!("envoy-{tag}.log"));
         std::fs::write(&config, bootstrap(authz)).expect("writing Envoy's bootstrap");
-        let _ = std::fs::remove_file(&admin_path);
-        let log = std::fs::File::create(&log_path).expect("creating Envoy's log");
-        let child = Placement::command(binary, placement.envoy.as_deref())
-            .arg("-c")
-            .arg(&config)
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .args(["--concurrency", "1", "--disable-hot-restart"])
-            .args(["--use-dynamic-base-id", "-l", "warn"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start Envoy {}: {e}", binary.display()));
-        let mut envoy = Self {
+        let command = Placement::command(binary, placement.envoy.as_deref());
+        let mut child = spawn(command, &config, &admin_path, &log_path);
+        let (admin, listener) = wait_until_ready(&mut child, &admin_path, &log_path).await;
+        Self {
             child,
-            listener: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        (envoy.admin, envoy.listener) = envoy.wait_until_ready(&admin_path, &log_path).await;
-        envoy
-    }
-
-    /// Envoy's admin and listener addresses, once `/ready` answers.
-    async fn wait_until_ready(
-        &mut self,
-        admin_path: &Path,
-        log: &Path,
-    ) -> (SocketAddr, SocketAddr) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(log).unwrap_or_default();
-                panic!("Envoy exited during start ({status}); its log:\n{log}");
-            }
-            let admin = std::fs::read_to_string(admin_path).ok();
-            if let Some(admin) = admin.and_then(|a| a.trim().parse::<SocketAddr>().ok()) {
-                let ready = http.get(format!("http://{admin}/ready")).send().await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
-                    let listeners: Value = http
-                        .get(format!("http://{admin}/listeners?format=json"))
-                        .send()
-                        .await
-                        .and_then(|r| r.error_for_status())
-                        .expect("Envoy's /listeners")
-                        .json()
-                        .await
-                        .expect("Envoy's /listeners is JSON");
-                    let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]
-                        ["port_value"]
-                        .as_u64()
-                        .and_then(|p| u16::try_from(p).ok())
-                        .unwrap_or_else(|| panic!("no listener port in {listeners}"));
-                    return (admin, SocketAddr::from(([127, 0, 0, 1], port)));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            listener,
+            admin,
         }
-        panic!("Envoy did not become ready within 30 s");
     }
 
     /// The ext_authz counters `ok`, `denied`, `error` (as `name=value`).

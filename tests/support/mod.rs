@@ -6,6 +6,8 @@
 //!   a trusted header), permission model and events, with faults on demand.
 //! - [`tokens`]: signs test tokens with the fixture keys in `tests/fixtures`.
 //! - [`pki`]: a throwaway CA issuing server and SPIFFE workload certificates.
+//! - [`envoy`], [`envoy_process`]: a real Envoy in front of mesh-authz (the process part
+//!   is shared with the load bench), a Check tap and an echo upstream.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
 //! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
 
@@ -13,6 +15,7 @@
 
 pub mod clock;
 pub mod envoy;
+pub mod envoy_process;
 pub mod gerrit;
 pub mod idp;
 pub mod pki;
