@@ -48,16 +48,6 @@ pub struct HeaderChanges {
     pub remove_query: Vec<String>,
 }
 
-impl HeaderChanges {
-    /// The `set` list as Envoy header options that overwrite (see [`overwrite`]).
-    pub fn to_envoy(&self) -> Vec<HeaderValueOption> {
-        self.set
-            .iter()
-            .map(|(key, value)| overwrite(key.clone(), value.clone()))
-            .collect()
-    }
-}
-
 /// An Envoy header option that sets `key` to `value`, replacing whatever the client sent.
 ///
 /// `append` is deprecated in favour of `append_action`, but it is what Envoy's ext_authz
@@ -308,8 +298,9 @@ mod tests {
         assert_eq!(c.remove_query, vec!["access_token".to_string()]);
         #[allow(deprecated)]
         let all_overwrite = c
-            .to_envoy()
+            .set
             .iter()
+            .map(|(key, value)| overwrite(key.clone(), value.clone()))
             .all(|o| o.append == Some(BoolValue { value: false }));
         assert!(all_overwrite);
     }
