@@ -230,7 +230,7 @@ fn check_explains_a_group_denial() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("decision: DENY (HTTP 403)"), "{stdout}");
     assert!(
-        stdout.contains("allow: groups any of [\"team-a\"]: not a member"),
+        stdout.contains("allow: groups any of [name:team-a]: not a member"),
         "{stdout}"
     );
 }

@@ -181,7 +181,7 @@ async fn a_required_group_may_be_named_by_the_uuid_gerrit_reports() {
     let s = start_with(&gerrit, PASSWORD, |y| {
         y.replace(
             "groups_any_of: [team-a]",
-            &format!("groups_any_of: [\"{uuid}\"]"),
+            &format!("groups_any_of: [\"uuid:{uuid}\"]"),
         )
     })
     .await;
@@ -190,11 +190,52 @@ async fn a_required_group_may_be_named_by_the_uuid_gerrit_reports() {
 }
 
 #[tokio::test]
+async fn a_group_named_like_another_groups_uuid_does_not_satisfy_a_rule_on_that_uuid() {
+    // Group owners choose their groups' names: mallory owns a group she named after
+    // team-a's UUID. Only team-a itself may satisfy a rule on that UUID.
+    let gerrit = FakeGerrit::start().await;
+    let uuid = group_uuid("team-a");
+    gerrit.add_account("alice", &["team-a"]);
+    gerrit.add_account("mallory", &[&uuid]);
+    let s = start_with(&gerrit, PASSWORD, |y| {
+        y.replace(
+            "groups_any_of: [team-a]",
+            &format!("groups_any_of: [\"uuid:{uuid}\"]"),
+        )
+    })
+    .await;
+    allowed(&answered(&s, "alice", TEAM_A).await);
+    assert_eq!(
+        denied(&answered(&s, "mallory", TEAM_A).await).http_status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn a_group_whose_uuid_is_written_as_a_name_does_not_satisfy_a_rule_on_that_name() {
+    // `name:` compares names only: team-a's UUID written as a name matches no group.
+    let gerrit = FakeGerrit::start().await;
+    let uuid = group_uuid("team-a");
+    gerrit.add_account("alice", &["team-a"]);
+    let s = start_with(&gerrit, PASSWORD, |y| {
+        y.replace(
+            "groups_any_of: [team-a]",
+            &format!("groups_any_of: [\"name:{uuid}\"]"),
+        )
+    })
+    .await;
+    assert_eq!(
+        denied(&answered(&s, "alice", TEAM_A).await).http_status,
+        403
+    );
+}
+
+#[tokio::test]
 async fn every_known_gerrit_account_is_in_registered_users_whether_or_not_gerrit_shows_it() {
     // Gerrit shows system groups only to administrators; policy may name the group by its
     // UUID (sent URL-encoded, `global%3ARegistered-Users`) or its name either way.
     for admin in [false, true] {
-        for required in ["global:Registered-Users", "Registered Users"] {
+        for required in ["uuid:global:Registered-Users", "Registered Users"] {
             let gerrit = FakeGerrit::start().await;
             gerrit.add_account("bob", &[]);
             if admin {

@@ -4,7 +4,7 @@
 
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::config::{self, Config, GerritConfig, GroupsConfig};
-use mesh_authz::policy::{PrincipalMatcher, Requirement, Rule};
+use mesh_authz::policy::{GroupRef, PrincipalMatcher, Requirement, Rule};
 use mesh_authz::request::RequestView;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -249,7 +249,10 @@ fn production_routes_send_requests_where_their_comments_say() {
     // What each route demands.
     let team_a = Requirement::AnyOf(vec![Rule {
         token: true,
-        groups_any_of: vec!["team-a".into(), "Administrators".into()],
+        groups_any_of: vec![
+            GroupRef::Name("team-a".into()),
+            GroupRef::Name("Administrators".into()),
+        ],
         ..Rule::default()
     }]);
     let ci_runner = Requirement::AnyOf(vec![Rule {

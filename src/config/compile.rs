@@ -9,8 +9,9 @@ use crate::decision::MAX_INJECTED_BYTES;
 use crate::gerrit::{CacheSettings, Group};
 use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
 use crate::policy::{
-    header_name, ClaimCondition, ClaimRequirement, GroupsHeader, HostMatcher, IdentityHeaders,
-    MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule, RouteTable, Rule,
+    header_name, ClaimCondition, ClaimRequirement, GroupRef, GroupsHeader, HostMatcher,
+    IdentityHeaders, MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule,
+    RouteTable, Rule,
 };
 use crate::telemetry::audit::AuditOutput;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
@@ -744,7 +745,7 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         }
         Some(GroupsHeader {
             name,
-            only: g.only.clone(),
+            only: group_refs(&g.only, &format!("{path}.inject.groups.only"), p),
             max_bytes: g.max_bytes,
             on_overflow,
         })
@@ -900,6 +901,12 @@ fn compile_kube_rule(path: &str, raw: &RawKubeRule, p: &mut Problems) -> KubeRul
                         "must contain `{namespace}`, e.g. `{namespace}` or `k8s-{namespace}-admins`",
                     );
                 }
+                if pattern.starts_with("uuid:") || pattern.starts_with("name:") {
+                    p.add(
+                        format!("{path}.namespace_group"),
+                        "a pattern of group names: write it without `uuid:` or `name:`",
+                    );
+                }
             }
             if raw.namespaces.is_empty() && raw.namespace_group.is_none() && !raw.cluster {
                 p.add(
@@ -954,8 +961,21 @@ fn compile_kube_rule(path: &str, raw: &RawKubeRule, p: &mut Problems) -> KubeRul
     KubeRule {
         verbs: raw.verbs.iter().map(|v| v.to_ascii_lowercase()).collect(),
         target,
-        groups_any_of: raw.groups_any_of.clone(),
+        groups_any_of: group_refs(&raw.groups_any_of, &format!("{path}.groups_any_of"), p),
     }
+}
+
+/// Compiles group entries (`uuid:`, `name:` or a plain name), reporting each refused one.
+fn group_refs(entries: &[String], path: &str, p: &mut Problems) -> Vec<GroupRef> {
+    entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            GroupRef::parse(entry)
+                .map_err(|e| p.add(format!("{path}[{i}]"), e.to_string()))
+                .ok()
+        })
+        .collect()
 }
 
 fn principals(patterns: &[String], path: &str, p: &mut Problems) -> Vec<PrincipalMatcher> {
@@ -977,14 +997,6 @@ fn compile_rule(path: &str, raw: &RawRule, p: &mut Problems) -> Rule {
             path.to_string(),
             "an empty rule would allow everyone: use `allow: public`, or set `authenticated: true`, `principals`, groups, claims or scopes",
         );
-    }
-    for (field, groups) in [
-        ("groups_any_of", &raw.groups_any_of),
-        ("groups_all_of", &raw.groups_all_of),
-    ] {
-        if groups.iter().any(String::is_empty) {
-            p.add(format!("{path}.{field}"), "group names must not be empty");
-        }
     }
     let claims = raw
         .claims
@@ -1044,8 +1056,8 @@ fn compile_rule(path: &str, raw: &RawRule, p: &mut Problems) -> Rule {
     Rule {
         principals: principals(&raw.principals, &format!("{path}.principals"), p),
         token,
-        groups_any_of: raw.groups_any_of.clone(),
-        groups_all_of: raw.groups_all_of.clone(),
+        groups_any_of: group_refs(&raw.groups_any_of, &format!("{path}.groups_any_of"), p),
+        groups_all_of: group_refs(&raw.groups_all_of, &format!("{path}.groups_all_of"), p),
         claims,
         scopes: raw.scopes.clone(),
         as_user: raw.as_user.clone(),

@@ -175,9 +175,7 @@ fn groups_value(header: &GroupsHeader, m: &Membership) -> Result<String, InjectE
     let wanted: Vec<&str> = m
         .groups
         .iter()
-        .filter(|g| {
-            header.only.is_empty() || header.only.iter().any(|o| *o == g.name || *o == g.uuid)
-        })
+        .filter(|g| header.only.is_empty() || header.only.iter().any(|o| o.names(g)))
         .map(|g| g.name.as_str())
         // A comma inside a name would split it into two groups upstream.
         .filter(|n| !n.contains(',') && is_safe(n))
@@ -216,7 +214,7 @@ fn is_safe(value: &str) -> bool {
 mod tests {
     use super::*;
     use crate::gerrit::Group;
-    use crate::policy::{IdentityHeaders, MethodSet, PathMatcher, Requirement};
+    use crate::policy::{GroupRef, IdentityHeaders, MethodSet, PathMatcher, Requirement};
 
     fn route() -> RouteRule {
         RouteRule {
@@ -370,8 +368,8 @@ mod tests {
         let mut r = route();
         let header = r.inject.groups.as_mut().unwrap();
         header.only = vec![
-            "project-007-committers".into(),
-            "uuid-project-299-committers".into(),
+            GroupRef::Name("project-007-committers".into()),
+            GroupRef::Uuid("uuid-project-299-committers".into()),
         ];
         let c = upstream_changes(
             &r,

@@ -7,6 +7,7 @@
 //! apiserver then authorizes the impersonated user once more with its own RBAC.
 
 use super::kube::{KubeRequest, ResourceRequest};
+use super::GroupRef;
 use crate::gerrit::Membership;
 
 /// A route's kube-apiserver policy.
@@ -40,8 +41,8 @@ pub struct KubeRule {
     pub verbs: Vec<String>,
     /// What the rule covers.
     pub target: KubeTarget,
-    /// The user must also be in one of these groups (names or UUIDs); empty: no need.
-    pub groups_any_of: Vec<String>,
+    /// The user must also be in one of these groups; empty: no need.
+    pub groups_any_of: Vec<GroupRef>,
 }
 
 /// What a [`KubeRule`] covers.
@@ -118,13 +119,13 @@ impl KubePolicy {
         request: &KubeRequest,
         groups: Option<&Membership>,
     ) -> Result<KubeGrant, KubeDenial> {
-        let in_group = |g: &str| groups.is_some_and(|m| m.contains(g));
+        let in_group = |g: &GroupRef| groups.is_some_and(|m| g.is_held_by(m));
         for (i, rule) in self.rules.iter().enumerate() {
             let Some(mut granting) = rule.allows(request, &in_group) else {
                 continue;
             };
             if let Some(g) = rule.groups_any_of.iter().find(|g| in_group(g)) {
-                granting.get_or_insert_with(|| g.clone());
+                granting.get_or_insert_with(|| g.value().to_string());
             } else if !rule.groups_any_of.is_empty() {
                 continue;
             }
@@ -148,7 +149,7 @@ impl KubeRule {
     fn allows(
         &self,
         request: &KubeRequest,
-        in_group: &dyn Fn(&str) -> bool,
+        in_group: &dyn Fn(&GroupRef) -> bool,
     ) -> Option<Option<String>> {
         match (request, &self.target) {
             (
@@ -169,8 +170,10 @@ impl KubeRule {
                     None => scope.cluster.then_some(None),
                     Some(ns) if scope.namespaces.iter().any(|n| n == "*" || n == ns) => Some(None),
                     Some(ns) => {
+                        // A name pattern: owner groups are matched by name only.
                         let owner = scope.namespace_group.as_ref()?.replace("{namespace}", ns);
-                        in_group(&owner).then_some(Some(owner))
+                        let group = GroupRef::Name(owner);
+                        in_group(&group).then(|| Some(group.value().to_string()))
                     }
                 }
             }
@@ -273,7 +276,7 @@ mod tests {
                     },
                 ),
                 KubeRule {
-                    groups_any_of: strings(&["platform"]),
+                    groups_any_of: vec![GroupRef::Name("platform".into())],
                     ..resources(
                         &["get", "list", "watch"],
                         &[""],

@@ -3,6 +3,7 @@
 //! Rules are compiled from the config once (the matchers' constructors reject anything
 //! invalid), then evaluated with pure functions on every Check.
 
+mod group_ref;
 pub mod kube;
 pub mod kube_access;
 mod matcher;
@@ -10,6 +11,7 @@ pub mod overlap;
 mod requirement;
 mod route;
 
+pub use group_ref::GroupRef;
 pub use matcher::{HostMatcher, MethodSet, PathMatcher, PrincipalMatcher};
 pub use requirement::{ClaimCondition, ClaimRequirement, Requirement, Rule, Satisfied, Unmet};
 pub use route::{
@@ -43,4 +45,11 @@ pub enum PolicyError {
     /// A principal pattern is empty or has a misplaced wildcard.
     #[error("invalid principal pattern {0:?}: use an exact identity, `prefix*`, `*suffix` or `*`")]
     InvalidPrincipal(String),
+    /// A plain group entry is shaped like a Gerrit group UUID, and would otherwise be
+    /// matched against names too.
+    #[error("group {0:?} looks like a group UUID: write `uuid:{0}` to match the group with that UUID, or `name:{0}` for a group with that name")]
+    AmbiguousGroup(String),
+    /// A group entry is empty or has control characters.
+    #[error("invalid group {0:?}: write a group name, `name:NAME` or `uuid:UUID`")]
+    InvalidGroup(String),
 }

@@ -5,7 +5,7 @@
 //! [`crate::authorize`] finds those facts (the token, the groups) only when a rule needs
 //! them.
 
-use super::PrincipalMatcher;
+use super::{GroupRef, PrincipalMatcher};
 use crate::authn::Identity;
 use crate::gerrit::Membership;
 use serde_json::Value;
@@ -55,10 +55,10 @@ pub struct Rule {
     pub principals: Vec<PrincipalMatcher>,
     /// A valid token is needed (implied by every condition on the token).
     pub token: bool,
-    /// The user must be in at least one of these groups (name or UUID).
-    pub groups_any_of: Vec<String>,
-    /// The user must be in all of these groups (name or UUID).
-    pub groups_all_of: Vec<String>,
+    /// The user must be in at least one of these groups.
+    pub groups_any_of: Vec<GroupRef>,
+    /// The user must be in all of these groups.
+    pub groups_all_of: Vec<GroupRef>,
     /// Conditions on the token's claims.
     pub claims: Vec<ClaimRequirement>,
     /// OAuth scopes the token must carry, all of them (`scope`, space-separated, or `scp`).
@@ -120,24 +120,24 @@ impl Rule {
         }
         if let (false, Some(m)) = (self.groups_any_of.is_empty(), membership) {
             let any = &self.groups_any_of;
-            match any.iter().find(|g| m.contains(g)) {
+            match any.iter().find(|g| g.is_held_by(m)) {
                 Some(g) => {
-                    note(&|| format!("groups any of {any:?}: member of {g:?}"));
+                    note(&|| format!("groups any of [{}]: member of {g}", list(any)));
                     satisfied.group = Some(g.clone());
                 }
                 None => {
-                    note(&|| format!("groups any of {any:?}: not a member"));
+                    note(&|| format!("groups any of [{}]: not a member", list(any)));
                     return Err(Unmet::Groups(any.clone()));
                 }
             }
         }
         if let (false, Some(m)) = (self.groups_all_of.is_empty(), membership) {
             let all = &self.groups_all_of;
-            if let Some(missing) = all.iter().find(|g| !m.contains(g)) {
-                note(&|| format!("groups all of {all:?}: not a member of {missing:?}"));
+            if let Some(missing) = all.iter().find(|g| !g.is_held_by(m)) {
+                note(&|| format!("groups all of [{}]: not a member of {missing}", list(all)));
                 return Err(Unmet::Groups(vec![missing.clone()]));
             }
-            note(&|| format!("groups all of {all:?}: member of each"));
+            note(&|| format!("groups all of [{}]: member of each", list(all)));
         }
         for c in &self.claims {
             if !c.condition.holds(claim(&identity.claims, &c.claim)) {
@@ -161,14 +161,14 @@ impl Rule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Satisfied {
     /// The group of `groups_any_of` the user is in.
-    pub group: Option<String>,
+    pub group: Option<GroupRef>,
 }
 
 /// The condition of a rule that did not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unmet {
     /// Not in the group(s).
-    Groups(Vec<String>),
+    Groups(Vec<GroupRef>),
     /// The claim does not satisfy its condition (or is missing).
     Claim(String),
     /// The scope is missing.
@@ -178,12 +178,21 @@ pub enum Unmet {
 impl fmt::Display for Unmet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unmet::Groups(g) if g.len() == 1 => write!(f, "not a member of {:?}", g[0]),
-            Unmet::Groups(g) => write!(f, "not a member of any of {g:?}"),
+            Unmet::Groups(g) if g.len() == 1 => write!(f, "not a member of {}", g[0]),
+            Unmet::Groups(g) => write!(f, "not a member of any of [{}]", list(g)),
             Unmet::Claim(c) => write!(f, "claim {c:?} does not satisfy the route"),
             Unmet::Scope(s) => write!(f, "scope {s:?} missing"),
         }
     }
+}
+
+/// `name:a, uuid:b` for notes and denials.
+fn list(groups: &[GroupRef]) -> String {
+    groups
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A condition on one claim.
@@ -296,6 +305,10 @@ mod tests {
         }
     }
 
+    fn name(n: &str) -> GroupRef {
+        GroupRef::Name(n.into())
+    }
+
     fn rule() -> Rule {
         Rule {
             token: true,
@@ -306,17 +319,20 @@ mod tests {
     #[test]
     fn groups_any_of_names_the_group_that_matched_and_all_of_needs_each() {
         let any = Rule {
-            groups_any_of: vec!["team-b".into(), "uuid-team-a".into()],
+            groups_any_of: vec![name("team-b"), GroupRef::Uuid("uuid-team-a".into())],
             ..rule()
         };
         let who = identity(json!({}));
         let got = any.check_identity(&who, Some(&member_of(&["team-a"])));
-        assert_eq!(got.unwrap().group.as_deref(), Some("uuid-team-a"));
+        assert_eq!(
+            got.unwrap().group,
+            Some(GroupRef::Uuid("uuid-team-a".into()))
+        );
         assert!(any
             .check_identity(&who, Some(&member_of(&["team-c"])))
             .is_err());
         let all = Rule {
-            groups_all_of: vec!["team-a".into(), "reviewers".into()],
+            groups_all_of: vec![name("team-a"), name("reviewers")],
             ..rule()
         };
         assert!(all
@@ -324,7 +340,7 @@ mod tests {
             .is_ok());
         assert_eq!(
             all.check_identity(&who, Some(&member_of(&["team-a"]))),
-            Err(Unmet::Groups(vec!["reviewers".into()]))
+            Err(Unmet::Groups(vec![name("reviewers")]))
         );
         assert!(
             all.check_identity(&who, None).is_err(),

@@ -1,7 +1,9 @@
 //! Route rules and the first-match route table.
 
 use super::kube_access::KubePolicy;
-use super::{HostMatcher, MethodSet, PathMatcher, PolicyError, PrincipalMatcher, Requirement};
+use super::{
+    GroupRef, HostMatcher, MethodSet, PathMatcher, PolicyError, PrincipalMatcher, Requirement,
+};
 use crate::authn::TokenSource;
 use crate::request::RequestView;
 use std::sync::Arc;
@@ -36,8 +38,8 @@ impl IdentityHeaders {
 pub struct GroupsHeader {
     /// The header name, lower-case.
     pub name: String,
-    /// Only these groups (names or UUIDs) are passed on; empty: all of the user's groups.
-    pub only: Vec<String>,
+    /// Only these groups are passed on; empty: all of the user's groups.
+    pub only: Vec<GroupRef>,
     /// Largest header value, in bytes.
     pub max_bytes: usize,
     /// What happens when the user's groups do not fit.
