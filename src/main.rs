@@ -213,6 +213,11 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
                         route(later),
                         route(earlier)
                     ),
+                    Finding::MidSegmentPrefix { route: i, prefix } => eprintln!(
+                        "{file}: warning: {}: prefix {prefix:?} also matches {:?}: use `segment_prefix: {prefix}` for whole segments, or end the prefix with `/`",
+                        route(i),
+                        format!("{prefix}x"),
+                    ),
                 }
             }
             if errors > 0 {

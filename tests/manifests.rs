@@ -5,7 +5,7 @@
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::config::{self, Config, GerritConfig, GroupsConfig};
 use mesh_authz::policy::{GroupRef, PrincipalMatcher, Requirement, Rule};
-use mesh_authz::request::RequestView;
+use mesh_authz::request::{routing_path, RequestView};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -186,7 +186,15 @@ fn production_routes_send_requests_where_their_comments_say() {
         ),
         (
             "GET gerrit.example.com /a/projects/team-a%2fservice",
-            Some("gerrit-team-a-rest-lower"),
+            Some("gerrit-team-a-rest"),
+        ),
+        (
+            "GET gerrit.example.com /a/projects/team%2Da/branches",
+            Some("gerrit-team-a-rest"),
+        ),
+        (
+            "GET gerrit.example.com /a/projects/team-abc/branches",
+            Some("gerrit-api"),
         ),
         (
             "GET gerrit.example.com /a/team-a/service.git/info/refs?service=git-upload-pack",
@@ -242,6 +250,12 @@ fn production_routes_send_requests_where_their_comments_say() {
             parts.next().unwrap(),
         );
         let view = RequestView::http(method, host, full_path, &empty);
+        // Routes see the path in the form the server matches it in.
+        let routing = routing_path(view.path).unwrap();
+        let view = RequestView {
+            path: &routing,
+            ..view
+        };
         let got = config.routes.find(&view).map(|r| r.name.to_string());
         assert_eq!(got.as_deref(), want, "config.yaml: {request}");
     }

@@ -166,7 +166,7 @@ routes:
   - name: gerrit-team-a
     match:
       hosts: [gerrit.example.com]
-      path: {prefix: /a/projects/team-a}
+      path: {segment_prefix: /a/projects/team-a}
     allow:
       groups_any_of: [team-a]
     inject:

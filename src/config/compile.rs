@@ -643,20 +643,23 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         .collect();
     let path_matcher = match &raw.matches.path {
         None => Some(PathMatcher::Any),
-        Some(m) => match (&m.prefix, &m.exact, &m.regex) {
-            (Some(prefix), None, None) => PathMatcher::prefix(prefix)
+        Some(m) => match (&m.segment_prefix, &m.prefix, &m.exact, &m.regex) {
+            (Some(segments), None, None, None) => PathMatcher::segment_prefix(segments)
+                .map_err(|e| p.add(format!("{path}.match.path.segment_prefix"), e.to_string()))
+                .ok(),
+            (None, Some(prefix), None, None) => PathMatcher::prefix(prefix)
                 .map_err(|e| p.add(format!("{path}.match.path.prefix"), e.to_string()))
                 .ok(),
-            (None, Some(exact), None) => PathMatcher::exact(exact)
+            (None, None, Some(exact), None) => PathMatcher::exact(exact)
                 .map_err(|e| p.add(format!("{path}.match.path.exact"), e.to_string()))
                 .ok(),
-            (None, None, Some(regex)) => PathMatcher::regex(regex)
+            (None, None, None, Some(regex)) => PathMatcher::regex(regex)
                 .map_err(|e| p.add(format!("{path}.match.path.regex"), e.to_string()))
                 .ok(),
             _ => {
                 p.add(
                     format!("{path}.match.path"),
-                    "set exactly one of `prefix`, `exact` or `regex`",
+                    "set exactly one of `segment_prefix`, `prefix`, `exact` or `regex`",
                 );
                 None
             }

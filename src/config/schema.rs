@@ -375,7 +375,8 @@ pub struct RawMatch {
     /// Exact hosts or `*.suffix` wildcards.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Path prefix, exact path or regex.
+    /// Path: whole segments, a prefix, an exact path or a regex, compared with the path
+    /// decoded once (`%2D` is `-`, `%2F` is `/`), as the upstream reads it.
     pub path: Option<RawPath>,
     /// HTTP methods.
     #[serde(default)]
@@ -388,10 +389,15 @@ pub struct RawMatch {
     pub context_extensions: BTreeMap<String, String>,
 }
 
-/// `routes[].match.path`: exactly one of `prefix`, `exact` or `regex`.
+/// `routes[].match.path`: exactly one of `segment_prefix`, `prefix`, `exact` or `regex`.
 #[derive(Debug, Deserialize)]
 pub struct RawPath {
-    /// Matches paths that start with this string.
+    /// Matches this path and the paths below it, by whole segments: `/a/projects/team-a`
+    /// matches `/a/projects/team-a` and `/a/projects/team-a/x`, not `/a/projects/team-abc`
+    /// (like Envoy's `path_separated_prefix`). A trailing `/` makes no difference.
+    pub segment_prefix: Option<String>,
+    /// Matches paths that start with this string, character by character: `/a/team-a`
+    /// also matches `/a/team-abc` (`validate` warns unless it ends with `/`).
     pub prefix: Option<String>,
     /// Matches only this path.
     pub exact: Option<String>,

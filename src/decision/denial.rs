@@ -11,12 +11,12 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 /// The realm in `WWW-Authenticate`.
 const REALM: &str = "mesh-authz";
 
-/// The HTTP status for a denial: 401 without a usable token, 400 for a path that is not
-/// normalised, 403 otherwise.
+/// The HTTP status for a denial: 401 without a usable token, 400 for a path refused before
+/// matching, 403 otherwise.
 pub fn http_status(denial: &Denial) -> u16 {
     match denial {
         Denial::Unauthenticated(_) => 401,
-        Denial::UnnormalizedPath => 400,
+        Denial::UnsafePath(_) => 400,
         _ => 403,
     }
 }
@@ -28,10 +28,7 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
             e.rfc6750_error().unwrap_or("invalid_request"),
             e.to_string(),
         ),
-        Denial::UnnormalizedPath => (
-            "invalid_request",
-            "the path contains `.` or `..` segments".into(),
-        ),
+        Denial::UnsafePath(e) => ("invalid_request", e.to_string()),
         Denial::NoRoute => ("access_denied", "no route allows this request".into()),
         Denial::PrincipalNotAllowed => (
             "access_denied",

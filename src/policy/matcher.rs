@@ -1,6 +1,7 @@
 //! Host, path, method and workload principal matchers.
 
 use super::PolicyError;
+use crate::request::routing_path;
 
 /// Matches the request host, ignoring case and any `:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +74,14 @@ pub const MAX_REGEX_LEN: usize = 1024;
 /// cost unbounded memory or matching time; ample for path patterns.
 pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 
-/// Matches the request path (query string already removed).
+/// Matches the request path (query string already removed, decoded once by
+/// [`crate::request::routing_path`]).
 #[derive(Debug, Clone)]
 pub enum PathMatcher {
     /// Every path.
     Any,
+    /// This path and those below it, by whole segments; stored without a trailing `/`.
+    SegmentPrefix(String),
     /// Paths starting with this string (case-sensitive, like Envoy's `prefix`).
     Prefix(String),
     /// Only this path.
@@ -91,7 +95,8 @@ impl PartialEq for PathMatcher {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (PathMatcher::Any, PathMatcher::Any) => true,
-            (PathMatcher::Prefix(a), PathMatcher::Prefix(b))
+            (PathMatcher::SegmentPrefix(a), PathMatcher::SegmentPrefix(b))
+            | (PathMatcher::Prefix(a), PathMatcher::Prefix(b))
             | (PathMatcher::Exact(a), PathMatcher::Exact(b)) => a == b,
             (PathMatcher::Regex(a), PathMatcher::Regex(b)) => a.as_str() == b.as_str(),
             _ => false,
@@ -102,14 +107,20 @@ impl PartialEq for PathMatcher {
 impl Eq for PathMatcher {}
 
 impl PathMatcher {
+    /// Compiles a segment prefix: `/a/b` (or `/a/b/`) matches `/a/b`, `/a/b/...` and
+    /// `/a/b%2F...` (Gerrit's REST API writes project `b/c` as `b%2Fc`).
+    pub fn segment_prefix(prefix: &str) -> Result<Self, PolicyError> {
+        check_path(prefix).map(|p| PathMatcher::SegmentPrefix(p.trim_end_matches('/').into()))
+    }
+
     /// Compiles a prefix matcher.
     pub fn prefix(prefix: &str) -> Result<Self, PolicyError> {
-        check_path(prefix).map(|p| PathMatcher::Prefix(p.to_string()))
+        check_path(prefix).map(PathMatcher::Prefix)
     }
 
     /// Compiles an exact matcher.
     pub fn exact(path: &str) -> Result<Self, PolicyError> {
-        check_path(path).map(|p| PathMatcher::Exact(p.to_string()))
+        check_path(path).map(PathMatcher::Exact)
     }
 
     /// Compiles a full-match regular expression (RE2 syntax, no look-around or
@@ -148,6 +159,11 @@ impl PathMatcher {
     pub fn matches(&self, path: &str) -> bool {
         match self {
             PathMatcher::Any => true,
+            PathMatcher::SegmentPrefix(prefix) => {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || rest.starts_with("%2F")
+                })
+            }
             PathMatcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
             PathMatcher::Exact(exact) => path == exact,
             PathMatcher::Regex(re) => re.is_match(path),
@@ -210,12 +226,17 @@ impl PrincipalMatcher {
     }
 }
 
-fn check_path(path: &str) -> Result<&str, PolicyError> {
-    if path.starts_with('/') && !path.contains(['?', '#']) {
-        Ok(path)
-    } else {
-        Err(PolicyError::InvalidPath(path.to_string()))
+/// A route path in the form requests are matched in ([`routing_path`]): `%2d` becomes
+/// `-` and `%2f` becomes `%2F`, so either spelling in the config means the same.
+fn check_path(path: &str) -> Result<String, PolicyError> {
+    let invalid = || PolicyError::InvalidPath(path.to_string());
+    if !path.starts_with('/') || path.contains(['?', '#']) {
+        return Err(invalid());
     }
+    // A trailing `/` is checked as part of the path, and `prefix: /a/` is no empty segment.
+    routing_path(path)
+        .map(|p| p.into_owned())
+        .map_err(|e| PolicyError::UnsafePath(path.to_string(), e))
 }
 
 /// A set of HTTP methods; empty means any method.

@@ -25,8 +25,8 @@ pub enum PolicyError {
     /// A host pattern is empty, has a misplaced wildcard or invalid characters.
     #[error("invalid host pattern {0:?}: use an exact host or `*.suffix`")]
     InvalidHost(String),
-    /// A path does not start with `/`.
-    #[error("invalid path {0:?}: must start with `/`")]
+    /// A path does not start with `/`, or has a query, a fragment or a `%` escape.
+    #[error("invalid path {0:?}: must start with `/`, without `?` or `#`")]
     InvalidPath(String),
     /// An HTTP method name is not a token.
     #[error("invalid HTTP method {0:?}")]
@@ -49,6 +49,9 @@ pub enum PolicyError {
     /// matched against names too.
     #[error("group {0:?} looks like a group UUID: write `uuid:{0}` to match the group with that UUID, or `name:{0}` for a group with that name")]
     AmbiguousGroup(String),
+    /// A route path that every request matching it would be refused for.
+    #[error("invalid path {0:?}: {1}, which requests are refused for")]
+    UnsafePath(String, crate::request::PathError),
     /// A group entry is empty or has control characters.
     #[error("invalid group {0:?}: write a group name, `name:NAME` or `uuid:UUID`")]
     InvalidGroup(String),

@@ -17,8 +17,9 @@
 //! else involving a regex is unknown unless a sample path settles it.
 
 use super::{HostMatcher, MethodSet, PathMatcher, PrincipalMatcher, RouteRule, RouteTable};
-use crate::request::{has_dot_segments, RequestView};
+use crate::request::{routing_path, RequestView};
 use regex_syntax::hir::{Class, Hir, HirKind, Literal};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -46,6 +47,14 @@ pub enum Finding {
         /// them.
         example: String,
     },
+    /// A `prefix` that ends inside a segment: `/a/projects/team-a` also matches
+    /// `/a/projects/team-abc`, which is rarely meant.
+    MidSegmentPrefix {
+        /// Index of the route.
+        route: usize,
+        /// The prefix as written.
+        prefix: String,
+    },
 }
 
 /// Every unreachable route (once, against the first earlier route that covers it) and
@@ -54,6 +63,14 @@ pub fn findings(routes: &RouteTable) -> Vec<Finding> {
     let routes = routes.routes();
     let mut out = Vec::new();
     for (later, l) in routes.iter().enumerate() {
+        if let PathMatcher::Prefix(prefix) = &l.path {
+            if !prefix.ends_with('/') {
+                out.push(Finding::MidSegmentPrefix {
+                    route: later,
+                    prefix: prefix.clone(),
+                });
+            }
+        }
         if let Some(earlier) = routes[..later].iter().position(|e| covers(e, l)) {
             out.push(Finding::Unreachable { earlier, later });
             // A route that never decides has nothing left to lose: no warnings about it.
@@ -120,9 +137,18 @@ fn host_within(host: &HostMatcher, outer: &[HostMatcher]) -> bool {
 
 /// Path matchers over every path: only what can be proven.
 fn path_within(inner: &PathMatcher, outer: &PathMatcher) -> bool {
-    use PathMatcher::{Any, Exact, Prefix, Regex};
+    use PathMatcher::{Any, Exact, Prefix, Regex, SegmentPrefix};
+    let below = |a: &str, b: &str| {
+        a == b || a.starts_with(&format!("{b}/")) || a.starts_with(&format!("{b}%2F"))
+    };
     match (inner, outer) {
         (_, Any) => true,
+        (SegmentPrefix(a) | Exact(a), SegmentPrefix(b)) => below(a, b),
+        // Every path of `prefix: /a/b/` is below `/a`; `prefix: /a` also matches `/ab`.
+        (Prefix(a), SegmentPrefix(b)) => {
+            a.starts_with(&format!("{b}/")) || a.starts_with(&format!("{b}%2F"))
+        }
+        (SegmentPrefix(a), Prefix(b)) => a.starts_with(b.as_str()),
         (Prefix(a) | Exact(a), Prefix(b)) => a.starts_with(b.as_str()),
         (Exact(a), Exact(b)) => a == b,
         (Exact(a), Regex(re)) => re.is_match(a),
@@ -324,6 +350,12 @@ fn path_samples(path: &PathMatcher) -> Vec<String> {
             format!("{p}y"),
             format!("{p}x/x"),
         ],
+        PathMatcher::SegmentPrefix(p) => vec![
+            if p.is_empty() { "/".into() } else { p.clone() },
+            format!("{p}/x"),
+            format!("{p}/y"),
+            format!("{p}/x/x"),
+        ],
         PathMatcher::Exact(p) => vec![p.clone()],
         PathMatcher::Regex(re) => regex_samples(re),
     };
@@ -332,11 +364,12 @@ fn path_samples(path: &PathMatcher) -> Vec<String> {
 }
 
 /// A path operators write routes for and `check` can be given as is: starting with `/`,
-/// no query or fragment, no dot-segments (refused before matching), nothing unprintable.
+/// no query or fragment, no escapes, nothing refused before matching, nothing unprintable.
 fn is_ordinary(path: &str) -> bool {
     path.starts_with('/')
         && !path.contains(['?', '#'])
-        && !has_dot_segments(path)
+        // Nothing encoded, nothing refused: matched as written.
+        && matches!(routing_path(path), Ok(Cow::Borrowed(_)))
         && !path.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
@@ -513,6 +546,7 @@ mod tests {
             match kind {
                 "host" => r.hosts.push(HostMatcher::parse(value).unwrap()),
                 "prefix" => r.path = PathMatcher::prefix(value).unwrap(),
+                "segments" => r.path = PathMatcher::segment_prefix(value).unwrap(),
                 "exact" => r.path = PathMatcher::exact(value).unwrap(),
                 "regex" => r.path = PathMatcher::regex(value).unwrap(),
                 "method" => methods.push(value.to_string()),
@@ -532,21 +566,64 @@ mod tests {
         RouteTable::new(specs.iter().map(|s| route(s)).collect())
     }
 
-    /// Findings as short strings: `unreachable 2 by 0`, `shadowed 1 by 0: GET h/p`.
+    /// Overlap findings as short strings: `unreachable 2 by 0`, `shadowed 1 by 0: GET h/p`.
     fn describe(findings: &[Finding]) -> Vec<String> {
         findings
             .iter()
-            .map(|f| match f {
+            .filter_map(|f| match f {
                 Finding::Unreachable { earlier, later } => {
-                    format!("unreachable {later} by {earlier}")
+                    Some(format!("unreachable {later} by {earlier}"))
                 }
                 Finding::Shadowed {
                     earlier,
                     later,
                     example,
-                } => format!("shadowed {later} by {earlier}: {example}"),
+                } => Some(format!("shadowed {later} by {earlier}: {example}")),
+                Finding::MidSegmentPrefix { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn prefixes_that_end_inside_a_segment_are_reported_and_segment_prefixes_are_not() {
+        let t = table(&[
+            "prefix:/a/projects/team-a",
+            "prefix:/a/projects/team-b/",
+            "segments:/a/projects/team-c",
+            "exact:/a/projects/team-d",
+        ]);
+        assert_eq!(
+            findings(&t),
+            vec![Finding::MidSegmentPrefix {
+                route: 0,
+                prefix: "/a/projects/team-a".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn segment_prefixes_cover_what_is_below_them_by_whole_segments() {
+        let unreachable = |specs: &[&str]| describe(&findings(&table(specs)));
+        assert_eq!(
+            unreachable(&[
+                "segments:/a",
+                "segments:/a/b",
+                "exact:/a/b/c",
+                "prefix:/a/b/"
+            ]),
+            vec![
+                "unreachable 1 by 0",
+                "unreachable 2 by 0",
+                "unreachable 3 by 0"
+            ]
+        );
+        assert_eq!(
+            unreachable(&["prefix:/a", "segments:/a/b"]),
+            vec!["unreachable 1 by 0"]
+        );
+        // `prefix: /a` also matches `/ab`, which `segments: /a` does not: reachable, and
+        // specific before general is no finding.
+        assert!(unreachable(&["segments:/a", "prefix:/a"]).is_empty());
     }
 
     #[test]
@@ -1257,6 +1334,7 @@ mod tests {
                         routes[later].name,
                         routes[earlier].name
                     ),
+                    Finding::MidSegmentPrefix { .. } => {}
                 }
             }
         }

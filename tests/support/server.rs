@@ -142,7 +142,7 @@ routes:
     inject: {user: x-forwarded-user}
     dynamic_metadata: true
   - name: gerrit-team-a
-    match: {hosts: [gerrit.example.com], path: {prefix: /a/projects/team-a}}
+    match: {hosts: [gerrit.example.com], path: {segment_prefix: /a/projects/team-a}}
     allow: {groups_any_of: [team-a]}
     dynamic_metadata: true
     inject: {user: x-forwarded-user, email: x-forwarded-email, groups: x-forwarded-groups}

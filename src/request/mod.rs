@@ -1,5 +1,9 @@
 //! The HTTP request as the decision logic sees it, independent of gRPC types.
 
+mod path;
+
+pub use path::{routing_path, PathError};
+
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -114,34 +118,6 @@ pub fn split_path(full: &str) -> (&str, &str) {
     without_fragment
         .split_once('?')
         .unwrap_or((without_fragment, ""))
-}
-
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded. Envoy does not
-/// normalise paths unless configured to (Istio does by default), and prefix rules on an
-/// unnormalised path can be sidestepped: `/a/projects/team-a/../team-b`. Such paths are
-/// refused before any route is matched.
-pub fn has_dot_segments(path: &str) -> bool {
-    path.split('/').any(is_dot_segment)
-}
-
-/// Whether a segment is `.` or `..`, each dot written plainly or as `%2e`/`%2E`. Checked
-/// byte by byte: it runs on every Check, and lower-casing and replacing (two allocations
-/// per segment) cost more than the rest of the request view.
-fn is_dot_segment(segment: &str) -> bool {
-    let mut rest = segment.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        rest = match rest {
-            [b'.', tail @ ..] => tail,
-            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
-            _ => return false,
-        };
-        dots += 1;
-        if dots > 2 {
-            return false;
-        }
-    }
-    dots > 0
 }
 
 impl std::fmt::Debug for RequestView<'_> {
