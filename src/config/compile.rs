@@ -345,7 +345,15 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         server,
         issuers,
         groups,
-        routes: RouteTable::new(routes),
+        // Gerrit trusts the header mesh-authz signs in with: no client may send it.
+        routes: RouteTable::trusting(
+            routes,
+            &raw.gerrit
+                .as_ref()
+                .and_then(|g| g.trusted_user_header.clone())
+                .into_iter()
+                .collect::<Vec<_>>(),
+        ),
         token_cache_entries: raw.token_cache.max_entries,
         max_token_bytes: raw.max_token_bytes,
         audit: raw.audit.as_ref().and_then(|a| match a.output.as_str() {

@@ -205,9 +205,15 @@ fn groups_value(header: &GroupsHeader, m: &Membership) -> Result<String, InjectE
     }
 }
 
-/// No control characters (CR and LF above all), which would split or corrupt headers.
+/// A value the upstream reads back exactly: no control characters (CR and LF above all,
+/// which would split or corrupt headers), and no whitespace at either end, which an
+/// RFC 9110 parser (Jetty under Gerrit, Go under the apiserver) trims: `alice ` would
+/// reach Gerrit as alice. Unicode spaces are refused there too, for parsers that trim
+/// more than spaces and tabs.
 fn is_safe(value: &str) -> bool {
     !value.chars().any(|c| c.is_control())
+        && !value.starts_with(char::is_whitespace)
+        && !value.ends_with(char::is_whitespace)
 }
 
 #[cfg(test)]
@@ -264,6 +270,99 @@ mod tests {
                     name: n.to_string(),
                 })
                 .collect(),
+        }
+    }
+
+    /// The changes for a caller whose user, email and display name are `value`, in groups
+    /// `groups`.
+    fn changes_for(value: &str, groups: &[&str]) -> Result<HeaderChanges, InjectError> {
+        let who = Identity {
+            user: value.into(),
+            email: Some(value.into()),
+            display_name: Some(value.into()),
+            ..alice(None)
+        };
+        upstream_changes(
+            &route(),
+            Some(&who),
+            Some(&member_of(groups)),
+            None,
+            &HashMap::new(),
+        )
+    }
+
+    #[test]
+    fn values_with_spaces_an_http_parser_would_trim_are_denied_not_injected() {
+        // Jetty (under Gerrit) trims spaces around header values: `alice ` is alice.
+        for user in [
+            "alice ",
+            " alice",
+            "alice\t",
+            "\talice",
+            "alice\u{a0}",
+            "\u{3000}alice",
+        ] {
+            assert!(
+                matches!(changes_for(user, &[]), Err(InjectError::Unsafe { .. })),
+                "{user:?}"
+            );
+        }
+        // Inside a value, spaces are part of it.
+        assert!(changes_for("Alice Liddell", &[]).is_ok());
+        // A group that would be read back as another is left out of the groups header.
+        let c = changes_for("alice", &[" team-a", "team-b ", "team-c"]).unwrap();
+        let groups = c
+            .set
+            .iter()
+            .find(|(k, _)| k == "x-forwarded-groups")
+            .unwrap();
+        assert_eq!(groups.1, "team-c");
+    }
+
+    /// Reads `value` back the way an upstream HTTP/1.1 server does (httparse, hyper's
+    /// parser): sent as `x-forwarded-user: VALUE` in a request head.
+    fn read_back(name: &str, value: &str) -> Option<String> {
+        let head = format!("GET / HTTP/1.1\r\nhost: h\r\n{name}: {value}\r\n\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(head.as_bytes()) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return None,
+        }
+        let mut found = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name));
+        let first = found.next()?;
+        if found.next().is_some() {
+            return None;
+        }
+        // RFC 9110 §5.5: leading and trailing whitespace is not part of the value.
+        let value = std::str::from_utf8(first.value).ok()?;
+        Some(value.trim_matches([' ', '\t']).to_string())
+    }
+
+    proptest::proptest! {
+        /// Whatever a claim holds, the value the upstream reads back is the identity
+        /// policy decided on, or the request is denied.
+        #[test]
+        fn injected_values_read_back_as_the_identity_or_are_denied(
+            value in "(\\PC|[ \t\r\n\u{0}\u{7f}\u{85}\u{a0},:])*",
+            group in "(\\PC|[ \t\r\n,])*",
+        ) {
+            if let Ok(c) = changes_for(&value, &[&group, "plain"]) {
+                for (name, sent) in &c.set {
+                    let wanted = if name == "x-forwarded-groups" { sent.as_str() } else { value.as_str() };
+                    let read = read_back(name, sent);
+                    proptest::prop_assert_eq!(read.as_deref(), Some(wanted), "{}: {:?}", name, sent);
+                }
+                if let Some((_, groups)) = c.set.iter().find(|(k, _)| k == "x-forwarded-groups") {
+                    // Each group the upstream splits off is one of the user's, as named.
+                    for g in groups.split(',') {
+                        proptest::prop_assert!(g == "plain" || g == group, "{:?} from {:?}", g, groups);
+                    }
+                }
+            }
         }
     }
 

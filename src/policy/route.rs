@@ -102,9 +102,10 @@ pub struct RouteRule {
     pub remove_headers: Vec<String>,
     /// For a route to a kube-apiserver: which requests, impersonating whom.
     pub kube: Option<KubePolicy>,
-    /// Identity headers other routes inject and this one does not: removed too, so a
-    /// client cannot forge on one route what the upstream trusts from another. Filled in
-    /// by [`RouteTable::new`].
+    /// Identity headers other routes inject and this one does not, and headers an
+    /// upstream trusts (Gerrit's `trusted_user_header`): removed too, so a client cannot
+    /// forge on one route what the upstream trusts from another. Filled in by
+    /// [`RouteTable::trusting`].
     pub foreign_identity_headers: Vec<String>,
 }
 
@@ -145,10 +146,18 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// A table of already-compiled rules.
-    pub fn new(mut routes: Vec<RouteRule>) -> Self {
+    pub fn new(routes: Vec<RouteRule>) -> Self {
+        Self::trusting(routes, &[])
+    }
+
+    /// A table of already-compiled rules, where upstreams also trust `trusted` headers
+    /// (lower-case) that no route may let a client send: every route removes them unless
+    /// it sets them itself, as it does the other routes' identity headers.
+    pub fn trusting(mut routes: Vec<RouteRule>, trusted: &[String]) -> Self {
         let mut all: Vec<String> = routes
             .iter()
             .flat_map(|r| r.inject.names().map(str::to_string))
+            .chain(trusted.iter().map(|h| h.to_ascii_lowercase()))
             .collect();
         all.sort();
         all.dedup();
