@@ -250,10 +250,11 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut headers = HashMap::new();
-    for h in &args.headers {
+    for (number, h) in args.headers.iter().enumerate() {
+        // Not repeated in the error: it may be `authorization=Bearer ...` mistyped.
         let (name, value) = h
             .split_once(':')
-            .with_context(|| format!("--header {h:?}: expected `name: value`"))?;
+            .with_context(|| format!("--header number {}: expected `name: value`", number + 1))?;
         headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
     }
     let token = match (&args.token, &args.token_file) {
@@ -266,9 +267,10 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         ),
         (None, None) => None,
     };
-    if let Some(t) = token {
+    if let Some(t) = &token {
         headers.insert("authorization".into(), format!("Bearer {t}"));
     }
+    let redactor = Redactor::new(&config, &args.path, &headers, token.as_deref());
     let mut context_extensions = HashMap::new();
     for entry in &args.context_extensions {
         let (key, value) = entry
@@ -283,53 +285,160 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let decision = authorizer.explain(&view).await;
 
-    println!("request:  {} {}{}", args.method, args.host, args.path);
-    println!("config:   {}", config.source);
-    println!(
+    // Every line goes through the redactor: no step may print a credential.
+    let say = |line: String| println!("{}", redactor.scrub(&line));
+    say(format!(
+        "request:  {} {}{}",
+        args.method, args.host, redactor.path
+    ));
+    say(format!("config:   {}", config.source));
+    say(format!(
         "route:    {}",
         decision.route.as_ref().map_or("(none)", |r| &r.name)
-    );
+    ));
     if let Some(rule) = &decision.rule {
-        println!("rule:     {rule}");
+        say(format!("rule:     {rule}"));
     }
     if decision.dry_run() {
-        println!("dry-run:  yes: the server reports this decision and allows the request");
+        say("dry-run:  yes: the server reports this decision and allows the request".into());
     }
     let code = match &decision.verdict {
         Verdict::Allow { headers, .. } => {
-            println!("decision: ALLOW");
-            print_header_changes(headers);
+            say("decision: ALLOW".into());
+            print_header_changes(headers, &say);
             ExitCode::SUCCESS
         }
         Verdict::Deny(denial) => {
-            println!(
+            say(format!(
                 "decision: DENY (HTTP {})",
                 mesh_authz::decision::denied_http_status(denial)
-            );
-            println!("body:     {}", denial_body(denial, None));
+            ));
+            say(format!("body:     {}", denial_body(denial, None)));
             ExitCode::from(1)
         }
         Verdict::Unavailable(reason) => {
-            println!("decision: CANNOT DECIDE (gRPC UNAVAILABLE: {reason})");
+            say(format!(
+                "decision: CANNOT DECIDE (gRPC UNAVAILABLE: {reason})"
+            ));
             ExitCode::from(3)
         }
     };
-    println!("why:");
+    say("why:".into());
     for step in &decision.steps {
-        println!("  - {step}");
+        say(format!("  - {step}"));
     }
     Ok(code)
 }
 
-fn print_header_changes(changes: &HeaderChanges) {
+fn print_header_changes(changes: &HeaderChanges, say: &impl Fn(String)) {
     if changes.set.is_empty() && changes.remove.is_empty() {
         return;
     }
-    println!("upstream headers:");
+    say("upstream headers:".into());
     for (name, value) in &changes.set {
-        println!("  set     {name}: {value}");
+        say(format!("  set     {name}: {value}"));
     }
     for name in &changes.remove {
-        println!("  remove  {name}");
+        say(format!("  remove  {name}"));
+    }
+}
+
+/// Query parameters redacted in `check` output even when no route reads a token from them.
+const COMMON_TOKEN_PARAMS: [&str; 4] = ["access_token", "id_token", "refresh_token", "token"];
+
+/// Shorter values are not scrubbed from `check` output: they would garble it, and no
+/// credential is that short.
+const MIN_SCRUBBED_LEN: usize = 4;
+
+/// Keeps credentials out of `check` output: the path with token-bearing query parameter
+/// values replaced, and every credential the request carries (the token, `Authorization`,
+/// cookies, headers a route reads a token from, query token values) scrubbed from each
+/// line, whatever step would print it.
+struct Redactor {
+    path: String,
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    fn new(
+        config: &Config,
+        path: &str,
+        headers: &HashMap<String, String>,
+        token: Option<&str>,
+    ) -> Self {
+        use mesh_authz::authn::TokenSource;
+        let mut query_names: Vec<&str> = COMMON_TOKEN_PARAMS.to_vec();
+        let mut header_names = vec!["authorization", "proxy-authorization", "cookie"];
+        for route in config.routes.routes() {
+            for source in &route.token_sources {
+                match source {
+                    TokenSource::Query(name) => query_names.push(name),
+                    TokenSource::Header(name) => header_names.push(name),
+                    TokenSource::Bearer | TokenSource::Cookie(_) => {}
+                }
+            }
+        }
+        let mut secrets: Vec<String> = token.into_iter().map(str::to_string).collect();
+        for name in header_names {
+            let Some(value) = headers.get(name) else {
+                continue;
+            };
+            secrets.push(value.clone());
+            // The credential on its own too: after the scheme (`Bearer xyz`), or each
+            // cookie's value (`a=1; b=2`). Not the scheme: "Bearer" is no secret.
+            match name {
+                "authorization" | "proxy-authorization" => {
+                    if let Some((_, credential)) = value.trim().split_once(' ') {
+                        secrets.push(credential.trim().to_string());
+                    }
+                }
+                "cookie" => secrets.extend(
+                    value
+                        .split([';', ','])
+                        .filter_map(|pair| pair.split_once('='))
+                        .map(|(_, v)| v.trim().trim_matches('"').to_string()),
+                ),
+                _ => {}
+            }
+        }
+        let shown = match path.split_once('?') {
+            None => path.to_string(),
+            Some((bare, query)) => {
+                let pairs: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((name, value)) if query_names.contains(&name) => {
+                            secrets.push(value.to_string());
+                            secrets.push(
+                                percent_encoding::percent_decode_str(value)
+                                    .decode_utf8_lossy()
+                                    .into_owned(),
+                            );
+                            format!("{name}=[redacted]")
+                        }
+                        _ => pair.to_string(),
+                    })
+                    .collect();
+                format!("{bare}?{}", pairs.join("&"))
+            }
+        };
+        secrets.retain(|s| s.len() >= MIN_SCRUBBED_LEN);
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self {
+            path: shown,
+            secrets,
+        }
+    }
+
+    fn scrub(&self, line: &str) -> String {
+        let mut line = line.to_string();
+        for secret in &self.secrets {
+            if line.contains(secret.as_str()) {
+                line = line.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        line
     }
 }

@@ -287,6 +287,58 @@ async fn rejected_tokens_get_401_invalid_token_and_the_answer_never_echoes_token
     }
 }
 
+/// RFC 7515 §4.1.11: a recipient must reject a JWS whose `crit` lists an extension it
+/// does not understand and process. mesh-authz understands none, so a `crit` of any shape
+/// is refused, however well the token is signed.
+#[tokio::test]
+async fn validly_signed_tokens_with_a_critical_header_are_rejected() {
+    let s = static_server().await;
+    let claims = distinctive_claims();
+    let reason = "token has critical header parameters that are not supported";
+    let cases = [
+        (
+            "crit names an unknown extension",
+            json!({"crit": ["urn:x-unknown"], "urn:x-unknown": true}),
+        ),
+        (
+            "crit b64 with an unencoded payload (RFC 7797)",
+            json!({"crit": ["b64"], "b64": false}),
+        ),
+        ("crit empty", json!({"crit": []})),
+        ("crit not a list", json!({"crit": "b64", "b64": false})),
+        ("crit null", json!({"crit": null})),
+    ];
+    for (case, fields) in &cases {
+        let token = tokens::sign_with_header_fields("rsa-a", fields, &claims);
+        let d = denied(&get(&s, TEAM_A, &[("authorization", &bearer(&token))]).await);
+        assert_eq!(d.http_status, 401, "{case}");
+        assert_eq!(
+            d.json,
+            json!({"error": "invalid_token", "reason": reason, "request_id": REQUEST_ID}),
+            "{case}"
+        );
+        let visible = d.visible_text();
+        for part in token.split('.') {
+            assert!(!visible.contains(part), "{case}: token leaked: {visible}");
+        }
+    }
+    assert_eq!(
+        s.metric(
+            r#"mesh_authz_checks_total{decision="deny",reason="unsupported_critical_header",route="gerrit-team-a"}"#
+        )
+        .await,
+        cases.len() as f64
+    );
+
+    // The same signing without `crit` (an unknown non-critical field is ignored) verifies.
+    let plain = tokens::sign_with_header_fields(
+        "rsa-a",
+        &json!({"urn:x-unknown": true}),
+        &tokens::claims("alice"),
+    );
+    allowed(&get(&s, TEAM_A, &[("authorization", &bearer(&plain))]).await);
+}
+
 #[tokio::test]
 async fn valid_token_outside_the_required_group_gets_403_access_denied_without_a_challenge() {
     let s = static_server().await;

@@ -291,6 +291,117 @@ fn check_refuses_a_context_extension_without_a_value() {
     );
 }
 
+/// A config with the quickstart issuer (whose demo tokens alice.jwt and bob.jwt verify)
+/// and one route on `tokens.example.com` reading the token from where `token_from` says.
+fn token_from_config(token_from: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo("examples/quickstart/jwks.json"),
+        dir.path().join("jwks.json"),
+    )
+    .unwrap();
+    let path = dir.path().join("tokens.yaml");
+    let config = format!(
+        r#"
+issuers:
+  - issuer: https://idp.demo.mesh-authz.invalid
+    audiences: [mesh-authz-demo]
+    jwks: {{file: jwks.json}}
+    user_claim: preferred_username
+routes:
+  - name: tokens
+    match: {{hosts: [tokens.example.com]}}
+    token_from: {token_from}
+    allow: authenticated
+    inject: {{user: x-forwarded-user}}
+    remove_headers: [authorization, cookie]
+"#
+    );
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+fn alice_token() -> String {
+    std::fs::read_to_string(repo("examples/quickstart/alice.jwt"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// No piece of `secret` (the whole, or a dot-separated part of a JWT) in the output.
+fn assert_not_echoed(out: &Output, secret: &str, what: &str) {
+    let (stdout, stderr) = text(out);
+    for part in std::iter::once(secret).chain(secret.split('.').filter(|p| p.len() > 8)) {
+        assert!(
+            !stdout.contains(part) && !stderr.contains(part),
+            "{what} echoed:\n{stdout}{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_never_echoes_a_query_token_and_shows_the_rest_of_the_query() {
+    let (_dir, config) = token_from_config("[bearer, \"query:access_token\", \"query:t\"]");
+    let token = alice_token();
+    let path = format!("/builds/42?page=2&t={token}&access_token={token}&q=x");
+    let out = bin()
+        .args(["check", "--host", "tokens.example.com", "--config"])
+        .arg(&config)
+        .args(["--path", &path])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("token verified"), "{stdout}");
+    assert_not_echoed(&out, &token, "the query token");
+    assert!(
+        stdout.contains(
+            "request:  GET tokens.example.com/builds/42?page=2&t=[redacted]&access_token=[redacted]&q=x"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_never_echoes_authorization_cookie_or_token_header_values() {
+    let token = alice_token();
+    for (token_from, header) in [
+        ("[bearer]", format!("authorization: Bearer {token}")),
+        (
+            "[\"cookie:session\"]",
+            format!("cookie: theme=dark; session={token}"),
+        ),
+        ("[\"header:x-token\"]", format!("x-token: {token}")),
+    ] {
+        let (_dir, config) = token_from_config(token_from);
+        let out = bin()
+            .args(["check", "--host", "tokens.example.com", "--config"])
+            .arg(&config)
+            .args(["-H", &header])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{token_from}: {stdout}{stderr}");
+        assert_not_echoed(&out, &token, token_from);
+    }
+
+    // A malformed -H is refused without repeating its value.
+    let (_dir, config) = token_from_config("[bearer]");
+    let out = bin()
+        .args(["check", "--host", "tokens.example.com", "--config"])
+        .arg(&config)
+        .args(["-H", &format!("authorization=Bearer {token}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("expected `name: value`"),
+        "{:?}",
+        text(&out)
+    );
+    assert_not_echoed(&out, &token, "a malformed --header");
+}
+
 #[test]
 fn serve_drains_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

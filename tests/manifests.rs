@@ -948,6 +948,192 @@ fn gerrit_trusts_the_headers_mesh_authz_sets_and_posts_group_changes_to_it() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The order of the rollout in manifests/README.md. Gerrit set up to trust
+// x-forwarded-user believes it from every request that reaches it: while the gateway does
+// not send requests to mesh-authz (which sets or strips the header), a client-sent
+// `X-Forwarded-User: admin` would make its sender admin.
+
+/// The numbered items of the README section headed `heading`, in order, each with the
+/// text that follows its number up to the next item or the end of the section.
+fn readme_steps(heading: &str) -> Vec<String> {
+    let path = root().join("manifests/README.md");
+    let text = read(&path);
+    let section = text
+        .split("\n## ")
+        .find(|s| s.lines().next().is_some_and(|l| l.trim() == heading))
+        .unwrap_or_else(|| panic!("manifests/README.md: no section `## {heading}`"));
+    let mut steps: Vec<String> = Vec::new();
+    for line in section.lines().skip(1) {
+        let number = line.split_once(". ").map(|(n, _)| n);
+        if number.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            assert_eq!(
+                number.and_then(|n| n.parse::<usize>().ok()),
+                Some(steps.len() + 1),
+                "manifests/README.md `## {heading}`: steps out of sequence at {line:?}"
+            );
+            steps.push(String::new());
+        }
+        if let Some(step) = steps.last_mut() {
+            step.push_str(line);
+            step.push('\n');
+        }
+    }
+    assert!(
+        !steps.is_empty(),
+        "manifests/README.md `## {heading}`: no numbered steps"
+    );
+    steps
+}
+
+/// The (1-based) steps of `steps` whose text contains `needle`.
+fn steps_naming(steps: &[String], needle: &str) -> Vec<usize> {
+    (1..=steps.len())
+        .filter(|n| steps[n - 1].contains(needle))
+        .collect()
+}
+
+const APPLY_CUSTOM: &str = "kubectl apply -f manifests/base/istio/authorizationpolicy.yaml";
+const DELETE_CUSTOM: &str = "kubectl delete -f manifests/base/istio/authorizationpolicy.yaml";
+
+#[test]
+fn rollout_turns_the_checks_on_before_gerrit_trusts_the_header() {
+    let steps = readme_steps("Steps");
+    let custom = steps_naming(&steps, APPLY_CUSTOM);
+    assert_eq!(custom.len(), 1, "`{APPLY_CUSTOM}` in steps {custom:?}");
+    let trust = steps_naming(&steps, "gerrit/gerrit.config");
+    assert!(
+        !trust.is_empty(),
+        "no step configures Gerrit (gerrit.config)"
+    );
+    assert!(
+        trust.iter().all(|&t| t > custom[0]),
+        "Gerrit is told to trust the header in step(s) {trust:?}, before the gateway \
+         sends requests to mesh-authz in step {}: in between a client-sent \
+         x-forwarded-user reaches Gerrit",
+        custom[0]
+    );
+    assert_eq!(
+        trust.last(),
+        Some(&steps.len()),
+        "Gerrit's trust in the header is not the last step"
+    );
+}
+
+#[test]
+fn rollback_stops_gerrit_trusting_the_header_before_the_checks_go() {
+    let steps = readme_steps("Rolling back");
+    let custom = steps_naming(&steps, DELETE_CUSTOM);
+    assert_eq!(custom.len(), 1, "`{DELETE_CUSTOM}` in steps {custom:?}");
+    let trust = steps_naming(&steps, "gerrit/gerrit.config");
+    assert!(!trust.is_empty(), "no rollback step reverts gerrit.config");
+    assert!(
+        trust.iter().all(|&t| t < custom[0]),
+        "the CUSTOM policy is deleted in step {} while Gerrit still trusts the header \
+         (reverted in step(s) {trust:?})",
+        custom[0]
+    );
+    assert_eq!(
+        trust[0], 1,
+        "reverting Gerrit's trust is not the first rollback step"
+    );
+}
+
+/// Gerrit's trusted headers, lower case: what gerrit.config trusts, cross-checked with
+/// config.yaml (gerrit.trusted_user_header and the Gerrit routes' inject names).
+fn gerrit_trusted_headers() -> BTreeSet<String> {
+    let gerrit = git_config(&root().join("manifests/gerrit/gerrit.config"));
+    let trusted: BTreeSet<String> = ["auth.httpHeader", "auth.httpEmailHeader"]
+        .iter()
+        .filter_map(|k| gerrit.get(*k))
+        .flatten()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let cfg = gerrit_config();
+    let own = cfg
+        .trusted_user_header
+        .as_ref()
+        .map(|h| h.as_str().to_string())
+        .expect("config.yaml: gerrit.trusted_user_header");
+    assert!(
+        trusted.contains(&own),
+        "{own} not in gerrit.config's {trusted:?}"
+    );
+    let config = config();
+    for route in config.routes.routes() {
+        if route.hosts.iter().any(|h| h.matches("gerrit.example.com")) {
+            for name in [&route.inject.user, &route.inject.email]
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    trusted.contains(name),
+                    "route {} injects {name}, which gerrit.config does not trust",
+                    route.name
+                );
+            }
+        }
+    }
+    trusted
+}
+
+#[test]
+fn header_guard_denies_gerrits_trusted_headers_at_the_gateway() {
+    let custom = load("istio/authorizationpolicy.yaml");
+    let guard = load("istio/header-guard.yaml");
+    assert_eq!(guard["kind"], "AuthorizationPolicy");
+    assert_eq!(guard["spec"]["action"], "DENY");
+    // The same workload as the CUSTOM policy: the ingress gateway.
+    assert_eq!(
+        guard["metadata"]["namespace"],
+        custom["metadata"]["namespace"]
+    );
+    assert_eq!(guard["spec"]["selector"], custom["spec"]["selector"]);
+
+    // One rule per header, each matching the header's presence (`*` becomes Envoy's
+    // present_match), on every host, path and method.
+    let mut denied = BTreeSet::new();
+    for rule in seq(&guard["spec"]["rules"], "header-guard.yaml rules") {
+        assert!(
+            rule["from"].is_null() && rule["to"].is_null(),
+            "header-guard.yaml narrows {rule:?}"
+        );
+        let when = seq(&rule["when"], "when");
+        assert_eq!(
+            when.len(),
+            1,
+            "one condition per rule (they are ANDed): {rule:?}"
+        );
+        let key = str_of(&when[0]["key"], "key");
+        let header = key
+            .strip_prefix("request.headers[")
+            .and_then(|k| k.strip_suffix(']'))
+            .unwrap_or_else(|| panic!("header-guard.yaml: {key} is not a request header"));
+        assert_eq!(
+            when[0]["values"],
+            serde_yaml::to_value(["*"]).unwrap(),
+            "{key}"
+        );
+        assert!(when[0]["notValues"].is_null(), "{key}");
+        denied.insert(header.to_ascii_lowercase());
+    }
+    assert_eq!(denied, gerrit_trusted_headers(), "header-guard.yaml");
+
+    // The README says when it is needed: before the CUSTOM policy goes while Gerrit
+    // trusts the header.
+    let readme = read(&root().join("manifests/README.md"));
+    let guard_at = readme
+        .find("kubectl apply -f manifests/base/istio/header-guard.yaml")
+        .expect("manifests/README.md: never applies header-guard.yaml");
+    let replace = readme
+        .find("## Replacing the CUSTOM policy")
+        .expect("manifests/README.md: no `## Replacing the CUSTOM policy` section");
+    assert!(
+        guard_at > replace,
+        "header-guard.yaml is applied outside that section"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // ghz load-test configs: well-formed, and they exercise the path their name says against
 // the quickstart server (`cargo run --release -- serve`).
 

@@ -32,6 +32,12 @@ pub enum AuthnError {
     /// Not a compact JWS with a JSON header and payload.
     #[error("malformed token")]
     Malformed,
+    /// The protected header has `crit` (RFC 7515 §4.1.11): it names extensions the
+    /// recipient must understand, and mesh-authz understands none (`b64: false` of
+    /// RFC 7797, say, would change what the signature covers). Any value is refused, an
+    /// empty or non-list one too, which the RFC does not allow.
+    #[error("token has critical header parameters that are not supported")]
+    UnsupportedCriticalHeader,
     /// `alg` is unknown, `none`, symmetric, or not accepted for this issuer.
     #[error("token algorithm not accepted")]
     AlgorithmNotAccepted,
@@ -78,6 +84,7 @@ impl AuthnError {
             AuthnError::NotBearer => "not_bearer",
             AuthnError::TooLarge => "token_too_large",
             AuthnError::Malformed => "malformed_token",
+            AuthnError::UnsupportedCriticalHeader => "unsupported_critical_header",
             AuthnError::AlgorithmNotAccepted => "algorithm_not_accepted",
             AuthnError::UnknownIssuer => "unknown_issuer",
             AuthnError::UnknownKeyId => "unknown_kid",

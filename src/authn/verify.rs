@@ -121,6 +121,7 @@ impl TokenVerifier {
                 return Ok(identity);
             }
         }
+        reject_critical_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| header_error(token))?;
         // The issuer is chosen from the unverified payload; nothing else in it is trusted
         // until the signature checks out with that issuer's key.
@@ -205,6 +206,26 @@ fn header_error(token: &str) -> AuthnError {
     match readable {
         Some(_) => AuthnError::AlgorithmNotAccepted,
         None => AuthnError::Malformed,
+    }
+}
+
+/// Refuses a protected header that has `crit` at all, whatever its value (RFC 7515
+/// §4.1.11: every listed extension must be understood and processed; we support none).
+/// jsonwebtoken parses `crit` but does not act on it, and reads `"crit": null` as absent.
+/// Read as a JSON object, so escaped (`"cr\u0069t"`) and repeated keys count too. A header
+/// that is not a JSON object is left to `decode_header`, which reports it.
+fn reject_critical_header(token: &str) -> Result<(), AuthnError> {
+    let Some(encoded) = token.split('.').next() else {
+        return Ok(());
+    };
+    let Ok(bytes) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('='))
+    else {
+        return Ok(());
+    };
+    match serde_json::from_slice::<Map<String, Value>>(&bytes) {
+        Ok(header) if header.contains_key("crit") => Err(AuthnError::UnsupportedCriticalHeader),
+        _ => Ok(()),
     }
 }
 
@@ -339,6 +360,37 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    fn with_header(header_json: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "{}.{}.sig",
+            b64(header_json),
+            b64(r#"{"iss":"https://idp"}"#)
+        )
+    }
+
+    #[test]
+    fn crit_is_refused_however_it_is_spelled_and_other_headers_pass() {
+        for header in [
+            r#"{"alg":"RS256","cr\u0069t":["urn:x"]}"#,
+            r#"{"alg":"RS256","crit":["urn:x"],"crit":null}"#,
+            r#"{"crit":0,"alg":"RS256"}"#,
+        ] {
+            assert_eq!(
+                reject_critical_header(&with_header(header)),
+                Err(AuthnError::UnsupportedCriticalHeader),
+                "{header}"
+            );
+        }
+        for header in [r#"{"alg":"RS256","critical":true}"#, "not json"] {
+            assert_eq!(
+                reject_critical_header(&with_header(header)),
+                Ok(()),
+                "{header}"
+            );
+        }
     }
 
     #[test]

@@ -72,3 +72,25 @@ pub fn sign_with_kid(key: &str, kid: &str, claims: &Value) -> String {
 pub fn token_for(user: &str) -> String {
     sign("rsa-a", &claims(user))
 }
+
+/// Signs `claims` (RS256) with RSA fixture key `key`, its name as `kid`, and `extra`'s
+/// fields added to the protected header as they are (`crit` of any shape, say): the
+/// header JSON is written here, not by jsonwebtoken, whose `Header` types `crit`.
+pub fn sign_with_header_fields(key: &str, extra: &Value, claims: &Value) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut header = json!({"alg": "RS256", "typ": "JWT", "kid": key});
+    for (name, value) in extra.as_object().expect("header fields are an object") {
+        header[name] = value.clone();
+    }
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let pem = fixture(&format!("{key}.pem"));
+    let enc = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("fixture RSA key parses");
+    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &enc, Algorithm::RS256)
+        .expect("signing works");
+    format!("{signing_input}.{signature}")
+}
