@@ -184,6 +184,51 @@ async fn a_path_with_dot_segments_is_refused_before_it_can_sidestep_a_prefix_rul
     assert_eq!(stack.ext_authz("denied").await, 2);
 }
 
+#[tokio::test]
+async fn encoded_spellings_of_a_protected_path_are_decided_by_its_route_through_envoy() {
+    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+        return;
+    };
+    // bob is not in team-a: however the path is spelled, team-a's route decides.
+    let bob = tokens::token_for("bob");
+    for path in [
+        "/a/projects/team%2Da/x",
+        "/a/projects/%74eam-a/x",
+        "/a/%70rojects/team-a/x",
+        "/%61/projects/team-a/x",
+        "/a/projects/team-a%2Fsub/x",
+    ] {
+        assert_eq!(
+            raw_get(stack.envoy.listener, path, &bob).await,
+            403,
+            "{path}"
+        );
+    }
+    // What an upstream could resolve to team-a's path is refused before matching.
+    for path in [
+        "/a/projects/team-b/..;/team-a/x",
+        "/a;x/projects/team-a/x",
+        "/a//projects/team-a/x",
+        "/a/projects/team-b/%2e%2E/team-a",
+    ] {
+        assert_eq!(
+            raw_get(stack.envoy.listener, path, &bob).await,
+            400,
+            "{path}"
+        );
+    }
+    assert_eq!(stack.upstream_requests(), 0, "nothing reached the upstream");
+    // alice is: the upstream gets the path as sent, and alice as the user.
+    let alice = tokens::token_for("alice");
+    assert_eq!(
+        raw_get(stack.envoy.listener, "/a/projects/team%2Da/x", &alice).await,
+        200
+    );
+    let got = stack.received();
+    assert_eq!(got.uri, "/a/projects/team%2Da/x");
+    assert_eq!(got.header("x-forwarded-user"), one("alice"));
+}
+
 /// Sends `GET path` as written, returns the response status.
 async fn raw_get(addr: SocketAddr, path: &str, token: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
