@@ -595,7 +595,16 @@ impl Authorizer {
         req: &RequestView<'_>,
     ) -> Result<Arc<Identity>, AuthnError> {
         let token = find_token(req, &route.token_sources)?;
-        self.verifier.verify(&token).await
+        let identity = self.verifier.verify(&token).await?;
+        // The route's own trust: another IdP in the config, or a token minted for
+        // another service, does not pass here.
+        if !route.issuers.is_empty() && !route.issuers.contains(&identity.issuer) {
+            return Err(AuthnError::UnknownIssuer);
+        }
+        if !route.audiences.is_empty() && !has_audience(&identity, &route.audiences) {
+            return Err(AuthnError::Audience);
+        }
+        Ok(identity)
     }
 }
 
@@ -818,10 +827,24 @@ fn read_ca_bundle(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, S
     }
 }
 
+/// Whether the token's `aud` (a string or a list) holds one of `wanted`.
+fn has_audience(identity: &Identity, wanted: &[String]) -> bool {
+    match identity.claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => wanted.contains(aud),
+        Some(serde_json::Value::Array(auds)) => auds
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| wanted.iter().any(|w| w == a))),
+        _ => false,
+    }
+}
+
 /// The top-level claims some rule's conditions read: claim names (and, for dotted paths,
 /// the object they start in), and `scope` and `scp` for scope conditions.
 fn claims_used(routes: &RouteTable) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
+    if routes.routes().iter().any(|r| !r.audiences.is_empty()) {
+        names.insert("aud".to_string());
+    }
     for rule in routes.routes().iter().flat_map(|r| r.requirement.rules()) {
         for c in &rule.claims {
             names.insert(c.claim.clone());

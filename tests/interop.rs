@@ -139,6 +139,7 @@ issuers:
     jwks: {file: second.json}
 routes:
   - name: all
+    issuers: [https://interop.test.invalid, https://second.test.invalid]
     allow: authenticated
 "#;
     let config = config::from_str("two.yaml", yaml, &FileResolver::Disk(dir.path().into()))

@@ -292,6 +292,7 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
             if needs_token && raw.issuers.is_empty() {
                 p.add(format!("{path}.allow"), "needs a token, but no `issuers` are configured");
             }
+            check_route_issuers(&path, route, needs_token, &raw.issuers, p);
             let no_group_source = raw.gerrit.is_none() && raw.static_groups.is_none();
             if no_group_source {
                 for (i, rule) in rules.iter().enumerate() {
@@ -822,7 +823,58 @@ fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRu
         remove_headers,
         kube,
         foreign_identity_headers: Vec::new(),
+        issuers: raw.issuers.clone(),
+        audiences: raw.audiences.clone(),
     })
+}
+
+/// A route's `issuers` and `audiences`: only for routes that take tokens, naming
+/// configured issuers and audiences one of them accepts; and with several issuers, every
+/// route that takes tokens must name the ones it trusts, since each could mint any user.
+fn check_route_issuers(
+    path: &str,
+    route: &RawRoute,
+    needs_token: bool,
+    issuers: &[RawIssuer],
+    p: &mut Problems,
+) {
+    if !needs_token {
+        for (field, set) in [("issuers", &route.issuers), ("audiences", &route.audiences)] {
+            if !set.is_empty() {
+                p.add(
+                    format!("{path}.{field}"),
+                    "only for routes whose rules take a token",
+                );
+            }
+        }
+        return;
+    }
+    if issuers.len() > 1 && route.issuers.is_empty() {
+        p.add(
+            format!("{path}.issuers"),
+            "several issuers are configured: name the ones this route trusts, since each could otherwise mint any user",
+        );
+    }
+    let trusted: Vec<&RawIssuer> = issuers
+        .iter()
+        .filter(|i| route.issuers.is_empty() || route.issuers.contains(&i.issuer))
+        .collect();
+    for (i, issuer) in route.issuers.iter().enumerate() {
+        if !issuers.iter().any(|c| &c.issuer == issuer) {
+            p.add(
+                format!("{path}.issuers[{i}]"),
+                format!("{issuer:?} is not a configured issuer"),
+            );
+        }
+    }
+    for (i, audience) in route.audiences.iter().enumerate() {
+        if !trusted.iter().any(|t| t.audiences.contains(audience)) {
+            p.add(
+                format!("{path}.audiences[{i}]"),
+                format!("no issuer this route trusts accepts audience {audience:?}: no token could pass"),
+            );
+        }
+    }
 }
 
 /// Resource verbs the apiserver derives (see `policy::kube`).

@@ -316,6 +316,17 @@ pub struct RawRoute {
     /// Send Envoy the identity as `dynamic_metadata` on allowed requests.
     #[serde(default)]
     pub dynamic_metadata: bool,
+    /// The issuers (their `issuer` URLs) whose tokens this route accepts; a token from
+    /// another configured issuer is refused (401, "issuer not accepted"). Required on
+    /// every route that takes tokens when several issuers are configured: each could
+    /// otherwise mint any user. Default with one issuer: that issuer.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// The token must have been minted for one of these audiences (`aud`), so a token
+    /// for another service is refused here (401, "audience not accepted"). Default: any
+    /// audience its issuer accepts.
+    #[serde(default)]
+    pub audiences: Vec<String>,
     /// Where to look for the token: `bearer`, `header:NAME`, `cookie:NAME`, `query:NAME`.
     #[serde(default = "default_token_from")]
     pub token_from: Vec<String>,

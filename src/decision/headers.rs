@@ -246,6 +246,8 @@ mod tests {
             remove_headers: vec!["authorization".into()],
             kube: None,
             foreign_identity_headers: vec![],
+            issuers: vec![],
+            audiences: vec![],
         }
     }
 

@@ -539,6 +539,8 @@ mod tests {
             remove_headers: vec![],
             kube: None,
             foreign_identity_headers: vec![],
+            issuers: vec![],
+            audiences: vec![],
         };
         let mut methods = Vec::new();
         for part in spec.split_whitespace() {

@@ -102,6 +102,11 @@ pub struct RouteRule {
     pub remove_headers: Vec<String>,
     /// For a route to a kube-apiserver: which requests, impersonating whom.
     pub kube: Option<KubePolicy>,
+    /// The issuers whose tokens this route accepts; empty: every configured issuer.
+    pub issuers: Vec<String>,
+    /// The token must carry one of these audiences (`aud`); empty: any its issuer
+    /// accepts.
+    pub audiences: Vec<String>,
     /// Identity headers other routes inject and this one does not, and headers an
     /// upstream trusts (Gerrit's `trusted_user_header`): removed too, so a client cannot
     /// forge on one route what the upstream trusts from another. Filled in by
@@ -208,6 +213,8 @@ mod tests {
             remove_headers: vec![],
             kube: None,
             foreign_identity_headers: vec![],
+            issuers: vec![],
+            audiences: vec![],
         }
     }
 
