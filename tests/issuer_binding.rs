@@ -125,7 +125,7 @@ async fn a_token_minted_for_another_audience_is_refused_on_a_route_that_requires
 #[test]
 fn with_several_issuers_a_token_route_that_does_not_name_its_issuers_is_refused() {
     let yaml = CONFIG.replace("    issuers: [https://idp.test.invalid]\n    audiences: [gerrit]\n    allow: authenticated", "    allow: authenticated");
-    let err = load(&yaml).err().expect("refused");
+    let err = load(&yaml).expect_err("refused");
     assert!(
         err.contains("routes[1].issuers: several issuers are configured"),
         "{err}"
@@ -148,13 +148,13 @@ fn route_issuers_and_audiences_must_be_ones_the_config_accepts() {
         "issuers: [https://nobody.test.invalid]",
         1,
     );
-    let err = load(&unknown).err().expect("refused");
+    let err = load(&unknown).expect_err("refused");
     assert!(err.contains("routes[0].issuers[0]"), "{err}");
     let never = CONFIG.replacen(
         "audiences: [gerrit]\n    allow: {",
         "audiences: [other]\n    allow: {",
         1,
     );
-    let err = load(&never).err().expect("refused");
+    let err = load(&never).expect_err("refused");
     assert!(err.contains("routes[0].audiences[0]"), "{err}");
 }
