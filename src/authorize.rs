@@ -4,8 +4,8 @@ use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, IssuerConfig, Problem};
 use crate::decision::{upstream_changes, HeaderChanges, Impersonation, InjectError};
 use crate::gerrit::{
-    CacheSettings, GerritAuth, GerritClient, GerritMetrics, GerritSettings, GroupCache,
-    GroupEvents, GroupSource, Membership, Secret,
+    CacheSettings, GerritAccount, GerritAuth, GerritClient, GerritMetrics, GerritSettings,
+    GroupCache, GroupEvents, GroupSource, Membership, Secret,
 };
 use crate::policy::{kube, kube_access, Requirement, RouteRule, RouteTable, Unmet};
 use crate::request::{has_dot_segments, RequestView};
@@ -563,7 +563,11 @@ impl Authorizer {
         }
     }
 
-    async fn membership(&self, user: &str, steps: &mut Trace) -> Result<Arc<Membership>, String> {
+    async fn membership(
+        &self,
+        user: &GerritAccount,
+        steps: &mut Trace,
+    ) -> Result<Arc<Membership>, String> {
         let Some(cache) = &self.groups else {
             // Config compilation refuses this; stay closed if it ever happens.
             steps.note(|| "no group source configured: cannot decide".into());
@@ -575,9 +579,9 @@ impl Authorizer {
         })?;
         if membership.known_account {
             let names: Vec<&str> = membership.groups.iter().map(|g| g.name.as_str()).collect();
-            steps.note(|| format!("groups of {user:?}: {}", names.join(", ")));
+            steps.note(|| format!("groups of {user}: {}", names.join(", ")));
         } else {
-            steps.note(|| format!("Gerrit has no account {user:?}: no groups"));
+            steps.note(|| format!("Gerrit has no account with {user}: no groups"));
         }
         Ok(membership)
     }

@@ -104,52 +104,118 @@ async fn requests_to_gerrit_are_bounded_in_flight() {
     assert!(gerrit.max_in_flight() >= 2, "the limit, not serial calls");
 }
 
+/// A check on a team-a path with a token for alice whose `claim` is `value`, by a server
+/// whose issuer reads the Gerrit account from `claim` in `form`.
+async fn check_with_account_claim(
+    gerrit: &FakeGerrit,
+    claim: &str,
+    form: &str,
+    value: serde_json::Value,
+) -> Result<i32, tonic::Code> {
+    let s = start_with_gerrit(
+        &gerrit.url(),
+        |y| {
+            y.replace(
+                "user_claim: preferred_username",
+                &format!(
+                    "user_claim: preferred_username\n    gerrit_account_claim: {claim}\n    gerrit_account_form: {form}"
+                ),
+            )
+        },
+        &[],
+    )
+    .await;
+    let mut claims = tokens::claims("alice");
+    claims[claim] = value;
+    let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
+    let req = check_request(
+        "GET",
+        "gerrit.example.com",
+        "/a/projects/team-a/x",
+        &[("authorization", &token)],
+    );
+    let mut client = s.client.clone();
+    client
+        .check(req)
+        .await
+        .map(|r| r.into_inner().status.unwrap().code)
+        .map_err(|e| e.code())
+}
+
 #[tokio::test]
-async fn the_gerrit_account_can_be_named_by_email_or_numeric_id() {
+async fn the_gerrit_account_can_be_named_by_email_or_a_declared_account_id() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
-    for (round, (claim, value, expected_path_id)) in [
-        (
-            "email",
-            serde_json::json!("alice@example.com"),
-            "alice@example.com".to_string(),
-        ),
+    let number = gerrit.account_id("alice");
+    for (round, (claim, form, value)) in [
+        ("email", "email", serde_json::json!("alice@example.com")),
+        ("email", "email", serde_json::json!("Alice@Example.COM")),
+        ("gerrit_id", "account_id", serde_json::json!(number)),
         (
             "gerrit_id",
-            serde_json::json!(gerrit.account_id("alice")),
-            gerrit.account_id("alice").to_string(),
+            "account_id",
+            serde_json::json!(number.to_string()),
         ),
     ]
     .into_iter()
     .enumerate()
     {
-        let s = start_with_gerrit(
-            &gerrit.url(),
-            |y| {
-                y.replace(
-                    "user_claim: preferred_username",
-                    &format!("user_claim: preferred_username\n    gerrit_account_claim: {claim}"),
-                )
-            },
-            &[],
-        )
-        .await;
-        let mut claims = tokens::claims("alice");
-        claims[claim] = value;
-        let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
-        let req = check_request(
-            "GET",
-            "gerrit.example.com",
-            "/a/projects/team-a/x",
-            &[("authorization", &token)],
+        assert_eq!(
+            check_with_account_claim(&gerrit, claim, form, value.clone()).await,
+            Ok(0),
+            "{form} {value}"
         );
-        let resp = s.client.clone().check(req).await.unwrap().into_inner();
-        assert_eq!(resp.status.unwrap().code, 0, "{claim}");
-        // The id is sent as the token carries it: the email to be resolved (and checked),
-        // the number straight to the group list.
-        assert!(gerrit.requests_for(&expected_path_id) >= 1, "{claim}");
-        assert_eq!(gerrit.group_lists_for("alice"), round + 1, "{claim}");
+        assert_eq!(gerrit.group_lists_for("alice"), round + 1, "{form} {value}");
     }
+    // Emails are queried (and checked), then every round lists groups by number; the
+    // declared numbers went straight to the group list.
+    assert_eq!(gerrit.requests_for("alice@example.com"), 1);
+    assert_eq!(gerrit.requests_for("Alice@Example.COM"), 1);
+    assert_eq!(gerrit.requests_for(&number.to_string()), 4);
+    assert_eq!(gerrit.total_requests(), 6);
+}
+
+#[tokio::test]
+async fn a_claim_declared_as_an_account_id_must_be_all_digits() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let number = gerrit.account_id("alice");
+    for value in [
+        serde_json::json!("alice"),
+        serde_json::json!(format!("+{number}")),
+        serde_json::json!(format!("{number} ")),
+        serde_json::json!(-1),
+    ] {
+        assert_eq!(
+            check_with_account_claim(&gerrit, "gerrit_id", "account_id", value.clone()).await,
+            Ok(16),
+            "{value}: the token lacks a usable account claim (UNAUTHENTICATED)"
+        );
+    }
+    assert_eq!(gerrit.total_requests(), 0, "nothing was sent to Gerrit");
+}
+
+#[tokio::test]
+async fn a_numeric_claim_not_declared_as_an_account_id_is_a_username() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let number = gerrit.account_id("alice");
+    // The default form is username, whether the JSON carries a string or a number.
+    for value in [
+        serde_json::json!(number),
+        serde_json::json!(number.to_string()),
+    ] {
+        assert_eq!(
+            check_with_account_claim(&gerrit, "employee_number", "username", value.clone()).await,
+            Ok(7),
+            "{value}: no user is called {number}: PERMISSION_DENIED"
+        );
+    }
+    assert_eq!(
+        gerrit.group_lists_for("alice"),
+        0,
+        "alice's groups never asked for"
+    );
 }
 
 #[tokio::test]
@@ -162,9 +228,8 @@ async fn gerrit_requests_and_cache_results_are_in_the_metrics() {
     assert_eq!(check_code(&s, "nobody").await, Ok(7));
     let text = s.metrics().await;
     for line in [
-        // alice: her account resolved, then her groups; nobody: no such account.
-        r#"mesh_authz_gerrit_requests_total{outcome="ok"} 2"#,
-        r#"mesh_authz_gerrit_requests_total{outcome="not_found"} 1"#,
+        // alice: her account queried, then her groups listed; nobody: queried, no match.
+        r#"mesh_authz_gerrit_requests_total{outcome="ok"} 3"#,
         r#"mesh_authz_group_cache_lookups_total{result="miss"} 2"#,
         r#"mesh_authz_group_cache_lookups_total{result="hit"} 1"#,
         "mesh_authz_gerrit_request_duration_seconds_count 3",
@@ -391,7 +456,6 @@ fn trusted_header_section(y: String) -> String {
 async fn a_gerrit_trusting_a_header_is_asked_as_the_service_account_named_in_it() {
     let gerrit = FakeGerrit::start().await;
     gerrit.trust_header("X-Forwarded-User");
-    gerrit.add_account(USERNAME, &[]);
     gerrit.add_account("alice", &["team-a"]);
     let s = start_with_gerrit(&gerrit.url(), trusted_header_section, &[]).await;
     assert_eq!(check_code(&s, "alice").await, Ok(0));
@@ -406,6 +470,7 @@ async fn a_gerrit_trusting_a_header_is_asked_as_the_service_account_named_in_it(
 async fn a_gerrit_trusting_a_header_without_the_service_account_is_a_credentials_problem() {
     let gerrit = FakeGerrit::start().await;
     gerrit.trust_header("X-Forwarded-User");
+    gerrit.delete_account(USERNAME);
     gerrit.add_account("alice", &["team-a"]);
     let s = start_with_gerrit(&gerrit.url(), trusted_header_section, &[]).await;
     assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));
