@@ -286,8 +286,8 @@ impl Authorizer {
         }
     }
 
-    /// Starts what keeps the authorizer's state fresh: JWKS refreshers and the Gerrit
-    /// password reloader, once for each piece (pieces kept by a reload keep theirs). The
+    /// Starts what keeps the authorizer's state fresh: JWKS refreshers, the Gerrit
+    /// password reloader and the Gerrit self-check, once for each piece (pieces kept by a reload keep theirs). The
     /// tasks end when their piece is dropped.
     pub fn start_background(&self) {
         for store in self.verifier.stores() {
@@ -295,6 +295,7 @@ impl Authorizer {
         }
         if let Some(gerrit) = self.groups.as_ref().and_then(|g| g.gerrit()) {
             gerrit.spawn_password_reloader();
+            gerrit.spawn_self_check();
         }
     }
 

@@ -268,6 +268,93 @@ async fn rejected_service_credentials_show_in_readiness_and_metrics() {
 /// Gerrit answers that are not a group list, and Gerrits that stall, each end as "cannot
 /// decide" within the request timeout (retried only when transient), are counted by
 /// outcome, and leave nothing behind: once Gerrit behaves, the same check is allowed.
+/// `/readyz`: status and body.
+async fn readiness(s: &TestServer) -> (u16, String) {
+    let ready = reqwest::get(format!("{}/readyz", s.admin_url()))
+        .await
+        .unwrap();
+    (ready.status().as_u16(), ready.text().await.unwrap())
+}
+
+const URL_WRONG: &str = "mesh_authz_gerrit_url_wrong";
+
+#[tokio::test]
+async fn a_gerrit_url_with_a_wrong_path_prefix_shows_in_readiness_and_metrics() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    // Gerrit serves at the root; `/gerrit/a/...` is 404 for every path, alice included.
+    let wrong = start_with_gerrit(&format!("{}/gerrit", gerrit.url()), |y| y, &[]).await;
+    until("the self-check to flag the URL", || async {
+        wrong.metric(URL_WRONG).await == 1.0
+    })
+    .await;
+    let (status, body) = readiness(&wrong).await;
+    assert_eq!(status, 200, "public and token-only routes still work");
+    assert!(body.starts_with("ready, degraded: "), "{body}");
+    assert!(body.contains("gerrit.url"), "{body}");
+    // Group routes say they cannot decide, not "alice has no groups".
+    assert_eq!(
+        check_code(&wrong, "alice").await,
+        Err(tonic::Code::Unavailable)
+    );
+    assert_eq!(gerrit.total_requests(), 0, "nothing reached Gerrit's API");
+
+    let right = start(&gerrit, "").await;
+    assert!(
+        gerrit.self_requests() >= 1,
+        "the service account was looked up"
+    );
+    assert_eq!(right.metric(URL_WRONG).await, 0.0);
+    assert_eq!(readiness(&right).await, (200, "ready\n".to_string()));
+    assert_eq!(check_code(&right, "alice").await, Ok(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gerrit_url_that_starts_answering_404_is_reported_within_a_minute_and_recovers() {
+    let _clock = manual_clock();
+    let gerrit = FakeGerrit::start().await;
+    let s = start(&gerrit, NO_RETRIES).await;
+    let checked = gerrit.self_requests();
+    assert_eq!(s.metric(URL_WRONG).await, 0.0);
+
+    // A proxy in front of Gerrit loses its route: every path is 404.
+    gerrit.fail_next(usize::MAX, Fault::NoSuchPath);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(gerrit.self_requests(), checked, "not yet");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    until("the periodic self-check to flag the URL", || async {
+        s.metric(URL_WRONG).await == 1.0
+    })
+    .await;
+    assert!(readiness(&s).await.1.contains("gerrit.url"));
+
+    gerrit.fail_next(0, Fault::NoSuchPath);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    until("the next self-check to clear it", || async {
+        s.metric(URL_WRONG).await == 0.0
+    })
+    .await;
+    assert_eq!(readiness(&s).await, (200, "ready\n".to_string()));
+}
+
+#[tokio::test]
+async fn rejected_service_credentials_show_in_readiness_before_any_check() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.set_password("not-what-mesh-authz-has");
+    let s = start(&gerrit, "").await;
+    until("the self-check to see the 401", || async {
+        s.metric("mesh_authz_gerrit_credentials_rejected").await == 1.0
+    })
+    .await;
+    let (status, body) = readiness(&s).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Gerrit rejects the service account"),
+        "{body}"
+    );
+    assert_eq!(s.metric(URL_WRONG).await, 0.0, "the URL is right");
+}
+
 #[tokio::test]
 async fn gerrit_answers_that_are_not_a_group_list_mean_cannot_decide_without_hanging() {
     let cases = [

@@ -104,9 +104,19 @@ pub struct GerritSettings {
 /// numbers do not change; emails rarely do.
 const RESOLUTION_TTL: Duration = Duration::from_secs(3600);
 
-/// Answers "which groups is this account in?" from Gerrit's REST API.
+/// How often the service account looks itself up (`GET /a/accounts/self`), besides at
+/// start: a 404 there means `gerrit.url` does not lead to Gerrit.
+pub const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Answers "which groups is this account in?" from Gerrit's REST API. Clones share one
+/// connection pool, password, request bound and resolution cache.
 #[derive(Debug, Clone)]
-pub struct GerritClient {
+pub struct GerritClient(Arc<ClientState>);
+
+/// What a client and its clones share; the background tasks hold it weakly, so they end
+/// when the last clone is dropped.
+#[derive(Debug)]
+pub struct ClientState {
     http: reqwest::Client,
     settings: Arc<GerritSettings>,
     /// The current password: Kubernetes rotates mounted Secrets in place.
@@ -117,7 +127,17 @@ pub struct GerritClient {
     account_numbers: moka::sync::Cache<GerritAccount, u64>,
     /// Whether the password reloader was started (once per client and its clones).
     reloader: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the periodic self-check was started (once per client and its clones).
+    self_checker: std::sync::atomic::AtomicBool,
     metrics: GerritMetrics,
+}
+
+impl std::ops::Deref for GerritClient {
+    type Target = ClientState;
+
+    fn deref(&self) -> &ClientState {
+        &self.0
+    }
 }
 
 impl GerritClient {
@@ -143,15 +163,16 @@ impl GerritClient {
             .max_capacity(settings.max_accounts.max(1))
             .time_to_live(RESOLUTION_TTL)
             .build();
-        Ok(Self {
+        Ok(Self(Arc::new(ClientState {
             http,
             settings: Arc::new(settings),
             password,
             in_flight,
             account_numbers,
             reloader: Arc::default(),
+            self_checker: Default::default(),
             metrics,
-        })
+        })))
     }
 
     fn current_password(&self) -> Option<Secret> {
@@ -183,6 +204,73 @@ impl GerritClient {
                 reload_password(&path, &password).await;
             }
         });
+    }
+
+    /// Looks the service account itself up now and at every [`SELF_CHECK_INTERVAL`],
+    /// recording in the metrics whether `gerrit.url` leads to Gerrit and Gerrit accepts
+    /// the credentials. Once per client; the task ends after the client is dropped.
+    pub fn spawn_self_check(&self) {
+        use std::sync::atomic::Ordering;
+        if self.self_checker.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let client = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                let Some(client) = client.upgrade().map(GerritClient) else {
+                    return;
+                };
+                client.self_check().await;
+                drop(client);
+                tokio::time::sleep(SELF_CHECK_INTERVAL).await;
+            }
+        });
+    }
+
+    /// `GET /a/accounts/self` once, without retries (the next check is a minute away):
+    /// the service account must exist, so a 404 means the URL or its path prefix is
+    /// wrong and every user would look unknown.
+    pub async fn self_check(&self) {
+        let result = match self.url(&["accounts", "self"], None) {
+            Ok(url) => {
+                match tokio::time::timeout(self.settings.timeout, self.get_once(&url)).await {
+                    Ok(Ok(Some(body))) => parse_account(&body).map(Some),
+                    Ok(other) => other.map(|_| None),
+                    Err(_) => Err(GerritError::Unreachable("request timed out".into())),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(e) => e.code(),
+        };
+        let was_wrong = self.metrics.url_wrong();
+        let was_rejected = self.metrics.credentials_rejected();
+        self.metrics.self_check(outcome);
+        let base = redacted(&self.settings.base);
+        match (&result, self.metrics.url_wrong()) {
+            (Ok(None), true) if !was_wrong => tracing::error!(
+                url = %base,
+                "Gerrit answers 404 for the service account itself (GET /a/accounts/self): gerrit.url or its path prefix is wrong; checks that need groups cannot be decided"
+            ),
+            (_, false) if was_wrong => {
+                tracing::info!(url = %base, "gerrit.url answers for the service account again")
+            }
+            _ => {}
+        }
+        match &result {
+            Err(GerritError::Credentials(status)) if !was_rejected => tracing::error!(
+                status,
+                username = %self.settings.auth.username,
+                "Gerrit rejects the service account (self-check)"
+            ),
+            Err(e) if !matches!(e, GerritError::Credentials(_)) => {
+                tracing::warn!(error = %e, "Gerrit self-check failed")
+            }
+            _ => {}
+        }
     }
 
     /// The account's effective groups, or `None` if Gerrit has no such (visible, active)
@@ -500,6 +588,20 @@ pub(crate) fn parse_groups(body: &[u8]) -> Result<Vec<Group>, GerritError> {
             }
         })
         .collect())
+}
+
+/// Parses one `AccountInfo`.
+fn parse_account(body: &[u8]) -> Result<Member, GerritError> {
+    serde_json::from_str(json_text(body)?)
+        .map_err(|e| GerritError::Response(format!("not an AccountInfo: {e}")))
+}
+
+/// The URL without user info, for logs.
+fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 /// Parses an `AccountInfo` list (a group's members, an account query's answer).
