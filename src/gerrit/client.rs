@@ -231,31 +231,33 @@ impl GerritClient {
     /// the service account must exist, so a 404 means the URL or its path prefix is
     /// wrong and every user would look unknown.
     pub async fn self_check(&self) {
-        let result = match self.url(&["accounts", "self"], None) {
-            Ok(url) => {
-                match tokio::time::timeout(self.settings.timeout, self.get_once(&url)).await {
-                    Ok(Ok(Some(body))) => parse_account(&body).map(Some),
-                    Ok(other) => other.map(|_| None),
-                    Err(_) => Err(GerritError::Unreachable("request timed out".into())),
-                }
+        let result = async {
+            let url = self.url(&["accounts", "self"], None)?;
+            match tokio::time::timeout(self.settings.timeout, self.get_once(&url)).await {
+                Ok(Ok(Some(body))) => parse_account(&body).map(Some),
+                Ok(other) => other.map(|_| None),
+                Err(_) => Err(GerritError::Unreachable("request timed out".into())),
             }
-            Err(e) => Err(e),
-        };
+        }
+        .await;
         let outcome = match &result {
             Ok(Some(_)) => "ok",
             Ok(None) => "not_found",
             Err(e) => e.code(),
         };
-        let was_wrong = self.metrics.url_wrong();
-        let was_rejected = self.metrics.credentials_rejected();
+        let (was_wrong, was_rejected) = (
+            self.metrics.url_wrong(),
+            self.metrics.credentials_rejected(),
+        );
         self.metrics.self_check(outcome);
+        // Log changes of state, not every minute of the same one.
         let base = redacted(&self.settings.base);
-        match (&result, self.metrics.url_wrong()) {
-            (Ok(None), true) if !was_wrong => tracing::error!(
+        match (was_wrong, self.metrics.url_wrong()) {
+            (false, true) => tracing::error!(
                 url = %base,
                 "Gerrit answers 404 for the service account itself (GET /a/accounts/self): gerrit.url or its path prefix is wrong; checks that need groups cannot be decided"
             ),
-            (_, false) if was_wrong => {
+            (true, false) => {
                 tracing::info!(url = %base, "gerrit.url answers for the service account again")
             }
             _ => {}
@@ -266,10 +268,8 @@ impl GerritClient {
                 username = %self.settings.auth.username,
                 "Gerrit rejects the service account (self-check)"
             ),
-            Err(e) if !matches!(e, GerritError::Credentials(_)) => {
-                tracing::warn!(error = %e, "Gerrit self-check failed")
-            }
-            _ => {}
+            Err(GerritError::Credentials(_)) | Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Gerrit self-check failed"),
         }
     }
 
