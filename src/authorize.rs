@@ -4,8 +4,8 @@ use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, IssuerConfig, Problem};
 use crate::decision::{upstream_changes, HeaderChanges, Impersonation, InjectError};
 use crate::gerrit::{
-    CacheSettings, GerritAuth, GerritClient, GerritMetrics, GerritSettings, GroupCache,
-    GroupEvents, GroupSource, Membership, Secret,
+    CacheSettings, GerritAccount, GerritAuth, GerritClient, GerritMetrics, GerritSettings,
+    GroupCache, GroupEvents, GroupSource, Membership, Secret,
 };
 use crate::policy::{kube, kube_access, Requirement, RouteRule, RouteTable, Unmet};
 use crate::request::{routing_path, PathError, RequestView};
@@ -286,8 +286,8 @@ impl Authorizer {
         }
     }
 
-    /// Starts what keeps the authorizer's state fresh: JWKS refreshers and the Gerrit
-    /// password reloader, once for each piece (pieces kept by a reload keep theirs). The
+    /// Starts what keeps the authorizer's state fresh: JWKS refreshers, the Gerrit
+    /// password reloader and the Gerrit self-check, once for each piece (pieces kept by a reload keep theirs). The
     /// tasks end when their piece is dropped.
     pub fn start_background(&self) {
         for store in self.verifier.stores() {
@@ -295,6 +295,7 @@ impl Authorizer {
         }
         if let Some(gerrit) = self.groups.as_ref().and_then(|g| g.gerrit()) {
             gerrit.spawn_password_reloader();
+            gerrit.spawn_self_check();
         }
     }
 
@@ -570,7 +571,11 @@ impl Authorizer {
         }
     }
 
-    async fn membership(&self, user: &str, steps: &mut Trace) -> Result<Arc<Membership>, String> {
+    async fn membership(
+        &self,
+        user: &GerritAccount,
+        steps: &mut Trace,
+    ) -> Result<Arc<Membership>, String> {
         let Some(cache) = &self.groups else {
             // Config compilation refuses this; stay closed if it ever happens.
             steps.note(|| "no group source configured: cannot decide".into());
@@ -582,9 +587,9 @@ impl Authorizer {
         })?;
         if membership.known_account {
             let names: Vec<&str> = membership.groups.iter().map(|g| g.name.as_str()).collect();
-            steps.note(|| format!("groups of {user:?}: {}", names.join(", ")));
+            steps.note(|| format!("groups of {user}: {}", names.join(", ")));
         } else {
-            steps.note(|| format!("Gerrit has no account {user:?}: no groups"));
+            steps.note(|| format!("Gerrit has no account with {user}: no groups"));
         }
         Ok(membership)
     }

@@ -1,6 +1,7 @@
 //! Group decisions with groups from a fake Gerrit over HTTP: allow and deny by group name
 //! or UUID, one Gerrit call for many concurrent checks, unknown accounts, Gerrit down or
-//! rejecting our credentials, and account ids Gerrit would resolve to someone else.
+//! rejecting our credentials, and account ids Gerrit would resolve to someone else
+//! (numeric usernames, `self`, display forms, name searches).
 
 mod support;
 
@@ -451,22 +452,23 @@ async fn fixing_the_gerrit_password_file_restores_group_routes_without_a_restart
 }
 
 #[tokio::test]
-async fn account_id_with_path_characters_is_sent_to_gerrit_as_one_encoded_segment() {
+async fn an_account_name_with_path_characters_reaches_gerrit_only_as_a_query_value() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
     let s = start(&gerrit).await;
-    // Unencoded, `/a/accounts/../accounts/alice/groups/` would be alice's groups.
+    // In a path, `/a/accounts/../accounts/alice/groups/` would be alice's groups.
     let sneaky = "../accounts/alice";
     assert_eq!(denied(&answered(&s, sneaky, TEAM_A).await).http_status, 403);
-    assert_eq!(gerrit.requests_for(sneaky), 1);
+    assert_eq!(gerrit.requests_for(sneaky), 1, "queried as a username");
     assert_eq!(gerrit.requests_for("alice"), 0);
+    assert_eq!(gerrit.group_lists_for("alice"), 0);
 }
 
 #[tokio::test]
 async fn token_users_named_self_or_me_do_not_get_the_service_accounts_groups() {
     let gerrit = FakeGerrit::start().await;
     // The service account mesh-authz logs in as is in powerful groups.
-    gerrit.add_account(USERNAME, &["team-a", "Administrators"]);
+    gerrit.set_groups(USERNAME, &["team-a", "Administrators"]);
     let s = start(&gerrit).await;
     for id in ["self", "me"] {
         // Gerrit resolves these ids to the caller: the service account.
@@ -528,4 +530,37 @@ async fn a_token_user_gerrit_finds_only_by_a_name_search_gets_no_groups() {
         );
     }
     allowed(&answered(&s, "jsmith", TEAM_A).await);
+}
+
+#[tokio::test]
+async fn a_numeric_username_gets_its_own_groups_not_those_of_the_account_with_that_number() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    // Employee numbers as usernames: one of them is also alice's account number.
+    let colliding = gerrit.account_id("alice").to_string();
+    gerrit.add_account(&colliding, &["reviewers"]);
+    let in_team_a = "4711";
+    gerrit.add_account(in_team_a, &["team-a"]);
+    let s = start(&gerrit).await;
+    // Gerrit reads a string of digits as an account number: alice.
+    assert!(
+        groups_gerrit_reports(&gerrit, &colliding)
+            .await
+            .contains(&"team-a".to_string()),
+        "the fake must resolve {colliding:?} like Gerrit does"
+    );
+
+    let asked = gerrit.group_lists_for("alice");
+    let d = denied(&answered(&s, &colliding, TEAM_A).await);
+    assert_eq!(d.http_status, 403, "user {colliding} is not in team-a");
+    assert_eq!(
+        gerrit.group_lists_for("alice"),
+        asked,
+        "alice's groups never asked for"
+    );
+    assert_eq!(gerrit.group_lists_for(&colliding), 1, "its own were");
+    // Its own groups, on a route that shows them.
+    let resp = answered(&s, in_team_a, TEAM_A).await;
+    assert_eq!(injected_groups(&resp), "Registered Users,team-a");
+    assert_eq!(gerrit.group_lists_for(in_team_a), 1);
 }

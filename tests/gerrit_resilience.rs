@@ -104,52 +104,118 @@ async fn requests_to_gerrit_are_bounded_in_flight() {
     assert!(gerrit.max_in_flight() >= 2, "the limit, not serial calls");
 }
 
+/// A check on a team-a path with a token for alice whose `claim` is `value`, by a server
+/// whose issuer reads the Gerrit account from `claim` in `form`.
+async fn check_with_account_claim(
+    gerrit: &FakeGerrit,
+    claim: &str,
+    form: &str,
+    value: serde_json::Value,
+) -> Result<i32, tonic::Code> {
+    let s = start_with_gerrit(
+        &gerrit.url(),
+        |y| {
+            y.replace(
+                "user_claim: preferred_username",
+                &format!(
+                    "user_claim: preferred_username\n    gerrit_account_claim: {claim}\n    gerrit_account_form: {form}"
+                ),
+            )
+        },
+        &[],
+    )
+    .await;
+    let mut claims = tokens::claims("alice");
+    claims[claim] = value;
+    let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
+    let req = check_request(
+        "GET",
+        "gerrit.example.com",
+        "/a/projects/team-a/x",
+        &[("authorization", &token)],
+    );
+    let mut client = s.client.clone();
+    client
+        .check(req)
+        .await
+        .map(|r| r.into_inner().status.unwrap().code)
+        .map_err(|e| e.code())
+}
+
 #[tokio::test]
-async fn the_gerrit_account_can_be_named_by_email_or_numeric_id() {
+async fn the_gerrit_account_can_be_named_by_email_or_a_declared_account_id() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
-    for (round, (claim, value, expected_path_id)) in [
-        (
-            "email",
-            serde_json::json!("alice@example.com"),
-            "alice@example.com".to_string(),
-        ),
+    let number = gerrit.account_id("alice");
+    for (round, (claim, form, value)) in [
+        ("email", "email", serde_json::json!("alice@example.com")),
+        ("email", "email", serde_json::json!("Alice@Example.COM")),
+        ("gerrit_id", "account_id", serde_json::json!(number)),
         (
             "gerrit_id",
-            serde_json::json!(gerrit.account_id("alice")),
-            gerrit.account_id("alice").to_string(),
+            "account_id",
+            serde_json::json!(number.to_string()),
         ),
     ]
     .into_iter()
     .enumerate()
     {
-        let s = start_with_gerrit(
-            &gerrit.url(),
-            |y| {
-                y.replace(
-                    "user_claim: preferred_username",
-                    &format!("user_claim: preferred_username\n    gerrit_account_claim: {claim}"),
-                )
-            },
-            &[],
-        )
-        .await;
-        let mut claims = tokens::claims("alice");
-        claims[claim] = value;
-        let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
-        let req = check_request(
-            "GET",
-            "gerrit.example.com",
-            "/a/projects/team-a/x",
-            &[("authorization", &token)],
+        assert_eq!(
+            check_with_account_claim(&gerrit, claim, form, value.clone()).await,
+            Ok(0),
+            "{form} {value}"
         );
-        let resp = s.client.clone().check(req).await.unwrap().into_inner();
-        assert_eq!(resp.status.unwrap().code, 0, "{claim}");
-        // The id is sent as the token carries it: the email to be resolved (and checked),
-        // the number straight to the group list.
-        assert!(gerrit.requests_for(&expected_path_id) >= 1, "{claim}");
-        assert_eq!(gerrit.group_lists_for("alice"), round + 1, "{claim}");
+        assert_eq!(gerrit.group_lists_for("alice"), round + 1, "{form} {value}");
     }
+    // Emails are queried (and checked), then every round lists groups by number; the
+    // declared numbers went straight to the group list.
+    assert_eq!(gerrit.requests_for("alice@example.com"), 1);
+    assert_eq!(gerrit.requests_for("Alice@Example.COM"), 1);
+    assert_eq!(gerrit.requests_for(&number.to_string()), 4);
+    assert_eq!(gerrit.total_requests(), 6);
+}
+
+#[tokio::test]
+async fn a_claim_declared_as_an_account_id_must_be_all_digits() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let number = gerrit.account_id("alice");
+    for value in [
+        serde_json::json!("alice"),
+        serde_json::json!(format!("+{number}")),
+        serde_json::json!(format!("{number} ")),
+        serde_json::json!(-1),
+    ] {
+        assert_eq!(
+            check_with_account_claim(&gerrit, "gerrit_id", "account_id", value.clone()).await,
+            Ok(16),
+            "{value}: the token lacks a usable account claim (UNAUTHENTICATED)"
+        );
+    }
+    assert_eq!(gerrit.total_requests(), 0, "nothing was sent to Gerrit");
+}
+
+#[tokio::test]
+async fn a_numeric_claim_not_declared_as_an_account_id_is_a_username() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let number = gerrit.account_id("alice");
+    // The default form is username, whether the JSON carries a string or a number.
+    for value in [
+        serde_json::json!(number),
+        serde_json::json!(number.to_string()),
+    ] {
+        assert_eq!(
+            check_with_account_claim(&gerrit, "employee_number", "username", value.clone()).await,
+            Ok(7),
+            "{value}: no user is called {number}: PERMISSION_DENIED"
+        );
+    }
+    assert_eq!(
+        gerrit.group_lists_for("alice"),
+        0,
+        "alice's groups never asked for"
+    );
 }
 
 #[tokio::test]
@@ -162,9 +228,8 @@ async fn gerrit_requests_and_cache_results_are_in_the_metrics() {
     assert_eq!(check_code(&s, "nobody").await, Ok(7));
     let text = s.metrics().await;
     for line in [
-        // alice: her account resolved, then her groups; nobody: no such account.
-        r#"mesh_authz_gerrit_requests_total{outcome="ok"} 2"#,
-        r#"mesh_authz_gerrit_requests_total{outcome="not_found"} 1"#,
+        // alice: her account queried, then her groups listed; nobody: queried, no match.
+        r#"mesh_authz_gerrit_requests_total{outcome="ok"} 3"#,
         r#"mesh_authz_group_cache_lookups_total{result="miss"} 2"#,
         r#"mesh_authz_group_cache_lookups_total{result="hit"} 1"#,
         "mesh_authz_gerrit_request_duration_seconds_count 3",
@@ -203,6 +268,93 @@ async fn rejected_service_credentials_show_in_readiness_and_metrics() {
 /// Gerrit answers that are not a group list, and Gerrits that stall, each end as "cannot
 /// decide" within the request timeout (retried only when transient), are counted by
 /// outcome, and leave nothing behind: once Gerrit behaves, the same check is allowed.
+/// `/readyz`: status and body.
+async fn readiness(s: &TestServer) -> (u16, String) {
+    let ready = reqwest::get(format!("{}/readyz", s.admin_url()))
+        .await
+        .unwrap();
+    (ready.status().as_u16(), ready.text().await.unwrap())
+}
+
+const URL_WRONG: &str = "mesh_authz_gerrit_url_wrong";
+
+#[tokio::test]
+async fn a_gerrit_url_with_a_wrong_path_prefix_shows_in_readiness_and_metrics() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    // Gerrit serves at the root; `/gerrit/a/...` is 404 for every path, alice included.
+    let wrong = start_with_gerrit(&format!("{}/gerrit", gerrit.url()), |y| y, &[]).await;
+    until("the self-check to flag the URL", || async {
+        wrong.metric(URL_WRONG).await == 1.0
+    })
+    .await;
+    let (status, body) = readiness(&wrong).await;
+    assert_eq!(status, 200, "public and token-only routes still work");
+    assert!(body.starts_with("ready, degraded: "), "{body}");
+    assert!(body.contains("gerrit.url"), "{body}");
+    // Group routes say they cannot decide, not "alice has no groups".
+    assert_eq!(
+        check_code(&wrong, "alice").await,
+        Err(tonic::Code::Unavailable)
+    );
+    assert_eq!(gerrit.total_requests(), 0, "nothing reached Gerrit's API");
+
+    let right = start(&gerrit, "").await;
+    assert!(
+        gerrit.self_requests() >= 1,
+        "the service account was looked up"
+    );
+    assert_eq!(right.metric(URL_WRONG).await, 0.0);
+    assert_eq!(readiness(&right).await, (200, "ready\n".to_string()));
+    assert_eq!(check_code(&right, "alice").await, Ok(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gerrit_url_that_starts_answering_404_is_reported_within_a_minute_and_recovers() {
+    let _clock = manual_clock();
+    let gerrit = FakeGerrit::start().await;
+    let s = start(&gerrit, NO_RETRIES).await;
+    let checked = gerrit.self_requests();
+    assert_eq!(s.metric(URL_WRONG).await, 0.0);
+
+    // A proxy in front of Gerrit loses its route: every path is 404.
+    gerrit.fail_next(usize::MAX, Fault::NoSuchPath);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(gerrit.self_requests(), checked, "not yet");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    until("the periodic self-check to flag the URL", || async {
+        s.metric(URL_WRONG).await == 1.0
+    })
+    .await;
+    assert!(readiness(&s).await.1.contains("gerrit.url"));
+
+    gerrit.fail_next(0, Fault::NoSuchPath);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    until("the next self-check to clear it", || async {
+        s.metric(URL_WRONG).await == 0.0
+    })
+    .await;
+    assert_eq!(readiness(&s).await, (200, "ready\n".to_string()));
+}
+
+#[tokio::test]
+async fn rejected_service_credentials_show_in_readiness_before_any_check() {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.set_password("not-what-mesh-authz-has");
+    let s = start(&gerrit, "").await;
+    until("the self-check to see the 401", || async {
+        s.metric("mesh_authz_gerrit_credentials_rejected").await == 1.0
+    })
+    .await;
+    let (status, body) = readiness(&s).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Gerrit rejects the service account"),
+        "{body}"
+    );
+    assert_eq!(s.metric(URL_WRONG).await, 0.0, "the URL is right");
+}
+
 #[tokio::test]
 async fn gerrit_answers_that_are_not_a_group_list_mean_cannot_decide_without_hanging() {
     let cases = [
@@ -391,7 +543,6 @@ fn trusted_header_section(y: String) -> String {
 async fn a_gerrit_trusting_a_header_is_asked_as_the_service_account_named_in_it() {
     let gerrit = FakeGerrit::start().await;
     gerrit.trust_header("X-Forwarded-User");
-    gerrit.add_account(USERNAME, &[]);
     gerrit.add_account("alice", &["team-a"]);
     let s = start_with_gerrit(&gerrit.url(), trusted_header_section, &[]).await;
     assert_eq!(check_code(&s, "alice").await, Ok(0));
@@ -406,6 +557,7 @@ async fn a_gerrit_trusting_a_header_is_asked_as_the_service_account_named_in_it(
 async fn a_gerrit_trusting_a_header_without_the_service_account_is_a_credentials_problem() {
     let gerrit = FakeGerrit::start().await;
     gerrit.trust_header("X-Forwarded-User");
+    gerrit.delete_account(USERNAME);
     gerrit.add_account("alice", &["team-a"]);
     let s = start_with_gerrit(&gerrit.url(), trusted_header_section, &[]).await;
     assert_eq!(check_code(&s, "alice").await, Err(tonic::Code::Unavailable));

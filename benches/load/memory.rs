@@ -7,7 +7,7 @@ use super::driver::{self, Expect};
 use super::report::{human, Stats};
 use super::requests::{self, Signer, ED_ISSUER};
 use super::servers::{self, ServerProcess};
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,8 +38,8 @@ const GERRIT_USER: &str = "mesh-authz";
 /// Account numbers start here, as in Gerrit.
 const FIRST_ACCOUNT: u64 = 1_000_000;
 
-/// A fake Gerrit answering account and group lookups for users `user-N`: account
-/// 1000000+N, groups team-a and Registered Users. Counts the requests it answers.
+/// A fake Gerrit answering account queries and group lookups for users `user-N`:
+/// account 1000000+N, groups team-a and Registered Users. Counts the requests it answers.
 struct FakeGerrit {
     url: String,
     requests: Arc<AtomicU64>,
@@ -54,18 +54,40 @@ fn gerrit_json(body: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// `GET /a/accounts/{id}` for `user-N`: its AccountInfo.
+/// The AccountInfo (with details) of `user-N`, if `username` is one.
+fn account_info(username: &str) -> Option<serde_json::Value> {
+    let number = username.strip_prefix("user-")?.parse::<u64>().ok()?;
+    Some(json!({
+        "_account_id": FIRST_ACCOUNT + number,
+        "name": format!("User {number}"),
+        "username": username,
+        "email": format!("{username}@example.com"),
+    }))
+}
+
+/// `GET /a/accounts/?q=username:"user-N"&o=DETAILS`: that account, or `[]`.
+async fn query(State(n): State<Arc<AtomicU64>>, RawQuery(query): RawQuery) -> Response {
+    n.fetch_add(1, Ordering::Relaxed);
+    let q = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let username = q
+        .strip_prefix("username:")
+        .map(|v| v.trim_matches('"'))
+        .unwrap_or_default();
+    gerrit_json(json!(account_info(username)
+        .into_iter()
+        .collect::<Vec<_>>()))
+}
+
+/// `GET /a/accounts/self`: the service account (mesh-authz checks it exists).
 async fn account(State(n): State<Arc<AtomicU64>>, UrlPath(id): UrlPath<String>) -> Response {
     n.fetch_add(1, Ordering::Relaxed);
-    match id.strip_prefix("user-").and_then(|n| n.parse::<u64>().ok()) {
-        Some(number) => gerrit_json(json!({
-            "_account_id": FIRST_ACCOUNT + number,
-            "name": format!("User {number}"),
-            "username": id,
-            "email": format!("{id}@example.com"),
-        })),
-        None => (StatusCode::NOT_FOUND, format!("Not found: {id}")).into_response(),
+    if id == "self" {
+        return gerrit_json(json!({"_account_id": FIRST_ACCOUNT - 1, "username": GERRIT_USER}));
     }
+    (StatusCode::NOT_FOUND, format!("Not found: {id}")).into_response()
 }
 
 /// `GET /a/accounts/{number}/groups/`: team-a and Registered Users.
@@ -88,6 +110,7 @@ impl FakeGerrit {
     async fn start() -> Self {
         let requests = Arc::new(AtomicU64::new(0));
         let app = axum::Router::new()
+            .route("/a/accounts/", get(query))
             .route("/a/accounts/{account}", get(account))
             .route("/a/accounts/{account}/groups/", get(groups))
             .with_state(requests.clone());

@@ -234,21 +234,19 @@ async fn gerrit_events(
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let gerrit_rejects = state
+    let gerrit_problem = state
         .authorizer
         .load()
         .groups()
         .and_then(|g| g.metrics())
-        .is_some_and(|m| m.credentials_rejected());
-    match state.readiness.check() {
+        .and_then(|m| m.degraded());
+    match (state.readiness.check(), gerrit_problem) {
         // Still ready: taking every replica out would fail public and token-only routes
-        // too. The body and a metric say what is wrong.
-        Ok(()) if gerrit_rejects => (
-            StatusCode::OK,
-            "ready, degraded: Gerrit rejects the service account credentials; checks that need groups cannot be decided\n".to_string(),
-        ),
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (
+        // too, and a restart mends neither credentials nor the URL. The body and a metric
+        // say what is wrong.
+        (Ok(()), Some(problem)) => (StatusCode::OK, format!("ready, degraded: {problem}\n")),
+        (Ok(()), None) => (StatusCode::OK, "ready\n".to_string()),
+        (Err(why), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),

@@ -1,5 +1,6 @@
 //! The verified caller.
 
+use crate::gerrit::GerritAccount;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -14,9 +15,9 @@ pub struct Identity {
     pub user: String,
     /// The email claim, when present and a string.
     pub email: Option<String>,
-    /// The Gerrit account id to look groups up for: the issuer's `gerrit_account_claim`
-    /// (a username, an email or a numeric account id), by default the user name.
-    pub gerrit_account: String,
+    /// The Gerrit account to look groups up for: the issuer's `gerrit_account_claim` (by
+    /// default the user name) in its declared `gerrit_account_form`.
+    pub gerrit_account: GerritAccount,
     /// The user's full name (the issuer's name claim), when present and a string.
     pub display_name: Option<String>,
     /// Every claim of the token, for the rules' claim conditions; shared, since verified
@@ -32,7 +33,7 @@ impl Identity {
             issuer: principal.to_string(),
             user: user.to_string(),
             email: None,
-            gerrit_account: user.to_string(),
+            gerrit_account: GerritAccount::Username(user.to_string()),
             display_name: None,
             claims: Arc::default(),
         }

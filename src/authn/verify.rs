@@ -3,6 +3,7 @@
 use super::jwks::{JwksStore, KeySet, VerifyKey};
 use super::token_cache::{token_key, unix_now, VerifiedTokenCache};
 use super::{AuthnError, Identity};
+use crate::gerrit::{AccountForm, GerritAccount};
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
@@ -26,6 +27,8 @@ pub struct IssuerSettings {
     pub name_claim: String,
     /// Claim naming the Gerrit account, if not the user claim.
     pub gerrit_account_claim: Option<String>,
+    /// What that claim holds: a username, an email or an account number.
+    pub gerrit_account_form: AccountForm,
     /// Accepted algorithms (asymmetric only).
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp`/`nbf`/`iat`.
@@ -310,15 +313,20 @@ fn identity_from(
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
-    let gerrit_account = match &settings.gerrit_account_claim {
-        None => user.clone(),
-        Some(name) => match claims.get(name) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            // Gerrit's numeric account ids may come as JSON numbers.
-            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-            _ => return Err(AuthnError::Claim(name.clone())),
-        },
-    };
+    let account_claim = settings
+        .gerrit_account_claim
+        .as_ref()
+        .unwrap_or(&settings.user_claim);
+    // The declared form decides what the value means, not its JSON type: digits are a
+    // username unless the issuer says the claim holds account numbers.
+    let gerrit_account = match claims.get(account_claim) {
+        Some(Value::String(s)) => GerritAccount::from_claim(settings.gerrit_account_form, s),
+        Some(Value::Number(n)) if n.is_u64() => {
+            GerritAccount::from_claim(settings.gerrit_account_form, &n.to_string())
+        }
+        _ => None,
+    }
+    .ok_or_else(|| AuthnError::Claim(account_claim.clone()))?;
     let display_name = match claims.get(&settings.name_claim) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
@@ -351,6 +359,7 @@ mod tests {
             email_claim: "email".into(),
             name_claim: "name".into(),
             gerrit_account_claim: None,
+            gerrit_account_form: AccountForm::Username,
             algorithms: vec![Algorithm::RS256],
             leeway: Duration::from_secs(30),
             max_token_lifetime: max.map(Duration::from_secs),
@@ -440,5 +449,51 @@ mod tests {
             check_claims(&s, &missing, now + 60, now),
             Err(AuthnError::Claim("groups".into()))
         );
+    }
+
+    #[test]
+    fn the_gerrit_account_has_the_declared_form_whatever_the_json_type() {
+        use GerritAccount::{Email, Number, Username};
+        let account = |form, claim: Option<&str>, value: Value| {
+            let mut s = settings(None, &[]);
+            s.gerrit_account_form = form;
+            s.gerrit_account_claim = claim.map(str::to_string);
+            let c = claims(json!({"sub": "alice", "acct": value}));
+            identity_from(&s, c, &BTreeSet::new()).map(|id| id.gerrit_account)
+        };
+        // Without a claim of its own, the user claim, as a username.
+        assert_eq!(
+            account(AccountForm::Username, None, json!(null)),
+            Ok(Username("alice".into()))
+        );
+        for digits in [json!(1000099), json!("1000099")] {
+            assert_eq!(
+                account(AccountForm::Username, Some("acct"), digits.clone()),
+                Ok(Username("1000099".into())),
+                "{digits}"
+            );
+            assert_eq!(
+                account(AccountForm::AccountId, Some("acct"), digits.clone()),
+                Ok(Number(1000099)),
+                "{digits}"
+            );
+        }
+        assert_eq!(
+            account(AccountForm::Email, Some("acct"), json!("a@example.com")),
+            Ok(Email("a@example.com".into()))
+        );
+        for bad in [
+            json!("alice"),
+            json!(""),
+            json!(-5),
+            json!(1.5),
+            json!(null),
+        ] {
+            assert_eq!(
+                account(AccountForm::AccountId, Some("acct"), bad.clone()),
+                Err(AuthnError::Claim("acct".into())),
+                "{bad}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ use super::schema::{
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
 use crate::decision::MAX_INJECTED_BYTES;
-use crate::gerrit::{CacheSettings, Group};
+use crate::gerrit::{AccountForm, CacheSettings, Group};
 use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
 use crate::policy::{
     header_name, ClaimCondition, ClaimRequirement, GroupRef, GroupsHeader, HostMatcher,
@@ -411,6 +411,16 @@ fn compile_issuer(
     if raw.user_claim.is_empty() {
         p.add(format!("{path}.user_claim"), "must not be empty");
     }
+    let gerrit_account_form = match raw.gerrit_account_form.as_deref() {
+        None => AccountForm::default(),
+        Some(name) => AccountForm::parse(name).unwrap_or_else(|| {
+            p.add(
+                format!("{path}.gerrit_account_form"),
+                format!("{name} is not one of {}", AccountForm::NAMES.join(", ")),
+            );
+            AccountForm::default()
+        }),
+    };
     let mut algorithms = Vec::new();
     if raw.algorithms.is_empty() {
         p.add(format!("{path}.algorithms"), "list at least one algorithm");
@@ -518,6 +528,7 @@ fn compile_issuer(
             email_claim: raw.email_claim.clone(),
             name_claim: raw.name_claim.clone(),
             gerrit_account_claim: raw.gerrit_account_claim.clone(),
+            gerrit_account_form,
             algorithms,
             leeway: raw.leeway,
             max_token_lifetime: raw.max_token_lifetime,
@@ -1194,6 +1205,7 @@ issuers:
     audiences: []
     jwks: {url: "ftp://x"}
     algorithms: [HS256, RS257]
+    gerrit_account_form: number
 routes:
   - name: a
     match: {hosts: ["a.*.com"], path: {prefix: nope}}
@@ -1210,6 +1222,7 @@ routes:
             "issuers[0].algorithms[0]: HS256 is symmetric",
             "issuers[0].algorithms[1]: unknown algorithm \"RS257\"",
             "issuers[0].jwks.url: \"ftp://x\" is not an http(s) URL",
+            "issuers[0].gerrit_account_form: number is not one of username, email, account_id",
             "routes[0].match.hosts[0]: invalid host pattern",
             "routes[0].match.path.prefix: invalid path",
             "routes[0].inject.user: invalid header name",

@@ -119,9 +119,16 @@ pub struct RawIssuer {
     /// Claim holding the user's full name (for a display-name header).
     #[serde(default = "default_name_claim")]
     pub name_claim: String,
-    /// Claim naming the Gerrit account whose groups are looked up (a username, an email
-    /// or a numeric account id); by default the user claim.
+    /// Claim naming the Gerrit account whose groups are looked up; by default the user
+    /// claim. What it holds is `gerrit_account_form`.
     pub gerrit_account_claim: Option<String>,
+    /// What the Gerrit account claim holds: `username` (the default; digits are a
+    /// username too, looked up by name, never read as an account number), `email` (the
+    /// account's preferred email) or `account_id` (Gerrit's numeric account id: a JSON
+    /// number or a string of ASCII digits; any other value fails the token as a missing
+    /// claim). Usernames and emails are resolved with an exact account query and the
+    /// account Gerrit finds must have exactly that username or email.
+    pub gerrit_account_form: Option<String>,
     /// Accepted signature algorithms.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,

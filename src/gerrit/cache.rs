@@ -1,6 +1,6 @@
 //! Per-user group cache in front of Gerrit (or a static table).
 
-use super::{GerritClient, GerritError, GerritMetrics, Group, Member};
+use super::{GerritAccount, GerritClient, GerritError, GerritMetrics, Group, Member};
 use moka::ops::compute::Op;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,10 +44,10 @@ pub enum GroupSource {
 }
 
 impl GroupSource {
-    async fn lookup(&self, user: &str) -> Result<Membership, GerritError> {
+    async fn lookup(&self, user: &GerritAccount) -> Result<Membership, GerritError> {
         let groups = match self {
             GroupSource::Gerrit(client) => client.account_groups(user).await?,
-            GroupSource::Static(table) => table.get(user).cloned(),
+            GroupSource::Static(table) => table.get(&*user.as_claimed()).cloned(),
             #[cfg(test)]
             GroupSource::Counted(counted) => counted.lookup(user).await?,
         };
@@ -107,7 +107,7 @@ impl Cached {
 pub struct GroupCache {
     source: GroupSource,
     settings: CacheSettings,
-    cache: moka::future::Cache<String, Arc<Cached>>,
+    cache: moka::future::Cache<GerritAccount, Arc<Cached>>,
     /// Bumped by every invalidation. A load that was under way when it changed may hold a
     /// pre-invalidation answer, so it is cached as already expired (see [`Self::load`]).
     generation: Arc<AtomicU64>,
@@ -148,7 +148,7 @@ impl GroupCache {
     }
 
     /// The user's membership, from cache or from the source.
-    pub async fn membership(&self, user: &str) -> Result<Arc<Membership>, GerritError> {
+    pub async fn membership(&self, user: &GerritAccount) -> Result<Arc<Membership>, GerritError> {
         let mut missed = false;
         let entry = self
             .cache
@@ -173,7 +173,7 @@ impl GroupCache {
             }
             Err(e) if age < entry.ttl.saturating_add(self.settings.max_staleness) => {
                 self.count("stale");
-                tracing::warn!(user, error = %e, age = ?age, "Gerrit failed: serving stale groups");
+                tracing::warn!(%user, error = %e, age = ?age, "Gerrit failed: serving stale groups");
                 Ok(entry.membership.clone())
             }
             Err(e) => Err(e),
@@ -182,7 +182,7 @@ impl GroupCache {
 
     /// Reloads an expired entry under moka's per-key lock, so callers arriving together
     /// make one request and later ones find the fresh entry.
-    async fn reload_expired(&self, user: &str) -> Result<Arc<Membership>, GerritError> {
+    async fn reload_expired(&self, user: &GerritAccount) -> Result<Arc<Membership>, GerritError> {
         let result = self
             .cache
             .entry_by_ref(user)
@@ -199,11 +199,11 @@ impl GroupCache {
             .ok_or_else(|| GerritError::Response("cache entry vanished".into()))
     }
 
-    fn refresh_in_background(&self, user: &str, entry: &Arc<Cached>) {
+    fn refresh_in_background(&self, user: &GerritAccount, entry: &Arc<Cached>) {
         if entry.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (this, user, entry) = (self.clone(), user.to_string(), entry.clone());
+        let (this, user, entry) = (self.clone(), user.clone(), entry.clone());
         tokio::spawn(async move {
             match this.load(&user).await {
                 Ok(fresh) => {
@@ -211,7 +211,7 @@ impl GroupCache {
                     this.cache.insert(user, fresh).await;
                 }
                 Err(e) => {
-                    tracing::warn!(user, error = %e, "refreshing groups ahead of expiry failed");
+                    tracing::warn!(%user, error = %e, "refreshing groups ahead of expiry failed");
                     entry.refreshing.store(false, Ordering::Release);
                 }
             }
@@ -226,14 +226,18 @@ impl GroupCache {
         }
     }
 
-    /// Forgets one user's groups: the next check asks Gerrit. Returns whether the user
-    /// was cached.
+    /// Forgets one user's groups (under every account form the name can be: username,
+    /// email, account number): the next check asks Gerrit. Returns whether the user was
+    /// cached.
     pub async fn invalidate(&self, user: &str) -> bool {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Some(gerrit) = self.gerrit() {
-            gerrit.forget_account(user);
+        let mut dropped = false;
+        for account in GerritAccount::every_form_of(user) {
+            if let Some(gerrit) = self.gerrit() {
+                gerrit.forget_account(&account);
+            }
+            dropped |= self.cache.remove(&account).await.is_some();
         }
-        let dropped = self.cache.remove(user).await.is_some();
         if let Some(m) = self.metrics() {
             m.dropped("admin", usize::from(dropped));
             m.entries(self.cache.entry_count());
@@ -273,15 +277,15 @@ impl GroupCache {
         .await
     }
 
-    async fn drop_where(&self, doomed: impl Fn(&str, &Membership) -> bool) -> usize {
-        let users: Vec<Arc<String>> = self
+    async fn drop_where(&self, doomed: impl Fn(&GerritAccount, &Membership) -> bool) -> usize {
+        let users: Vec<Arc<GerritAccount>> = self
             .cache
             .iter()
             .filter(|(user, cached)| doomed(user, &cached.membership))
             .map(|(user, _)| user)
             .collect();
         for user in &users {
-            self.cache.invalidate(user.as_str()).await;
+            self.cache.invalidate(user.as_ref()).await;
         }
         if let Some(m) = self.metrics() {
             m.entries(self.cache.entry_count());
@@ -289,7 +293,7 @@ impl GroupCache {
         users.len()
     }
 
-    async fn load(&self, user: &str) -> Result<Arc<Cached>, GerritError> {
+    async fn load(&self, user: &GerritAccount) -> Result<Arc<Cached>, GerritError> {
         let generation = self.generation.load(Ordering::Acquire);
         let membership = self.source.lookup(user).await?;
         let ttl = if self.generation.load(Ordering::Acquire) != generation {
@@ -327,12 +331,15 @@ pub(crate) mod tests {
     }
 
     impl CountedTable {
-        pub(super) async fn lookup(&self, user: &str) -> Result<Option<Vec<Group>>, GerritError> {
+        pub(super) async fn lookup(
+            &self,
+            user: &GerritAccount,
+        ) -> Result<Option<Vec<Group>>, GerritError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
                 return Err(GerritError::Unreachable("test: Gerrit down".into()));
             }
-            let answer = self.table.lock().unwrap().get(user).cloned();
+            let answer = self.table.lock().unwrap().get(&*user.as_claimed()).cloned();
             let _open = self.gate.read().await;
             Ok(answer)
         }
@@ -389,12 +396,12 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn membership_matches_group_name_or_uuid() {
         let c = GroupCache::new(table(), settings(60, 5, 0));
-        let m = c.membership("alice").await.unwrap();
+        let m = c.membership(&"alice".into()).await.unwrap();
         assert!(m.known_account);
         assert!(m.contains("team-a"));
         assert!(m.contains("6a1e70e1a88782771a91808c8af9bbb7a9871389"));
         assert!(!m.contains("team-b"));
-        let bob = c.membership("bob").await.unwrap();
+        let bob = c.membership(&"bob".into()).await.unwrap();
         assert!(!bob.known_account);
         assert!(bob.groups.is_empty());
     }
@@ -403,19 +410,19 @@ pub(crate) mod tests {
     async fn known_accounts_are_cached_for_the_ttl_then_looked_up_again() {
         let (source, lookups) = counted();
         let c = GroupCache::new(source, settings(60, 5, 0));
-        c.membership("alice").await.unwrap();
+        c.membership(&"alice".into()).await.unwrap();
         tokio::time::advance(Duration::from_secs(47)).await;
-        c.membership("alice").await.unwrap();
+        c.membership(&"alice".into()).await.unwrap();
         assert_eq!(
             count(&lookups),
             1,
             "fresh, and not yet in the refresh-ahead window"
         );
         tokio::time::advance(Duration::from_secs(14)).await;
-        let m = c.membership("alice").await.unwrap();
+        let m = c.membership(&"alice".into()).await.unwrap();
         assert!(m.contains("team-a"));
         assert_eq!(count(&lookups), 2, "looked up again after the TTL");
-        c.membership("alice").await.unwrap();
+        c.membership(&"alice".into()).await.unwrap();
         assert_eq!(count(&lookups), 2, "and cached again");
     }
 
@@ -423,12 +430,12 @@ pub(crate) mod tests {
     async fn unknown_accounts_use_the_shorter_not_found_ttl() {
         let (source, lookups) = counted();
         let c = GroupCache::new(source, settings(60, 5, 0));
-        assert!(!c.membership("carol").await.unwrap().known_account);
+        assert!(!c.membership(&"carol".into()).await.unwrap().known_account);
         tokio::time::advance(Duration::from_secs(3)).await;
-        c.membership("carol").await.unwrap();
+        c.membership(&"carol".into()).await.unwrap();
         assert_eq!(count(&lookups), 1);
         tokio::time::advance(Duration::from_secs(3)).await;
-        c.membership("carol").await.unwrap();
+        c.membership(&"carol".into()).await.unwrap();
         assert_eq!(count(&lookups), 2);
     }
 
@@ -436,9 +443,10 @@ pub(crate) mod tests {
     async fn concurrent_reloads_after_expiry_share_one_lookup() {
         let (source, lookups) = counted();
         let c = GroupCache::new(source, settings(60, 5, 0));
-        c.membership("alice").await.unwrap();
+        c.membership(&"alice".into()).await.unwrap();
         tokio::time::advance(Duration::from_secs(61)).await;
-        let all = futures::future::join_all((0..20).map(|_| c.membership("alice"))).await;
+        let alice = GerritAccount::from("alice");
+        let all = futures::future::join_all((0..20).map(|_| c.membership(&alice))).await;
         assert!(all.iter().all(|m| m.as_ref().unwrap().known_account));
         assert_eq!(count(&lookups), 2);
     }
@@ -447,13 +455,13 @@ pub(crate) mod tests {
     async fn a_hot_user_is_refreshed_ahead_of_expiry_and_never_waits() {
         let (source, lookups) = counted();
         let c = GroupCache::new(source, settings(60, 5, 0));
-        c.membership("alice").await.unwrap();
+        c.membership(&"alice".into()).await.unwrap();
         // Steady load, one request a second, for five TTLs.
         for _ in 0..300 {
             tokio::time::advance(Duration::from_secs(1)).await;
             // Served from cache at once: with Gerrit failing, a miss would be an error.
             lookups.failing.store(true, Ordering::SeqCst);
-            assert!(c.membership("alice").await.is_ok());
+            assert!(c.membership(&"alice".into()).await.is_ok());
             lookups.failing.store(false, Ordering::SeqCst);
             settle().await;
         }
@@ -467,23 +475,26 @@ pub(crate) mod tests {
     async fn stale_groups_serve_while_gerrit_fails_up_to_max_staleness() {
         let (source, lookups) = counted();
         let c = GroupCache::new(source, settings(60, 5, 300));
-        c.membership("alice").await.unwrap();
+        c.membership(&"alice".into()).await.unwrap();
         lookups.failing.store(true, Ordering::SeqCst);
         tokio::time::advance(Duration::from_secs(61)).await;
-        let stale = c.membership("alice").await.unwrap();
+        let stale = c.membership(&"alice".into()).await.unwrap();
         assert!(stale.contains("team-a"), "stale but served");
         tokio::time::advance(Duration::from_secs(298)).await;
         assert!(
-            c.membership("alice").await.is_ok(),
+            c.membership(&"alice".into()).await.is_ok(),
             "59 + 299 s < 60 + 300 s"
         );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(matches!(
-            c.membership("alice").await,
+            c.membership(&"alice".into()).await,
             Err(GerritError::Unreachable(_))
         ));
         lookups.failing.store(false, Ordering::SeqCst);
-        assert!(c.membership("alice").await.is_ok(), "recovers with Gerrit");
+        assert!(
+            c.membership(&"alice".into()).await.is_ok(),
+            "recovers with Gerrit"
+        );
     }
 
     fn group(name: &str) -> Group {
@@ -503,7 +514,14 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_group_change_drops_its_holders_and_its_new_members_only() {
+        use GerritAccount::{Email, Number, Username};
         let (source, lookups) = counted();
+        let alice = Username("alice".into());
+        let bob = Username("bob".into());
+        let carol = Email("carol@example.com".into());
+        let dave = Number(1000004);
+        // Erin's username is dave's account number: she is not dave.
+        let erin = Username("1000004".into());
         for (user, groups) in [
             ("alice", vec![group("team-a")]),
             ("bob", vec![group("team-b")]),
@@ -513,12 +531,12 @@ pub(crate) mod tests {
             lookups.set(user, groups);
         }
         let c = GroupCache::new(source, settings(60, 5, 0));
-        for user in ["alice", "bob", "carol@example.com", "1000004"] {
+        for user in [&alice, &bob, &carol, &dave, &erin] {
             c.membership(user).await.unwrap();
         }
         assert_eq!(c.invalidate_holders("uuid-team-a").await, 1, "alice");
-        // team-a's members now: alice (still cached? no: dropped), carol (by email) and
-        // account 1000004 (by number); bob is not a member.
+        // team-a's members now: alice (dropped already), carol (by email) and dave (by
+        // number); bob and erin are not members.
         let members = [
             member(1000001, "alice"),
             member(1000003, "carol"),
@@ -526,12 +544,13 @@ pub(crate) mod tests {
         ];
         assert_eq!(c.invalidate_new_members("uuid-team-a", &members).await, 2);
         let before = count(&lookups);
-        for user in ["alice", "carol@example.com", "1000004"] {
+        for user in [&alice, &carol, &dave] {
             c.membership(user).await.unwrap();
         }
         assert_eq!(count(&lookups), before + 3, "the three dropped ones reload");
-        c.membership("bob").await.unwrap();
-        assert_eq!(count(&lookups), before + 3, "bob is still cached");
+        c.membership(&bob).await.unwrap();
+        c.membership(&erin).await.unwrap();
+        assert_eq!(count(&lookups), before + 3, "bob and erin are still cached");
     }
 
     #[tokio::test]
@@ -542,7 +561,7 @@ pub(crate) mod tests {
         let hold = lookups.gate.write().await;
         let waiting = tokio::spawn({
             let c = c.clone();
-            async move { c.membership("alice").await.unwrap() }
+            async move { c.membership(&"alice".into()).await.unwrap() }
         });
         while count(&lookups) == 0 {
             tokio::task::yield_now().await;
@@ -558,7 +577,11 @@ pub(crate) mod tests {
             "the answer that was under way is not trusted: the waiting check asks again"
         );
         assert_eq!(count(&lookups), 2);
-        assert!(!c.membership("alice").await.unwrap().contains("team-a"));
+        assert!(!c
+            .membership(&"alice".into())
+            .await
+            .unwrap()
+            .contains("team-a"));
         assert_eq!(count(&lookups), 2, "the fresh answer is cached");
     }
 
@@ -573,8 +596,8 @@ pub(crate) mod tests {
                 max_staleness: Duration::MAX,
             },
         );
-        assert!(c.membership("alice").await.unwrap().known_account);
+        assert!(c.membership(&"alice".into()).await.unwrap().known_account);
         tokio::time::advance(Duration::from_secs(3600)).await;
-        assert!(c.membership("alice").await.unwrap().known_account);
+        assert!(c.membership(&"alice".into()).await.unwrap().known_account);
     }
 }

@@ -1,9 +1,9 @@
-//! Gerrit REST client: `GET /a/accounts/{account}` (which account an id names),
-//! `GET /a/accounts/{id}/groups/` (its effective groups) and
+//! Gerrit REST client: `GET /a/accounts/?q=username:NAME&o=DETAILS` (which account a
+//! username or email names), `GET /a/accounts/{number}/groups/` (its effective groups) and
 //! `GET /a/groups/{uuid}/members/?recursive` (a group's members, for event-driven
 //! invalidation).
 
-use super::{GerritError, GerritMetrics, Secret};
+use super::{GerritAccount, GerritError, GerritMetrics, Secret};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderName, HeaderValue};
 use std::path::PathBuf;
@@ -46,12 +46,17 @@ pub struct Member {
 }
 
 impl Member {
-    /// Whether `id` (as a token names a Gerrit account) is this member: its username, its
-    /// email or its numeric id.
-    pub fn is_named_by(&self, id: &str) -> bool {
-        self.username.as_deref() == Some(id)
-            || self.email.as_deref() == Some(id)
-            || id.parse::<u64>() == Ok(self.account_id)
+    /// Whether `account` (as a token names a Gerrit account) is this member: its exact
+    /// username, its preferred email (any case) or its number, each only in that form.
+    pub fn is_named_by(&self, account: &GerritAccount) -> bool {
+        match account {
+            GerritAccount::Username(name) => self.username.as_deref() == Some(name.as_str()),
+            GerritAccount::Email(email) => self
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email)),
+            GerritAccount::Number(number) => self.account_id == *number,
+        }
     }
 }
 
@@ -99,20 +104,40 @@ pub struct GerritSettings {
 /// numbers do not change; emails rarely do.
 const RESOLUTION_TTL: Duration = Duration::from_secs(3600);
 
-/// Answers "which groups is this account in?" from Gerrit's REST API.
+/// How often the service account looks itself up (`GET /a/accounts/self`), besides at
+/// start: a 404 there means `gerrit.url` does not lead to Gerrit.
+pub const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Answers "which groups is this account in?" from Gerrit's REST API. Clones share one
+/// connection pool, password, request bound and resolution cache.
 #[derive(Debug, Clone)]
-pub struct GerritClient {
+pub struct GerritClient(Arc<ClientState>);
+
+/// What a client and its clones share; the background tasks hold it weakly, so they end
+/// when the last clone is dropped.
+#[derive(Debug)]
+pub struct ClientState {
     http: reqwest::Client,
     settings: Arc<GerritSettings>,
     /// The current password: Kubernetes rotates mounted Secrets in place.
     password: Arc<RwLock<Option<Secret>>>,
     /// Bounds concurrent requests, so a cold start or cache flush cannot flood Gerrit.
     in_flight: Arc<Semaphore>,
-    /// Ids (usernames, emails) already resolved to the account number they name.
-    account_numbers: moka::sync::Cache<String, u64>,
+    /// Usernames and emails already resolved to the account number they name.
+    account_numbers: moka::sync::Cache<GerritAccount, u64>,
     /// Whether the password reloader was started (once per client and its clones).
     reloader: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the periodic self-check was started (once per client and its clones).
+    self_checker: std::sync::atomic::AtomicBool,
     metrics: GerritMetrics,
+}
+
+impl std::ops::Deref for GerritClient {
+    type Target = ClientState;
+
+    fn deref(&self) -> &ClientState {
+        &self.0
+    }
 }
 
 impl GerritClient {
@@ -138,15 +163,16 @@ impl GerritClient {
             .max_capacity(settings.max_accounts.max(1))
             .time_to_live(RESOLUTION_TTL)
             .build();
-        Ok(Self {
+        Ok(Self(Arc::new(ClientState {
             http,
             settings: Arc::new(settings),
             password,
             in_flight,
             account_numbers,
             reloader: Arc::default(),
+            self_checker: Default::default(),
             metrics,
-        })
+        })))
     }
 
     fn current_password(&self) -> Option<Secret> {
@@ -180,24 +206,79 @@ impl GerritClient {
         });
     }
 
-    /// The account's effective groups, or `None` if Gerrit has no such (visible) account.
-    ///
-    /// An id Gerrit would resolve to an account other than the one it names (`self`, `me`,
-    /// `Name (id)`, `Name <email>`) is answered as an unknown account without asking, and
-    /// one that resolves to an account with another username and email (a name search)
-    /// too.
-    pub async fn account_groups(&self, account: &str) -> Result<Option<Vec<Group>>, GerritError> {
-        // `.` and `..` would be resolved as dot-segments in the URL, not sent as an id.
-        if matches!(account, "" | "." | "..") {
-            return Ok(None);
+    /// Looks the service account itself up now and at every [`SELF_CHECK_INTERVAL`],
+    /// recording in the metrics whether `gerrit.url` leads to Gerrit and Gerrit accepts
+    /// the credentials. Once per client; the task ends after the client is dropped.
+    pub fn spawn_self_check(&self) {
+        use std::sync::atomic::Ordering;
+        if self.self_checker.swap(true, Ordering::AcqRel) {
+            return;
         }
-        if names_another_account(account) {
-            tracing::warn!(
-                account,
-                "Gerrit would resolve this account id to another account: no groups"
-            );
-            return Ok(None);
+        let client = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                let Some(client) = client.upgrade().map(GerritClient) else {
+                    return;
+                };
+                client.self_check().await;
+                drop(client);
+                tokio::time::sleep(SELF_CHECK_INTERVAL).await;
+            }
+        });
+    }
+
+    /// `GET /a/accounts/self` once, without retries (the next check is a minute away):
+    /// the service account must exist, so a 404 means the URL or its path prefix is
+    /// wrong and every user would look unknown.
+    pub async fn self_check(&self) {
+        let result = async {
+            let url = self.url(&["accounts", "self"], None)?;
+            match tokio::time::timeout(self.settings.timeout, self.get_once(&url)).await {
+                Ok(Ok(Some(body))) => parse_account(&body).map(Some),
+                Ok(other) => other.map(|_| None),
+                Err(_) => Err(GerritError::Unreachable("request timed out".into())),
+            }
         }
+        .await;
+        let outcome = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(e) => e.code(),
+        };
+        let (was_wrong, was_rejected) = (
+            self.metrics.url_wrong(),
+            self.metrics.credentials_rejected(),
+        );
+        self.metrics.self_check(outcome);
+        // Log changes of state, not every minute of the same one.
+        let base = redacted(&self.settings.base);
+        match (was_wrong, self.metrics.url_wrong()) {
+            (false, true) => tracing::error!(
+                url = %base,
+                "Gerrit answers 404 for the service account itself (GET /a/accounts/self): gerrit.url or its path prefix is wrong; checks that need groups cannot be decided"
+            ),
+            (true, false) => {
+                tracing::info!(url = %base, "gerrit.url answers for the service account again")
+            }
+            _ => {}
+        }
+        match &result {
+            Err(GerritError::Credentials(status)) if !was_rejected => tracing::error!(
+                status,
+                username = %self.settings.auth.username,
+                "Gerrit rejects the service account (self-check)"
+            ),
+            Err(GerritError::Credentials(_)) | Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Gerrit self-check failed"),
+        }
+    }
+
+    /// The account's effective groups, or `None` if Gerrit has no such (visible, active)
+    /// account.
+    pub async fn account_groups(
+        &self,
+        account: &GerritAccount,
+    ) -> Result<Option<Vec<Group>>, GerritError> {
         let Some(number) = self.account_number(account).await? else {
             return Ok(None);
         };
@@ -213,43 +294,64 @@ impl GerritClient {
         }))
     }
 
-    /// The number of the account `account` names: itself if it is a number, else what
-    /// Gerrit resolves it to, if that account really has this username or (preferred)
-    /// email. Gerrit's resolver falls back to full-name and default searches for an id
-    /// that is neither, so `smith` may resolve to a unique "John Smith": that account's
-    /// groups must not become `smith`'s.
-    async fn account_number(&self, account: &str) -> Result<Option<u64>, GerritError> {
-        if let Ok(number) = account.parse::<u64>() {
-            return Ok(Some(number));
-        }
+    /// The number of the account `account` names: its own for an account number; for a
+    /// username or email, the one active account an exact query finds with exactly that
+    /// username (or that preferred email, any case).
+    ///
+    /// A name is never sent as an `{account-id}`: Gerrit's resolver reads digits as an
+    /// account number, `self` as the caller, `Name (1000001)` as that account, and falls
+    /// back to full-name and default searches, each of which would hand this user another
+    /// account's groups. The query's `username:` and `email:` match any case and email
+    /// prefixes, so the answer is checked too.
+    async fn account_number(&self, account: &GerritAccount) -> Result<Option<u64>, GerritError> {
+        let (operator, name) = match account {
+            GerritAccount::Number(number) => return Ok(Some(*number)),
+            GerritAccount::Username(name) => ("username", name),
+            GerritAccount::Email(email) => ("email", email),
+        };
         if let Some(number) = self.account_numbers.get(account) {
             return Ok(Some(number));
         }
-        let url = self.url(&["accounts", account], None)?;
-        let Some(info) = self.get(&url, parse_account).await? else {
-            return Ok(None);
-        };
-        let names_it = info.username.as_deref() == Some(account)
-            || info
-                .email
-                .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(account));
-        if !names_it {
-            tracing::warn!(
-                account,
-                resolved_to = info.account_id,
-                "Gerrit resolved this id to an account with another username and email (a name search?): no groups"
-            );
+        // A quote or backslash cannot be quoted in Gerrit's query syntax, and is in no
+        // username (nor in any email a sane IdP issues).
+        if name
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            tracing::warn!(%account, "cannot be looked up in Gerrit: no groups");
             return Ok(None);
         }
-        self.account_numbers
-            .insert(account.to_string(), info.account_id);
-        Ok(Some(info.account_id))
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("q", &format!("{operator}:\"{name}\""))
+            .append_pair("o", "DETAILS")
+            .finish();
+        let url = self.url(&["accounts", ""], Some(&query))?;
+        // A query answers `[]` when nothing matches, never 404: a 404 means the URL does
+        // not lead to Gerrit's REST API.
+        let found = self
+            .get(&url, parse_members)
+            .await?
+            .ok_or(GerritError::WrongUrl)?;
+        let named: Vec<u64> = found
+            .iter()
+            .filter(|info| info.is_named_by(account))
+            .map(|info| info.account_id)
+            .collect();
+        let number = match named.as_slice() {
+            [] => return Ok(None),
+            [number] => *number,
+            several => {
+                tracing::warn!(%account, accounts = ?several, "several Gerrit accounts have this name: no groups");
+                return Ok(None);
+            }
+        };
+        self.account_numbers.insert(account.clone(), number);
+        Ok(Some(number))
     }
 
     /// Forgets which account `account` names (an admin invalidation: the account may have
     /// changed).
-    pub fn forget_account(&self, account: &str) {
+    pub fn forget_account(&self, account: &GerritAccount) {
         self.account_numbers.invalidate(account);
     }
 
@@ -420,22 +522,6 @@ fn with_registered_users(groups: &mut Vec<Group>) {
 /// The UUID of Gerrit's system group of all signed-in accounts.
 const REGISTERED_USERS: &str = "global:Registered-Users";
 
-/// Whether Gerrit's account resolver reads `account` as a reference to some other account
-/// rather than as the username, email or account number it looks like: `self` and `me`
-/// are the caller (our service account, with its groups), `Name (1000001)` is account
-/// 1000001, `Name <someone@example.com>` is that email's account.
-fn names_another_account(account: &str) -> bool {
-    let parenthesized_id = account
-        .strip_suffix(')')
-        .and_then(|rest| rest.rsplit_once(" ("))
-        .is_some_and(|(_, id)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
-    let name_and_email = match (account.find('<'), account.find('>')) {
-        (Some(lt), Some(gt)) => gt > lt && account.contains('@'),
-        _ => false,
-    };
-    matches!(account, "self" | "me") || parenthesized_id || name_and_email
-}
-
 /// reqwest errors print the URL, which is harmless here but noisy; keep the cause.
 fn without_url(e: reqwest::Error) -> String {
     if e.is_timeout() {
@@ -510,7 +596,15 @@ fn parse_account(body: &[u8]) -> Result<Member, GerritError> {
         .map_err(|e| GerritError::Response(format!("not an AccountInfo: {e}")))
 }
 
-/// Parses an `AccountInfo` list (a group's members).
+/// The URL without user info, for logs.
+fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
+/// Parses an `AccountInfo` list (a group's members, an account query's answer).
 fn parse_members(body: &[u8]) -> Result<Vec<Member>, GerritError> {
     serde_json::from_str(json_text(body)?)
         .map_err(|e| GerritError::Response(format!("not an AccountInfo list: {e}")))
@@ -569,40 +663,28 @@ mod tests {
 "#;
         let members = parse_members(body).unwrap();
         assert_eq!(members.len(), 2);
+        use GerritAccount::{Email, Number, Username};
         let jane = &members[0];
-        for id in ["jane", "jane.roe@example.com", "1000097"] {
-            assert!(jane.is_named_by(id), "{id}");
-        }
-        for id in ["john", "Jane Roe", "1000098", ""] {
-            assert!(!jane.is_named_by(id), "{id}");
-        }
-        assert!(members[1].is_named_by("1000098"));
-        assert!(!members[1].is_named_by("John Doe"));
-    }
-
-    #[test]
-    fn ids_gerrit_resolves_to_another_account_are_recognised() {
         for id in [
-            "self",
-            "me",
-            "Jane Doe (1000001)",
-            " (7)",
-            "Jane <jane@example.com>",
-            "<root@example.com>",
+            Username("jane".into()),
+            Email("jane.roe@example.com".into()),
+            Email("Jane.Roe@Example.com".into()),
+            Number(1000097),
         ] {
-            assert!(names_another_account(id), "{id}");
+            assert!(jane.is_named_by(&id), "{id}");
         }
         for id in [
-            "alice",
-            "selfie",
-            "Me",
-            "jane.doe@example.com",
-            "1000001",
-            "team (a)",
-            "a<b>",
+            Username("Jane".into()),
+            Username("jane.roe@example.com".into()),
+            Username("1000097".into()),
+            Email("jane".into()),
+            Email("jane.roe@example.com.evil".into()),
+            Number(1000098),
         ] {
-            assert!(!names_another_account(id), "{id}");
+            assert!(!jane.is_named_by(&id), "{id}");
         }
+        assert!(members[1].is_named_by(&Number(1000098)));
+        assert!(!members[1].is_named_by(&Username("John Doe".into())));
     }
 
     #[test]

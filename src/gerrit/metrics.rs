@@ -47,6 +47,8 @@ pub struct GerritMetrics {
     lookups: Family<CacheLabel, Counter>,
     entries: Gauge,
     credentials_rejected: Gauge,
+    self_checks: Family<OutcomeLabel, Counter>,
+    url_wrong: Gauge,
     events: Family<EventLabel, Counter>,
     dropped: Family<TriggerLabel, Counter>,
 }
@@ -60,6 +62,8 @@ impl Default for GerritMetrics {
             lookups: Family::default(),
             entries: Gauge::default(),
             credentials_rejected: Gauge::default(),
+            self_checks: Family::default(),
+            url_wrong: Gauge::default(),
             events: Family::default(),
             dropped: Family::default(),
         }
@@ -95,6 +99,16 @@ impl GerritMetrics {
             self.credentials_rejected.clone(),
         );
         registry.register(
+            "gerrit_self_checks",
+            "The service account looking itself up (GET /a/accounts/self, at start and every minute), by outcome",
+            self.self_checks.clone(),
+        );
+        registry.register(
+            "gerrit_url_wrong",
+            "1 while Gerrit answers 404 for the service account itself: gerrit.url or its path prefix is wrong, and checks that need groups cannot be decided",
+            self.url_wrong.clone(),
+        );
+        registry.register(
             "gerrit_events",
             "Gerrit events received at /gerrit/events, by result",
             self.events.clone(),
@@ -111,6 +125,21 @@ impl GerritMetrics {
         self.latency.observe(elapsed.as_secs_f64());
         self.credentials_rejected
             .set(i64::from(outcome == "credentials"));
+    }
+
+    /// Records a self-check: a 404 means the URL is wrong, an answer (even 401/403) means
+    /// it is right; a timeout or 5xx says nothing about it.
+    pub(super) fn self_check(&self, outcome: &'static str) {
+        self.self_checks
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.credentials_rejected
+            .set(i64::from(outcome == "credentials"));
+        match outcome {
+            "not_found" => self.url_wrong.set(1),
+            "ok" | "credentials" => self.url_wrong.set(0),
+            _ => 0,
+        };
     }
 
     pub(super) fn lookup(&self, result: &'static str) {
@@ -137,5 +166,45 @@ impl GerritMetrics {
     /// Whether Gerrit rejected the service account on the last request.
     pub fn credentials_rejected(&self) -> bool {
         self.credentials_rejected.get() != 0
+    }
+
+    /// Whether the last self-check found no service account: a wrong `gerrit.url`.
+    pub fn url_wrong(&self) -> bool {
+        self.url_wrong.get() != 0
+    }
+
+    /// What keeps group checks from working while the server can still serve other
+    /// routes (readiness reports it as degraded), if anything.
+    pub fn degraded(&self) -> Option<&'static str> {
+        if self.url_wrong() {
+            Some("Gerrit answers 404 for the service account itself (GET /a/accounts/self): gerrit.url or its path prefix is wrong; checks that need groups cannot be decided")
+        } else if self.credentials_rejected() {
+            Some("Gerrit rejects the service account credentials; checks that need groups cannot be decided")
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_404_for_the_service_account_says_the_url_is_wrong_and_only_an_answer_clears_it() {
+        let m = GerritMetrics::default();
+        assert_eq!(m.degraded(), None);
+        m.self_check("not_found");
+        assert!(m.degraded().is_some_and(|d| d.contains("gerrit.url")));
+        // Gerrit down for a minute says nothing about the URL.
+        for outcome in ["unreachable", "status", "bad_response"] {
+            m.self_check(outcome);
+            assert!(m.url_wrong(), "{outcome}");
+        }
+        m.self_check("credentials");
+        assert!(!m.url_wrong(), "401: something authenticates there");
+        assert!(m.degraded().is_some_and(|d| d.contains("credentials")));
+        m.self_check("ok");
+        assert_eq!(m.degraded(), None);
     }
 }

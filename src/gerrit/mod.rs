@@ -1,12 +1,14 @@
 //! Gerrit group membership: the REST client, the per-user group cache, and the Gerrit
 //! events that invalidate it.
 
+mod account;
 mod cache;
 mod client;
 mod events;
 mod metrics;
 mod secret;
 
+pub use account::{AccountForm, GerritAccount};
 pub use cache::{CacheSettings, GroupCache, GroupSource, Membership};
 pub use client::{
     GerritAuth, GerritClient, GerritSettings, Group, Member, DEFAULT_MAX_RESPONSE_BYTES,
@@ -27,6 +29,10 @@ pub enum GerritError {
     /// Gerrit answered with an unexpected status.
     #[error("Gerrit answered HTTP {0}")]
     Status(u16),
+    /// 404 where Gerrit's REST API never answers it: `gerrit.url` (or its path prefix)
+    /// does not lead to Gerrit.
+    #[error("no Gerrit REST API at gerrit.url (HTTP 404 for an account query): check the URL and its path prefix")]
+    WrongUrl,
     /// The body was not the documented JSON.
     #[error("unexpected Gerrit response: {0}")]
     Response(String),
@@ -38,7 +44,7 @@ impl GerritError {
         match self {
             GerritError::Unreachable(_) => true,
             GerritError::Status(s) => *s >= 500,
-            GerritError::Credentials(_) | GerritError::Response(_) => false,
+            GerritError::Credentials(_) | GerritError::Response(_) | GerritError::WrongUrl => false,
         }
     }
 
@@ -49,6 +55,7 @@ impl GerritError {
             GerritError::Credentials(_) => "credentials",
             GerritError::Status(_) => "status",
             GerritError::Response(_) => "bad_response",
+            GerritError::WrongUrl => "wrong_url",
         }
     }
 }

@@ -1,5 +1,11 @@
 //! A fake Gerrit that follows the documented REST wire format and permission model:
 //!
+//! - `GET /a/accounts/?q=QUERY[&o=DETAILS][&n=N][&S=N]`: Query Account, a list of
+//!   `AccountInfo` (only `_account_id` unless `o=DETAILS`), `_more_accounts` on the last one
+//!   when cut off. The operators `username:` (any case, as Gerrit's index lower-cases it),
+//!   `email:` (the email or a prefix of it, any case), `name:` and `is:active` /
+//!   `is:inactive`; values bare, `"quoted"` or `{braced}`; `is:active` unless asked
+//!   otherwise; an unknown operator is `400 Bad Request`. Never 404: no match is `[]`.
 //! - `GET /a/accounts/{account-id}`: the `AccountInfo` of the account the id resolves to.
 //! - `GET /a/accounts/{account-id}/groups/`: the account's effective groups (direct ones
 //!   and every group that includes them, transitively), filtered like Gerrit's
@@ -15,6 +21,11 @@
 //!   number is an account id, `Name (id)` and `Name <email>` forms, username, email, and
 //!   when none of those match, a full name, then a default search (a unique account whose
 //!   name, username or email contains the id).
+//!
+//! The service account ([`USERNAME`]) is an account from the start, as in a real Gerrit
+//! (it could not authenticate otherwise); its own `GET /a/accounts/self`, which mesh-authz
+//! makes at start and every minute, is counted apart ([`FakeGerrit::self_requests`]) from
+//! the requests about users.
 //!
 //! It can also misbehave ([`Fault`]), serve over TLS with a private CA, and write the
 //! `ref-updated` event Gerrit fires when a group changes.
@@ -56,11 +67,16 @@ pub enum Fault {
     Stall,
     /// Sends the headers and the start of the body, then nothing.
     StallMidBody,
+    /// `404` for a path the server does not have, like a Gerrit (or a proxy in front of
+    /// it) reached under a wrong path prefix.
+    NoSuchPath,
 }
 
 /// One account.
 #[derive(Clone)]
 struct Account {
+    /// Gerrit's account number (`_account_id`).
+    number: usize,
     username: String,
     email: String,
     full_name: String,
@@ -95,6 +111,26 @@ struct GerritState {
     max_in_flight: AtomicUsize,
     /// The identity of each request, as Gerrit saw it (username), in order.
     callers: Mutex<Vec<String>>,
+    /// `GET /a/accounts/self` requests (the service account checking itself).
+    self_requests: AtomicUsize,
+}
+
+impl GerritState {
+    /// A site with the service account and no one else.
+    fn new() -> Arc<Self> {
+        let state = GerritState {
+            password: Mutex::new(PASSWORD.to_string()),
+            ..GerritState::default()
+        };
+        state.accounts.lock().unwrap().push(Account {
+            number: FIRST_ACCOUNT_NUMBER,
+            username: USERNAME.into(),
+            email: format!("{USERNAME}@example.com"),
+            full_name: "Mesh Authz".into(),
+            groups: Vec::new(),
+        });
+        Arc::new(state)
+    }
 }
 
 /// A running fake Gerrit.
@@ -119,10 +155,7 @@ pub fn group_uuid(name: &str) -> String {
 impl FakeGerrit {
     /// Starts on an ephemeral loopback port with no accounts, over plain HTTP.
     pub async fn start() -> Self {
-        let state = Arc::new(GerritState {
-            password: Mutex::new(PASSWORD.to_string()),
-            ..GerritState::default()
-        });
+        let state = GerritState::new();
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -141,10 +174,7 @@ impl FakeGerrit {
     /// (its PEM is in [`FakeGerrit::ca_pem`]).
     pub async fn start_tls() -> Self {
         use tokio_rustls::rustls;
-        let state = Arc::new(GerritState {
-            password: Mutex::new(PASSWORD.to_string()),
-            ..GerritState::default()
-        });
+        let state = GerritState::new();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -214,10 +244,17 @@ impl FakeGerrit {
         self.add_account_named(username, &full_name, groups);
     }
 
-    /// Adds an account with this full name.
+    /// Adds an account with this full name. Usernames are unique, as in Gerrit.
     pub fn add_account_named(&self, username: &str, full_name: &str, groups: &[&str]) {
         self.ensure_groups(groups);
-        self.state.accounts.lock().unwrap().push(Account {
+        let mut accounts = self.state.accounts.lock().unwrap();
+        assert!(
+            accounts.iter().all(|a| a.username != username),
+            "{username} exists already (the service account always does: use set_groups)"
+        );
+        let number = accounts.iter().map(|a| a.number).max().unwrap_or(0) + 1;
+        accounts.push(Account {
+            number: number.max(FIRST_ACCOUNT_NUMBER),
             username: username.into(),
             email: format!("{username}@example.com"),
             full_name: full_name.into(),
@@ -269,11 +306,22 @@ impl FakeGerrit {
     /// Gerrit's numeric account id of a known account (`{account-id}` may be this number).
     pub fn account_id(&self, username: &str) -> usize {
         let accounts = self.state.accounts.lock().unwrap();
-        let index = accounts
+        accounts
             .iter()
-            .position(|a| a.username == username)
-            .expect("known account");
-        account_number(index)
+            .find(|a| a.username == username)
+            .expect("known account")
+            .number
+    }
+
+    /// Removes an account, as if it had never been created (Gerrit itself only
+    /// deactivates accounts; a site where the service account was never set up looks
+    /// like this).
+    pub fn delete_account(&self, username: &str) {
+        self.state
+            .accounts
+            .lock()
+            .unwrap()
+            .retain(|a| a.username != username);
     }
 
     /// Changes the service account's password (a credential rotation).
@@ -348,7 +396,8 @@ impl FakeGerrit {
             .unwrap_or(0)
     }
 
-    /// Account and group requests made with this account id in the path (decoded).
+    /// Account and group requests made with this account id in the path (decoded), or
+    /// account queries for it (`username:ID`, `email:ID`).
     pub fn requests_for(&self, account: &str) -> usize {
         self.state
             .requests
@@ -370,12 +419,17 @@ impl FakeGerrit {
             .unwrap_or(0)
     }
 
-    /// All requests.
+    /// All requests about users (not the service account's `GET /a/accounts/self`).
     pub fn total_requests(&self) -> usize {
         self.state.total.load(Ordering::SeqCst)
     }
 
-    /// Who each request authenticated as, in order.
+    /// `GET /a/accounts/self` requests: the service account looking itself up.
+    pub fn self_requests(&self) -> usize {
+        self.state.self_requests.load(Ordering::SeqCst)
+    }
+
+    /// Who each request about users authenticated as, in order.
     pub fn callers(&self) -> Vec<String> {
         self.state.callers.lock().unwrap().clone()
     }
@@ -394,28 +448,23 @@ impl Drop for FakeGerrit {
 
 fn router(state: Arc<GerritState>) -> Router {
     Router::new()
+        .route("/a/accounts/", get(query_accounts))
         .route("/a/accounts/{account}", get(account_info))
         .route("/a/accounts/{account}/groups/", get(account_groups))
         .route("/a/groups/{group}/members/", get(group_members))
         .with_state(state)
 }
 
-/// Gerrit's account number for the `index`-th account added (Gerrit starts at 1000000).
-fn account_number(index: usize) -> usize {
-    1_000_000 + index
-}
+/// Gerrit numbers accounts from 1000000 up; the service account is the first.
+const FIRST_ACCOUNT_NUMBER: usize = 1_000_000;
 
 /// Resolves an `{account-id}` the way Gerrit's AccountResolver does, for the forms the
 /// fake knows, in Gerrit's order: `self`/`me` (the caller), a bare account number,
 /// `Full Name (number)`, a username, `Full Name <email>`, an email.
 fn resolve(accounts: &[Account], id: &str, caller: &str) -> Option<Account> {
-    let by_number = |n: usize| {
-        accounts
-            .iter()
-            .enumerate()
-            .find(|(i, _)| account_number(*i) == n)
-            .map(|(_, a)| a)
-    };
+    // ByExactAccountId and ByParenthesizedAccountId short-circuit: a number that is no
+    // account is not looked up as a username.
+    let by_number = |n: usize| accounts.iter().find(|a| a.number == n);
     let parenthesized = id
         .strip_suffix(')')
         .and_then(|rest| rest.rsplit_once(" ("))
@@ -587,6 +636,12 @@ async fn fault_response(fault: Fault) -> Response {
             std::future::pending::<()>().await;
             unreachable!()
         }
+        Fault::NoSuchPath => (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain;charset=utf-8")],
+            "Not Found",
+        )
+            .into_response(),
         Fault::StallMidBody => {
             let start = futures::stream::iter([Ok::<_, std::io::Error>(bytes_of(
                 ")]}'\n[{\"id\": \"global%3ARegistered-Users\",".to_string(),
@@ -632,18 +687,35 @@ fn gerrit_json(value: &serde_json::Value) -> Response {
     ([("content-type", "application/json;charset=utf-8")], body).into_response()
 }
 
+/// An `AccountInfo` with the details (`o=DETAILS`, and always for a single account).
+fn account_details(a: &Account) -> serde_json::Value {
+    json!({
+        "_account_id": a.number,
+        "name": a.full_name,
+        "email": a.email,
+        "username": a.username,
+    })
+}
+
 async fn account_info(
     State(state): State<Arc<GerritState>>,
     Path(account): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let _in_flight = InFlight::enter(&state);
-    *state
-        .requests
-        .lock()
-        .unwrap()
-        .entry(account.clone())
-        .or_default() += 1;
+    // The service account's own look-up (mesh-authz's self-check) is counted apart.
+    let is_self_check = account == "self";
+    let _in_flight = if is_self_check {
+        state.self_requests.fetch_add(1, Ordering::SeqCst);
+        None
+    } else {
+        *state
+            .requests
+            .lock()
+            .unwrap()
+            .entry(account.clone())
+            .or_default() += 1;
+        Some(InFlight::enter(&state))
+    };
     if let Some(response) = before_answering(&state).await {
         return response;
     }
@@ -651,21 +723,133 @@ async fn account_info(
         Ok(caller) => caller,
         Err(refused) => return refused.into_response(),
     };
-    state.callers.lock().unwrap().push(caller.clone());
+    if !is_self_check {
+        state.callers.lock().unwrap().push(caller.clone());
+    }
     let accounts = state.accounts.lock().unwrap().clone();
     let Some(found) = resolve(&accounts, &account, &caller) else {
         return not_found(&account);
     };
-    let number = accounts
+    gerrit_json(&account_details(&found))
+}
+
+/// One operator of an account query.
+enum Term {
+    Username(String),
+    Email(String),
+    Name(String),
+    Active(bool),
+}
+
+/// Parses an account query the fake understands: `op:value` terms separated by spaces
+/// (ANDed), values bare, `"quoted"` or `{braced}`.
+fn parse_query(q: &str) -> Result<Vec<Term>, String> {
+    let mut terms = Vec::new();
+    let mut rest = q.trim_start();
+    while !rest.is_empty() {
+        let Some((op, after)) = rest.split_once(':') else {
+            return Err(format!("no operator in {rest:?}"));
+        };
+        let (value, after) = match after.chars().next() {
+            Some('"') => {
+                let end = after[1..].find('"').ok_or("unterminated quote")?;
+                (&after[1..=end], &after[end + 2..])
+            }
+            Some('{') => {
+                let end = after[1..].find('}').ok_or("unterminated brace")?;
+                (&after[1..=end], &after[end + 2..])
+            }
+            _ => after.split_at(after.find(' ').unwrap_or(after.len())),
+        };
+        terms.push(match (op, value) {
+            ("username", v) => Term::Username(v.to_string()),
+            ("email", v) => Term::Email(v.to_string()),
+            ("name", v) => Term::Name(v.to_string()),
+            ("is", "active") => Term::Active(true),
+            ("is", "inactive") => Term::Active(false),
+            (op, v) => return Err(format!("Unsupported operator {op}:{v}")),
+        });
+        rest = after.trim_start();
+    }
+    Ok(terms)
+}
+
+/// Query Account: `GET /a/accounts/?q=...`.
+async fn query_accounts(
+    State(state): State<Arc<GerritState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let _in_flight = InFlight::enter(&state);
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let q = param("q").unwrap_or_default().to_string();
+    let terms = parse_query(&q);
+    for term in terms.iter().flatten() {
+        if let Term::Username(v) | Term::Email(v) = term {
+            *state.requests.lock().unwrap().entry(v.clone()).or_default() += 1;
+        }
+    }
+    if let Some(response) = before_answering(&state).await {
+        return response;
+    }
+    let caller = match authenticate(&state, &headers) {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
+    };
+    state.callers.lock().unwrap().push(caller);
+    let terms = match terms {
+        Ok(terms) if !terms.is_empty() => terms,
+        Ok(_) => return (StatusCode::BAD_REQUEST, "missing query field").into_response(),
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let details = params.iter().any(|(k, v)| k == "o" && v == "DETAILS");
+    let limit = param("n").and_then(|n| n.parse().ok()).unwrap_or(10usize);
+    let start = param("S")
+        .or(param("start"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0usize);
+    // is:active is added unless the query asks about activity itself; the fake's
+    // accounts are all active.
+    let matches = |a: &Account| {
+        terms.iter().all(|t| match t {
+            Term::Username(v) => a.username.eq_ignore_ascii_case(v),
+            Term::Email(v) => a.email.to_lowercase().starts_with(&v.to_lowercase()),
+            Term::Name(v) => a
+                .full_name
+                .split_whitespace()
+                .chain(a.email.split(['@', '.']))
+                .any(|part| part.eq_ignore_ascii_case(v)),
+            Term::Active(active) => *active,
+        })
+    };
+    let accounts = state.accounts.lock().unwrap().clone();
+    let found: Vec<&Account> = accounts.iter().filter(|a| matches(a)).skip(start).collect();
+    let mut infos: Vec<serde_json::Value> = found
         .iter()
-        .position(|a| a.username == found.username)
-        .map(account_number);
-    gerrit_json(&json!({
-        "_account_id": number,
-        "name": found.full_name,
-        "email": found.email,
-        "username": found.username,
-    }))
+        .take(limit)
+        .map(|a| {
+            if details {
+                account_details(a)
+            } else {
+                json!({"_account_id": a.number})
+            }
+        })
+        .collect();
+    if found.len() > limit {
+        if let Some(last) = infos.last_mut() {
+            last["_more_accounts"] = json!(true);
+        }
+    }
+    gerrit_json(&json!(infos))
 }
 
 async fn account_groups(
@@ -762,22 +946,14 @@ async fn group_members(
     let accounts = state.accounts.lock().unwrap().clone();
     let members: Vec<serde_json::Value> = accounts
         .iter()
-        .enumerate()
-        .filter(|(_, a)| {
+        .filter(|a| {
             if recursive {
                 effective_groups(&groups, a).contains(name)
             } else {
                 a.groups.contains(name)
             }
         })
-        .map(|(i, a)| {
-            json!({
-                "_account_id": account_number(i),
-                "name": a.full_name,
-                "email": a.email,
-                "username": a.username,
-            })
-        })
+        .map(account_details)
         .collect();
     gerrit_json(&json!(members))
 }

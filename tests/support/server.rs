@@ -4,6 +4,7 @@ use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use mesh_authz::config::GroupsConfig;
 use mesh_authz::server::RunningServer;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,17 +23,30 @@ pub struct TestServer {
 impl TestServer {
     /// Writes `yaml` to a temp dir (with `files` beside it), loads it like `--config`
     /// would, and starts the server on ephemeral ports.
+    ///
+    /// With Gerrit configured, returns once the start-up self-check (the service account
+    /// looking itself up) is done, so it neither races the test's faults nor its counts.
     pub async fn start(yaml: &str, files: &[(&str, &str)]) -> Self {
         let (dir, config) = write_config(yaml, files);
         let server = mesh_authz::server::start(&config).await.unwrap();
         let client = AuthorizationClient::connect(format!("http://{}", server.grpc_addr))
             .await
             .unwrap();
-        Self {
+        let s = Self {
             server: Some(server),
             client,
             dir,
+        };
+        if matches!(config.groups, Some(GroupsConfig::Gerrit(_))) {
+            super::clock::until("the Gerrit self-check at start", || async {
+                s.metrics()
+                    .await
+                    .lines()
+                    .any(|l| l.starts_with("mesh_authz_gerrit_self_checks_total{"))
+            })
+            .await;
         }
+        s
     }
 
     /// The running server.
