@@ -134,9 +134,11 @@ issuers:
   - issuer: https://interop.test.invalid
     audiences: [mesh-authz-interop]
     jwks: {file: interop.json}
+    user_prefix: ""
   - issuer: https://second.test.invalid
     audiences: [second]
     jwks: {file: second.json}
+    user_prefix: "second:"
 routes:
   - name: all
     issuers: [https://interop.test.invalid, https://second.test.invalid]
@@ -159,7 +161,8 @@ routes:
     let second = sign(claims("https://second.test.invalid", "second"));
     assert_eq!(
         a.verifier().verify(&second).await.map(|i| i.user.clone()),
-        Ok("bob".into())
+        Ok("second:bob".into()),
+        "the second issuer's users carry its user_prefix"
     );
     // The same key under the other issuer's name: that issuer has no such key.
     let crossed = sign(claims("https://interop.test.invalid", "mesh-authz-interop"));

@@ -22,10 +22,12 @@ issuers:
     audiences: [gerrit, builds]
     jwks: {file: corp.json}
     user_claim: preferred_username
+    user_prefix: ""
   - issuer: https://ci.test.invalid
     audiences: [builds]
     jwks: {file: ci.json}
     user_claim: sub
+    user_prefix: "ci:"
 static_groups: {alice: [team-a]}
 routes:
   - name: gerrit-team-a
@@ -40,11 +42,18 @@ routes:
     audiences: [gerrit]
     allow: authenticated
     inject: {user: x-forwarded-user}
+  - name: builds-team-a
+    match: {hosts: [team-a.builds.example.com]}
+    issuers: [https://idp.test.invalid, https://ci.test.invalid]
+    audiences: [builds]
+    allow: {groups_any_of: [team-a]}
+    inject: {user: x-forwarded-user}
   - name: builds
     match: {hosts: [builds.example.com]}
     issuers: [https://idp.test.invalid, https://ci.test.invalid]
     audiences: [builds]
     allow: authenticated
+    inject: {user: x-forwarded-user}
 "#;
 
 fn load(yaml: &str) -> Result<Authorizer, String> {
@@ -133,7 +142,7 @@ fn with_several_issuers_a_token_route_that_does_not_name_its_issuers_is_refused(
     // One issuer: nothing to say.
     let one = CONFIG
         .replace(
-            "  - issuer: https://ci.test.invalid\n    audiences: [builds]\n    jwks: {file: ci.json}\n    user_claim: sub\n",
+            "  - issuer: https://ci.test.invalid\n    audiences: [builds]\n    jwks: {file: ci.json}\n    user_claim: sub\n    user_prefix: \"ci:\"\n",
             "",
         )
         .replace("    issuers: [https://idp.test.invalid, https://ci.test.invalid]\n", "")
@@ -157,4 +166,41 @@ fn route_issuers_and_audiences_must_be_ones_the_config_accepts() {
     );
     let err = load(&never).expect_err("refused");
     assert!(err.contains("routes[0].audiences[0]"), "{err}");
+}
+
+/// The user an allowed decision injects.
+fn injected_user(d: &Decision) -> Option<String> {
+    match &d.verdict {
+        Verdict::Allow { headers, .. } => headers
+            .set
+            .iter()
+            .find(|(k, _)| k == "x-forwarded-user")
+            .map(|(_, v)| v.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn users_of_different_issuers_are_different_accounts_unless_the_config_says_so() {
+    let a = load(CONFIG).unwrap();
+    // The CI issuer's alice is "ci:alice": not the company's alice, not in her groups.
+    let ci_alice = token("rsa-b", CI, "builds", "alice");
+    let d = decide(&a, "builds.example.com", "/", &ci_alice).await;
+    assert_eq!(injected_user(&d).as_deref(), Some("ci:alice"));
+    let d = decide(&a, "team-a.builds.example.com", "/", &ci_alice).await;
+    assert_eq!(outcome(&d), "deny not_in_group");
+    let corp_alice = token("rsa-a", CORP, "builds", "alice");
+    let d = decide(&a, "team-a.builds.example.com", "/", &corp_alice).await;
+    assert_eq!(injected_user(&d).as_deref(), Some("alice"));
+
+    // Saying nothing with several issuers is refused; saying "" on both shares accounts.
+    let silent = CONFIG.replace("    user_prefix: \"ci:\"\n", "");
+    let err = load(&silent).expect_err("refused");
+    assert!(
+        err.contains("issuers[1].user_prefix: several issuers"),
+        "{err}"
+    );
+    let shared = load(&CONFIG.replace("user_prefix: \"ci:\"", "user_prefix: \"\"")).unwrap();
+    let d = decide(&shared, "team-a.builds.example.com", "/", &ci_alice).await;
+    assert_eq!(injected_user(&d).as_deref(), Some("alice"));
 }

@@ -29,6 +29,9 @@ pub struct IssuerSettings {
     pub gerrit_account_claim: Option<String>,
     /// What that claim holds: a username, an email or an account number.
     pub gerrit_account_form: AccountForm,
+    /// Put before the user and the Gerrit account name, so this issuer's users are not
+    /// another issuer's (empty: none).
+    pub user_prefix: String,
     /// Accepted algorithms (asymmetric only).
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp`/`nbf`/`iat`.
@@ -305,8 +308,9 @@ fn identity_from(
     claims: Map<String, Value>,
     kept: &BTreeSet<String>,
 ) -> Result<Identity, AuthnError> {
+    let prefix = settings.user_prefix.as_str();
     let user = match claims.get(&settings.user_claim) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => format!("{prefix}{s}"),
         _ => return Err(AuthnError::Claim(settings.user_claim.clone())),
     };
     let email = match claims.get(&settings.email_claim) {
@@ -320,9 +324,11 @@ fn identity_from(
     // The declared form decides what the value means, not its JSON type: digits are a
     // username unless the issuer says the claim holds account numbers.
     let gerrit_account = match claims.get(account_claim) {
-        Some(Value::String(s)) => GerritAccount::from_claim(settings.gerrit_account_form, s),
+        Some(Value::String(s)) if !s.is_empty() => {
+            GerritAccount::from_claim(settings.gerrit_account_form, &format!("{prefix}{s}"))
+        }
         Some(Value::Number(n)) if n.is_u64() => {
-            GerritAccount::from_claim(settings.gerrit_account_form, &n.to_string())
+            GerritAccount::from_claim(settings.gerrit_account_form, &format!("{prefix}{n}"))
         }
         _ => None,
     }
@@ -360,6 +366,7 @@ mod tests {
             name_claim: "name".into(),
             gerrit_account_claim: None,
             gerrit_account_form: AccountForm::Username,
+            user_prefix: String::new(),
             algorithms: vec![Algorithm::RS256],
             leeway: Duration::from_secs(30),
             max_token_lifetime: max.map(Duration::from_secs),

@@ -234,6 +234,12 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
                     format!("duplicate issuer {:?}", issuer.issuer),
                 );
             }
+            if raw.issuers.len() > 1 && issuer.user_prefix.is_none() {
+                p.add(
+                    format!("{path}.user_prefix"),
+                    "several issuers are configured: say whether this issuer's users are the Gerrit accounts of the same name (`user_prefix: \"\"`, shared with every issuer that says so) or their own (a prefix such as `\"ci:\"`)",
+                );
+            }
             compile_issuer(&path, issuer, files, p)
         })
         .collect();
@@ -421,6 +427,19 @@ fn compile_issuer(
             AccountForm::default()
         }),
     };
+    let user_prefix = raw.user_prefix.clone().unwrap_or_default();
+    if user_prefix.chars().any(|c| c.is_control()) || user_prefix.starts_with(char::is_whitespace) {
+        p.add(
+            format!("{path}.user_prefix"),
+            "must not start with whitespace or hold control characters: it goes into headers",
+        );
+    }
+    if !user_prefix.is_empty() && gerrit_account_form == AccountForm::AccountId {
+        p.add(
+            format!("{path}.user_prefix"),
+            "cannot prefix an account number (`gerrit_account_form: account_id`)",
+        );
+    }
     let mut algorithms = Vec::new();
     if raw.algorithms.is_empty() {
         p.add(format!("{path}.algorithms"), "list at least one algorithm");
@@ -529,6 +548,7 @@ fn compile_issuer(
             name_claim: raw.name_claim.clone(),
             gerrit_account_claim: raw.gerrit_account_claim.clone(),
             gerrit_account_form,
+            user_prefix,
             algorithms,
             leeway: raw.leeway,
             max_token_lifetime: raw.max_token_lifetime,

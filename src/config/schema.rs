@@ -129,6 +129,14 @@ pub struct RawIssuer {
     /// claim). Usernames and emails are resolved with an exact account query and the
     /// account Gerrit finds must have exactly that username or email.
     pub gerrit_account_form: Option<String>,
+    /// Put before this issuer's user names (the injected user and the Gerrit account
+    /// looked up), so users of different issuers are different accounts: with
+    /// `user_prefix: "ci:"` the CI issuer's `alice` is `ci:alice`, not Gerrit's alice
+    /// (like the kube-apiserver's `--oidc-username-prefix`). Required when several
+    /// issuers are configured; `""` says this issuer's names are the Gerrit accounts of
+    /// that name, shared with every other issuer that says so. Not with
+    /// `gerrit_account_form: account_id`.
+    pub user_prefix: Option<String>,
     /// Accepted signature algorithms.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
