@@ -2,8 +2,10 @@
 //! (`POST /cache/groups/invalidate[?user=NAME]`) and Gerrit's group events
 //! (`POST /gerrit/events`). Keep this port inside the cluster.
 
+mod health;
 mod peers;
 
+pub use health::GrpcHealth;
 pub use peers::{Forwarded, Peers, ORIGIN_HEADER};
 
 use crate::gerrit::EventError;
@@ -15,14 +17,16 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
 
-/// Whether the server should receive traffic.
+/// Whether the server should receive traffic: the one answer behind `/readyz` and the
+/// gRPC health service ([`GrpcHealth`]), both computed from it at each request.
 #[derive(Debug)]
 pub struct Readiness {
     authorizer: CurrentAuthorizer,
-    draining: AtomicBool,
+    /// Set once, on shutdown; receivers (health `Watch` streams) wake at once.
+    draining: watch::Sender<bool>,
 }
 
 impl Readiness {
@@ -30,18 +34,24 @@ impl Readiness {
     pub fn new(authorizer: CurrentAuthorizer) -> Self {
         Self {
             authorizer,
-            draining: AtomicBool::new(false),
+            draining: watch::Sender::new(false),
         }
     }
 
-    /// Marks the server as shutting down: readiness turns false for good.
+    /// Marks the server as shutting down: readiness turns false for good, for `/readyz`
+    /// and gRPC health alike, before this returns.
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.draining.send_replace(true);
+    }
+
+    /// Wakes when shutdown starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     /// `Ok` when ready, else why not.
     pub fn check(&self) -> Result<(), String> {
-        if self.draining.load(Ordering::SeqCst) {
+        if *self.draining.borrow() {
             return Err("shutting down".into());
         }
         let authorizer = self.authorizer.load();
