@@ -125,6 +125,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     };
     let authorizer = Authorizer::build(config, &shared, None)?;
     authorizer.start_background();
+    log_admin_authentication(&authorizer);
     let current: CurrentAuthorizer = Arc::new(ArcSwap::from_pointee(authorizer));
     let audit = match &config.audit {
         Some(output) => Some(AuditLog::start(output.clone()).map_err(|e| {
@@ -147,7 +148,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         None
     } else {
         Some(
-            admin::Peers::new(config.server.peers.clone())
+            admin::Peers::new(config.server.peers.clone(), metrics.clone())
                 .map_err(|e| ServerError::HttpClient(e.to_string()))?,
         )
     };
@@ -294,6 +295,7 @@ impl Reloader {
         match built {
             Ok((config, authorizer)) => {
                 authorizer.start_background();
+                log_admin_authentication(&authorizer);
                 self.current.store(Arc::new(authorizer));
                 self.metrics.config_reload(true);
                 tracing::info!(
@@ -320,6 +322,21 @@ impl Reloader {
                 tracing::error!(error = %e, "config change refused; the previous config keeps serving");
             }
         }
+    }
+}
+
+/// Says at start (and after a reload) what the admin port's invalidation endpoints
+/// accept: with Gerrit groups, invalidation needs the events token and is off without one.
+fn log_admin_authentication(authorizer: &Authorizer) {
+    let gerrit = authorizer.groups().and_then(|g| g.gerrit()).is_some();
+    match authorizer.group_events() {
+        Some(events) if events.has_token() => {}
+        Some(_) => tracing::warn!(
+            "gerrit.events has no token_file: anyone who reaches the admin port can post group events, and {}",
+            admin::INVALIDATION_OFF
+        ),
+        None if gerrit => tracing::info!("{}", admin::INVALIDATION_OFF),
+        None => {}
     }
 }
 

@@ -282,10 +282,19 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-b"]);
     let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url()));
+    // Invalidation needs the events token.
+    let admin_token = "0d9e8f6f1c2d0e9a8b7c6d5e4f3a2b1c";
+    let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url())).replace(
+        "gerrit:\n",
+        "gerrit:\n  events: {token_file: events-token}\n",
+    );
     let mut s = TestServer::start(
         &yaml,
-        &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+        &[
+            ("jwks.json", &jwks),
+            ("gerrit-password", PASSWORD),
+            ("events-token", admin_token),
+        ],
     )
     .await;
     let token = format!("Bearer {}", tokens::token_for("alice"));
@@ -312,6 +321,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
             "{}/cache/groups/invalidate?user=alice",
             s.admin_url()
         ))
+        .bearer_auth(admin_token)
         .send()
         .await
         .unwrap();
@@ -323,6 +333,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
     gerrit.set_groups("alice", &["team-b"]);
     let resp = http
         .post(format!("{}/cache/groups/invalidate", s.admin_url()))
+        .bearer_auth(admin_token)
         .send()
         .await
         .unwrap();
