@@ -252,8 +252,24 @@ async fn on_shutdown_grpc_health_and_readyz_turn_not_ready_together() {
             ServingStatus::Serving
         );
         assert_eq!(readyz().await, 200);
+        let mut watch = health
+            .clone()
+            .watch(HealthCheckRequest {
+                service: CHECK_SERVICE.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let watched = |m: Option<tonic_health::pb::HealthCheckResponse>| {
+            ServingStatus::try_from(m.unwrap().status).unwrap()
+        };
+        assert_eq!(
+            watched(watch.message().await.unwrap()),
+            ServingStatus::Serving
+        );
 
         let server = s.server.take().unwrap();
+        let shutdown_began = std::time::Instant::now();
         server.begin_shutdown();
         let first = if round % 2 == 0 {
             let h = health_on(&health, CHECK_SERVICE).await;
@@ -263,6 +279,18 @@ async fn on_shutdown_grpc_health_and_readyz_turn_not_ready_together() {
             (health_on(&health, CHECK_SERVICE).await, r)
         };
         assert_eq!(first, (ServingStatus::NotServing, 503), "round {round}");
+        assert_eq!(
+            watched(watch.message().await.unwrap()),
+            ServingStatus::NotServing
+        );
+        assert!(
+            shutdown_began.elapsed() < Duration::from_millis(200),
+            "a Watch stream hears of shutdown at once, not at its 250 ms key re-check"
+        );
+        assert!(
+            watch.message().await.unwrap().is_none(),
+            "and then ends, so it does not hold the graceful shutdown"
+        );
         let until = std::time::Instant::now() + Duration::from_millis(300);
         while std::time::Instant::now() < until {
             for service in ["", CHECK_SERVICE] {

@@ -75,7 +75,10 @@ impl Health for GrpcHealth {
         let health = self.clone();
         let mut draining = self.readiness.draining();
         tokio::spawn(async move {
-            if tx.send(Ok(response(last))).await.is_err() {
+            // Once shutting down, a stream ends after saying so: an open stream would hold
+            // the graceful shutdown until its timeout. Clients call Watch again (with
+            // backoff) and hear NOT_SERVING until the port closes.
+            if tx.send(Ok(response(last))).await.is_err() || *draining.borrow() {
                 return;
             }
             loop {
@@ -96,6 +99,9 @@ impl Health for GrpcHealth {
                         return;
                     }
                     last = status;
+                }
+                if *draining.borrow() {
+                    return;
                 }
             }
         });

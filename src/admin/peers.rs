@@ -39,7 +39,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// forward given up on is logged as an error and counted
 /// (`mesh_authz_peer_forwards_total{result="gave_up"}`): that replica serves the old
 /// groups until `cache_ttl`.
-pub const RETRY_DELAYS: [Duration; 6] = [
+const RETRY_DELAYS: [Duration; 6] = [
     Duration::from_secs(1),
     Duration::from_secs(2),
     Duration::from_secs(4),
