@@ -1,7 +1,7 @@
 //! Assembling and running the listeners: gRPC (Check, health, reflection) and admin HTTP,
 //! with a graceful shutdown that turns readiness false before anything closes.
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, GrpcHealth, Readiness};
 use crate::authorize::{Authorizer, Shared};
 use crate::config::reload;
 use crate::config::{Config, ConfigError, Problem};
@@ -18,7 +18,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic_health::ServingStatus;
 
 /// The descriptor set of `envoy.service.auth.v3` built from `proto/` by build.rs, served
 /// by gRPC reflection.
@@ -70,6 +69,7 @@ pub struct RunningServer {
     /// Where the admin listener is bound.
     pub admin_addr: SocketAddr,
     phase: watch::Sender<Phase>,
+    readiness: Arc<Readiness>,
     task: JoinHandle<Result<(), ServerError>>,
 }
 
@@ -77,6 +77,8 @@ impl RunningServer {
     /// Starts a graceful shutdown: readiness turns false at once, the listeners close
     /// after the drain delay, in-flight checks finish (up to the shutdown timeout).
     pub fn begin_shutdown(&self) {
+        // Before anything else: `/readyz` and gRPC health both say "not ready" from here.
+        self.readiness.start_draining();
         self.phase.send_if_modified(|p| {
             let start = *p == Phase::Running;
             if start {
@@ -123,6 +125,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     };
     let authorizer = Authorizer::build(config, &shared, None)?;
     authorizer.start_background();
+    log_admin_authentication(&authorizer);
     let current: CurrentAuthorizer = Arc::new(ArcSwap::from_pointee(authorizer));
     let audit = match &config.audit {
         Some(output) => Some(AuditLog::start(output.clone()).map_err(|e| {
@@ -145,7 +148,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         None
     } else {
         Some(
-            admin::Peers::new(config.server.peers.clone())
+            admin::Peers::new(config.server.peers.clone(), metrics.clone())
                 .map_err(|e| ServerError::HttpClient(e.to_string()))?,
         )
     };
@@ -165,7 +168,6 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let reloader = match (&config.path, config.server.watch_config) {
@@ -198,7 +200,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         })
     });
     let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
+        .add_service(GrpcHealth::new(readiness.clone()).server())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(check)
@@ -210,19 +212,13 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     .with_graceful_shutdown(closing(phase_rx.clone()));
 
     let server = config.server.clone();
-    let health = tokio::spawn(report_health(
-        health_reporter,
-        readiness.clone(),
-        phase_rx.clone(),
-    ));
     let drain = {
         let phase_tx = phase_tx.clone();
         let mut phase_rx = phase_rx.clone();
         async move {
-            // Readiness goes false first, so load balancers stop sending new checks,
-            // then the listeners close.
+            // Readiness went false first (`begin_shutdown`), so load balancers stop
+            // sending new checks; then the listeners close.
             if phase_rx.wait_for(|p| *p != Phase::Running).await.is_ok() {
-                readiness.start_draining();
                 tracing::info!(drain_delay = ?server.drain_delay, "shutting down: readiness is now false");
                 tokio::time::sleep(server.drain_delay).await;
             }
@@ -253,7 +249,6 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
             // The last decisions must reach the log before the process exits.
             let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(5))).await;
         }
-        health.abort();
         tracing::info!("stopped");
         result
     });
@@ -262,6 +257,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         grpc_addr,
         admin_addr,
         phase: phase_tx,
+        readiness,
         task,
     })
 }
@@ -299,6 +295,7 @@ impl Reloader {
         match built {
             Ok((config, authorizer)) => {
                 authorizer.start_background();
+                log_admin_authentication(&authorizer);
                 self.current.store(Arc::new(authorizer));
                 self.metrics.config_reload(true);
                 tracing::info!(
@@ -328,31 +325,22 @@ impl Reloader {
     }
 }
 
+/// Says at start (and after a reload) what the admin port's invalidation endpoints
+/// accept: with Gerrit groups, invalidation needs the events token and is off without one.
+fn log_admin_authentication(authorizer: &Authorizer) {
+    let gerrit = authorizer.groups().and_then(|g| g.gerrit()).is_some();
+    match authorizer.group_events() {
+        Some(events) if events.has_token() => {}
+        Some(_) => tracing::warn!(
+            "gerrit.events has no token_file: anyone who reaches the admin port can post group events, and {}",
+            admin::INVALIDATION_OFF
+        ),
+        None if gerrit => tracing::info!("{}", admin::INVALIDATION_OFF),
+        None => {}
+    }
+}
+
 /// Resolves once the listeners should close.
 async fn closing(mut phase: watch::Receiver<Phase>) {
     let _ = phase.wait_for(|p| *p == Phase::Closing).await;
-}
-
-/// Mirrors readiness into `grpc.health.v1.Health` (overall and for the Check service).
-async fn report_health(
-    reporter: tonic_health::server::HealthReporter,
-    readiness: Arc<Readiness>,
-    mut phase: watch::Receiver<Phase>,
-) {
-    const CHECK_SERVICE: &str = "envoy.service.auth.v3.Authorization";
-    let mut last = None;
-    loop {
-        let status = if readiness.check().is_ok() {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        if last != Some(status) {
-            reporter.set_service_status("", status).await;
-            reporter.set_service_status(CHECK_SERVICE, status).await;
-            last = Some(status);
-        }
-        // Re-check on a phase change or every 250 ms (keys may arrive at any time).
-        let _ = tokio::time::timeout(Duration::from_millis(250), phase.changed()).await;
-    }
 }

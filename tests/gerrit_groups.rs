@@ -10,7 +10,9 @@ use serde_json::json;
 use std::time::Duration;
 use support::gerrit::{group_uuid, FakeGerrit, PASSWORD, USERNAME};
 use support::responses::{allowed, denied, header_options, metadata_strings};
-use support::server::{check_request, start_with_gerrit, TestServer};
+use support::server::{
+    check_request, invalidate, start_with_events_token, start_with_gerrit, TestServer, EVENTS_TOKEN,
+};
 use support::tokens;
 
 const GERRIT: &str = "gerrit.example.com";
@@ -148,7 +150,7 @@ async fn gerrit_account_outside_the_required_group_is_denied_403() {
 async fn a_gerrit_membership_change_takes_effect_once_the_admin_drops_the_cached_groups() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("bob", &["team-b"]);
-    let s = start(&gerrit).await;
+    let s = start_with_events_token(&gerrit.url(), |y| y).await;
     assert_eq!(denied(&answered(&s, "bob", TEAM_A).await).http_status, 403);
 
     gerrit.set_groups("bob", &["team-b", "team-a"]);
@@ -157,15 +159,8 @@ async fn a_gerrit_membership_change_takes_effect_once_the_admin_drops_the_cached
         403,
         "cached until the TTL"
     );
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/cache/groups/invalidate?user=bob",
-            s.admin_url()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, body) = invalidate(&s, "?user=bob", Some(EVENTS_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
         injected_groups(&answered(&s, "bob", TEAM_A).await),
         "Registered Users,team-b,team-a"
@@ -311,18 +306,15 @@ async fn a_group_the_service_account_cannot_see_does_not_count_so_the_route_deni
     // it out of alice's groups, so mesh-authz cannot know and must not allow.
     gerrit.hide_group("team-a");
     gerrit.add_account("alice", &["team-a"]);
-    let s = start(&gerrit).await;
+    let s = start_with_events_token(&gerrit.url(), |y| y).await;
     assert_eq!(
         denied(&answered(&s, "alice", TEAM_A).await).http_status,
         403
     );
     // Once the service account may see it (here: Administrate Server), alice is allowed.
     gerrit.make_service_account_admin();
-    reqwest::Client::new()
-        .post(format!("{}/cache/groups/invalidate", s.admin_url()))
-        .send()
-        .await
-        .unwrap();
+    let (status, body) = invalidate(&s, "", Some(EVENTS_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
     allowed(&answered(&s, "alice", TEAM_A).await);
 }
 

@@ -217,15 +217,112 @@ async fn shutdown_turns_readiness_false_first_and_finishes_in_flight_checks() {
     );
 }
 
+/// One gRPC health answer on an open channel.
+async fn health_on(
+    client: &HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> ServingStatus {
+    let status = client
+        .clone()
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).unwrap()
+}
+
+#[tokio::test]
+async fn on_shutdown_grpc_health_and_readyz_turn_not_ready_together() {
+    // The first observation of either after shutdown begins, in either order, is "not
+    // ready", and so is every later one while the listeners still answer.
+    for round in 0..4 {
+        let jwks = tokens::jwks(&["rsa-a"]).to_string();
+        let yaml = config("file: jwks.json", "static_groups: {alice: [team-a]}")
+            .replace("drain_delay: 0s", "drain_delay: 800ms");
+        let mut s = TestServer::start(&yaml, &[("jwks.json", &jwks)]).await;
+        let health = HealthClient::new(channel(&s).await);
+        let http = reqwest::Client::new();
+        let url = format!("{}/readyz", s.admin_url());
+        let readyz = || async { http.get(&url).send().await.unwrap().status().as_u16() };
+        assert_eq!(
+            health_on(&health, CHECK_SERVICE).await,
+            ServingStatus::Serving
+        );
+        assert_eq!(readyz().await, 200);
+        let mut watch = health
+            .clone()
+            .watch(HealthCheckRequest {
+                service: CHECK_SERVICE.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let watched = |m: Option<tonic_health::pb::HealthCheckResponse>| {
+            ServingStatus::try_from(m.unwrap().status).unwrap()
+        };
+        assert_eq!(
+            watched(watch.message().await.unwrap()),
+            ServingStatus::Serving
+        );
+
+        let server = s.server.take().unwrap();
+        let shutdown_began = std::time::Instant::now();
+        server.begin_shutdown();
+        let first = if round % 2 == 0 {
+            let h = health_on(&health, CHECK_SERVICE).await;
+            (h, readyz().await)
+        } else {
+            let r = readyz().await;
+            (health_on(&health, CHECK_SERVICE).await, r)
+        };
+        assert_eq!(first, (ServingStatus::NotServing, 503), "round {round}");
+        assert_eq!(
+            watched(watch.message().await.unwrap()),
+            ServingStatus::NotServing
+        );
+        assert!(
+            shutdown_began.elapsed() < Duration::from_millis(200),
+            "a Watch stream hears of shutdown at once, not at its 250 ms key re-check"
+        );
+        assert!(
+            watch.message().await.unwrap().is_none(),
+            "and then ends, so it does not hold the graceful shutdown"
+        );
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            for service in ["", CHECK_SERVICE] {
+                assert_eq!(
+                    (health_on(&health, service).await, readyz().await),
+                    (ServingStatus::NotServing, 503),
+                    "round {round}, service {service:?}"
+                );
+            }
+        }
+        server.wait().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_now() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-b"]);
     let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url()));
+    // Invalidation needs the events token.
+    let admin_token = "0d9e8f6f1c2d0e9a8b7c6d5e4f3a2b1c";
+    let yaml = config("file: jwks.json", &gerrit_section(&gerrit.url())).replace(
+        "gerrit:\n",
+        "gerrit:\n  events: {token_file: events-token}\n",
+    );
     let mut s = TestServer::start(
         &yaml,
-        &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
+        &[
+            ("jwks.json", &jwks),
+            ("gerrit-password", PASSWORD),
+            ("events-token", admin_token),
+        ],
     )
     .await;
     let token = format!("Bearer {}", tokens::token_for("alice"));
@@ -252,6 +349,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
             "{}/cache/groups/invalidate?user=alice",
             s.admin_url()
         ))
+        .bearer_auth(admin_token)
         .send()
         .await
         .unwrap();
@@ -263,6 +361,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
     gerrit.set_groups("alice", &["team-b"]);
     let resp = http
         .post(format!("{}/cache/groups/invalidate", s.admin_url()))
+        .bearer_auth(admin_token)
         .send()
         .await
         .unwrap();

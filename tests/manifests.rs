@@ -839,6 +839,10 @@ fn peers_name_a_headless_service_of_every_replicas_admin_port() {
         peers["spec"]["clusterIP"], "None",
         "service-peers.yaml: headless"
     );
+    assert_eq!(
+        peers["spec"]["publishNotReadyAddresses"], true,
+        "service-peers.yaml: a paused (not ready) replica must still get removals"
+    );
     let admin = config().server.admin_listen.port();
     assert_eq!(
         service_port(&peers, "http-admin")["port"].as_u64(),

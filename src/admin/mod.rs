@@ -1,11 +1,15 @@
 //! The admin HTTP port: `/healthz`, `/readyz`, `/metrics`, group cache invalidation
-//! (`POST /cache/groups/invalidate[?user=NAME]`) and Gerrit's group events
-//! (`POST /gerrit/events`). Keep this port inside the cluster.
+//! (`POST /cache/groups/invalidate[?user=NAME]`, which needs the events token) and
+//! Gerrit's group events (`POST /gerrit/events`); and the gRPC health service, answered
+//! from the same [`Readiness`]. Keep this port inside the cluster.
 
+mod health;
 mod peers;
 
+pub use health::GrpcHealth;
 pub use peers::{Forwarded, Peers, ORIGIN_HEADER};
 
+use crate::authorize::Authorizer;
 use crate::gerrit::EventError;
 use crate::server::CurrentAuthorizer;
 use crate::telemetry::Metrics;
@@ -15,14 +19,17 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-/// Whether the server should receive traffic.
+/// Whether the server should receive traffic: the one answer behind `/readyz` and the
+/// gRPC health service ([`GrpcHealth`]), both computed from it at each request.
 #[derive(Debug)]
 pub struct Readiness {
     authorizer: CurrentAuthorizer,
-    draining: AtomicBool,
+    /// Set once, on shutdown; receivers (health `Watch` streams) wake at once.
+    draining: watch::Sender<bool>,
 }
 
 impl Readiness {
@@ -30,18 +37,24 @@ impl Readiness {
     pub fn new(authorizer: CurrentAuthorizer) -> Self {
         Self {
             authorizer,
-            draining: AtomicBool::new(false),
+            draining: watch::Sender::new(false),
         }
     }
 
-    /// Marks the server as shutting down: readiness turns false for good.
+    /// Marks the server as shutting down: readiness turns false for good, for `/readyz`
+    /// and gRPC health alike, before this returns.
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.draining.send_replace(true);
+    }
+
+    /// Wakes when shutdown starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     /// `Ok` when ready, else why not.
     pub fn check(&self) -> Result<(), String> {
-        if self.draining.load(Ordering::SeqCst) {
+        if *self.draining.borrow() {
             return Err("shutting down".into());
         }
         let authorizer = self.authorizer.load();
@@ -86,24 +99,32 @@ impl AdminState {
         }
     }
 
-    /// Forwards a directly received invalidation to the peers, if any are configured.
-    async fn forward(
+    /// Starts forwarding a directly received invalidation to the peers, if any are
+    /// configured, before this replica applies it: the two run independently.
+    fn start_forward(
         &self,
         arrival: &Arrival,
         uri: &Uri,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> Option<Forwarded> {
+    ) -> Option<JoinHandle<Forwarded>> {
         let peers = self
             .peers
             .as_ref()
             .filter(|_| matches!(arrival, Arrival::Direct))?;
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        let forwarded = peers
-            .forward(path, headers.get(header::AUTHORIZATION), body)
-            .await;
-        self.metrics.peer_forwards(forwarded.ok, forwarded.failed);
-        Some(forwarded)
+        Some(peers.forward(path, headers.get(header::AUTHORIZATION), body))
+    }
+}
+
+/// What the first attempts at forwarding did (bounded by the forward timeout).
+async fn forwarded(forwarding: Option<JoinHandle<Forwarded>>) -> Option<Forwarded> {
+    match forwarding?.await {
+        Ok(forwarded) => Some(forwarded),
+        Err(e) => {
+            tracing::error!(error = %e, "forwarding to the peers failed");
+            None
+        }
     }
 }
 
@@ -133,8 +154,40 @@ struct InvalidateQuery {
     user: Option<String>,
 }
 
+/// Why cache invalidation is refused when no token is configured.
+pub const INVALIDATION_OFF: &str = "cache invalidation is off: it needs the token in gerrit.events.token_file, and none is configured";
+
+/// Checks an invalidation's bearer token against `gerrit.events.token_file`; without
+/// one, every invalidation is refused: dropping caches sends every user's next check to
+/// Gerrit, so nobody may do it unauthenticated.
+fn authenticate_invalidation(
+    authorizer: &Authorizer,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, String)> {
+    let Some(events) = authorizer.group_events().filter(|e| e.has_token()) else {
+        tracing::warn!("cache invalidation refused: {INVALIDATION_OFF}");
+        return Err((StatusCode::FORBIDDEN, format!("{INVALIDATION_OFF}\n")));
+    };
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match events.check_token(authorization) {
+        Ok(()) => Ok(()),
+        Err(e @ EventError::Unauthorized) => {
+            tracing::warn!("cache invalidation refused: {e}");
+            Err((StatusCode::UNAUTHORIZED, format!("{e}\n")))
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot check the token\n".into(),
+            ))
+        }
+    }
+}
+
 /// Drops one user's cached groups (`?user=NAME`) or all of them, so a membership change
 /// in Gerrit takes effect now rather than after the TTL; on every replica, with peers.
+/// Needs the events token.
 async fn invalidate_groups(
     State(state): State<AdminState>,
     Query(query): Query<InvalidateQuery>,
@@ -148,10 +201,14 @@ async fn invalidate_groups(
             "no group source is configured\n".into(),
         );
     };
+    if let Err(refused) = authenticate_invalidation(&authorizer, &headers) {
+        return refused;
+    }
     let arrival = state.arrival(&headers);
     if matches!(arrival, Arrival::Own) {
         return (StatusCode::NO_CONTENT, String::new());
     }
+    let forwarding = state.start_forward(&arrival, &uri, &headers, Bytes::new());
     let mut answer = match query.user {
         Some(user) => {
             let was_cached = groups.invalidate(&user).await;
@@ -173,11 +230,14 @@ async fn invalidate_groups(
             "dropped all cached groups".to_string()
         }
     };
-    if let Some(f) = state.forward(&arrival, &uri, &headers, Bytes::new()).await {
+    if let Some(f) = forwarded(forwarding).await {
         answer.push_str(&format!(
             "; other replicas: {} done, {} failed",
             f.ok, f.failed
         ));
+        if f.retrying > 0 {
+            answer.push_str(" (retried in the background)");
+        }
     }
     (StatusCode::OK, answer + "\n")
 }
@@ -185,6 +245,11 @@ async fn invalidate_groups(
 /// Gerrit events (the webhooks plugin posts one per request; a relay of
 /// `gerrit stream-events` may post several, one per line): group changes drop the cached
 /// groups they affect, on every replica, with peers.
+///
+/// The answer waits for neither Gerrit nor a peer that does not answer: events that
+/// change groups are forwarded first, each replica drops the holders of the changed
+/// groups at once and lists their members afterwards, and a failed forward is retried
+/// in the background. The answer says what was done by then.
 async fn gerrit_events(
     State(state): State<AdminState>,
     uri: Uri,
@@ -192,7 +257,7 @@ async fn gerrit_events(
     body: Bytes,
 ) -> (StatusCode, String) {
     let authorizer = state.authorizer.load_full();
-    let Some(events) = authorizer.group_events() else {
+    let Some(events) = authorizer.group_events().cloned() else {
         return (
             StatusCode::NOT_FOUND,
             "Gerrit events are not enabled (gerrit.events)\n".into(),
@@ -218,19 +283,36 @@ async fn gerrit_events(
     if matches!(arrival, Arrival::Own) {
         return (StatusCode::NO_CONTENT, String::new());
     }
-    match events.apply(&body).await {
-        Ok(applied) => {
-            let mut answer = serde_json::json!(applied);
-            if let Some(f) = state.forward(&arrival, &uri, &headers, body).await {
-                answer["other_replicas"] = serde_json::json!(f);
-            }
-            (StatusCode::OK, format!("{answer}\n"))
-        }
+    let changes = match events.read(&body) {
+        Ok(changes) => changes,
         Err(e) => {
             tracing::warn!("Gerrit event refused: {e}");
-            (StatusCode::BAD_REQUEST, format!("{e}\n"))
+            return (StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
+    };
+    // Events that change no group (every push fires ref-updated) are not passed on.
+    let forwarding = if changes.groups.is_empty() {
+        None
+    } else {
+        state.start_forward(&arrival, &uri, &headers, body)
+    };
+    // In a task of its own: a sender that hangs up does not stop it half-way.
+    let applied = tokio::spawn(async move { events.apply(changes).await }).await;
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(e) => {
+            tracing::error!(error = %e, "applying Gerrit events failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "applying the events failed\n".into(),
+            );
+        }
+    };
+    let mut answer = serde_json::json!(applied);
+    if let Some(f) = forwarded(forwarding).await {
+        answer["other_replicas"] = serde_json::json!(f);
     }
+    (StatusCode::OK, format!("{answer}\n"))
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

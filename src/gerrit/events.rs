@@ -24,6 +24,10 @@ pub enum EventError {
     /// The sender did not present the configured token.
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// No token file is configured, so there is nothing to check an operator's token
+    /// against.
+    #[error("no token is configured (gerrit.events.token_file)")]
+    NoToken,
     /// The token file cannot be read: a problem on our side.
     #[error("cannot read the events token file {file}: {reason}")]
     TokenUnreadable {
@@ -115,15 +119,18 @@ fn group_uuid(ref_name: &str) -> Option<&str> {
     (!uuid.is_empty() && uuid.starts_with(shard)).then_some(uuid)
 }
 
-/// What applying events did.
+/// What applying events did before the answer.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Applied {
     /// Events read.
     pub events: usize,
     /// Groups that changed.
     pub groups_changed: usize,
-    /// Cached users dropped.
+    /// Cached users dropped because they held a changed group.
     pub entries_dropped: usize,
+    /// Changed groups whose members are being listed in the background: users added to
+    /// them get access once Gerrit answers.
+    pub additions_pending: usize,
 }
 
 /// Applies Gerrit group changes to the group cache.
@@ -149,11 +156,32 @@ impl GroupEvents {
         }
     }
 
-    /// Checks a request's `Authorization` header against the token file, which is read
-    /// each time, so a rotated Secret is used at once (events are rare).
+    /// Whether a token file is configured.
+    pub fn has_token(&self) -> bool {
+        self.token_file.is_some()
+    }
+
+    /// Checks an event's `Authorization` header against the token file, if there is one.
+    /// Refusals are counted as unauthorized events.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<(), EventError> {
-        let Some(file) = &self.token_file else {
+        if self.token_file.is_none() {
             return Ok(());
+        }
+        let checked = self.check_token(authorization);
+        if matches!(checked, Err(EventError::Unauthorized)) {
+            if let Some(m) = self.metrics() {
+                m.events("unauthorized", 1);
+            }
+        }
+        checked
+    }
+
+    /// Checks an `Authorization` header against the token file, which is read each time,
+    /// so a rotated Secret is used at once (events and invalidations are rare). Without a
+    /// token file nothing is accepted ([`EventError::NoToken`]).
+    pub fn check_token(&self, authorization: Option<&[u8]>) -> Result<(), EventError> {
+        let Some(file) = &self.token_file else {
+            return Err(EventError::NoToken);
         };
         let expected = std::fs::read_to_string(file).map_err(|e| EventError::TokenUnreadable {
             file: file.display().to_string(),
@@ -169,9 +197,6 @@ impl GroupEvents {
         if equal {
             Ok(())
         } else {
-            if let Some(m) = self.metrics() {
-                m.events("unauthorized", 1);
-            }
             Err(EventError::Unauthorized)
         }
     }
@@ -180,30 +205,47 @@ impl GroupEvents {
         self.cache.metrics()
     }
 
-    /// Reads a body of events and, for each changed group, first drops every cached user
-    /// holding it (a removal takes effect now, without waiting for Gerrit), then asks
-    /// Gerrit for the group's members and drops those cached without it (an addition).
-    /// If Gerrit cannot list the members, additions wait for the TTL.
-    pub async fn apply(&self, body: &[u8]) -> Result<Applied, EventError> {
-        let changes = match group_changes(body, &self.all_users) {
-            Ok(changes) => changes,
-            Err(e) => {
-                if let Some(m) = self.metrics() {
-                    m.events("invalid", 1);
-                }
-                return Err(e);
+    /// Reads a body of events: the group changes in it, or why it is not Gerrit events.
+    pub fn read(&self, body: &[u8]) -> Result<GroupChanges, EventError> {
+        let changes = group_changes(body, &self.all_users);
+        if let Some(m) = self.metrics() {
+            match &changes {
+                Ok(changes) => m.events("ignored", changes.ignored),
+                Err(_) => m.events("invalid", 1),
             }
-        };
+        }
+        changes
+    }
+
+    /// Applies group changes: first drops every cached user holding a changed group, at
+    /// once (a removal takes effect without waiting for Gerrit); then, in a task of its
+    /// own that the answer does not wait for, asks Gerrit for each group's members and
+    /// drops those cached without it (an addition). If Gerrit cannot list the members,
+    /// additions wait for the TTL.
+    pub async fn apply(&self, changes: GroupChanges) -> Applied {
         let mut applied = Applied {
             events: changes.events,
             groups_changed: changes.groups.len(),
             entries_dropped: 0,
+            additions_pending: changes.groups.len(),
         };
-        if let Some(m) = self.metrics() {
-            m.events("ignored", changes.ignored);
-        }
         for uuid in &changes.groups {
-            let mut dropped = self.cache.invalidate_holders(uuid).await;
+            let dropped = self.cache.invalidate_holders(uuid).await;
+            tracing::info!(group = %uuid, dropped, "Gerrit group changed: cached holders dropped");
+            if let Some(m) = self.metrics() {
+                m.dropped("event", dropped);
+            }
+            applied.entries_dropped += dropped;
+        }
+        if !changes.groups.is_empty() {
+            tokio::spawn(self.clone().drop_new_members(changes.groups));
+        }
+        applied
+    }
+
+    /// Lists each group's members in Gerrit and drops those cached without the group.
+    async fn drop_new_members(self, groups: Vec<String>) {
+        for uuid in &groups {
             let members = match self.cache.gerrit() {
                 Some(gerrit) => match gerrit.group_members(uuid).await {
                     Ok(Some(members)) => members,
@@ -218,15 +260,13 @@ impl GroupEvents {
                 },
                 None => Vec::new(),
             };
-            dropped += self.cache.invalidate_new_members(uuid, &members).await;
-            tracing::info!(group = %uuid, dropped, "Gerrit group changed: cached groups dropped");
+            let dropped = self.cache.invalidate_new_members(uuid, &members).await;
+            tracing::info!(group = %uuid, dropped, "Gerrit group changed: cached new members dropped");
             if let Some(m) = self.metrics() {
                 m.events("group_changed", 1);
                 m.dropped("event", dropped);
             }
-            applied.entries_dropped += dropped;
         }
-        Ok(applied)
     }
 }
 

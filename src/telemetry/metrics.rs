@@ -124,7 +124,7 @@ impl Metrics {
         let peer_forwards = Family::<ResultLabel, Counter>::default();
         registry.register(
             "peer_forwards",
-            "Invalidations forwarded to other replicas, by result (ok, failed)",
+            "Attempts at forwarding an invalidation to another replica, by result: ok (applied there), failed (not confirmed; retried unless refused for good), gave_up (a forward whose every attempt failed: that replica keeps the old groups until cache_ttl)",
             peer_forwards.clone(),
         );
         let dry_run = Family::<DryRunLabels, Counter>::default();
@@ -168,13 +168,12 @@ impl Metrics {
         }
     }
 
-    /// Counts invalidations forwarded to peers.
-    pub fn peer_forwards(&self, ok: usize, failed: usize) {
-        for (result, n) in [("ok", ok), ("failed", failed)] {
-            self.peer_forwards
-                .get_or_create(&ResultLabel { result })
-                .inc_by(n as u64);
-        }
+    /// Counts one attempt at forwarding an invalidation to a peer (`ok`, `failed`), or a
+    /// forward given up on (`gave_up`).
+    pub fn peer_forward(&self, result: &'static str) {
+        self.peer_forwards
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// Records one decision. A dry-run route's checks count as allowed (reason

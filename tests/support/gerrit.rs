@@ -104,6 +104,8 @@ struct GerritState {
     /// Group lists answered, by the username of the account they were for.
     group_lists: Mutex<HashMap<String, usize>>,
     member_requests: Mutex<HashMap<String, usize>>,
+    /// Member lists are accepted and never answered (the other endpoints still answer).
+    stall_member_lists: AtomicBool,
     total: AtomicUsize,
     delay: Mutex<Duration>,
     faults: Mutex<(usize, Option<Fault>)>,
@@ -383,6 +385,12 @@ impl FakeGerrit {
     /// Delays every answer (to make concurrent requests overlap).
     pub fn set_delay(&self, delay: Duration) {
         *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Makes member lists (`/a/groups/{uuid}/members/`) hang without an answer, like a
+    /// Gerrit stalled on a large group, while account and group lookups still answer.
+    pub fn stall_member_lists(&self) {
+        self.state.stall_member_lists.store(true, Ordering::SeqCst);
     }
 
     /// Group lists answered for the account with this username, whatever id named it.
@@ -928,6 +936,9 @@ async fn group_members(
         .unwrap()
         .entry(group.clone())
         .or_default() += 1;
+    if state.stall_member_lists.load(Ordering::SeqCst) {
+        return fault_response(Fault::Stall).await;
+    }
     if let Some(response) = before_answering(&state).await {
         return response;
     }

@@ -8,6 +8,8 @@
 //! - [`pki`]: a throwaway CA issuing server and SPIFFE workload certificates.
 //! - [`envoy`], [`envoy_process`]: a real Envoy in front of mesh-authz (the process part
 //!   is shared with the load bench), a Check tap and an echo upstream.
+//! - [`pausable`]: a proxy in front of a replica's admin port that can stop answering,
+//!   like a replica stopped with SIGSTOP, and answer again.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
 //! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
 
@@ -18,6 +20,7 @@ pub mod envoy;
 pub mod envoy_process;
 pub mod gerrit;
 pub mod idp;
+pub mod pausable;
 pub mod pki;
 pub mod responses;
 pub mod server;

@@ -191,6 +191,47 @@ issuers:
     )
 }
 
+/// The token the tests put in `gerrit.events.token_file`; cache invalidation needs it too.
+pub const EVENTS_TOKEN: &str = "6f1c2d0e9a8b7c6d5e4f3a2b1c0d9e8f";
+
+/// The file [`with_events_token`] names, to pass beside the config.
+pub const EVENTS_TOKEN_FILE: (&str, &str) = ("events-token", EVENTS_TOKEN);
+
+/// A config edit turning on `gerrit.events` with [`EVENTS_TOKEN_FILE`] as its token file.
+pub fn with_events_token(yaml: String) -> String {
+    yaml.replace(
+        "gerrit:\n",
+        "gerrit:\n  events: {token_file: events-token}\n",
+    )
+}
+
+/// A server asking the Gerrit at `gerrit_url` for groups, with `gerrit.events` and its
+/// token on (so an operator can drop cached groups): [`start_with_gerrit`] with
+/// [`with_events_token`] and then `edit`.
+pub async fn start_with_events_token(
+    gerrit_url: &str,
+    edit: impl FnOnce(String) -> String,
+) -> TestServer {
+    start_with_gerrit(
+        gerrit_url,
+        |y| edit(with_events_token(y)),
+        &[EVENTS_TOKEN_FILE],
+    )
+    .await
+}
+
+/// POSTs to the cache invalidation endpoint (`query` is `""` or `"?user=NAME"`) with
+/// `token` as the bearer token, if given: status and body.
+pub async fn invalidate(s: &TestServer, query: &str, token: Option<&str>) -> (u16, String) {
+    let mut req =
+        reqwest::Client::new().post(format!("{}/cache/groups/invalidate{query}", s.admin_url()));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
 /// A `gerrit:` section for a fake Gerrit whose password is in `password-file`.
 pub fn gerrit_section(url: &str) -> String {
     format!(
