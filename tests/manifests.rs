@@ -755,6 +755,41 @@ fn gateway_policy_is_custom_with_the_provider_and_covers_whole_hosts() {
 }
 
 #[test]
+fn every_workload_a_custom_policy_sends_to_mesh_authz_may_call_its_check_port() {
+    // A CUSTOM policy makes the selected workload's sidecar (or the gateway) call
+    // mesh-authz with its own mesh identity; refused there, every request it guards gets
+    // Envoy's status_on_error (403, or 503 with failOpen: false).
+    let access = load_kind("istio/mesh-authz-access.yaml", "AuthorizationPolicy");
+    let check_principals: Vec<String> = seq(&access["spec"]["rules"], "rules")
+        .iter()
+        .filter(|r| r["to"][0]["operation"]["ports"][0] == "9191")
+        .flat_map(|r| seq(&r["from"][0]["source"]["principals"], "principals").to_vec())
+        .map(|p| str_of(&p, "principal").to_string())
+        .collect();
+    for (file, caller) in [
+        (
+            "istio/authorizationpolicy.yaml",
+            "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        ),
+        // Gerrit's sidecar, for the CI runner's in-mesh calls; the same identity Gerrit
+        // posts its group events with.
+        ("istio/ci-to-gerrit.yaml", "cluster.local/ns/gerrit/sa/gerrit"),
+    ] {
+        let policy = load_kind(file, "AuthorizationPolicy");
+        assert_eq!(policy["spec"]["action"], "CUSTOM", "{file}");
+        let namespace = str_of(&policy["metadata"]["namespace"], "namespace");
+        assert!(
+            caller.starts_with(&format!("cluster.local/ns/{namespace}/")),
+            "{file}: {caller} is not in {namespace}"
+        );
+        assert!(
+            check_principals.iter().any(|p| p == caller),
+            "{file} sends {caller}'s requests to mesh-authz, but mesh-authz-access.yaml lets only {check_principals:?} call Check"
+        );
+    }
+}
+
+#[test]
 fn callers_allowed_at_mesh_authz_and_gerrit_are_the_gateway_and_mesh_authz() {
     let gateway_principal = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
     let namespace = str_of(&kustomization()["namespace"], "namespace").to_string();
