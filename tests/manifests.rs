@@ -773,7 +773,10 @@ fn every_workload_a_custom_policy_sends_to_mesh_authz_may_call_its_check_port() 
         ),
         // Gerrit's sidecar, for the CI runner's in-mesh calls; the same identity Gerrit
         // posts its group events with.
-        ("istio/ci-to-gerrit.yaml", "cluster.local/ns/gerrit/sa/gerrit"),
+        (
+            "istio/ci-to-gerrit.yaml",
+            "cluster.local/ns/gerrit/sa/gerrit",
+        ),
     ] {
         let policy = load_kind(file, "AuthorizationPolicy");
         assert_eq!(policy["spec"]["action"], "CUSTOM", "{file}");
@@ -846,9 +849,10 @@ fn callers_allowed_at_mesh_authz_and_gerrit_are_the_gateway_and_mesh_authz() {
         seq(&access["spec"]["rules"], "rules")
             .iter()
             .filter(|r| {
-                r["from"][0]["source"]["principals"]
-                    .as_sequence()
-                    .is_some_and(|ps| ps.iter().any(|p| p == principal))
+                r["to"][0]["operation"]["ports"][0] == "9192"
+                    && r["from"][0]["source"]["principals"]
+                        .as_sequence()
+                        .is_some_and(|ps| ps.iter().any(|p| p == principal))
             })
             .flat_map(|r| seq(&r["to"][0]["operation"]["paths"], "paths").to_vec())
             .map(|p| str_of(&p, "path").to_string())
