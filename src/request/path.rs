@@ -47,10 +47,7 @@ pub enum PathError {
 /// path (see the module doc).
 pub fn routing_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.contains('%') {
-        if path.contains(';') {
-            return Err(PathError::PathParameter);
-        }
-        check_decoded(path)?;
+        check_decoded(path, true)?;
         return Ok(Cow::Borrowed(path));
     }
     let bytes = path.as_bytes();
@@ -85,7 +82,7 @@ pub fn routing_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         }
     }
     let decoded = std::str::from_utf8(&decoded).map_err(|_| PathError::BadEscape)?;
-    check_decoded(decoded)?;
+    check_decoded(decoded, false)?;
     // Only ASCII was rewritten, so the routing form is as valid UTF-8 as the input.
     String::from_utf8(routing)
         .map(Cow::Owned)
@@ -100,31 +97,45 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Checks on the decoded path, where `%2e`, `%2F`, `%3B` and `%5C` have become what the
-/// upstream sees.
-fn check_decoded(path: &str) -> Result<(), PathError> {
-    for b in path.bytes() {
+/// upstream sees (`raw`: the path has no escapes, and a `;` in it is a path parameter).
+/// One pass over the bytes: it runs on every Check.
+fn check_decoded(path: &str, raw: bool) -> Result<(), PathError> {
+    let bytes = path.as_bytes();
+    // Where the current segment starts: after a `/` (what precedes the first `/`, empty
+    // for every path Envoy sends, is no segment).
+    let mut segment: Option<usize> = None;
+    for (i, &b) in bytes.iter().enumerate() {
         match b {
+            b'/' => {
+                if let Some(start) = segment {
+                    check_segment(&bytes[start..i], false)?;
+                }
+                segment = Some(i + 1);
+            }
             b'\\' => return Err(PathError::Backslash),
+            b';' if raw => return Err(PathError::PathParameter),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
             _ => {}
         }
     }
-    let mut segments = path.split('/').peekable();
-    // What precedes the first `/`: empty for every path Envoy sends.
-    segments.next();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        // A trailing `/` is an ordinary path (`/a/accounts/self/groups/`); `//` is not.
-        if segment.is_empty() && !last {
-            return Err(PathError::EmptySegment);
-        }
-        // `..;x` is `..` to a servlet container.
-        let name = segment.split(';').next().unwrap_or(segment);
-        if name == "." || name == ".." {
-            return Err(PathError::DotSegment);
-        }
+    match segment {
+        Some(start) => check_segment(&bytes[start..], true),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// A segment that is `.` or `..` (also before a `;`: `..;x` is `..` to a servlet
+/// container), or empty where it is not the last (a trailing `/` is an ordinary path,
+/// `/a/accounts/self/groups/`; `//` is not).
+fn check_segment(segment: &[u8], last: bool) -> Result<(), PathError> {
+    match segment {
+        [] if last => Ok(()),
+        [] => Err(PathError::EmptySegment),
+        [b'.'] | [b'.', b'.'] | [b'.', b';', ..] | [b'.', b'.', b';', ..] => {
+            Err(PathError::DotSegment)
+        }
+        _ => Ok(()),
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -207,6 +218,66 @@ mod tests {
             "/a/b/",
         ] {
             assert!(routing_path(ok).is_ok(), "{ok}");
+        }
+    }
+
+    /// The definition, written plainly with strings: decode every escape, split on `/`.
+    fn by_definition(path: &str) -> Option<String> {
+        if path.contains(['\\', ';']) {
+            return None;
+        }
+        let (mut routing, mut decoded) = (Vec::new(), Vec::new());
+        let mut rest = path.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            if b == b'%' {
+                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                let v = u8::from_str_radix(hex, 16)
+                    .ok()
+                    .filter(|_| !hex.contains('+'))?;
+                decoded.push(v);
+                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                    routing.push(v);
+                } else {
+                    routing.extend(format!("%{v:02X}").bytes());
+                }
+                rest = &tail[2..];
+            } else {
+                routing.push(b);
+                decoded.push(b);
+                rest = tail;
+            }
+        }
+        let decoded = String::from_utf8(decoded).ok()?;
+        if decoded.chars().any(|c| c == '\\' || c.is_ascii_control()) {
+            return None;
+        }
+        let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let name = segment.split(';').next().unwrap_or_default();
+            if (segment.is_empty() && i + 1 < segments.len()) || name == "." || name == ".." {
+                return None;
+            }
+        }
+        String::from_utf8(routing).ok()
+    }
+
+    #[test]
+    fn routing_paths_agree_with_the_definition_for_every_short_path() {
+        let alphabet = ['.', '%', '2', 'e', 'F', '/', ';', 'a', '5', 'C'];
+        let mut paths = vec![String::new()];
+        for _ in 0..6 {
+            paths = paths
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            for path in &paths {
+                let path = format!("/{path}");
+                assert_eq!(
+                    routing_path(&path).ok().map(Cow::into_owned),
+                    by_definition(&path),
+                    "{path:?}"
+                );
+            }
         }
     }
 }
