@@ -2,16 +2,21 @@
 
 use crate::authn::{find_token, AuthnError, Identity, JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, IssuerConfig, Problem};
-use crate::decision::{upstream_changes, HeaderChanges, Impersonation, InjectError};
 use crate::gerrit::{
     CacheSettings, GerritAccount, GerritAuth, GerritClient, GerritMetrics, GerritSettings,
     GroupCache, GroupEvents, GroupSource, Membership, Secret,
 };
-use crate::policy::{kube, kube_access, Requirement, RouteRule, RouteTable, Unmet};
+use crate::policy::{
+    kube, kube_access, upstream_changes, HeaderChanges, Impersonation, InjectError, Requirement,
+    RouteRule, RouteTable, Unmet,
+};
 use crate::request::{routing_path, PathError, RequestView};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The authorizer in force; a config reload replaces it atomically.
+pub type CurrentAuthorizer = Arc<arc_swap::ArcSwap<Authorizer>>;
 
 /// Everything needed to decide: the verifier, the group cache and the routes.
 #[derive(Debug)]

@@ -13,14 +13,15 @@
 //!                        ├─ request  the path routes see (RFC 3986 normal form; paths an
 //!                        │           upstream could resolve elsewhere refused)
 //!                        ├─ policy   routes (host/path/method/principal matchers), rules,
-//!                        │           group references (uuid: or name:), kube-apiserver
-//!                        │           requests and their access rules
+//!                        │           group references (uuid: or name:), the upstream
+//!                        │           header changes (inject), kube-apiserver requests and
+//!                        │           their access rules
 //!                        ├─ authn    token extraction, JWT verification, JWKS store
 //!                        └─ gerrit   REST client (accounts resolved by exact query),
 //!                                    per-user group cache, group events
 //!                        │
 //!                        ▼
-//!                       decision     Decision → CheckResponse (headers, impersonation,
+//!                       decision     Decision → CheckResponse (Envoy header options,
 //!                                    denials, metadata)
 //! ```
 //!

@@ -113,8 +113,7 @@ pub fn http_client() -> Result<reqwest::Client, ServerError> {
         .map_err(|e| ServerError::HttpClient(e.to_string()))
 }
 
-/// The authorizer in force; a config reload replaces it atomically.
-pub type CurrentAuthorizer = Arc<ArcSwap<Authorizer>>;
+pub use crate::authorize::CurrentAuthorizer;
 
 /// Binds the listeners and starts serving; with a config file and
 /// `server.watch_config`, reloads it when it changes.

@@ -4,10 +4,10 @@
 //! force, records metrics and the audit log, and renders the
 //! [`Decision`](crate::authorize::Decision). No policy lives here.
 
+use crate::authorize::CurrentAuthorizer;
 use crate::authorize::Verdict;
 use crate::decision;
 use crate::request::{self, RequestView};
-use crate::server::CurrentAuthorizer;
 use crate::telemetry::audit::{self, AuditLog, AuditRecord};
 use crate::telemetry::Metrics;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;

@@ -10,8 +10,8 @@ pub use health::GrpcHealth;
 pub use peers::{Forwarded, Peers, ORIGIN_HEADER};
 
 use crate::authorize::Authorizer;
+use crate::authorize::CurrentAuthorizer;
 use crate::gerrit::EventError;
-use crate::server::CurrentAuthorizer;
 use crate::telemetry::Metrics;
 use axum::body::Bytes;
 use axum::extract::{Query, State};

@@ -5,13 +5,12 @@ use super::schema::{
 };
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
-use crate::decision::MAX_INJECTED_BYTES;
 use crate::gerrit::{AccountForm, CacheSettings, Group};
 use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
 use crate::policy::{
     header_name, ClaimCondition, ClaimRequirement, GroupRef, GroupsHeader, HostMatcher,
     IdentityHeaders, MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule,
-    RouteTable, Rule,
+    RouteTable, Rule, MAX_INJECTED_BYTES,
 };
 use crate::telemetry::audit::AuditOutput;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};

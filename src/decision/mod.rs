@@ -13,12 +13,9 @@ mod headers;
 mod metadata;
 
 pub use denial::{denial_body, denied_response, http_status as denied_http_status};
-pub use headers::{
-    upstream_changes, HeaderChanges, Impersonation, InjectError, IMPERSONATE_GROUP,
-    IMPERSONATE_USER, MAX_INJECTED_BYTES,
-};
 
 use crate::authorize::{Decision, Verdict};
+use crate::policy::HeaderChanges;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckResponse, OkHttpResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;

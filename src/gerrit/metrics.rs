@@ -1,5 +1,5 @@
 //! What the Gerrit client and group cache measure. The families are shared handles;
-//! [`crate::telemetry::Metrics`] registers them for `/metrics`.
+//! the telemetry module registers them for `/metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -4,6 +4,7 @@
 //! invalid), then evaluated with pure functions on every Check.
 
 mod group_ref;
+mod inject;
 pub mod kube;
 pub mod kube_access;
 mod matcher;
@@ -12,6 +13,10 @@ mod requirement;
 mod route;
 
 pub use group_ref::GroupRef;
+pub use inject::{
+    upstream_changes, HeaderChanges, Impersonation, InjectError, IMPERSONATE_GROUP,
+    IMPERSONATE_USER, MAX_INJECTED_BYTES,
+};
 pub use matcher::{HostMatcher, MethodSet, PathMatcher, PrincipalMatcher};
 pub use requirement::{ClaimCondition, ClaimRequirement, Requirement, Rule, Satisfied, Unmet};
 pub use route::{

@@ -2,7 +2,7 @@
 //! conditions that must all hold (like the `rules` of an Istio `AuthorizationPolicy`).
 //!
 //! The conditions are checked here as pure functions of what is known about the caller;
-//! [`crate::authorize`] finds those facts (the token, the groups) only when a rule needs
+//! The engine (`authorize`) finds those facts (the token, the groups) only when a rule needs
 //! them.
 
 use super::{GroupRef, PrincipalMatcher};
