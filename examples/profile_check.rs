@@ -15,7 +15,7 @@ mod common;
 use common::{istio_check_request, quickstart};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use mesh_authz::service::CheckService;
+use mesh_authz::ext_authz::CheckService;
 use mesh_authz::telemetry::Metrics;
 use prost::Message;
 use std::sync::Arc;

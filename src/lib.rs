@@ -5,13 +5,15 @@
 //! The request path, top to bottom:
 //!
 //! ```text
-//! Envoy ──gRPC Check──▶ service      tonic glue: CheckRequest → RequestView, audit, render
-//!                        │
+//! Envoy ──gRPC Check──▶ ext_authz    the only module that knows Envoy's types:
+//!                        │           CheckRequest → RequestView (request.rs), the
+//!                        │           service (audit, metrics), render (response.rs)
 //!                        ▼
 //!                       authorize    the decision: path → route → rules → token → groups
-//!                        │           → verdict
-//!                        ├─ request  the path routes see (RFC 3986 normal form; paths an
-//!                        │           upstream could resolve elsewhere refused)
+//!                        │           → verdict (Decision, Verdict, Denial)
+//!                        ├─ request  RequestView, and the path routes see (RFC 3986
+//!                        │           normal form; paths an upstream could resolve
+//!                        │           elsewhere refused)
 //!                        ├─ policy   routes (host/path/method/principal matchers), rules,
 //!                        │           group references (uuid: or name:), the upstream
 //!                        │           header changes (inject), kube-apiserver requests and
@@ -21,9 +23,12 @@
 //!                                    per-user group cache, group events
 //!                        │
 //!                        ▼
-//!                       decision     Decision → CheckResponse (Envoy header options,
-//!                                    denials, metadata)
+//!                       ext_authz    Decision → CheckResponse (header options that
+//!                                    overwrite, denials with JSON bodies, metadata)
 //! ```
+//!
+//! Imports go down this map and never back up: no two top-level modules import each
+//! other, directly or through a third.
 //!
 //! Around it:
 //! - [`config`]: YAML schema, compilation into runtime types, all problems with paths;
@@ -34,8 +39,6 @@
 //!   `/metrics`, authenticated group cache invalidation and Gerrit's group events, passed
 //!   on to the other replicas first and retried (`admin::Peers`).
 //! - [`telemetry`]: logging setup, Prometheus metrics, the audit log.
-//! - [`request`]: the request view shared by policy, authn and decision, and the path in
-//!   the form routes match it.
 //! - `main.rs`: the CLI (`serve`, `validate` with route overlap findings, `check`).
 
 #![warn(missing_docs)]
@@ -44,10 +47,9 @@ pub mod admin;
 pub mod authn;
 pub mod authorize;
 pub mod config;
-pub mod decision;
+pub mod ext_authz;
 pub mod gerrit;
 pub mod policy;
 pub mod request;
 pub mod server;
-pub mod service;
 pub mod telemetry;

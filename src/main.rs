@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mesh_authz::authorize::{Authorizer, Verdict};
 use mesh_authz::config::{self, Config};
-use mesh_authz::decision::denial_body;
+use mesh_authz::ext_authz::denial_body;
 use mesh_authz::policy::overlap::{self, Finding};
 use mesh_authz::policy::HeaderChanges;
 use mesh_authz::request::RequestView;
@@ -312,7 +312,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         Verdict::Deny(denial) => {
             say(format!(
                 "decision: DENY (HTTP {})",
-                mesh_authz::decision::denied_http_status(denial)
+                mesh_authz::ext_authz::denied_http_status(denial)
             ));
             say(format!("body:     {}", denial_body(denial, None)));
             ExitCode::from(1)

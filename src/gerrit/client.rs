@@ -206,7 +206,7 @@ impl GerritClient {
         });
     }
 
-    /// Looks the service account itself up now and at every [`SELF_CHECK_INTERVAL`],
+    /// Looks the service account itself up now and at every `SELF_CHECK_INTERVAL`,
     /// recording in the metrics whether `gerrit.url` leads to Gerrit and Gerrit accepts
     /// the credentials. Once per client; the task ends after the client is dropped.
     pub fn spawn_self_check(&self) {

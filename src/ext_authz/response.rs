@@ -8,25 +8,12 @@
 //! - cannot decide: a gRPC `UNAVAILABLE` error, so Envoy's `failure_mode_allow` and
 //!   `status_on_error` apply.
 
-mod denial;
-mod headers;
-mod metadata;
-
-pub use denial::{denial_body, denied_response, http_status as denied_http_status};
-
+use super::code;
 use crate::authorize::{Decision, Verdict};
 use crate::policy::HeaderChanges;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckResponse, OkHttpResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-
-/// gRPC status codes used in `CheckResponse.status`.
-mod code {
-    pub const OK: i32 = 0;
-    pub const INVALID_ARGUMENT: i32 = 3;
-    pub const PERMISSION_DENIED: i32 = 7;
-    pub const UNAUTHENTICATED: i32 = 16;
-}
 
 /// An OK CheckResponse with these upstream header changes.
 fn allowed(
@@ -47,7 +34,7 @@ fn allowed(
             // Moved, not copied: the strings are the decision's.
             headers: set
                 .into_iter()
-                .map(|(key, value)| headers::overwrite(key, value))
+                .map(|(key, value)| super::headers::overwrite(key, value))
                 .collect(),
             headers_to_remove: remove,
             query_parameters_to_remove: remove_query,
@@ -69,7 +56,7 @@ pub fn render(
     let wants_metadata = route.is_some_and(|r| r.dynamic_metadata);
     if let Some(headers) = decision.dry_run_headers {
         // A dry-run route: what would have been denied is allowed, anonymously.
-        let metadata = wants_metadata.then(|| metadata::identity(route, None, None));
+        let metadata = wants_metadata.then(|| super::metadata::identity(route, None, None));
         return Ok(allowed(headers, metadata));
     }
     match decision.verdict {
@@ -78,11 +65,12 @@ pub fn render(
             membership,
             headers,
         } => {
-            let metadata = wants_metadata
-                .then(|| metadata::identity(route, identity.as_deref(), membership.as_deref()));
+            let metadata = wants_metadata.then(|| {
+                super::metadata::identity(route, identity.as_deref(), membership.as_deref())
+            });
             Ok(allowed(headers, metadata))
         }
-        Verdict::Deny(denial) => Ok(denied_response(&denial, request_id)),
+        Verdict::Deny(denial) => Ok(super::denial::denied_response(&denial, request_id)),
         Verdict::Unavailable(reason) => Err(tonic::Status::unavailable(format!(
             "mesh-authz cannot decide: {reason}"
         ))),

@@ -4,10 +4,10 @@
 //! force, records metrics and the audit log, and renders the
 //! [`Decision`](crate::authorize::Decision). No policy lives here.
 
+use super::request;
 use crate::authorize::CurrentAuthorizer;
 use crate::authorize::Verdict;
-use crate::decision;
-use crate::request::{self, RequestView};
+use crate::request::RequestView;
 use crate::telemetry::audit::{self, AuditLog, AuditRecord};
 use crate::telemetry::Metrics;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
@@ -50,7 +50,7 @@ impl Authorization for CheckService {
         let started = Instant::now();
         let (metadata, _, request) = request.into_parts();
         let raw = request::raw_headers(&request);
-        let view = RequestView::from_check_request(&request);
+        let view = request::view(&request);
         let view = match &raw {
             Some(headers) => RequestView { headers, ..view },
             None => view,
@@ -112,6 +112,6 @@ impl Authorization for CheckService {
             }
             (Verdict::Deny(_), false) => {}
         }
-        decision::render(decision, request_id).map(Response::new)
+        super::render(decision, request_id).map(Response::new)
     }
 }

@@ -1,0 +1,22 @@
+//! The edge to Envoy, and the only module that names Envoy's types: the tonic Check
+//! service, the CheckRequest read as a [`crate::request::RequestView`], and the
+//! [`crate::authorize::Decision`] rendered as a CheckResponse.
+
+mod denial;
+mod headers;
+mod metadata;
+pub mod request;
+mod response;
+mod service;
+
+pub use denial::{denial_body, denied_response, http_status as denied_http_status};
+pub use response::render;
+pub use service::CheckService;
+
+/// gRPC status codes used in `CheckResponse.status`.
+mod code {
+    pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
