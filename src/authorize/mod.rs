@@ -1,0 +1,457 @@
+//! The decision logic: path → route → rules → token → groups → verdict, with no gRPC in
+//! sight. [`verdict`] holds what a decision comes to; `build` assembles an authorizer
+//! from a config.
+
+use crate::authn::{find_token, AuthnError, Identity, TokenVerifier};
+use crate::gerrit::{GerritAccount, GroupCache, GroupEvents, Membership};
+use crate::policy::{
+    kube, kube_access, upstream_changes, Impersonation, InjectError, Requirement, RouteRule,
+    RouteTable, Unmet,
+};
+use crate::request::{routing_path, RequestView};
+use std::sync::Arc;
+
+mod build;
+#[cfg(test)]
+mod tests;
+pub mod verdict;
+
+pub use build::Shared;
+use build::Sources;
+pub use verdict::{Decision, Denial, Trace, Verdict};
+
+/// The authorizer in force; a config reload replaces it atomically.
+pub type CurrentAuthorizer = Arc<arc_swap::ArcSwap<Authorizer>>;
+
+/// Everything needed to decide: the verifier, the group cache and the routes.
+#[derive(Debug)]
+pub struct Authorizer {
+    verifier: Arc<TokenVerifier>,
+    groups: Option<GroupCache>,
+    group_events: Option<GroupEvents>,
+    routes: RouteTable,
+    /// The config parts the verifier and the group cache were built from, so a reload
+    /// can tell what it may keep.
+    sources: Sources,
+}
+
+/// What is known about the caller, found at most once per request and only when a rule
+/// needs it.
+struct Facts<'a> {
+    authorizer: &'a Authorizer,
+    route: &'a RouteRule,
+    req: &'a RequestView<'a>,
+    identity: Option<Result<Arc<Identity>, AuthnError>>,
+    membership: Option<Result<Arc<Membership>, String>>,
+}
+
+impl<'a> Facts<'a> {
+    async fn identity(&mut self, steps: &mut Trace) -> Result<Arc<Identity>, AuthnError> {
+        if let Some(known) = &self.identity {
+            return known.clone();
+        }
+        let result = self.authorizer.authenticate(self.route, self.req).await;
+        match &result {
+            Ok(id) => steps.note(|| {
+                format!(
+                    "token verified: user {:?} from issuer {}",
+                    id.user, id.issuer
+                )
+            }),
+            Err(AuthnError::KeysUnavailable) => {
+                steps.note(|| "issuer signing keys have not been loaded yet: cannot decide".into())
+            }
+            Err(e) => steps.note(|| format!("token rejected: {e}")),
+        }
+        self.identity = Some(result.clone());
+        result
+    }
+
+    async fn membership(
+        &mut self,
+        identity: &Identity,
+        steps: &mut Trace,
+    ) -> Result<Arc<Membership>, String> {
+        if let Some(known) = &self.membership {
+            return known.clone();
+        }
+        let result = self
+            .authorizer
+            .membership(&identity.gerrit_account, steps)
+            .await;
+        self.membership = Some(result.clone());
+        result
+    }
+}
+
+impl Authorizer {
+    /// Starts what keeps the authorizer's state fresh: JWKS refreshers, the Gerrit
+    /// password reloader and the Gerrit self-check, once for each piece (pieces kept by a reload keep theirs). The
+    /// tasks end when their piece is dropped.
+    pub fn start_background(&self) {
+        for store in self.verifier.stores() {
+            store.spawn_refresher();
+        }
+        if let Some(gerrit) = self.groups.as_ref().and_then(|g| g.gerrit()) {
+            gerrit.spawn_password_reloader();
+            gerrit.spawn_self_check();
+        }
+    }
+
+    /// The receiver of Gerrit group events, if enabled.
+    pub fn group_events(&self) -> Option<&GroupEvents> {
+        self.group_events.as_ref()
+    }
+
+    /// The token verifier (readiness, key refreshers).
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    /// The group cache, if a group source is configured (invalidation).
+    pub fn groups(&self) -> Option<&GroupCache> {
+        self.groups.as_ref()
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Decides one request.
+    pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
+        self.decide_traced(req, Trace::off()).await
+    }
+
+    /// Decides one request and says how, step by step (for `mesh-authz check`).
+    pub async fn explain(&self, req: &RequestView<'_>) -> Decision {
+        self.decide_traced(req, Trace::on()).await
+    }
+
+    async fn decide_traced(&self, req: &RequestView<'_>, mut steps: Trace) -> Decision {
+        let routing = match routing_path(req.path) {
+            Ok(path) => path,
+            Err(e) => {
+                steps.note(|| format!("path {:?}: {e}: refused before matching", req.path));
+                return Decision::unrouted(Verdict::Deny(Denial::UnsafePath(e)), steps);
+            }
+        };
+        if routing != req.path {
+            steps.note(|| format!("path decoded for matching: {routing}"));
+        }
+        // Routes see the decoded path; everything else (the kube request, the audit) the
+        // request as sent.
+        let routed = RequestView {
+            path: &routing,
+            ..*req
+        };
+        let Some(route) = self.routes.find(&routed) else {
+            steps.note(|| {
+                format!(
+                    "no route matches {} {}{}: denied by default",
+                    req.method, req.host, req.path
+                )
+            });
+            return Decision::unrouted(Verdict::Deny(Denial::NoRoute), steps);
+        };
+        steps.note(|| format!("route {:?} matched", &*route.name));
+        let mut facts = Facts {
+            authorizer: self,
+            route,
+            req,
+            identity: None,
+            membership: None,
+        };
+        let (rule, verdict) = self.decide_route(&mut facts, &mut steps).await;
+        let caller = match &verdict {
+            Verdict::Allow { identity, .. } => identity.clone(),
+            _ => facts.identity.and_then(Result::ok),
+        };
+        let mut dry_run_headers = None;
+        if route.dry_run {
+            steps.note(|| {
+                format!(
+                    "route is in dry-run: {} would be the answer; the request is allowed",
+                    verdict.kind()
+                )
+            });
+            if !matches!(verdict, Verdict::Allow { .. }) {
+                // Allowed as if public: no identity reaches the upstream.
+                dry_run_headers = upstream_changes(route, None, None, None, req.headers).ok();
+            }
+        }
+        Decision {
+            route: Some(route.clone()),
+            rule,
+            verdict,
+            steps: steps.into_steps(),
+            caller,
+            dry_run_headers,
+        }
+    }
+
+    /// The rule that decided (if one held) and the verdict.
+    async fn decide_route(
+        &self,
+        facts: &mut Facts<'_>,
+        steps: &mut Trace,
+    ) -> (Option<String>, Verdict) {
+        let (route, req) = (facts.route, facts.req);
+        let rules = match &route.requirement {
+            Requirement::Public => {
+                steps.note(|| {
+                    "route is public: no token needed, identity headers are removed".into()
+                });
+                return (None, allow(route, req, None, None, None, steps));
+            }
+            Requirement::AnyOf(rules) => rules,
+        };
+        let mut denial: Option<Denial> = None;
+        let mut undecided: Option<String> = None;
+        let fail = |d: Denial, denial: &mut Option<Denial>| {
+            if denial.as_ref().is_none_or(|old| d.rank() >= old.rank()) {
+                *denial = Some(d);
+            }
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            let label = if rules.len() == 1 {
+                "allow".to_string()
+            } else {
+                format!("allow[{i}]")
+            };
+            if !rule.admits_principal(req.principal) {
+                let who = if req.principal.is_empty() {
+                    "(no workload identity)"
+                } else {
+                    req.principal
+                };
+                steps.note(|| format!("{label}: calling workload {who} is not one it names"));
+                fail(Denial::PrincipalNotAllowed, &mut denial);
+                continue;
+            }
+            if !rule.token {
+                steps.note(|| {
+                    format!(
+                        "{label}: calling workload {} is allowed{}",
+                        req.principal,
+                        rule.as_user
+                            .as_ref()
+                            .map(|u| format!(", acting as {u:?}"))
+                            .unwrap_or_default()
+                    )
+                });
+                let identity = rule
+                    .as_user
+                    .as_ref()
+                    .map(|user| Arc::new(Identity::workload(req.principal, user)));
+                return self
+                    .finish(route, label, identity, None, facts, steps)
+                    .await;
+            }
+            let identity = match facts.identity(steps).await {
+                Ok(identity) => identity,
+                Err(AuthnError::KeysUnavailable) => {
+                    undecided = Some("issuer signing keys not loaded".into());
+                    continue;
+                }
+                Err(e) => {
+                    fail(Denial::Unauthenticated(e), &mut denial);
+                    continue;
+                }
+            };
+            let membership = if rule.needs_groups() {
+                match facts.membership(&identity, steps).await {
+                    Ok(m) => Some(m),
+                    Err(reason) => {
+                        steps.note(|| format!("{label}: cannot be checked without groups"));
+                        undecided = Some(reason);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let checked = if steps.is_on() {
+                rule.explain_identity(&identity, membership.as_deref(), &mut |c| {
+                    steps.note(|| format!("{label}: {c}"))
+                })
+            } else {
+                rule.check_identity(&identity, membership.as_deref())
+            };
+            match checked {
+                Ok(_) => {
+                    steps.note(|| format!("{label}: holds"));
+                    return self
+                        .finish(route, label, Some(identity), membership, facts, steps)
+                        .await;
+                }
+                Err(unmet) => {
+                    fail(
+                        match unmet {
+                            Unmet::Groups(_) => Denial::NotInGroup,
+                            Unmet::Claim(_) | Unmet::Scope(_) => Denial::ClaimUnmet,
+                        },
+                        &mut denial,
+                    );
+                }
+            }
+        }
+        // A rule that could not be checked might have allowed: not a denial.
+        if let Some(reason) = undecided {
+            steps.note(|| "no rule holds, and one could not be checked: cannot decide".into());
+            return (None, Verdict::Unavailable(reason));
+        }
+        let denial = denial.unwrap_or(Denial::NoRoute);
+        (None, Verdict::Deny(denial))
+    }
+
+    /// Allows by `rule`: on a kube route if the kube policy allows the apiserver request
+    /// too; fetching the groups first if the route injects them or the policy needs them.
+    async fn finish(
+        &self,
+        route: &RouteRule,
+        mut rule: String,
+        identity: Option<Arc<Identity>>,
+        membership: Option<Arc<Membership>>,
+        facts: &mut Facts<'_>,
+        steps: &mut Trace,
+    ) -> (Option<String>, Verdict) {
+        let wants_groups =
+            route.inject.groups.is_some() || route.kube.as_ref().is_some_and(|k| k.needs_groups());
+        let membership = match (&membership, &identity, wants_groups) {
+            (None, Some(identity), true) => match facts.membership(identity, steps).await {
+                Ok(m) => Some(m),
+                Err(reason) => return (Some(rule), Verdict::Unavailable(reason)),
+            },
+            _ => membership,
+        };
+        let Some(kube) = &route.kube else {
+            return (
+                Some(rule),
+                allow(route, facts.req, identity, membership, None, steps),
+            );
+        };
+        let request = kube::parse(facts.req.method, facts.req.path, facts.req.query);
+        match kube.decide(&request, membership.as_deref()) {
+            Ok(grant) => {
+                steps.note(|| {
+                    format!(
+                        "kube.rules[{}] allows {}{}",
+                        grant.rule,
+                        kube_access::describe(&request),
+                        grant
+                            .group
+                            .as_ref()
+                            .map(|g| format!(", impersonating group {g:?}"))
+                            .unwrap_or_default()
+                    )
+                });
+                rule.push_str(&format!(", kube.rules[{}]", grant.rule));
+                let impersonation = Impersonation {
+                    group: grant.group.as_deref(),
+                };
+                let verdict = allow(
+                    route,
+                    facts.req,
+                    identity,
+                    membership,
+                    Some(impersonation),
+                    steps,
+                );
+                (Some(rule), verdict)
+            }
+            Err(denial) => {
+                steps.note(|| format!("kube: {denial}"));
+                (
+                    None,
+                    Verdict::Deny(Denial::KubeForbidden(denial.to_string())),
+                )
+            }
+        }
+    }
+
+    async fn membership(
+        &self,
+        user: &GerritAccount,
+        steps: &mut Trace,
+    ) -> Result<Arc<Membership>, String> {
+        let Some(cache) = &self.groups else {
+            // Config compilation refuses this; stay closed if it ever happens.
+            steps.note(|| "no group source configured: cannot decide".into());
+            return Err("no group source configured".into());
+        };
+        let membership = cache.membership(user).await.map_err(|e| {
+            steps.note(|| format!("group lookup failed: {e}: cannot decide"));
+            format!("group lookup failed: {e}")
+        })?;
+        if membership.known_account {
+            let names: Vec<&str> = membership.groups.iter().map(|g| g.name.as_str()).collect();
+            steps.note(|| format!("groups of {user}: {}", names.join(", ")));
+        } else {
+            steps.note(|| format!("Gerrit has no account with {user}: no groups"));
+        }
+        Ok(membership)
+    }
+
+    async fn authenticate(
+        &self,
+        route: &RouteRule,
+        req: &RequestView<'_>,
+    ) -> Result<Arc<Identity>, AuthnError> {
+        let token = find_token(req, &route.token_sources)?;
+        let identity = self.verifier.verify(&token).await?;
+        // The route's own trust: another IdP in the config, or a token minted for
+        // another service, does not pass here.
+        if !route.issuers.is_empty() && !route.issuers.contains(&identity.issuer) {
+            return Err(AuthnError::UnknownIssuer);
+        }
+        if !route.audiences.is_empty() && !has_audience(&identity, &route.audiences) {
+            return Err(AuthnError::Audience);
+        }
+        Ok(identity)
+    }
+}
+
+fn allow(
+    route: &RouteRule,
+    req: &RequestView<'_>,
+    identity: Option<Arc<Identity>>,
+    membership: Option<Arc<Membership>>,
+    impersonation: Option<Impersonation<'_>>,
+    steps: &mut Trace,
+) -> Verdict {
+    let changes = upstream_changes(
+        route,
+        identity.as_deref(),
+        membership.as_deref(),
+        impersonation,
+        req.headers,
+    );
+    match changes {
+        Ok(headers) => Verdict::Allow {
+            identity,
+            membership,
+            headers,
+        },
+        Err(e) => {
+            steps.note(|| format!("{e}: denied rather than injected"));
+            Verdict::Deny(match e {
+                InjectError::Unsafe { .. } | InjectError::NoUser | InjectError::TooLarge(_) => {
+                    Denial::UnsafeHeaderValue
+                }
+                InjectError::GroupsTooLarge { .. } => Denial::GroupsTooLarge,
+            })
+        }
+    }
+}
+
+/// Whether the token's `aud` (a string or a list) holds one of `wanted`.
+fn has_audience(identity: &Identity, wanted: &[String]) -> bool {
+    match identity.claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => wanted.contains(aud),
+        Some(serde_json::Value::Array(auds)) => auds
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| wanted.iter().any(|w| w == a))),
+        _ => false,
+    }
+}
