@@ -19,8 +19,10 @@
 //!                        │           header changes (inject), kube-apiserver requests and
 //!                        │           their access rules
 //!                        ├─ authn    token extraction, JWT verification, JWKS store
-//!                        └─ gerrit   REST client (accounts resolved by exact query),
-//!                                    per-user group cache, group events
+//!                        ├─ gerrit   REST client (accounts resolved by exact query),
+//!                        │           per-user group cache, group events
+//!                        └─ identity who the caller is, whatever the source: Identity,
+//!                                    the Gerrit account it names, its groups (Membership)
 //!                        │
 //!                        ▼
 //!                       ext_authz    Decision → CheckResponse (header options that
@@ -49,6 +51,7 @@ pub mod authorize;
 pub mod config;
 pub mod ext_authz;
 pub mod gerrit;
+pub mod identity;
 pub mod policy;
 pub mod request;
 pub mod server;

@@ -1,13 +1,12 @@
 //! Authentication: find the bearer token, verify it against the issuer's keys, and turn
 //! its claims into an [`Identity`].
 
-mod identity;
 mod jwks;
 mod token;
 mod token_cache;
 mod verify;
 
-pub use identity::Identity;
+pub use crate::identity::Identity;
 pub use jwks::{JwksError, JwksSource, JwksStore, JwksTiming, KeySet};
 pub use token::{find_token, TokenSource, DEFAULT_MAX_TOKEN_BYTES};
 pub use token_cache::VerifiedTokenCache;

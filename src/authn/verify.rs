@@ -3,7 +3,7 @@
 use super::jwks::{JwksStore, KeySet, VerifyKey};
 use super::token_cache::{token_key, unix_now, VerifiedTokenCache};
 use super::{AuthnError, Identity};
-use crate::gerrit::{AccountForm, GerritAccount};
+use crate::identity::{AccountForm, GerritAccount};
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};

@@ -2,8 +2,9 @@
 //! sight. [`verdict`] holds what a decision comes to; `build` assembles an authorizer
 //! from a config.
 
-use crate::authn::{find_token, AuthnError, Identity, TokenVerifier};
-use crate::gerrit::{GerritAccount, GroupCache, GroupEvents, Membership};
+use crate::authn::{find_token, AuthnError, TokenVerifier};
+use crate::gerrit::{GroupCache, GroupEvents};
+use crate::identity::{GerritAccount, Identity, Membership};
 use crate::policy::{
     kube, kube_access, upstream_changes, Impersonation, InjectError, Requirement, RouteRule,
     RouteTable, Unmet,

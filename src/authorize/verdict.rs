@@ -1,8 +1,8 @@
 //! What a decision comes to: the verdict, why, and the steps that led there.
 
-use super::Identity;
 use crate::authn::AuthnError;
-use crate::gerrit::Membership;
+use crate::identity::Identity;
+use crate::identity::Membership;
 use crate::policy::{HeaderChanges, RouteRule};
 use crate::request::PathError;
 use std::sync::Arc;

@@ -5,7 +5,8 @@ use super::schema::{
 };
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
-use crate::gerrit::{AccountForm, CacheSettings, Group};
+use crate::gerrit::CacheSettings;
+use crate::identity::{AccountForm, Group};
 use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
 use crate::policy::{
     header_name, ClaimCondition, ClaimRequirement, GroupRef, GroupsHeader, HostMatcher,

@@ -1,7 +1,6 @@
 //! `dynamic_metadata` for Envoy's access log (namespace `envoy.filters.http.ext_authz`).
 
-use crate::authn::Identity;
-use crate::gerrit::Membership;
+use crate::identity::{Identity, Membership};
 use crate::policy::RouteRule;
 use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
 

@@ -1,35 +1,13 @@
 //! Per-user group cache in front of Gerrit (or a static table).
 
-use super::{GerritAccount, GerritClient, GerritError, GerritMetrics, Group, Member};
+use super::{GerritClient, GerritError, GerritMetrics, Member};
+use crate::identity::{GerritAccount, Group, Membership};
 use moka::ops::compute::Op;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// A user's resolved membership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Membership {
-    /// Whether the account exists (and is visible to the service account).
-    pub known_account: bool,
-    /// Effective groups; empty for unknown accounts.
-    pub groups: Vec<Group>,
-}
-
-impl Membership {
-    /// Whether the user is in a group with this name or UUID.
-    pub fn contains(&self, name_or_uuid: &str) -> bool {
-        self.groups
-            .iter()
-            .any(|g| g.name == name_or_uuid || g.uuid == name_or_uuid)
-    }
-
-    /// Whether the user is in the group with this UUID.
-    pub fn contains_uuid(&self, uuid: &str) -> bool {
-        self.groups.iter().any(|g| g.uuid == uuid)
-    }
-}
 
 /// Where group membership comes from.
 #[derive(Debug, Clone)]
@@ -318,6 +296,11 @@ impl GroupCache {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Whether the membership has a group named `name`.
+    fn in_group(m: &Membership, name: &str) -> bool {
+        m.groups.iter().any(|g| g.name == name)
+    }
     use std::sync::atomic::AtomicUsize;
 
     /// A lookup table that counts lookups, fails on demand and can hold answers back.
@@ -398,9 +381,9 @@ pub(crate) mod tests {
         let c = GroupCache::new(table(), settings(60, 5, 0));
         let m = c.membership(&"alice".into()).await.unwrap();
         assert!(m.known_account);
-        assert!(m.contains("team-a"));
-        assert!(m.contains("6a1e70e1a88782771a91808c8af9bbb7a9871389"));
-        assert!(!m.contains("team-b"));
+        assert!(in_group(&m, "team-a"));
+        assert!(m.contains_uuid("6a1e70e1a88782771a91808c8af9bbb7a9871389"));
+        assert!(!in_group(&m, "team-b"));
         let bob = c.membership(&"bob".into()).await.unwrap();
         assert!(!bob.known_account);
         assert!(bob.groups.is_empty());
@@ -420,7 +403,7 @@ pub(crate) mod tests {
         );
         tokio::time::advance(Duration::from_secs(14)).await;
         let m = c.membership(&"alice".into()).await.unwrap();
-        assert!(m.contains("team-a"));
+        assert!(in_group(&m, "team-a"));
         assert_eq!(count(&lookups), 2, "looked up again after the TTL");
         c.membership(&"alice".into()).await.unwrap();
         assert_eq!(count(&lookups), 2, "and cached again");
@@ -479,7 +462,7 @@ pub(crate) mod tests {
         lookups.failing.store(true, Ordering::SeqCst);
         tokio::time::advance(Duration::from_secs(61)).await;
         let stale = c.membership(&"alice".into()).await.unwrap();
-        assert!(stale.contains("team-a"), "stale but served");
+        assert!(in_group(&stale, "team-a"), "stale but served");
         tokio::time::advance(Duration::from_secs(298)).await;
         assert!(
             c.membership(&"alice".into()).await.is_ok(),
@@ -573,15 +556,14 @@ pub(crate) mod tests {
         drop(hold);
         let first = waiting.await.unwrap();
         assert!(
-            !first.contains("team-a"),
+            !in_group(&first, "team-a"),
             "the answer that was under way is not trusted: the waiting check asks again"
         );
         assert_eq!(count(&lookups), 2);
-        assert!(!c
-            .membership(&"alice".into())
-            .await
-            .unwrap()
-            .contains("team-a"));
+        assert!(!in_group(
+            &c.membership(&"alice".into()).await.unwrap(),
+            "team-a"
+        ));
         assert_eq!(count(&lookups), 2, "the fresh answer is cached");
     }
 

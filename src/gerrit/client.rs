@@ -4,6 +4,7 @@
 //! invalidation).
 
 use super::{GerritAccount, GerritError, GerritMetrics, Secret};
+use crate::identity::Group;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderName, HeaderValue};
 use std::path::PathBuf;
@@ -22,15 +23,6 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// A Gerrit group the user belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    /// The group UUID, decoded (e.g. `global:Registered-Users` or 40 hex digits).
-    pub uuid: String,
-    /// The group name.
-    pub name: String,
-}
 
 /// An account as Gerrit lists it among a group's members: every name the account may
 /// be looked up by.

@@ -1,18 +1,15 @@
 //! Gerrit group membership: the REST client, the per-user group cache, and the Gerrit
 //! events that invalidate it.
 
-mod account;
 mod cache;
 mod client;
 mod events;
 mod metrics;
 mod secret;
 
-pub use account::{AccountForm, GerritAccount};
-pub use cache::{CacheSettings, GroupCache, GroupSource, Membership};
-pub use client::{
-    GerritAuth, GerritClient, GerritSettings, Group, Member, DEFAULT_MAX_RESPONSE_BYTES,
-};
+pub use crate::identity::{AccountForm, GerritAccount, Group, Membership};
+pub use cache::{CacheSettings, GroupCache, GroupSource};
+pub use client::{GerritAuth, GerritClient, GerritSettings, Member, DEFAULT_MAX_RESPONSE_BYTES};
 pub use events::{group_changes, Applied, EventError, GroupChanges, GroupEvents};
 pub use metrics::GerritMetrics;
 pub use secret::Secret;

@@ -6,7 +6,7 @@
 //! therefore says which one it compares, and the two never stand in for each other.
 
 use super::PolicyError;
-use crate::gerrit::{Group, Membership};
+use crate::identity::{Group, Membership};
 
 /// A group as a rule names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -2,8 +2,8 @@
 //! Envoy edge renders them.
 
 use super::{GroupsHeader, Overflow, RouteRule};
-use crate::authn::{Identity, TokenSource};
-use crate::gerrit::Membership;
+use crate::authn::TokenSource;
+use crate::identity::{Identity, Membership};
 use std::collections::HashMap;
 
 /// Why the identity cannot be passed upstream: the request is denied instead.
@@ -199,7 +199,7 @@ fn is_safe(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gerrit::Group;
+    use crate::identity::Group;
     use crate::policy::{GroupRef, IdentityHeaders, MethodSet, PathMatcher, Requirement};
 
     fn route() -> RouteRule {

@@ -8,7 +8,7 @@
 
 use super::kube::{KubeRequest, ResourceRequest};
 use super::GroupRef;
-use crate::gerrit::Membership;
+use crate::identity::Membership;
 
 /// A route's kube-apiserver policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,7 +234,7 @@ pub fn describe(request: &KubeRequest) -> String {
 mod tests {
     use super::super::kube::parse;
     use super::*;
-    use crate::gerrit::Group;
+    use crate::identity::Group;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -6,8 +6,7 @@
 //! them.
 
 use super::{GroupRef, PrincipalMatcher};
-use crate::authn::Identity;
-use crate::gerrit::Membership;
+use crate::identity::{Identity, Membership};
 use serde_json::Value;
 use std::fmt;
 
@@ -277,7 +276,7 @@ fn has_scope(claims: &serde_json::Map<String, Value>, scope: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gerrit::Group;
+    use crate::identity::Group;
     use serde_json::json;
     use std::sync::Arc;
 

@@ -1,6 +1,11 @@
-//! The verified caller.
+//! Who the caller is, whatever the source: the verified identity, the Gerrit account it
+//! names, and the groups it is in. Policy reads these; authn and gerrit produce them.
 
-use crate::gerrit::GerritAccount;
+mod account;
+mod membership;
+
+pub use account::{AccountForm, GerritAccount};
+pub use membership::{Group, Membership};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
