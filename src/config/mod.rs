@@ -6,13 +6,14 @@
 
 mod compile;
 mod error;
+mod model;
 pub mod reload;
 pub mod schema;
 
-pub use compile::{
+pub use error::{ConfigError, Problem};
+pub use model::{
     Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig, ServerSettings,
 };
-pub use error::{ConfigError, Problem};
 
 use std::path::{Path, PathBuf};
 

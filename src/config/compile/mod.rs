@@ -1,0 +1,307 @@
+//! Turns a [`RawConfig`] into a [`Config`], collecting every problem with its path: this
+//! file the top level and the server, one file per section beside it.
+
+mod gerrit;
+mod issuer;
+mod kube;
+mod route;
+#[cfg(test)]
+mod tests;
+
+use gerrit::compile_gerrit;
+use issuer::compile_issuer;
+use kube::compile_kube;
+use route::{check_route_issuers, compile_route, group_refs, raw_rule_needs_token, rule_index};
+
+use super::model::{
+    Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig, ServerSettings,
+};
+use super::schema::{
+    RawAllow, RawConfig, RawGerrit, RawIssuer, RawKube, RawKubeRule, RawRoute, RawRule,
+};
+use super::{ConfigError, FileResolver, Problem};
+use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
+use crate::gerrit::CacheSettings;
+use crate::identity::{AccountForm, Group};
+use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
+use crate::policy::{
+    header_name, ClaimCondition, ClaimRequirement, GroupRef, GroupsHeader, HostMatcher,
+    IdentityHeaders, MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule,
+    RouteTable, Rule, MAX_INJECTED_BYTES,
+};
+use crate::telemetry::audit::AuditOutput;
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use reqwest::header::{HeaderName, HeaderValue};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use url::Url;
+
+/// Collects problems while compiling.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+pub(super) fn compile_str(
+    name: &str,
+    text: &str,
+    files: &FileResolver,
+) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: name.to_string(),
+        problems,
+    };
+    let mut problems = Problems::default();
+    let mut unknown = Vec::new();
+    let de = serde_yaml::Deserializer::from_str(text);
+    let raw: Result<RawConfig, _> =
+        serde_ignored::deserialize(de, |path| unknown.push(yaml_path(&path)));
+    for path in unknown {
+        problems.add(path, "unknown field");
+    }
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.add("", e.to_string());
+            return Err(invalid(problems.0));
+        }
+    };
+    let config = compile(name, raw, files, &mut problems);
+    if problems.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(invalid(problems.0))
+    }
+}
+
+/// `serde_ignored` paths as `routes[0].match.bogus`.
+fn yaml_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", yaml_path(parent)),
+        P::Map { parent, key } => {
+            let parent = yaml_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            yaml_path(parent)
+        }
+    }
+}
+
+fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -> Config {
+    let server = ServerSettings {
+        grpc_listen: socket_addr(&raw.server.grpc_listen, "server.grpc_listen", p),
+        admin_listen: socket_addr(&raw.server.admin_listen, "server.admin_listen", p),
+        drain_delay: raw.server.drain_delay,
+        shutdown_timeout: raw.server.shutdown_timeout,
+        watch_config: raw.server.watch_config,
+        config_check_interval: raw.server.config_check_interval,
+        peers: raw.server.peers.clone(),
+    };
+    if raw.server.config_check_interval.is_zero() {
+        p.add("server.config_check_interval", "must be greater than zero");
+    }
+    for (i, peer) in raw.server.peers.iter().enumerate() {
+        let valid = peer.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            p.add(
+                format!("server.peers[{i}]"),
+                format!("{peer:?} is not host:port (e.g. mesh-authz-peers.mesh-authz.svc.cluster.local:9192)"),
+            );
+        }
+    }
+
+    let mut seen_issuers = HashSet::new();
+    let issuers: Vec<IssuerConfig> = raw
+        .issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, issuer)| {
+            let path = format!("issuers[{i}]");
+            if !seen_issuers.insert(issuer.issuer.as_str()) {
+                p.add(
+                    format!("{path}.issuer"),
+                    format!("duplicate issuer {:?}", issuer.issuer),
+                );
+            }
+            if raw.issuers.len() > 1 && issuer.user_prefix.is_none() {
+                p.add(
+                    format!("{path}.user_prefix"),
+                    "several issuers are configured: say whether this issuer's users are the Gerrit accounts of the same name (`user_prefix: \"\"`, shared with every issuer that says so) or their own (a prefix such as `\"ci:\"`)",
+                );
+            }
+            compile_issuer(&path, issuer, files, p)
+        })
+        .collect();
+
+    let groups = match (&raw.gerrit, &raw.static_groups) {
+        (Some(_), Some(_)) => {
+            p.add("static_groups", "cannot be used together with `gerrit`");
+            None
+        }
+        (Some(g), None) => compile_gerrit(g, files, p),
+        (None, Some(table)) => Some(GroupsConfig::Static(Arc::new(
+            table
+                .iter()
+                .map(|(user, names)| {
+                    let groups = names
+                        .iter()
+                        .map(|n| Group {
+                            uuid: n.clone(),
+                            name: n.clone(),
+                        })
+                        .collect();
+                    (user.clone(), groups)
+                })
+                .collect(),
+        ))),
+        (None, None) => None,
+    };
+
+    if raw.max_token_bytes < 256 {
+        p.add(
+            "max_token_bytes",
+            "must be at least 256; real tokens are rarely under 500 bytes",
+        );
+    }
+    if raw.routes.is_empty() {
+        p.add(
+            "routes",
+            "at least one route is needed; without routes every request is denied",
+        );
+    }
+    let mut seen_routes = HashSet::new();
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, route)| {
+            let path = format!("routes[{i}]");
+            if !seen_routes.insert(route.name.as_str()) {
+                p.add(format!("{path}.name"), format!("duplicate route name {:?}", route.name));
+            }
+            // Cross-section checks on the raw route, so they are reported even when the
+            // route has problems of its own.
+            let rules = route.allow.rules();
+            let needs_token = route.allow == RawAllow::Authenticated
+                || rules.iter().any(raw_rule_needs_token);
+            if needs_token && raw.issuers.is_empty() {
+                p.add(format!("{path}.allow"), "needs a token, but no `issuers` are configured");
+            }
+            check_route_issuers(&path, route, needs_token, &raw.issuers, p);
+            let no_group_source = raw.gerrit.is_none() && raw.static_groups.is_none();
+            if no_group_source {
+                for (i, rule) in rules.iter().enumerate() {
+                    for (field, groups) in [
+                        ("groups_any_of", &rule.groups_any_of),
+                        ("groups_all_of", &rule.groups_all_of),
+                    ] {
+                        if !groups.is_empty() {
+                            p.add(
+                                format!("{path}.allow{}.{field}", rule_index(&route.allow, i)),
+                                "needs group membership, but neither `gerrit` nor `static_groups` is configured",
+                            );
+                        }
+                    }
+                }
+                for (i, rule) in route.kube.iter().flat_map(|k| k.rules.iter()).enumerate() {
+                    if !rule.groups_any_of.is_empty() || rule.namespace_group.is_some() {
+                        p.add(
+                            format!("{path}.kube.rules[{i}]"),
+                            "needs group membership, but neither `gerrit` nor `static_groups` is configured",
+                        );
+                    }
+                }
+                if route.inject.groups.is_some() {
+                    p.add(
+                        format!("{path}.inject.groups"),
+                        "injects groups, but neither `gerrit` nor `static_groups` is configured",
+                    );
+                }
+            }
+            let rule = compile_route(&path, route, p)?;
+            Some(rule)
+        })
+        .collect();
+
+    let mut referenced: Vec<PathBuf> = raw
+        .issuers
+        .iter()
+        .filter_map(|i| i.jwks.file.as_deref().map(|f| files.resolve(f)))
+        .collect();
+    referenced.extend(
+        raw.gerrit
+            .as_ref()
+            .and_then(|g| g.ca_file.as_deref())
+            .map(|f| files.resolve(f)),
+    );
+    Config {
+        source: name.to_string(),
+        path: None,
+        files: referenced,
+        server,
+        issuers,
+        groups,
+        // Gerrit trusts the header mesh-authz signs in with: no client may send it.
+        routes: RouteTable::trusting(
+            routes,
+            &raw.gerrit
+                .as_ref()
+                .and_then(|g| g.trusted_user_header.clone())
+                .into_iter()
+                .collect::<Vec<_>>(),
+        ),
+        token_cache_entries: raw.token_cache.max_entries,
+        max_token_bytes: raw.max_token_bytes,
+        audit: raw.audit.as_ref().and_then(|a| match a.output.as_str() {
+            "" => {
+                p.add("audit.output", "`stdout` or a file path");
+                None
+            }
+            "stdout" => Some(AuditOutput::Stdout),
+            path => Some(AuditOutput::File(files.resolve(std::path::Path::new(path)))),
+        }),
+    }
+}
+
+fn socket_addr(value: &str, path: &str, p: &mut Problems) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        p.add(
+            path,
+            format!("{value:?} is not an address like 0.0.0.0:9191"),
+        );
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    })
+}
+
+fn http_url(value: &str, path: &str, p: &mut Problems) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        Ok(_) => {
+            p.add(path, format!("{value:?} is not an http(s) URL"));
+            None
+        }
+        Err(e) => {
+            p.add(path, format!("{value:?} is not a URL: {e}"));
+            None
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The checked configuration: what `compile` produces and the server is built from.
+
+use crate::authn::{IssuerSettings, JwksSource, JwksTiming};
+use crate::gerrit::CacheSettings;
+use crate::identity::Group;
+use crate::policy::RouteTable;
+use crate::telemetry::audit::AuditOutput;
+use reqwest::header::HeaderName;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// A checked configuration, ready to build a server from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (file path or the built-in name).
+    pub source: String,
+    /// The config file, if it came from one (watched for changes).
+    pub path: Option<PathBuf>,
+    /// Files the config was compiled from besides itself (JWKS files, the Gerrit CA
+    /// bundle): a change to one is a change to the config.
+    pub files: Vec<PathBuf>,
+    /// Listen addresses and shutdown timing.
+    pub server: ServerSettings,
+    /// Accepted token issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Where group membership comes from, if any route needs groups.
+    pub groups: Option<GroupsConfig>,
+    /// The route table.
+    pub routes: RouteTable,
+    /// Capacity of the verified-token cache (0: off).
+    pub token_cache_entries: u64,
+    /// Longest accepted token.
+    pub max_token_bytes: usize,
+    /// Where the audit log goes, if anywhere.
+    pub audit: Option<AuditOutput>,
+}
+
+/// Listen addresses and shutdown timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// gRPC address (Check, health, reflection).
+    pub grpc_listen: SocketAddr,
+    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// Time readiness is false before listeners close.
+    pub drain_delay: Duration,
+    /// Bound on waiting for in-flight checks.
+    pub shutdown_timeout: Duration,
+    /// Whether the config file is watched and reloaded when it changes.
+    pub watch_config: bool,
+    /// How often the config file is checked for changes besides file-system events.
+    pub config_check_interval: Duration,
+    /// `host:port` names resolving to every replica's admin address.
+    pub peers: Vec<String>,
+}
+
+/// One issuer: verification settings plus where its keys come from.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Claims and algorithms.
+    pub settings: IssuerSettings,
+    /// The JWKS source.
+    pub jwks: JwksSource,
+    /// Refresh, refetch and staleness timing.
+    pub timing: JwksTiming,
+}
+
+/// Where group membership comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupsConfig {
+    /// Gerrit's REST API.
+    Gerrit(Box<GerritConfig>),
+    /// A fixed table.
+    Static(Arc<HashMap<String, Vec<Group>>>),
+}
+
+/// The `gerrit:` section, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GerritConfig {
+    /// Base URL.
+    pub url: Url,
+    /// Service account.
+    pub username: String,
+    /// File with the HTTP password, read at start and then every
+    /// `password_reload_interval`; `None` when Gerrit trusts a header instead.
+    pub password_file: Option<PathBuf>,
+    /// How often the password file is re-read.
+    pub password_reload_interval: Duration,
+    /// Header that names the service account to a Gerrit that trusts it.
+    pub trusted_user_header: Option<HeaderName>,
+    /// PEM bundle of the CA certificates trusted for `https` instead of the built-in
+    /// roots; read when the server starts.
+    pub ca_file: Option<PathBuf>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries after transient failures.
+    pub retries: u32,
+    /// First retry delay.
+    pub retry_backoff: Duration,
+    /// Concurrent requests to Gerrit.
+    pub max_concurrent_requests: usize,
+    /// Largest accepted response body.
+    pub max_response_bytes: usize,
+    /// The receiver of Gerrit events at `POST /gerrit/events`, if enabled.
+    pub events: Option<GerritEventsConfig>,
+    /// Group cache ageing.
+    pub cache: CacheSettings,
+}
+
+/// `gerrit.events`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GerritEventsConfig {
+    /// File with the token senders must present, re-read on every request.
+    pub token_file: Option<PathBuf>,
+    /// The project Gerrit keeps groups in.
+    pub all_users_project: String,
+}
