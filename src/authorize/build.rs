@@ -7,7 +7,7 @@ use crate::authn::{JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, IssuerConfig, Problem};
 use crate::gerrit::{
     CacheSettings, GerritAuth, GerritClient, GerritMetrics, GerritSettings, GroupCache,
-    GroupEvents, GroupSource, Secret,
+    GroupEvents, Secret, StaticGroups,
 };
 use crate::policy::RouteTable;
 use std::collections::BTreeSet;
@@ -123,7 +123,7 @@ impl Authorizer {
             (_, Some(kept)) => Some(kept),
             (None, None) => None,
             (Some(GroupsConfig::Static(table)), None) => Some(GroupCache::new(
-                GroupSource::Static(table.clone()),
+                Arc::new(StaticGroups(table.clone())),
                 CacheSettings {
                     ttl: STATIC_TTL,
                     not_found_ttl: STATIC_TTL,
@@ -134,7 +134,7 @@ impl Authorizer {
             (Some(GroupsConfig::Gerrit(gerrit)), None) => {
                 let client = gerrit_client(gerrit, shared.gerrit_metrics.clone())
                     .map_err(|(path, reason)| problem(path, reason))?;
-                Some(GroupCache::new(GroupSource::Gerrit(client), gerrit.cache))
+                Some(GroupCache::new(Arc::new(client), gerrit.cache))
             }
         };
         let group_events = match (&config.groups, &groups) {

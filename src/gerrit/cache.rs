@@ -9,37 +9,56 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Where group membership comes from.
-#[derive(Debug, Clone)]
-pub enum GroupSource {
-    /// Gerrit's REST API.
-    Gerrit(GerritClient),
-    /// A fixed table (quickstart, demos); users not in it are unknown accounts.
-    Static(Arc<HashMap<String, Vec<Group>>>),
-    /// A table that counts lookups and can fail, for tests of the cache itself.
-    #[cfg(test)]
-    Counted(Arc<tests::CountedTable>),
+/// Where a user's groups come from: Gerrit's REST API ([`GerritClient`]), a fixed table
+/// ([`StaticGroups`]), or any other source that can answer (the cache's own tests count
+/// and fail lookups with one).
+#[tonic::async_trait]
+pub trait GroupSource: Send + Sync {
+    /// The user's groups; `None` for an account the source does not know.
+    async fn groups(&self, user: &GerritAccount) -> Result<Option<Vec<Group>>, GerritError>;
+
+    /// The Gerrit client behind this source, if it is Gerrit (password reloads, the
+    /// self-check, group events).
+    fn gerrit(&self) -> Option<&GerritClient> {
+        None
+    }
 }
 
-impl GroupSource {
-    async fn lookup(&self, user: &GerritAccount) -> Result<Membership, GerritError> {
-        let groups = match self {
-            GroupSource::Gerrit(client) => client.account_groups(user).await?,
-            GroupSource::Static(table) => table.get(&*user.as_claimed()).cloned(),
-            #[cfg(test)]
-            GroupSource::Counted(counted) => counted.lookup(user).await?,
-        };
-        Ok(match groups {
-            Some(groups) => Membership {
-                known_account: true,
-                groups,
-            },
-            None => Membership {
-                known_account: false,
-                groups: Vec::new(),
-            },
-        })
+#[tonic::async_trait]
+impl GroupSource for GerritClient {
+    async fn groups(&self, user: &GerritAccount) -> Result<Option<Vec<Group>>, GerritError> {
+        self.account_groups(user).await
     }
+
+    fn gerrit(&self) -> Option<&GerritClient> {
+        Some(self)
+    }
+}
+
+/// A fixed user-to-groups table (quickstart, demos); users not in it are unknown
+/// accounts.
+#[derive(Debug, Clone)]
+pub struct StaticGroups(pub Arc<HashMap<String, Vec<Group>>>);
+
+#[tonic::async_trait]
+impl GroupSource for StaticGroups {
+    async fn groups(&self, user: &GerritAccount) -> Result<Option<Vec<Group>>, GerritError> {
+        Ok(self.0.get(&*user.as_claimed()).cloned())
+    }
+}
+
+/// A user's membership as a source answers it.
+async fn lookup(source: &dyn GroupSource, user: &GerritAccount) -> Result<Membership, GerritError> {
+    Ok(match source.groups(user).await? {
+        Some(groups) => Membership {
+            known_account: true,
+            groups,
+        },
+        None => Membership {
+            known_account: false,
+            groups: Vec::new(),
+        },
+    })
 }
 
 /// How the group cache ages its entries.
@@ -83,7 +102,7 @@ impl Cached {
 /// when Gerrit fails, expired entries keep serving up to `max_staleness`.
 #[derive(Clone)]
 pub struct GroupCache {
-    source: GroupSource,
+    source: Arc<dyn GroupSource>,
     settings: CacheSettings,
     cache: moka::future::Cache<GerritAccount, Arc<Cached>>,
     /// Bumped by every invalidation. A load that was under way when it changed may hold a
@@ -101,7 +120,7 @@ impl std::fmt::Debug for GroupCache {
 
 impl GroupCache {
     /// An empty cache in front of `source`.
-    pub fn new(source: GroupSource, settings: CacheSettings) -> Self {
+    pub fn new(source: Arc<dyn GroupSource>, settings: CacheSettings) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(settings.max_users)
             .build();
@@ -198,10 +217,7 @@ impl GroupCache {
 
     /// The Gerrit client, when groups come from Gerrit.
     pub fn gerrit(&self) -> Option<&GerritClient> {
-        match &self.source {
-            GroupSource::Gerrit(client) => Some(client),
-            _ => None,
-        }
+        self.source.gerrit()
     }
 
     /// Forgets one user's groups (under every account form the name can be: username,
@@ -273,7 +289,7 @@ impl GroupCache {
 
     async fn load(&self, user: &GerritAccount) -> Result<Arc<Cached>, GerritError> {
         let generation = self.generation.load(Ordering::Acquire);
-        let membership = self.source.lookup(user).await?;
+        let membership = lookup(&*self.source, user).await?;
         let ttl = if self.generation.load(Ordering::Acquire) != generation {
             // Invalidated while Gerrit was answering: the answer may predate the change.
             // Cached as expired, so waiting callers ask again (see `membership`) and a
@@ -313,11 +329,9 @@ pub(crate) mod tests {
         gate: tokio::sync::RwLock<()>,
     }
 
-    impl CountedTable {
-        pub(super) async fn lookup(
-            &self,
-            user: &GerritAccount,
-        ) -> Result<Option<Vec<Group>>, GerritError> {
+    #[tonic::async_trait]
+    impl GroupSource for CountedTable {
+        async fn groups(&self, user: &GerritAccount) -> Result<Option<Vec<Group>>, GerritError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
                 return Err(GerritError::Unreachable("test: Gerrit down".into()));
@@ -326,7 +340,9 @@ pub(crate) mod tests {
             let _open = self.gate.read().await;
             Ok(answer)
         }
+    }
 
+    impl CountedTable {
         fn set(&self, user: &str, groups: Vec<Group>) {
             self.table.lock().unwrap().insert(user.into(), groups);
         }
@@ -344,8 +360,8 @@ pub(crate) mod tests {
         t
     }
 
-    fn table() -> GroupSource {
-        GroupSource::Static(Arc::new(alice_groups()))
+    fn table() -> Arc<dyn GroupSource> {
+        Arc::new(StaticGroups(Arc::new(alice_groups())))
     }
 
     fn settings(ttl: u64, not_found_ttl: u64, max_staleness: u64) -> CacheSettings {
@@ -357,12 +373,12 @@ pub(crate) mod tests {
         }
     }
 
-    fn counted() -> (GroupSource, Arc<CountedTable>) {
+    fn counted() -> (Arc<dyn GroupSource>, Arc<CountedTable>) {
         let counted = Arc::new(CountedTable {
             table: std::sync::Mutex::new(alice_groups()),
             ..CountedTable::default()
         });
-        (GroupSource::Counted(counted.clone()), counted)
+        (counted.clone(), counted)
     }
 
     fn count(c: &CountedTable) -> usize {

@@ -8,7 +8,7 @@ mod metrics;
 mod secret;
 
 pub use crate::identity::{AccountForm, GerritAccount, Group, Membership};
-pub use cache::{CacheSettings, GroupCache, GroupSource};
+pub use cache::{CacheSettings, GroupCache, GroupSource, StaticGroups};
 pub use client::{GerritAuth, GerritClient, GerritSettings, Member, DEFAULT_MAX_RESPONSE_BYTES};
 pub use events::{group_changes, Applied, EventError, GroupChanges, GroupEvents};
 pub use metrics::GerritMetrics;
