@@ -181,14 +181,40 @@ pub enum JwksSource {
         /// The document itself.
         document: Arc<[u8]>,
     },
-    /// Answers scripted by a test, without any I/O (so a paused clock can drive it).
-    #[cfg(test)]
-    Scripted(Script),
 }
 
-/// Scripted fetch results, consumed front first.
-#[cfg(test)]
-pub type Script = Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>;
+/// Fetches an issuer's key set. [`JwksStore::new`] fetches from its [`JwksSource`];
+/// [`JwksStore::with_fetch`] takes any other (the store's own tests script the answers,
+/// so a paused clock can drive refreshes without I/O).
+#[tonic::async_trait]
+pub trait KeyFetch: Send + Sync {
+    /// The current key set and how long it may be cached.
+    async fn fetch(&self) -> Result<Fetched, JwksError>;
+}
+
+/// Fetches from a configured source: the URL, OIDC discovery, or the document read at
+/// load.
+struct SourceFetch {
+    source: JwksSource,
+    http: reqwest::Client,
+}
+
+#[tonic::async_trait]
+impl KeyFetch for SourceFetch {
+    async fn fetch(&self) -> Result<Fetched, JwksError> {
+        match &self.source {
+            JwksSource::Url { url, timeout } => fetch_jwks(&self.http, url, *timeout).await,
+            JwksSource::Discovery { issuer, timeout } => {
+                let jwks_uri = discover(&self.http, issuer, *timeout).await?;
+                fetch_jwks(&self.http, &jwks_uri, *timeout).await
+            }
+            JwksSource::Static { document, .. } => Ok(Fetched {
+                set: KeySet::parse(document)?,
+                max_age: None,
+            }),
+        }
+    }
+}
 
 impl JwksSource {
     /// Whether both name the same keys, fetched the same way.
@@ -266,6 +292,13 @@ pub struct Fetched {
     max_age: Option<Duration>,
 }
 
+impl Fetched {
+    /// Keys that may be cached for `max_age` (the refresh interval applies without one).
+    pub fn new(set: KeySet, max_age: Option<Duration>) -> Self {
+        Self { set, max_age }
+    }
+}
+
 struct Current {
     set: Arc<KeySet>,
     /// When the last fetch succeeded (`None` for a static set, which never goes stale).
@@ -279,7 +312,7 @@ struct Current {
 pub struct JwksStore {
     issuer: String,
     source: JwksSource,
-    http: reqwest::Client,
+    fetcher: Arc<dyn KeyFetch>,
     timing: JwksTiming,
     current: RwLock<Option<Current>>,
     /// Bumped whenever the key set changes, so verified tokens are checked again.
@@ -311,6 +344,21 @@ impl JwksStore {
         http: reqwest::Client,
         timing: JwksTiming,
     ) -> Result<Self, JwksError> {
+        let fetcher = Arc::new(SourceFetch {
+            source: source.clone(),
+            http,
+        });
+        Self::with_fetch(issuer, source, fetcher, timing)
+    }
+
+    /// A store for `issuer` whose keys come from `fetcher`; `source` says what they are
+    /// (for [`JwksStore::serves`]) and, when static, is parsed now.
+    pub fn with_fetch(
+        issuer: String,
+        source: JwksSource,
+        fetcher: Arc<dyn KeyFetch>,
+        timing: JwksTiming,
+    ) -> Result<Self, JwksError> {
         let current = match &source {
             JwksSource::Static { document, .. } => Some(Current {
                 set: Arc::new(KeySet::parse(document)?),
@@ -321,7 +369,7 @@ impl JwksStore {
         Ok(Self {
             issuer,
             source,
-            http,
+            fetcher,
             timing,
             current: RwLock::new(current),
             generation: AtomicU64::new(0),
@@ -426,29 +474,7 @@ impl JwksStore {
     }
 
     async fn fetch(&self) -> Result<Fetched, JwksError> {
-        match &self.source {
-            JwksSource::Url { url, timeout } => fetch_jwks(&self.http, url, *timeout).await,
-            JwksSource::Discovery { issuer, timeout } => {
-                let jwks_uri = discover(&self.http, issuer, *timeout).await?;
-                fetch_jwks(&self.http, &jwks_uri, *timeout).await
-            }
-            JwksSource::Static { document, .. } => Ok(Fetched {
-                set: KeySet::parse(document)?,
-                max_age: None,
-            }),
-            #[cfg(test)]
-            JwksSource::Scripted(script) => {
-                let next = script
-                    .lock()
-                    .map_err(|_| JwksError::Invalid("script poisoned".into()))?
-                    .pop_front();
-                match next {
-                    Some(Ok(fetched)) => Ok(fetched),
-                    Some(Err(e)) => Err(JwksError::Invalid(e)),
-                    None => Err(JwksError::Invalid("script exhausted".into())),
-                }
-            }
-        }
+        self.fetcher.fetch().await
     }
 
     /// Keeps the key set fresh: retries with backoff until a fetch succeeds, then
@@ -633,15 +659,35 @@ mod tests {
         })
     }
 
+    /// Scripted fetch results, consumed front first.
+    type Script = Arc<std::sync::Mutex<std::collections::VecDeque<Result<Fetched, String>>>>;
+
+    struct ScriptedFetch(Script);
+
+    #[tonic::async_trait]
+    impl KeyFetch for ScriptedFetch {
+        async fn fetch(&self) -> Result<Fetched, JwksError> {
+            let next = self.0.lock().unwrap().pop_front();
+            match next {
+                Some(Ok(fetched)) => Ok(fetched),
+                Some(Err(e)) => Err(JwksError::Invalid(e)),
+                None => Err(JwksError::Invalid("script exhausted".into())),
+            }
+        }
+    }
+
     fn scripted(
         answers: Vec<Result<Fetched, String>>,
         timing: JwksTiming,
     ) -> (Arc<JwksStore>, Script) {
-        let script = Arc::new(std::sync::Mutex::new(answers.into_iter().collect()));
-        let store = JwksStore::new(
+        let script: Script = Arc::new(std::sync::Mutex::new(answers.into_iter().collect()));
+        let store = JwksStore::with_fetch(
             "https://idp".into(),
-            JwksSource::Scripted(script.clone()),
-            reqwest::Client::new(),
+            JwksSource::Url {
+                url: "https://idp.invalid/jwks".parse().unwrap(),
+                timeout: Duration::from_secs(1),
+            },
+            Arc::new(ScriptedFetch(script.clone())),
             timing,
         )
         .unwrap();

@@ -7,7 +7,7 @@ mod token_cache;
 mod verify;
 
 pub use crate::identity::Identity;
-pub use jwks::{JwksError, JwksSource, JwksStore, JwksTiming, KeySet};
+pub use jwks::{Fetched, JwksError, JwksSource, JwksStore, JwksTiming, KeyFetch, KeySet};
 pub use token::{find_token, TokenSource, DEFAULT_MAX_TOKEN_BYTES};
 pub use token_cache::VerifiedTokenCache;
 pub use verify::{IssuerSettings, TokenVerifier};
