@@ -129,12 +129,6 @@ enum Msg {
     // Boxed: the channel allocates all its slots up front, so slots are kept pointer-sized.
     Record(Box<AuditRecord>),
     Flush(SyncSender<bool>),
-    /// Makes the writer wait, so tests can fill the queue.
-    #[cfg(test)]
-    Hold {
-        holding: mpsc::Sender<()>,
-        release: Receiver<()>,
-    },
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -161,6 +155,18 @@ impl AuditLog {
         capacity: usize,
         reopen_check: Duration,
     ) -> Result<Self, AuditError> {
+        let (log, writer) = Self::prepare(output, capacity, reopen_check)?;
+        writer.spawn()?;
+        Ok(log)
+    }
+
+    /// The log and its writer, not yet running: records queue (and, once the queue is
+    /// full, are dropped) until [`Writer::spawn`].
+    fn prepare(
+        output: AuditOutput,
+        capacity: usize,
+        reopen_check: Duration,
+    ) -> Result<(Self, Writer), AuditError> {
         let sink = Sink::open(&output)?;
         let shared = Arc::new(Shared {
             output,
@@ -183,11 +189,7 @@ impl AuditLog {
             failed_since_ack: false,
             logged_kinds: HashSet::new(),
         };
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run())
-            .map_err(AuditError::Spawn)?;
-        Ok(Self { tx, shared })
+        Ok((Self { tx, shared }, writer))
     }
 
     /// Queues a record; never blocks and never fails the caller. When the queue is full the
@@ -242,15 +244,6 @@ impl AuditLog {
         ack_rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or(false)
-    }
-
-    /// Makes the writer stop until `release` receives; returns once it has stopped.
-    #[cfg(test)]
-    fn hold(&self, release: Receiver<()>) {
-        let (holding, held) = mpsc::channel();
-        let sent = self.tx.send(Msg::Hold { holding, release });
-        assert!(sent.is_ok(), "writer is gone");
-        assert!(held.recv().is_ok(), "writer did not stop");
     }
 }
 
@@ -326,6 +319,17 @@ struct Writer {
 }
 
 impl Writer {
+    /// Runs the writer on a thread of its own until every handle of the log is dropped.
+    fn spawn(self) -> Result<(), AuditError> {
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || self.run())
+            .map(drop)
+            .map_err(AuditError::Spawn)
+    }
+}
+
+impl Writer {
     fn run(mut self) {
         loop {
             let msg = match self.rx.try_recv() {
@@ -355,11 +359,6 @@ impl Writer {
                     self.failed_since_ack = false;
                     // The caller may have timed out and gone; nothing to do then.
                     let _ = ack.try_send(ok);
-                }
-                #[cfg(test)]
-                Some(Msg::Hold { holding, release }) => {
-                    let _ = holding.send(());
-                    let _ = release.recv();
                 }
                 None => {}
             }
@@ -537,6 +536,18 @@ mod tests {
         (log, path)
     }
 
+    /// A file log whose writer has not started yet: the queue only fills.
+    fn stopped_file_log(dir: &tempfile::TempDir, capacity: usize) -> (AuditLog, Writer, PathBuf) {
+        let path = dir.path().join("audit.log");
+        let (log, writer) = AuditLog::prepare(
+            AuditOutput::File(path.clone()),
+            capacity,
+            REOPEN_CHECK_INTERVAL,
+        )
+        .expect("prepare audit log");
+        (log, writer, path)
+    }
+
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
             .expect("read audit file")
@@ -701,9 +712,7 @@ mod tests {
     #[test]
     fn full_queue_drops_and_counts_without_blocking() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (log, path) = file_log(&dir, 4, REOPEN_CHECK_INTERVAL);
-        let (release, released) = mpsc::channel();
-        log.hold(released);
+        let (log, writer, path) = stopped_file_log(&dir, 4);
         let started = Instant::now();
         for _ in 0..10 {
             log.record(sample());
@@ -713,7 +722,7 @@ mod tests {
             "record() blocked"
         );
         assert_eq!(log.dropped(), 6);
-        release.send(()).expect("release writer");
+        writer.spawn().expect("start the writer");
         assert!(log.flush(WAIT));
         assert_eq!(lines(&path).len(), 4);
         assert_eq!(log.dropped(), 6);
@@ -792,13 +801,10 @@ mod tests {
     #[test]
     fn debug_shows_counters_not_records() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (log, _path) = file_log(&dir, 4, REOPEN_CHECK_INTERVAL);
-        let (release, released) = mpsc::channel();
-        log.hold(released);
+        let (log, _writer, _path) = stopped_file_log(&dir, 4);
         log.record(sample());
         let debug = format!("{log:?}");
         assert!(debug.contains("dropped"), "{debug}");
         assert!(!debug.contains("alice"), "{debug}");
-        release.send(()).expect("release writer");
     }
 }
