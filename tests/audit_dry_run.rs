@@ -5,12 +5,9 @@ mod support;
 
 use serde_json::Value;
 use support::responses::{allowed, denied, header_options};
-use support::server::{check_request, config, TestServer};
+use support::server::{check_request, config, TestServer, HOST, REQUEST_ID, STATIC_GROUPS, TEAM_A};
 use support::tokens;
 
-const GERRIT: &str = "gerrit.example.com";
-const TEAM_A: &str = "/a/projects/team-a/branches";
-const REQUEST_ID: &str = "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// The standard test config with static groups, `edit` applied, auditing to `audit.jsonl`.
@@ -18,7 +15,7 @@ async fn start(edit: impl FnOnce(String) -> String) -> TestServer {
     let jwks = tokens::jwks(&["rsa-a"]).to_string();
     let yaml = edit(config(
         "file: jwks.json",
-        "static_groups: {alice: [team-a], bob: [team-b]}\naudit: {output: audit.jsonl}",
+        &format!("{STATIC_GROUPS}\naudit: {{output: audit.jsonl}}"),
     ));
     TestServer::start(&yaml, &[("jwks.json", &jwks)]).await
 }
@@ -41,7 +38,7 @@ async fn check(
 ) -> Result<envoy_types::pb::envoy::service::auth::v3::CheckResponse, tonic::Status> {
     s.client
         .clone()
-        .check(check_request("GET", GERRIT, path, headers))
+        .check(check_request("GET", HOST, path, headers))
         .await
         .map(|r| r.into_inner())
 }
@@ -99,7 +96,7 @@ async fn every_decision_is_one_audit_line_with_who_what_and_why_and_no_secrets()
     assert_eq!(allow["route"], "gerrit-team-a");
     assert_eq!(allow["rule"], "allow");
     assert_eq!(allow["method"], "GET");
-    assert_eq!(allow["host"], GERRIT);
+    assert_eq!(allow["host"], HOST);
     assert_eq!(allow["path"], TEAM_A, "no query string");
     assert_eq!(allow["request_id"], REQUEST_ID);
     assert_eq!(allow["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -134,7 +131,7 @@ async fn the_audit_trace_id_is_envoys_span_from_the_call_metadata_before_the_req
     let s = start(|y| y).await;
     let envoy_span = "00-0af7651916cd43dd8448eb211c80319c-61b1c487a68d07cb-01";
     let send = |metadata: &[(&'static str, &'static str)], headers: &[(&str, &str)]| {
-        let mut request = tonic::Request::new(check_request("GET", GERRIT, TEAM_A, headers));
+        let mut request = tonic::Request::new(check_request("GET", HOST, TEAM_A, headers));
         for (name, value) in metadata {
             request.metadata_mut().insert(*name, value.parse().unwrap());
         }

@@ -1,7 +1,8 @@
 //! The Check RPC over a real socket, as Envoy sees it: allow with header mutations and
 //! metadata, 401 and 403 denials with their bodies and challenges, forged identity headers,
-//! and signing keys served by an IdP over HTTP (rotation, unknown `kid` floods, an IdP that
-//! is down from the start).
+//! where a route takes the token from (header, cookie, query), and signing keys served by
+//! an IdP over HTTP (rotation, withdrawal, OIDC discovery, unknown `kid` floods, an IdP
+//! that is down from the start or fails later).
 
 mod support;
 
@@ -12,39 +13,38 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::idp::FakeIdp;
 use support::responses::{allowed, denied, header_options, metadata_string, metadata_strings};
-use support::server::{check_request, config, TestServer};
-use support::tokens;
-
-const GERRIT: &str = "gerrit.example.com";
-/// The `x-request-id` that `check_request` sends.
-const REQUEST_ID: &str = "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21";
-/// A path only members of team-a may use (route `gerrit-team-a`).
-const TEAM_A: &str = "/a/projects/team-a/branches";
-/// A path any signed-in user may use (route `gerrit-signed-in`).
-const SIGNED_IN: &str = "/c/project/+/42";
-/// The public path (route `gerrit-public`, GET only).
-const PUBLIC: &str = "/";
+use support::server::{
+    check_request, config, TestServer, HOST, PUBLIC, REQUEST_ID, SIGNED_IN, STATIC_GROUPS, TEAM_A,
+};
+use support::tokens::{self, bearer};
 
 /// Overwrite, never append: what every identity header must carry.
 const OVERWRITE: Option<BoolValue> = Some(BoolValue { value: false });
 
-/// A server with keys from a file and a static group table.
+/// A server with keys (an RSA and an EC one) from a file and a static group table.
 async fn static_server() -> TestServer {
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let yaml = config(
-        "file: jwks.json",
-        "static_groups: {alice: [team-a], bob: [team-b]}",
-    );
+    let jwks = tokens::jwks(&["rsa-a", "ec-a"]).to_string();
+    let yaml = config("file: jwks.json", STATIC_GROUPS);
     TestServer::start(&yaml, &[("jwks.json", &jwks)]).await
 }
 
 /// A server whose keys come from `idp` over HTTP.
 async fn idp_server(idp: &FakeIdp) -> TestServer {
+    idp_server_with(idp, "", |y| y).await
+}
+
+/// A server whose keys come from `idp` over HTTP, with `jwks_options` (`, key: value`
+/// pairs) added to the issuer's `jwks` and `edit` applied to the config.
+async fn idp_server_with(
+    idp: &FakeIdp,
+    jwks_options: &str,
+    edit: impl FnOnce(String) -> String,
+) -> TestServer {
     let yaml = config(
-        &format!("url: \"{}\"", idp.jwks_url()),
-        "static_groups: {alice: [team-a]}",
+        &format!("url: \"{}\"{jwks_options}", idp.jwks_url()),
+        STATIC_GROUPS,
     );
-    TestServer::start(&yaml, &[]).await
+    TestServer::start(&edit(yaml), &[]).await
 }
 
 async fn check(
@@ -61,15 +61,11 @@ async fn check(
         .map(|r| r.into_inner())
 }
 
-/// A GET to gerrit.example.com that must get an answer (allow or deny, not an error).
+/// A GET to [`HOST`] that must get an answer (allow or deny, not an error).
 async fn get(s: &TestServer, path: &str, headers: &[(&str, &str)]) -> CheckResponse {
-    check(s, "GET", GERRIT, path, headers)
+    check(s, "GET", HOST, path, headers)
         .await
         .unwrap_or_else(|e| panic!("GET {path}: gRPC error {e:?}"))
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
 }
 
 /// `/readyz` status code.
@@ -109,17 +105,12 @@ async fn allowed_check_sets_ok_status_overwriting_identity_headers_and_route_met
         assert_eq!(set[name].value, value, "{name}");
         assert_eq!(set[name].append, OVERWRITE, "{name} must overwrite");
     }
-    assert!(
-        ok.headers_to_remove.contains(&"authorization".to_string()),
-        "the token must not reach the upstream: {:?}",
-        ok.headers_to_remove
+    // Exactly the token: a header both set and removed would be lost (Envoy removes last).
+    assert_eq!(
+        ok.headers_to_remove,
+        vec!["authorization".to_string()],
+        "the token must not reach the upstream, the identity headers must"
     );
-    for name in set.keys() {
-        assert!(
-            !ok.headers_to_remove.contains(name),
-            "{name} is both set and removed: Envoy removes last, so it would be lost"
-        );
-    }
 
     let meta = resp.dynamic_metadata.as_ref().expect("dynamic metadata");
     assert_eq!(metadata_string(meta, "user").as_deref(), Some("alice"));
@@ -138,7 +129,7 @@ async fn allowed_check_sets_ok_status_overwriting_identity_headers_and_route_met
 
     // A route that does not ask for dynamic metadata sends none: Envoy parses it on
     // every request.
-    let resp = check(&s, "GET", GERRIT, SIGNED_IN, &[("authorization", &token)])
+    let resp = check(&s, "GET", HOST, SIGNED_IN, &[("authorization", &token)])
         .await
         .unwrap();
     allowed(&resp);
@@ -218,6 +209,8 @@ async fn rejected_tokens_get_401_invalid_token_and_the_answer_never_echoes_token
     wrong_audience["aud"] = "another-service".into();
     let mut unknown_issuer = distinctive_claims();
     unknown_issuer["iss"] = "https://evil.example.net".into();
+    let mut not_yet_valid = distinctive_claims();
+    not_yet_valid["nbf"] = (now + 3600).into();
     let mut forged = distinctive_claims();
     forged["preferred_username"] = "admin".into();
     forged["email"] = "admin@corp.example".into();
@@ -229,6 +222,12 @@ async fn rejected_tokens_get_401_invalid_token_and_the_answer_never_echoes_token
             tokens::sign("rsa-a", &expired),
             string_values(&expired),
             "token expired",
+        ),
+        (
+            "not yet valid",
+            tokens::sign("rsa-a", &not_yet_valid),
+            string_values(&not_yet_valid),
+            "token not yet valid",
         ),
         (
             "wrong audience",
@@ -253,6 +252,18 @@ async fn rejected_tokens_get_401_invalid_token_and_the_answer_never_echoes_token
             tokens::sign("rsa-a", &unknown_issuer),
             string_values(&unknown_issuer),
             "issuer not accepted",
+        ),
+        (
+            "three dot-separated parts that are not a JWT",
+            "zebediah-header.zebediah-payload.zebediah-signature".to_string(),
+            vec![],
+            "malformed token",
+        ),
+        (
+            "larger than any token",
+            "z".repeat(9000),
+            vec![],
+            "token too large",
         ),
     ];
     for (case, token, claim_values, reason) in cases {
@@ -423,11 +434,15 @@ async fn client_sent_identity_header_is_removed_on_a_public_route() {
         "a public route sets no identity: {:?}",
         ok.headers
     );
-    assert!(
-        ok.headers_to_remove
-            .contains(&"x-forwarded-user".to_string()),
-        "the forged header must not reach the upstream: {:?}",
-        ok.headers_to_remove
+    // Every identity header any route injects is removed, not just this route's own.
+    assert_eq!(
+        ok.headers_to_remove,
+        vec![
+            "x-forwarded-user".to_string(),
+            "x-forwarded-email".into(),
+            "x-forwarded-groups".into()
+        ],
+        "forged identity headers must not reach the upstream"
     );
     let meta = resp.dynamic_metadata.as_ref().expect("dynamic metadata");
     assert_eq!(metadata_string(meta, "user"), None);
@@ -521,7 +536,7 @@ async fn tokens_with_random_unknown_kids_cost_at_most_one_jwks_fetch_per_refetch
     let before = idp.fetches();
     let started = Instant::now();
     let checks = tokens.iter().map(|token| {
-        let req = check_request("GET", GERRIT, SIGNED_IN, &[("authorization", token)]);
+        let req = check_request("GET", HOST, SIGNED_IN, &[("authorization", token)]);
         let mut client = s.client.clone();
         async move { client.check(req).await.map(|r| r.into_inner()) }
     });
@@ -559,7 +574,7 @@ async fn without_signing_keys_token_routes_are_unavailable_until_the_idp_recover
 
     let token = bearer(&tokens::token_for("alice"));
     for path in [SIGNED_IN, TEAM_A] {
-        let err = check(&s, "GET", GERRIT, path, &[("authorization", &token)])
+        let err = check(&s, "GET", HOST, path, &[("authorization", &token)])
             .await
             .expect_err("cannot decide without keys: must not allow or deny");
         assert_eq!(err.code(), tonic::Code::Unavailable, "{path}: {err:?}");
@@ -568,7 +583,7 @@ async fn without_signing_keys_token_routes_are_unavailable_until_the_idp_recover
     let err = check(
         &s,
         "GET",
-        GERRIT,
+        HOST,
         SIGNED_IN,
         &[(
             "authorization",
@@ -591,4 +606,184 @@ async fn without_signing_keys_token_routes_are_unavailable_until_the_idp_recover
         header_options(&allowed(&resp).headers)["x-forwarded-user"].value,
         "alice"
     );
+}
+
+#[tokio::test]
+async fn es256_tokens_are_accepted_too() {
+    let s = static_server().await;
+    let token = bearer(&tokens::sign("ec-a", &tokens::claims("alice")));
+    let resp = get(&s, TEAM_A, &[("authorization", &token)]).await;
+    assert_eq!(
+        header_options(&allowed(&resp).headers)["x-forwarded-user"].value,
+        "alice"
+    );
+}
+
+#[tokio::test]
+async fn a_route_can_take_the_token_from_a_cookie_or_an_opted_in_query_parameter() {
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = config("file: jwks.json", STATIC_GROUPS).replacen(
+        "routes:\n",
+        "routes:\n  - name: ui\n    match: {hosts: [ui.example.com]}\n    allow: authenticated\n    token_from: [\"cookie:session\", \"query:access_token\"]\n    inject: {user: x-forwarded-user}\n",
+        1,
+    );
+    let s = TestServer::start(&yaml, &[("jwks.json", &jwks)]).await;
+    let token = tokens::token_for("alice");
+
+    let cookie = format!("theme=dark; session={token}");
+    let resp = check(&s, "GET", "ui.example.com", "/", &[("cookie", &cookie)])
+        .await
+        .unwrap();
+    assert_eq!(
+        header_options(&allowed(&resp).headers)["x-forwarded-user"].value,
+        "alice"
+    );
+
+    let resp = check(
+        &s,
+        "GET",
+        "ui.example.com",
+        &format!("/dashboard?access_token={token}&tab=2"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let ok = allowed(&resp);
+    assert_eq!(
+        header_options(&ok.headers)["x-forwarded-user"].value,
+        "alice"
+    );
+    assert_eq!(
+        ok.query_parameters_to_remove,
+        vec!["access_token".to_string()],
+        "the token must not reach the upstream in the URL"
+    );
+
+    // This route does not read the Authorization header.
+    let resp = check(
+        &s,
+        "GET",
+        "ui.example.com",
+        "/",
+        &[("authorization", &bearer(&token))],
+    )
+    .await
+    .unwrap();
+    let d = denied(&resp);
+    assert_eq!(d.http_status, 401);
+    assert_eq!(d.json["reason"], "no token in the request");
+}
+
+#[tokio::test]
+async fn unknown_kids_right_after_a_key_rotation_refetch_cost_no_further_jwks_fetch() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    // A refetch interval far longer than the test, so the bound below does not depend on
+    // how fast this machine answers a thousand checks.
+    let s = idp_server_with(&idp, "", |y| {
+        y.replace("min_refetch_interval: 1s", "min_refetch_interval: 1h")
+    })
+    .await;
+    wait_ready(&s).await;
+    assert_eq!(idp.fetches(), 1, "one fetch at start");
+
+    idp.publish(tokens::jwks(&["rsa-a", "rsa-b"]));
+    let rotated = bearer(&tokens::sign("rsa-b", &tokens::claims("alice")));
+    allowed(&get(&s, SIGNED_IN, &[("authorization", &rotated)]).await);
+    assert_eq!(idp.fetches(), 2, "one refetch for the new kid");
+
+    // A flood of 1000 concurrent tokens with random kids, within min_refetch_interval of
+    // that refetch: the IdP sees no further fetch.
+    let flood: Vec<String> = (0..1000)
+        .map(|i| {
+            bearer(&tokens::sign_with_kid(
+                "rsa-a",
+                &format!("random-{i}"),
+                &tokens::claims("mallory"),
+            ))
+        })
+        .collect();
+    let checks = flood.iter().map(|token| {
+        let req = check_request("GET", HOST, SIGNED_IN, &[("authorization", token)]);
+        let mut client = s.client.clone();
+        async move { client.check(req).await.map(|r| r.into_inner()) }
+    });
+    for resp in futures::future::join_all(checks).await {
+        let d = denied(&resp.expect("answered"));
+        assert_eq!(d.http_status, 401);
+        assert_eq!(d.json["reason"], "unknown key id");
+    }
+    assert_eq!(idp.fetches(), 2, "no fetch for the flood");
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_working_after_the_next_refresh_even_for_cached_tokens() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a", "rsa-b"])).await;
+    let s = idp_server_with(&idp, ", refresh_interval: 100ms", |y| y).await;
+    wait_ready(&s).await;
+    let token = bearer(&tokens::sign("rsa-b", &tokens::claims("alice")));
+    // Verified once, and again from the verified-token cache.
+    allowed(&get(&s, SIGNED_IN, &[("authorization", &token)]).await);
+    allowed(&get(&s, SIGNED_IN, &[("authorization", &token)]).await);
+
+    idp.publish(tokens::jwks(&["rsa-a"]));
+    // Bounded wait (about 5 s) for a refresh to drop the key.
+    for _ in 0..100 {
+        let resp = get(&s, SIGNED_IN, &[("authorization", &token)]).await;
+        if resp.status.as_ref().map(|st| st.code) != Some(0) {
+            let d = denied(&resp);
+            assert_eq!(d.http_status, 401);
+            assert_eq!(d.json["reason"], "unknown key id");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a token signed by a withdrawn key was still accepted");
+}
+
+#[tokio::test]
+async fn keys_found_through_oidc_discovery_verify_tokens() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let yaml = config("discovery: true", STATIC_GROUPS).replace(tokens::ISSUER, &idp.issuer());
+    let s = TestServer::start(&yaml, &[]).await;
+    wait_ready(&s).await;
+    let mut claims = tokens::claims("alice");
+    claims["iss"] = idp.issuer().into();
+    let token = bearer(&tokens::sign("rsa-a", &claims));
+    let resp = get(&s, SIGNED_IN, &[("authorization", &token)]).await;
+    assert_eq!(
+        header_options(&allowed(&resp).headers)["x-forwarded-user"].value,
+        "alice"
+    );
+    assert_eq!(idp.fetches(), 1, "the JWKS named by jwks_uri was fetched");
+}
+
+#[tokio::test]
+async fn when_the_idp_fails_cached_keys_serve_until_max_staleness_then_checks_cannot_be_decided() {
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let s = idp_server_with(&idp, ", refresh_interval: 50ms, max_staleness: 1s", |y| y).await;
+    wait_ready(&s).await;
+    let token = bearer(&tokens::token_for("alice"));
+    // Verified once: from here on the verified-token cache answers for it.
+    allowed(&get(&s, SIGNED_IN, &[("authorization", &token)]).await);
+    idp.set_failing(true);
+    // Right after the IdP starts failing, the last good keys still serve.
+    allowed(&get(&s, SIGNED_IN, &[("authorization", &token)]).await);
+    let mut unavailable = false;
+    // Bounded wait (about 5 s) for max_staleness (1 s) to run out.
+    for _ in 0..100 {
+        match check(&s, "GET", HOST, SIGNED_IN, &[("authorization", &token)]).await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                unavailable = true;
+                break;
+            }
+            Ok(resp) => {
+                allowed(&resp);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(unavailable, "stale keys were used beyond max_staleness");
+    let (status, body) = readyz(&s).await;
+    assert_eq!(status, 503, "{body}");
 }

@@ -12,10 +12,8 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use support::envoy::{require_envoy, start_upstream, Envoy, Received, Seen};
+use support::server::{HOST, STATIC_GROUPS};
 use support::{server, tokens};
-
-/// alice is in team-a, bob is not.
-const GROUPS: &str = "static_groups: {alice: [team-a], bob: [team-b]}";
 
 /// The team-a route: groups_any_of team-a, injects user/email/groups, removes
 /// authorization.
@@ -59,7 +57,7 @@ impl Stack {
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .get(format!("http://{}{path}", self.envoy.listener))
-            .header("host", "gerrit.example.com")
+            .header("host", HOST)
     }
 
     /// The last request the upstream received.
@@ -84,7 +82,7 @@ fn one(value: &str) -> Option<Vec<String>> {
 
 #[tokio::test]
 async fn allowed_request_reaches_upstream_with_our_identity_and_no_credentials_or_forgeries() {
-    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
         return;
     };
     let resp = stack
@@ -113,7 +111,7 @@ async fn allowed_request_reaches_upstream_with_our_identity_and_no_credentials_o
 
 #[tokio::test]
 async fn a_forged_identity_header_sent_on_several_lines_is_replaced_by_ours() {
-    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
         return;
     };
     let resp = stack
@@ -146,7 +144,7 @@ async fn a_forged_identity_header_sent_on_several_lines_is_replaced_by_ours() {
 
 #[tokio::test]
 async fn an_identity_header_another_route_injects_is_stripped_where_it_is_not_set() {
-    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
         return;
     };
     // gerrit-signed-in injects user and email only; x-forwarded-groups is trusted on
@@ -166,7 +164,7 @@ async fn an_identity_header_another_route_injects_is_stripped_where_it_is_not_se
 
 #[tokio::test]
 async fn a_path_with_dot_segments_is_refused_before_it_can_sidestep_a_prefix_rule() {
-    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
         return;
     };
     // reqwest (the url crate) resolves dot-segments itself; send raw HTTP/1.1 instead.
@@ -186,7 +184,7 @@ async fn a_path_with_dot_segments_is_refused_before_it_can_sidestep_a_prefix_rul
 
 #[tokio::test]
 async fn encoded_spellings_of_a_protected_path_are_decided_by_its_route_through_envoy() {
-    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
         return;
     };
     // bob is not in team-a: however the path is spelled, team-a's route decides.
@@ -249,7 +247,7 @@ async fn raw_get(addr: SocketAddr, path: &str, token: &str) -> u16 {
 
 #[tokio::test]
 async fn public_route_strips_a_forged_identity_header() {
-    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
         return;
     };
     let resp = stack
@@ -265,7 +263,7 @@ async fn public_route_strips_a_forged_identity_header() {
 
 #[tokio::test]
 async fn denials_carry_our_status_challenge_and_body_and_never_reach_upstream() {
-    let Some(stack) = Stack::start(GROUPS, &[]).await else {
+    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
         return;
     };
 
@@ -388,7 +386,7 @@ async fn with_raw_headers_encoded_tokens_are_read_and_forgeries_still_stripped()
     };
     let jwks = tokens::jwks(&["rsa-a"]).to_string();
     let authz = server::TestServer::start(
-        &server::config("file: jwks.json", GROUPS),
+        &server::config("file: jwks.json", STATIC_GROUPS),
         &[("jwks.json", &jwks)],
     )
     .await;
@@ -435,7 +433,7 @@ async fn with_envoy_tracing_the_audit_line_carries_the_trace_the_upstream_reques
         return;
     };
     let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let audited = format!("{GROUPS}\naudit: {{output: audit.jsonl}}");
+    let audited = format!("{STATIC_GROUPS}\naudit: {{output: audit.jsonl}}");
     let mut authz = server::TestServer::start(
         &server::config("file: jwks.json", &audited),
         &[("jwks.json", &jwks)],
@@ -445,7 +443,7 @@ async fn with_envoy_tracing_the_audit_line_carries_the_trace_the_upstream_reques
     let envoy = Envoy::start_with_tracing(&binary, authz.running().grpc_addr, upstream).await;
     let resp = reqwest::Client::new()
         .get(format!("http://{}{TEAM_A}", envoy.listener))
-        .header("host", "gerrit.example.com")
+        .header("host", HOST)
         .bearer_auth(tokens::token_for("alice"))
         .send()
         .await

@@ -10,12 +10,10 @@ use support::gerrit::FakeGerrit;
 use support::pausable::PausableProxy;
 use support::server::{
     check_request, config, gerrit_section, invalidate, start_error, start_with_events_token,
-    start_with_gerrit, with_events_token, TestServer, EVENTS_TOKEN, EVENTS_TOKEN_FILE,
+    start_with_gerrit, with_events_token, TestServer, EVENTS_TOKEN, EVENTS_TOKEN_FILE, HOST,
+    TEAM_A,
 };
 use support::tokens;
-
-/// Only members of team-a may use this path (route `gerrit-team-a`).
-const TEAM_A: &str = "/a/projects/team-a/branches";
 
 /// The `gerrit.events` section the tests enable (cache_ttl stays 60 s).
 const EVENTS: &str = "gerrit:\n  events: {}\n";
@@ -27,12 +25,7 @@ async fn start(gerrit: &FakeGerrit) -> TestServer {
 /// The gRPC status code of a team-a check by `user`.
 async fn team_a(s: &TestServer, user: &str) -> i32 {
     let token = format!("Bearer {}", tokens::token_for(user));
-    let req = check_request(
-        "GET",
-        "gerrit.example.com",
-        TEAM_A,
-        &[("authorization", &token)],
-    );
+    let req = check_request("GET", HOST, TEAM_A, &[("authorization", &token)]);
     let resp = s.client.clone().check(req).await.unwrap().into_inner();
     resp.status.unwrap().code
 }

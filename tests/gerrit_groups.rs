@@ -11,15 +11,10 @@ use std::time::Duration;
 use support::gerrit::{group_uuid, FakeGerrit, PASSWORD, USERNAME};
 use support::responses::{allowed, denied, header_options, metadata_strings};
 use support::server::{
-    check_request, invalidate, start_with_events_token, start_with_gerrit, TestServer, EVENTS_TOKEN,
+    check_request, invalidate, start_with_events_token, start_with_gerrit, TestServer,
+    EVENTS_TOKEN, HOST, PUBLIC, REQUEST_ID, SIGNED_IN, TEAM_A,
 };
-use support::tokens;
-
-const GERRIT: &str = "gerrit.example.com";
-/// A path only members of team-a may use (route `gerrit-team-a`).
-const TEAM_A: &str = "/a/projects/team-a/branches";
-/// A path any signed-in user may use (route `gerrit-signed-in`, no groups needed).
-const SIGNED_IN: &str = "/c/project/+/42";
+use support::tokens::{self, bearer};
 
 /// A server asking `gerrit` for groups, with `password` in its password file and `edit`
 /// applied to the standard test config.
@@ -37,12 +32,12 @@ async fn start(gerrit: &FakeGerrit) -> TestServer {
 
 /// A check for `user` (with a fresh token) on `path`.
 async fn check_as(s: &TestServer, user: &str, path: &str) -> Result<CheckResponse, tonic::Status> {
-    let token = format!("Bearer {}", tokens::token_for(user));
+    let token = bearer(&tokens::token_for(user));
     let mut client = s.client.clone();
     client
         .check(check_request(
             "GET",
-            GERRIT,
+            HOST,
             path,
             &[("authorization", &token)],
         ))
@@ -142,6 +137,7 @@ async fn gerrit_account_outside_the_required_group_is_denied_403() {
         !d.visible_text().contains("team-b"),
         "the denial does not list the caller's groups: {d:?}"
     );
+    assert_eq!(gerrit.requests_for("bob"), 1);
     // Bob is still signed in where no group is needed.
     allowed(&answered(&s, "bob", SIGNED_IN).await);
 }
@@ -262,9 +258,9 @@ async fn two_hundred_concurrent_checks_for_a_cold_user_make_exactly_one_gerrit_l
     // Slow enough that all the checks arrive while the first lookup is under way.
     gerrit.set_delay(Duration::from_millis(200));
     let s = start(&gerrit).await;
-    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let token = bearer(&tokens::token_for("alice"));
     let checks = (0..200).map(|_| {
-        let req = check_request("GET", GERRIT, TEAM_A, &[("authorization", &token)]);
+        let req = check_request("GET", HOST, TEAM_A, &[("authorization", &token)]);
         let mut client = s.client.clone();
         async move { client.check(req).await.map(|r| r.into_inner()) }
     });
@@ -338,7 +334,7 @@ async fn when_gerrit_is_down_group_routes_are_unavailable_and_signed_in_routes_s
     allowed(
         &s.client
             .clone()
-            .check(check_request("GET", GERRIT, "/", &[]))
+            .check(check_request("GET", HOST, PUBLIC, &[]))
             .await
             .unwrap()
             .into_inner(),
@@ -359,7 +355,7 @@ async fn unknown_gerrit_account_gets_403_and_is_not_looked_up_again_within_not_f
         json!({
             "error": "access_denied",
             "reason": "not a member of any group allowed on this route",
-            "request_id": "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21",
+            "request_id": REQUEST_ID,
         })
     );
     assert_eq!(gerrit.requests_for("carol"), 1);
@@ -383,6 +379,10 @@ async fn wrong_gerrit_password_makes_group_routes_unavailable_never_allowed() {
     for user in ["alice", "carol"] {
         let status = unavailable(&s, user, TEAM_A).await;
         assert!(
+            status.message().contains("credentials"),
+            "the operator is told what to fix: {status:?}"
+        );
+        assert!(
             !status.message().contains(wrong) && !status.message().contains(PASSWORD),
             "the password leaked: {status:?}"
         );
@@ -404,9 +404,9 @@ async fn concurrent_checks_share_one_failed_gerrit_lookup() {
     // is not cached, so a late arrival would ask again).
     gerrit.set_delay(Duration::from_millis(300));
     let s = start_with(&gerrit, "not-the-http-password", |y| y).await;
-    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let token = bearer(&tokens::token_for("alice"));
     let checks = (0..50).map(|_| {
-        let req = check_request("GET", GERRIT, TEAM_A, &[("authorization", &token)]);
+        let req = check_request("GET", HOST, TEAM_A, &[("authorization", &token)]);
         let mut client = s.client.clone();
         async move { client.check(req).await.map(|r| r.into_inner()) }
     });

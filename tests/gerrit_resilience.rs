@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::clock::{manual_clock, until};
 use support::gerrit::{FakeGerrit, Fault, USERNAME};
 use support::server::{
-    check_request, config, gerrit_section, start_error, start_with_gerrit, TestServer,
+    check_request, config, gerrit_section, start_error, start_with_gerrit, TestServer, HOST,
 };
 use support::tokens;
 
@@ -26,7 +26,7 @@ async fn check_code(s: &TestServer, user: &str) -> Result<i32, tonic::Code> {
     let token = format!("Bearer {}", tokens::token_for(user));
     let req = check_request(
         "GET",
-        "gerrit.example.com",
+        HOST,
         "/a/projects/team-a/x",
         &[("authorization", &token)],
     );
@@ -130,7 +130,7 @@ async fn check_with_account_claim(
     let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
     let req = check_request(
         "GET",
-        "gerrit.example.com",
+        HOST,
         "/a/projects/team-a/x",
         &[("authorization", &token)],
     );

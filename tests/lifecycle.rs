@@ -6,7 +6,7 @@ use std::time::Duration;
 use support::clock::until;
 use support::gerrit::{FakeGerrit, PASSWORD};
 use support::idp::FakeIdp;
-use support::server::{check_request, config, gerrit_section, TestServer};
+use support::server::{check_request, config, gerrit_section, TestServer, HOST};
 use support::tokens;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -120,19 +120,14 @@ async fn admin_port_reports_health_readiness_and_decision_metrics() {
     s.client
         .check(check_request(
             "GET",
-            "gerrit.example.com",
+            HOST,
             "/a/projects/team-a/x",
             &[("authorization", &token)],
         ))
         .await
         .unwrap();
     s.client
-        .check(check_request(
-            "GET",
-            "gerrit.example.com",
-            "/a/projects/team-a/x",
-            &[],
-        ))
+        .check(check_request("GET", HOST, "/a/projects/team-a/x", &[]))
         .await
         .unwrap();
     let metrics = reqwest::get(format!("{admin}/metrics"))
@@ -179,7 +174,7 @@ async fn shutdown_turns_readiness_false_first_and_finishes_in_flight_checks() {
         client
             .check(check_request(
                 "GET",
-                "gerrit.example.com",
+                HOST,
                 "/a/projects/team-a/x",
                 &[("authorization", &token)],
             ))
@@ -329,7 +324,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
     let req = || {
         check_request(
             "GET",
-            "gerrit.example.com",
+            HOST,
             "/a/projects/team-a/x",
             &[("authorization", &token)],
         )
@@ -390,7 +385,7 @@ async fn a_rotated_gerrit_password_file_is_picked_up_without_a_restart() {
     let req = || {
         check_request(
             "GET",
-            "gerrit.example.com",
+            HOST,
             "/a/projects/team-a/x",
             &[("authorization", &token)],
         )

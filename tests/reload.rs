@@ -11,20 +11,17 @@ use std::sync::Arc;
 use support::clock::until;
 use support::gerrit::FakeGerrit;
 use support::idp::FakeIdp;
-use support::server::{check_request, config, start_with_gerrit, TestServer};
+use support::server::{
+    check_request, config, start_with_gerrit, TestServer, HOST, STATIC_GROUPS, TEAM_A,
+};
 use support::tokens;
 
-const TEAM_A: &str = "/a/projects/team-a/branches";
 const APPLIED: &str = r#"mesh_authz_config_reloads_total{result="applied"}"#;
 const REFUSED: &str = r#"mesh_authz_config_reloads_total{result="refused"}"#;
 
 /// The test config (keys from a file, static groups) with `extra` server settings.
 fn v1(extra: &str) -> String {
-    config(
-        "file: jwks.json",
-        "static_groups: {alice: [team-a], bob: [team-b]}",
-    )
-    .replace(
+    config("file: jwks.json", STATIC_GROUPS).replace(
         "  shutdown_timeout: 5s\n",
         &format!("  shutdown_timeout: 5s\n{extra}"),
     )
@@ -62,12 +59,7 @@ async fn edit_and_apply(s: &TestServer, from: &str, to: &str, applied: f64) {
 /// The gRPC status code of a team-a check by `user`, or the transport error.
 async fn team_a(s: &TestServer, user: &str) -> Result<i32, tonic::Status> {
     let token = format!("Bearer {}", tokens::token_for(user));
-    let req = check_request(
-        "GET",
-        "gerrit.example.com",
-        TEAM_A,
-        &[("authorization", &token)],
-    );
+    let req = check_request("GET", HOST, TEAM_A, &[("authorization", &token)]);
     s.client
         .clone()
         .check(req)
@@ -176,12 +168,7 @@ async fn a_configmap_update_that_swaps_the_data_symlink_is_applied() {
     .unwrap();
     let bob = || {
         let token = format!("Bearer {}", tokens::token_for("bob"));
-        check_request(
-            "GET",
-            "gerrit.example.com",
-            TEAM_A,
-            &[("authorization", &token)],
-        )
+        check_request("GET", HOST, TEAM_A, &[("authorization", &token)])
     };
     let code = client
         .check(bob())
@@ -325,12 +312,7 @@ async fn claim_conditions_read_the_tokens_claims_before_and_after_a_reload_that_
     let s = TestServer::start(&yaml, &[("jwks.json", &jwks)]).await;
     let signed_in = |claims: serde_json::Value| {
         let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
-        let req = check_request(
-            "GET",
-            "gerrit.example.com",
-            "/c/project/+/1",
-            &[("authorization", &token)],
-        );
+        let req = check_request("GET", HOST, "/c/project/+/1", &[("authorization", &token)]);
         let mut client = s.client.clone();
         async move {
             client

@@ -10,6 +10,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
+/// The host the standard test routes ([`config`]) cover.
+pub const HOST: &str = "gerrit.example.com";
+/// A path only members of team-a may use (route `gerrit-team-a`).
+pub const TEAM_A: &str = "/a/projects/team-a/branches";
+/// A path any signed-in user may use (route `gerrit-signed-in`, no groups needed).
+pub const SIGNED_IN: &str = "/c/project/+/42";
+/// The public path (route `gerrit-public`, GET only).
+pub const PUBLIC: &str = "/";
+/// The `x-request-id` that [`check_request`] sends; denial bodies echo it.
+pub const REQUEST_ID: &str = "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21";
+/// A `groups` section for [`config`]: alice in team-a, bob in team-b, from the config.
+pub const STATIC_GROUPS: &str = "static_groups: {alice: [team-a], bob: [team-b]}";
+
 /// A running mesh-authz with a connected Check client.
 pub struct TestServer {
     /// The server (shut it down to test draining).
@@ -146,8 +159,8 @@ pub fn config(jwks: &str, groups: &str) -> String {
     config_with_routes(jwks, groups, STANDARD_ROUTES)
 }
 
-/// The standard test routes: on gerrit.example.com, `/` is public, `/a/projects/team-a`
-/// needs group team-a, everything else a valid token.
+/// The standard test routes: on [`HOST`], [`PUBLIC`] is public, `/a/projects/team-a`
+/// ([`TEAM_A`]) needs group team-a, everything else ([`SIGNED_IN`]) a valid token.
 const STANDARD_ROUTES: &str = r#"
 routes:
   - name: gerrit-public
@@ -254,10 +267,7 @@ pub fn check_request(
     map.insert(":path".into(), path.into());
     map.insert(":scheme".into(), "https".into());
     map.insert("user-agent".into(), "git/2.47.3".into());
-    map.insert(
-        "x-request-id".into(),
-        "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21".into(),
-    );
+    map.insert("x-request-id".into(), REQUEST_ID.into());
     map.insert("x-forwarded-proto".into(), "https".into());
     for (k, v) in headers {
         map.insert(k.to_ascii_lowercase(), v.to_string());

@@ -68,6 +68,11 @@ pub fn sign_with_kid(key: &str, kid: &str, claims: &Value) -> String {
     encode(&header, claims, &enc).expect("signing works")
 }
 
+/// `token` as an `authorization` header value.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
 /// A valid RS256 token for `user`.
 pub fn token_for(user: &str) -> String {
     sign("rsa-a", &claims(user))
