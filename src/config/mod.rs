@@ -12,7 +12,8 @@ pub mod schema;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig, ServerSettings,
+    AuditOutput, Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig,
+    ServerSettings,
 };
 
 use std::path::{Path, PathBuf};

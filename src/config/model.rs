@@ -4,7 +4,6 @@ use crate::authn::{IssuerSettings, JwksSource, JwksTiming};
 use crate::gerrit::CacheSettings;
 use crate::identity::Group;
 use crate::policy::RouteTable;
-use crate::telemetry::audit::AuditOutput;
 use reqwest::header::HeaderName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -118,4 +117,13 @@ pub struct GerritEventsConfig {
     pub token_file: Option<PathBuf>,
     /// The project Gerrit keeps groups in.
     pub all_users_project: String,
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// Standard output (application logs go to standard error).
+    Stdout,
+    /// A file, opened for append and reopened when rotated.
+    File(PathBuf),
 }

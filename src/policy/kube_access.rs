@@ -8,6 +8,20 @@
 
 use super::kube::{KubeRequest, ResourceRequest};
 use super::GroupRef;
+
+/// The resource verbs the apiserver derives from a request (see [`super::kube`]), which
+/// a rule's `verbs` may name.
+pub const RESOURCE_VERBS: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "proxy",
+];
 use crate::identity::Membership;
 
 /// A route's kube-apiserver policy.

@@ -81,14 +81,7 @@ fn serialize_time<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::
     serializer.collect_str(&humantime::format_rfc3339_millis(time))
 }
 
-/// Where audit lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditOutput {
-    /// Standard output (application logs go to standard error).
-    Stdout,
-    /// A file, opened for append and reopened when rotated.
-    File(PathBuf),
-}
+pub use crate::config::AuditOutput;
 
 /// Why the audit log could not start.
 #[derive(Debug, thiserror::Error)]

@@ -2,19 +2,6 @@
 
 use super::*;
 
-/// Resource verbs the apiserver derives (see `policy::kube`).
-pub(super) const KUBE_VERBS: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "proxy",
-];
-
 pub(super) fn compile_kube(path: &str, raw: &RawKube, p: &mut Problems) -> KubePolicy {
     let impersonate_group = match raw.impersonate_group.as_str() {
         "granting" => ImpersonateGroup::Granting,
@@ -60,12 +47,12 @@ pub(super) fn compile_kube_rule(path: &str, raw: &RawKubeRule, p: &mut Problems)
     let target = match (raw.resources.is_empty(), raw.non_resource_paths.is_empty()) {
         (false, true) => {
             for (i, v) in raw.verbs.iter().enumerate() {
-                if v != "*" && !KUBE_VERBS.contains(&v.as_str()) {
+                if v != "*" && !RESOURCE_VERBS.contains(&v.as_str()) {
                     p.add(
                         format!("{path}.verbs[{i}]"),
                         format!(
                             "{v:?} is not a verb the apiserver uses ({}, or *)",
-                            KUBE_VERBS.join(", ")
+                            RESOURCE_VERBS.join(", ")
                         ),
                     );
                 }

@@ -14,7 +14,8 @@ use kube::compile_kube;
 use route::{check_route_issuers, compile_route, group_refs, raw_rule_needs_token, rule_index};
 
 use super::model::{
-    Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig, ServerSettings,
+    AuditOutput, Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig,
+    ServerSettings,
 };
 use super::schema::{
     RawAllow, RawConfig, RawGerrit, RawIssuer, RawKube, RawKubeRule, RawRoute, RawRule,
@@ -23,13 +24,14 @@ use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
 use crate::gerrit::CacheSettings;
 use crate::identity::{AccountForm, Group};
-use crate::policy::kube_access::{ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget};
+use crate::policy::kube_access::{
+    ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget, RESOURCE_VERBS,
+};
 use crate::policy::{
     header_name, ClaimCondition, ClaimRequirement, GroupRef, GroupsHeader, HostMatcher,
     IdentityHeaders, MethodSet, Overflow, PathMatcher, PrincipalMatcher, Requirement, RouteRule,
     RouteTable, Rule, MAX_INJECTED_BYTES,
 };
-use crate::telemetry::audit::AuditOutput;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use reqwest::header::{HeaderName, HeaderValue};
 use std::collections::HashSet;
