@@ -4,11 +4,10 @@
 
 mod support;
 
-use mesh_authz::authorize::{Authorizer, Verdict};
-use mesh_authz::config;
+use mesh_authz::authorize::Verdict;
 use mesh_authz::request::RequestView;
 use std::collections::HashMap;
-use support::tokens;
+use support::{engine, tokens};
 
 /// Gerrit trusts `X-Gerrit-Trusted` (mesh-authz signs in to it with that header); no
 /// route injects it. Only the signed-in route injects a user.
@@ -37,16 +36,8 @@ routes:
 
 #[tokio::test]
 async fn headers_an_upstream_trusts_are_removed_on_every_route_even_where_nothing_is_injected() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("jwks.json"),
-        tokens::jwks(&["rsa-a"]).to_string(),
-    )
-    .unwrap();
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, CONFIG).unwrap();
-    let config = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    let authorizer = Authorizer::from_config(&config, reqwest::Client::new()).unwrap();
+    let authorizer = engine::authorizer(CONFIG, &[("jwks.json", engine::rsa_a_jwks())])
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let token = format!("Bearer {}", tokens::token_for("bob"));
     let forged = HashMap::from([

@@ -5,11 +5,10 @@
 mod support;
 
 use mesh_authz::authorize::{Authorizer, Decision, Verdict};
-use mesh_authz::config;
 use mesh_authz::request::RequestView;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use support::tokens;
+use support::{engine, tokens};
 
 const CORP: &str = "https://idp.test.invalid";
 const CI: &str = "https://ci.test.invalid";
@@ -57,21 +56,13 @@ routes:
 "#;
 
 fn load(yaml: &str) -> Result<Authorizer, String> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("corp.json"),
-        tokens::jwks(&["rsa-a"]).to_string(),
+    engine::authorizer(
+        yaml,
+        &[
+            ("corp.json", tokens::jwks(&["rsa-a"]).to_string()),
+            ("ci.json", tokens::jwks(&["rsa-b"]).to_string()),
+        ],
     )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("ci.json"),
-        tokens::jwks(&["rsa-b"]).to_string(),
-    )
-    .unwrap();
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let config = config::load(&file).map_err(|e| e.to_string())?;
-    Ok(Authorizer::from_config(&config, reqwest::Client::new()).unwrap())
 }
 
 fn token(key: &str, iss: &str, aud: &str, user: &str) -> String {

@@ -7,11 +7,10 @@
 mod support;
 
 use mesh_authz::authorize::{Authorizer, Decision, Verdict};
-use mesh_authz::config;
 use mesh_authz::request::RequestView;
 use proptest::prelude::*;
 use std::collections::HashMap;
-use support::tokens;
+use support::{engine, tokens};
 
 /// team-a's projects need group team-a, team-b's (a project hierarchy) group team-b;
 /// anything else on the host any signed-in user.
@@ -39,25 +38,13 @@ routes:
 
 struct Engine {
     authorizer: Authorizer,
-    _dir: tempfile::TempDir,
 }
 
 impl Engine {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("jwks.json"),
-            tokens::jwks(&["rsa-a"]).to_string(),
-        )
-        .unwrap();
-        let file = dir.path().join("config.yaml");
-        std::fs::write(&file, ROUTES).unwrap();
-        let config = config::load(&file).unwrap_or_else(|e| panic!("{e}"));
-        let authorizer = Authorizer::from_config(&config, reqwest::Client::new()).unwrap();
-        Engine {
-            authorizer,
-            _dir: dir,
-        }
+        let authorizer = engine::authorizer(ROUTES, &[("jwks.json", engine::rsa_a_jwks())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Engine { authorizer }
     }
 
     async fn decide(&self, user: &str, path: &str) -> Decision {

@@ -975,18 +975,11 @@ mod tests {
             "!=",
             "==",
         ];
-        const VERBS: &[&str] = &[
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-            "deletecollection",
-            "proxy",
-            "",
-        ];
+        let verbs: Vec<&str> = super::super::kube_access::RESOURCE_VERBS
+            .iter()
+            .copied()
+            .chain([""])
+            .collect();
         let mut rng = fastrand::Rng::with_seed(7);
         let mut pick = |from: &[&str], most: usize| -> String {
             (0..rng.usize(0..=most))
@@ -998,7 +991,7 @@ mod tests {
             let row = format!("{method:?} {path:?} {query:?}");
             match parse(&method, &path, &query) {
                 KubeRequest::Resource(r) => {
-                    assert!(VERBS.contains(&r.verb.as_str()), "{row}");
+                    assert!(verbs.contains(&r.verb.as_str()), "{row}");
                     for part in [&r.namespace, &r.subresource, &r.name] {
                         assert_ne!(part.as_deref(), Some(""), "{row}");
                     }

@@ -12,10 +12,12 @@
 //!   like a replica stopped with SIGSTOP, and answer again.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
 //! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
+//! - [`engine`]: the decision engine built from config YAML, driven without sockets.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod clock;
+pub mod engine;
 pub mod envoy;
 pub mod envoy_process;
 pub mod gerrit;
