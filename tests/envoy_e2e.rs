@@ -10,8 +10,7 @@ mod support;
 
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use support::envoy::{require_envoy, start_upstream, Envoy, Received, Seen};
+use support::envoy::{one, require_envoy, start_upstream, Envoy, Stack};
 use support::server::{HOST, STATIC_GROUPS};
 use support::{server, tokens};
 
@@ -19,74 +18,18 @@ use support::{server, tokens};
 /// authorization.
 const TEAM_A: &str = "/a/projects/team-a/branches?limit=5";
 
-struct Stack {
-    _authz: Option<server::TestServer>,
-    envoy: Envoy,
-    seen: Arc<Seen>,
-    http: reqwest::Client,
-}
-
-impl Stack {
-    /// mesh-authz with the standard test routes and `groups`, Envoy, and the upstream.
-    async fn start(groups: &str, files: &[(&str, &str)]) -> Option<Self> {
-        let binary = require_envoy()?;
-        let jwks = tokens::jwks(&["rsa-a"]).to_string();
-        let mut all_files = vec![("jwks.json", jwks.as_str())];
-        all_files.extend_from_slice(files);
-        let authz =
-            server::TestServer::start(&server::config("file: jwks.json", groups), &all_files).await;
-        let grpc = authz.running().grpc_addr;
-        Some(Self::with_envoy(&binary, grpc, Some(authz)).await)
-    }
-
-    async fn with_envoy(
-        binary: &std::path::Path,
-        grpc: SocketAddr,
-        authz: Option<server::TestServer>,
-    ) -> Self {
-        let (upstream, seen) = start_upstream().await;
-        let envoy = Envoy::start(binary, grpc, upstream).await;
-        Self {
-            _authz: authz,
-            envoy,
-            seen,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .get(format!("http://{}{path}", self.envoy.listener))
-            .header("host", HOST)
-    }
-
-    /// The last request the upstream received.
-    fn received(&self) -> Received {
-        self.seen.last_request()
-    }
-
-    fn upstream_requests(&self) -> usize {
-        self.seen.count()
-    }
-
-    async fn ext_authz(&self, counter: &str) -> u64 {
-        self.envoy
-            .counter(&format!("http.ingress.ext_authz.{counter}"))
-            .await
-    }
-}
-
-fn one(value: &str) -> Option<Vec<String>> {
-    Some(vec![value.to_string()])
+/// mesh-authz with the standard test routes, `groups` and `files`, Envoy, the upstream.
+async fn start(groups: &str, files: &[(&str, &str)]) -> Option<Stack> {
+    Stack::start(&server::config("file: jwks.json", groups), files).await
 }
 
 #[tokio::test]
 async fn allowed_request_reaches_upstream_with_our_identity_and_no_credentials_or_forgeries() {
-    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
+    let Some(stack) = start(STATIC_GROUPS, &[]).await else {
         return;
     };
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .bearer_auth(tokens::token_for("alice"))
         .header("x-forwarded-user", "admin")
         .header("x-forwarded-groups", "admins")
@@ -111,11 +54,11 @@ async fn allowed_request_reaches_upstream_with_our_identity_and_no_credentials_o
 
 #[tokio::test]
 async fn a_forged_identity_header_sent_on_several_lines_is_replaced_by_ours() {
-    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
+    let Some(stack) = start(STATIC_GROUPS, &[]).await else {
         return;
     };
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .bearer_auth(tokens::token_for("alice"))
         .header("x-forwarded-user", "admin")
         .header("x-forwarded-user", "root")
@@ -132,7 +75,7 @@ async fn a_forged_identity_header_sent_on_several_lines_is_replaced_by_ours() {
     // Two Authorization lines reach mesh-authz comma-joined by Envoy: not a token, 401.
     let token = format!("Bearer {}", tokens::token_for("alice"));
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .header("authorization", &token)
         .header("authorization", "Basic YWRtaW46YWRtaW4=")
         .send()
@@ -144,13 +87,13 @@ async fn a_forged_identity_header_sent_on_several_lines_is_replaced_by_ours() {
 
 #[tokio::test]
 async fn an_identity_header_another_route_injects_is_stripped_where_it_is_not_set() {
-    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
+    let Some(stack) = start(STATIC_GROUPS, &[]).await else {
         return;
     };
     // gerrit-signed-in injects user and email only; x-forwarded-groups is trusted on
     // gerrit-team-a, so a forged one must not pass here either.
     let resp = stack
-        .get("/c/project/+/1")
+        .get(HOST, "/c/project/+/1")
         .bearer_auth(tokens::token_for("alice"))
         .header("x-forwarded-groups", "admins")
         .send()
@@ -164,7 +107,7 @@ async fn an_identity_header_another_route_injects_is_stripped_where_it_is_not_se
 
 #[tokio::test]
 async fn a_path_with_dot_segments_is_refused_before_it_can_sidestep_a_prefix_rule() {
-    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
+    let Some(stack) = start(STATIC_GROUPS, &[]).await else {
         return;
     };
     // reqwest (the url crate) resolves dot-segments itself; send raw HTTP/1.1 instead.
@@ -184,7 +127,7 @@ async fn a_path_with_dot_segments_is_refused_before_it_can_sidestep_a_prefix_rul
 
 #[tokio::test]
 async fn encoded_spellings_of_a_protected_path_are_decided_by_its_route_through_envoy() {
-    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
+    let Some(stack) = start(STATIC_GROUPS, &[]).await else {
         return;
     };
     // bob is not in team-a: however the path is spelled, team-a's route decides.
@@ -247,11 +190,11 @@ async fn raw_get(addr: SocketAddr, path: &str, token: &str) -> u16 {
 
 #[tokio::test]
 async fn public_route_strips_a_forged_identity_header() {
-    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
+    let Some(stack) = start(STATIC_GROUPS, &[]).await else {
         return;
     };
     let resp = stack
-        .get("/")
+        .get(HOST, "/")
         .header("x-forwarded-user", "admin")
         .send()
         .await
@@ -263,11 +206,11 @@ async fn public_route_strips_a_forged_identity_header() {
 
 #[tokio::test]
 async fn denials_carry_our_status_challenge_and_body_and_never_reach_upstream() {
-    let Some(stack) = Stack::start(STATIC_GROUPS, &[]).await else {
+    let Some(stack) = start(STATIC_GROUPS, &[]).await else {
         return;
     };
 
-    let resp = stack.get(TEAM_A).send().await.unwrap();
+    let resp = stack.get(HOST, TEAM_A).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.headers()["www-authenticate"].to_str().unwrap(),
@@ -287,7 +230,7 @@ async fn denials_carry_our_status_challenge_and_body_and_never_reach_upstream() 
     let mut expired = tokens::claims("alice");
     expired["exp"] = (tokens::now() - 3600).into();
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .bearer_auth(tokens::sign("rsa-a", &expired))
         .send()
         .await
@@ -301,7 +244,7 @@ async fn denials_carry_our_status_challenge_and_body_and_never_reach_upstream() 
     assert_eq!(body["error"], "invalid_token");
 
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .bearer_auth(tokens::token_for("bob"))
         .send()
         .await
@@ -330,11 +273,11 @@ async fn when_mesh_authz_cannot_decide_envoy_fails_closed() {
     // Gerrit at a closed port: the group route cannot be decided; mesh-authz answers with
     // a gRPC error and Envoy's failure_mode_allow=false turns it into status_on_error 403.
     let gerrit = server::gerrit_section("http://127.0.0.1:9");
-    let Some(stack) = Stack::start(&gerrit, &[("gerrit-password", "pw")]).await else {
+    let Some(stack) = start(&gerrit, &[("gerrit-password", "pw")]).await else {
         return;
     };
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .bearer_auth(tokens::token_for("alice"))
         .send()
         .await
@@ -346,7 +289,7 @@ async fn when_mesh_authz_cannot_decide_envoy_fails_closed() {
 
     // A route that needs no groups keeps working while Gerrit is down.
     let resp = stack
-        .get("/c/project/+/1")
+        .get(HOST, "/c/project/+/1")
         .bearer_auth(tokens::token_for("alice"))
         .send()
         .await
@@ -367,7 +310,7 @@ async fn when_mesh_authz_is_unreachable_envoy_fails_closed() {
         .unwrap();
     let stack = Stack::with_envoy(&binary, closed, None).await;
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .bearer_auth(tokens::token_for("alice"))
         .send()
         .await
@@ -393,13 +336,14 @@ async fn with_raw_headers_encoded_tokens_are_read_and_forgeries_still_stripped()
     let (upstream, seen) = start_upstream().await;
     let envoy = Envoy::start_with_raw_headers(&binary, authz.running().grpc_addr, upstream).await;
     let stack = Stack {
-        _authz: Some(authz),
+        authz: Some(authz),
+        tap: None,
         envoy,
         seen,
         http: reqwest::Client::new(),
     };
     let resp = stack
-        .get(TEAM_A)
+        .get(HOST, TEAM_A)
         .bearer_auth(tokens::token_for("alice"))
         .header("x-forwarded-user", "admin")
         .header("impersonate-user", "admin")
@@ -412,7 +356,7 @@ async fn with_raw_headers_encoded_tokens_are_read_and_forgeries_still_stripped()
     assert_eq!(got.header("impersonate-user"), None);
 
     let resp = stack
-        .get("/")
+        .get(HOST, "/")
         .header("x-forwarded-user", "admin")
         .header("impersonate-group", "system:masters")
         .header("impersonate-group", "system:nodes")

@@ -9,80 +9,20 @@
 mod support;
 
 use serde_json::Value;
-use std::sync::Arc;
-use support::envoy::{
-    require_envoy, start_upstream, CheckTap, DownstreamTls, Envoy, Received, Seen,
-};
+use support::envoy::{one, start_upstream, DownstreamTls, Received, Stack};
 use support::pki::TestCa;
 use support::{server, tokens};
 
-/// mesh-authz, Envoy in front of the recording upstream, and a client.
-struct Stack {
-    _authz: server::TestServer,
-    /// Present when Envoy was pointed at a [`CheckTap`] instead of mesh-authz itself.
-    tap: Option<CheckTap>,
-    envoy: Envoy,
-    seen: Arc<Seen>,
-    http: reqwest::Client,
-}
-
-impl Stack {
-    /// mesh-authz with `groups` and `routes` (YAML sections), Envoy over plain HTTP.
-    async fn start(groups: &str, routes: &str) -> Option<Self> {
-        let binary = require_envoy()?;
-        let authz = start_authz(groups, routes).await;
-        let (upstream, seen) = start_upstream().await;
-        let envoy = Envoy::start(&binary, authz.running().grpc_addr, upstream).await;
-        Some(Self {
-            _authz: authz,
-            tap: None,
-            envoy,
-            seen,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    /// Like [`Stack::start`], with an mTLS listener and a [`CheckTap`] between Envoy and
-    /// mesh-authz; `http` is unused (clients need their own certificates).
-    async fn start_with_tls(groups: &str, routes: &str, tls: &DownstreamTls) -> Option<Self> {
-        let binary = require_envoy()?;
-        let authz = start_authz(groups, routes).await;
-        let tap = CheckTap::start(authz.running().grpc_addr).await;
-        let (upstream, seen) = start_upstream().await;
-        let envoy = Envoy::start_with_tls(&binary, tap.addr, upstream, tls).await;
-        Some(Self {
-            _authz: authz,
-            tap: Some(tap),
-            envoy,
-            seen,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    fn get(&self, host: &str, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .get(format!("http://{}{path}", self.envoy.listener))
-            .header("host", host)
-    }
-
-    /// The last request the upstream received.
-    fn received(&self) -> Received {
-        self.seen.last_request()
-    }
-
-    fn upstream_requests(&self) -> usize {
-        self.seen.count()
-    }
-}
-
-async fn start_authz(groups: &str, routes: &str) -> server::TestServer {
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+/// mesh-authz with `groups` and `routes` (YAML sections), Envoy over plain HTTP.
+async fn start(groups: &str, routes: &str) -> Option<Stack> {
     let yaml = server::config_with_routes("file: jwks.json", groups, routes);
-    server::TestServer::start(&yaml, &[("jwks.json", jwks.as_str())]).await
+    Stack::start(&yaml, &[]).await
 }
 
-fn one(value: &str) -> Option<Vec<String>> {
-    Some(vec![value.to_string()])
+/// Like [`start`], with an mTLS listener and a check tap between Envoy and mesh-authz.
+async fn start_with_tls(groups: &str, routes: &str, tls: &DownstreamTls) -> Option<Stack> {
+    let yaml = server::config_with_routes("file: jwks.json", groups, routes);
+    Stack::start_with_tls(&yaml, &[], tls).await
 }
 
 /// The names of the `impersonate-*` headers the upstream received.
@@ -136,7 +76,7 @@ routes:
 
 #[tokio::test]
 async fn gerrit_sees_one_line_of_each_identity_header_from_the_token_and_no_credentials() {
-    let Some(stack) = Stack::start("", GERRIT_ROUTES).await else {
+    let Some(stack) = start("", GERRIT_ROUTES).await else {
         return;
     };
     let mut claims = tokens::claims("alice");
@@ -169,7 +109,7 @@ async fn gerrit_sees_one_line_of_each_identity_header_from_the_token_and_no_cred
 
 #[tokio::test]
 async fn gerrit_gets_no_forged_display_name_or_email_when_the_token_has_none() {
-    let Some(stack) = Stack::start("", GERRIT_ROUTES).await else {
+    let Some(stack) = start("", GERRIT_ROUTES).await else {
         return;
     };
     // A token without `name` and `email`: the headers are removed, not left to the client.
@@ -224,7 +164,7 @@ fn forge_impersonation(request: reqwest::RequestBuilder) -> reqwest::RequestBuil
 
 #[tokio::test]
 async fn kube_apiserver_gets_exactly_our_user_and_one_granting_group_line_and_nothing_forged() {
-    let Some(stack) = Stack::start(KUBE_GROUPS, KUBE_ROUTES).await else {
+    let Some(stack) = start(KUBE_GROUPS, KUBE_ROUTES).await else {
         return;
     };
     let resp = forge_impersonation(stack.get("kube.example.com", "/api/v1/namespaces/team-a/pods"))
@@ -260,7 +200,7 @@ async fn kube_apiserver_gets_exactly_our_user_and_one_granting_group_line_and_no
 
 #[tokio::test]
 async fn kube_request_in_a_namespace_the_user_does_not_own_is_denied_saying_what_was_asked() {
-    let Some(stack) = Stack::start(KUBE_GROUPS, KUBE_ROUTES).await else {
+    let Some(stack) = start(KUBE_GROUPS, KUBE_ROUTES).await else {
         return;
     };
     let resp = forge_impersonation(stack.get("kube.example.com", "/api/v1/namespaces/team-b/pods"))
@@ -281,7 +221,7 @@ async fn kube_request_in_a_namespace_the_user_does_not_own_is_denied_saying_what
 
 #[tokio::test]
 async fn a_public_route_on_the_kube_host_strips_forged_impersonation() {
-    let Some(stack) = Stack::start(KUBE_GROUPS, KUBE_ROUTES).await else {
+    let Some(stack) = start(KUBE_GROUPS, KUBE_ROUTES).await else {
         return;
     };
     // No token and no kube section: still, nothing the client sends may reach the
@@ -333,7 +273,7 @@ impl Mtls {
             server: ca.server_cert("gerrit.example.com"),
             client_ca_pem: ca.cert_pem(),
         };
-        let stack = Stack::start_with_tls(CI_GROUPS, CI_ROUTES, &tls).await?;
+        let stack = start_with_tls(CI_GROUPS, CI_ROUTES, &tls).await?;
         let client = |spiffe_id: &str| {
             let identity = ca.workload_cert(spiffe_id).identity_pem();
             reqwest::Client::builder()

@@ -573,3 +573,104 @@ impl Envoy {
             .unwrap_or(0)
     }
 }
+
+/// mesh-authz (optionally behind a [`CheckTap`]), a real Envoy in front of the recording
+/// upstream, and a client: what the end-to-end tests drive.
+pub struct Stack {
+    /// The mesh-authz server, if Envoy was pointed at one.
+    pub authz: Option<super::server::TestServer>,
+    /// Present when Envoy was pointed at a [`CheckTap`] instead of mesh-authz itself.
+    pub tap: Option<CheckTap>,
+    /// The Envoy process.
+    pub envoy: Envoy,
+    /// What the upstream received.
+    pub seen: Arc<Seen>,
+    /// A plain HTTP client for Envoy's listener.
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// mesh-authz with config `yaml` (its `jwks.json` is the fixture key `rsa-a`) and
+    /// `files`, Envoy over plain HTTP, and the upstream; `None` when Envoy is missing and
+    /// the test may skip.
+    pub async fn start(yaml: &str, files: &[(&str, &str)]) -> Option<Self> {
+        let binary = require_envoy()?;
+        let authz = start_authz(yaml, files).await;
+        let grpc = authz.running().grpc_addr;
+        Some(Self::with_envoy(&binary, grpc, Some(authz)).await)
+    }
+
+    /// Envoy calling the Check server at `grpc` (which may be `authz`, or nothing at all).
+    pub async fn with_envoy(
+        binary: &Path,
+        grpc: SocketAddr,
+        authz: Option<super::server::TestServer>,
+    ) -> Self {
+        let (upstream, seen) = start_upstream().await;
+        let envoy = Envoy::start(binary, grpc, upstream).await;
+        Self {
+            authz,
+            tap: None,
+            envoy,
+            seen,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Like [`Stack::start`], with an mTLS listener and a [`CheckTap`] between Envoy and
+    /// mesh-authz; `http` is unused (clients need their own certificates).
+    pub async fn start_with_tls(
+        yaml: &str,
+        files: &[(&str, &str)],
+        tls: &DownstreamTls,
+    ) -> Option<Self> {
+        let binary = require_envoy()?;
+        let authz = start_authz(yaml, files).await;
+        let tap = CheckTap::start(authz.running().grpc_addr).await;
+        let (upstream, seen) = start_upstream().await;
+        let envoy = Envoy::start_with_tls(&binary, tap.addr, upstream, tls).await;
+        Some(Self {
+            authz: Some(authz),
+            tap: Some(tap),
+            envoy,
+            seen,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// `GET path` through Envoy for `host`.
+    pub fn get(&self, host: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("http://{}{path}", self.envoy.listener))
+            .header("host", host)
+    }
+
+    /// The last request the upstream received.
+    pub fn received(&self) -> Received {
+        self.seen.last_request()
+    }
+
+    /// How many requests reached the upstream.
+    pub fn upstream_requests(&self) -> usize {
+        self.seen.count()
+    }
+
+    /// Envoy's ext_authz counter (`ok`, `denied`, `error`, ...).
+    pub async fn ext_authz(&self, counter: &str) -> u64 {
+        self.envoy
+            .counter(&format!("http.ingress.ext_authz.{counter}"))
+            .await
+    }
+}
+
+async fn start_authz(yaml: &str, files: &[(&str, &str)]) -> super::server::TestServer {
+    let jwks = super::tokens::jwks(&["rsa-a"]).to_string();
+    let mut all = vec![("jwks.json", jwks.as_str())];
+    all.extend_from_slice(files);
+    super::server::TestServer::start(yaml, &all).await
+}
+
+/// One header line with this value, as [`Received::header`] reports it.
+pub fn one(value: &str) -> Option<Vec<String>> {
+    Some(vec![value.to_string()])
+}
