@@ -33,8 +33,9 @@
 //! other, directly or through a third.
 //!
 //! Around it:
-//! - [`config`]: YAML schema, compilation into runtime types, all problems with paths;
-//!   watching the file for live reload.
+//! - [`config`]: `schema.rs` (what the YAML may say), `compile/` (one file per section,
+//!   every problem with its path), `model.rs` (the checked config, which cannot be
+//!   invalid), `reload.rs` (watching the file for live reload).
 //! - [`server`]: binds gRPC (Check, health, reflection) and admin HTTP; swaps in the
 //!   authorizer of a reloaded config; graceful shutdown.
 //! - [`admin`]: `/healthz`, `/readyz` and gRPC health from one readiness state,
