@@ -197,6 +197,36 @@ fn validate_says_nothing_about_specific_routes_before_general_ones() {
     assert!(stderr.is_empty(), "{stderr}");
 }
 
+#[test]
+fn validate_warns_about_a_prefix_that_ends_inside_a_segment_and_not_about_segment_prefixes() {
+    let (out, file) = validate_routes(
+        r#"
+  - name: team-a
+    match: {hosts: [gerrit.example.com], path: {prefix: /a/projects/team-a}}
+    allow: authenticated
+  - name: team-b
+    match: {hosts: [gerrit.example.com], path: {segment_prefix: /a/projects/team-b}}
+    allow: authenticated
+  - name: api
+    match: {hosts: [gerrit.example.com], path: {prefix: /a/}}
+    allow: authenticated
+"#,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}: warning: routes[0] (\"team-a\"): prefix \"/a/projects/team-a\" also matches \"/a/projects/team-ax\": use `segment_prefix: /a/projects/team-a` for whole segments, or end the prefix with `/`"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "only routes[0] is warned about: {stderr}"
+    );
+}
+
 fn check(token: Option<&str>) -> Output {
     let mut cmd = bin();
     cmd.args(["check", "--config"])
