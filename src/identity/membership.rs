@@ -24,3 +24,21 @@ impl Membership {
         self.groups.iter().any(|g| g.uuid == uuid)
     }
 }
+
+#[cfg(test)]
+impl Membership {
+    /// A known account in groups of these names, each with the UUID `uuid-NAME`: the
+    /// policy tests' shared builder.
+    pub(crate) fn of_names(names: &[&str]) -> Self {
+        Membership {
+            known_account: true,
+            groups: names
+                .iter()
+                .map(|n| Group {
+                    uuid: format!("uuid-{n}"),
+                    name: n.to_string(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -199,7 +199,6 @@ fn is_safe(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Group;
     use crate::policy::{GroupRef, IdentityHeaders, MethodSet, PathMatcher, Requirement};
 
     fn route() -> RouteRule {
@@ -243,16 +242,7 @@ mod tests {
     }
 
     fn member_of(names: &[&str]) -> Membership {
-        Membership {
-            known_account: true,
-            groups: names
-                .iter()
-                .map(|n| Group {
-                    uuid: format!("uuid-{n}"),
-                    name: n.to_string(),
-                })
-                .collect(),
-        }
+        Membership::of_names(names)
     }
 
     /// The changes for a caller whose user, email and display name are `value`, in groups

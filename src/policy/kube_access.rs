@@ -248,7 +248,6 @@ pub fn describe(request: &KubeRequest) -> String {
 mod tests {
     use super::super::kube::parse;
     use super::*;
-    use crate::identity::Group;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -314,16 +313,7 @@ mod tests {
     }
 
     fn member_of(names: &[&str]) -> Membership {
-        Membership {
-            known_account: true,
-            groups: names
-                .iter()
-                .map(|n| Group {
-                    uuid: format!("uuid-{n}"),
-                    name: n.to_string(),
-                })
-                .collect(),
-        }
+        Membership::of_names(names)
     }
 
     fn decide(

@@ -276,7 +276,6 @@ fn has_scope(claims: &serde_json::Map<String, Value>, scope: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Group;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -292,16 +291,7 @@ mod tests {
     }
 
     fn member_of(names: &[&str]) -> Membership {
-        Membership {
-            known_account: true,
-            groups: names
-                .iter()
-                .map(|n| Group {
-                    uuid: format!("uuid-{n}"),
-                    name: n.to_string(),
-                })
-                .collect(),
-        }
+        Membership::of_names(names)
     }
 
     fn name(n: &str) -> GroupRef {
