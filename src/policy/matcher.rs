@@ -81,8 +81,10 @@ pub enum PathMatcher {
     /// Every path.
     Any,
     /// This path and those below it, by whole segments; stored without a trailing `/`.
+    /// As in `Prefix`, a `/` in it also matches `%2F`.
     SegmentPrefix(String),
-    /// Paths starting with this string (case-sensitive, like Envoy's `prefix`).
+    /// Paths starting with this string (case-sensitive, like Envoy's `prefix`); a `/` in
+    /// it also matches `%2F`.
     Prefix(String),
     /// Only this path.
     Exact(String),
@@ -160,11 +162,11 @@ impl PathMatcher {
         match self {
             PathMatcher::Any => true,
             PathMatcher::SegmentPrefix(prefix) => {
-                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                strip_prefix_segments(path, prefix).is_some_and(|rest| {
                     rest.is_empty() || rest.starts_with('/') || rest.starts_with("%2F")
                 })
             }
-            PathMatcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            PathMatcher::Prefix(prefix) => strip_prefix_segments(path, prefix).is_some(),
             PathMatcher::Exact(exact) => path == exact,
             PathMatcher::Regex(re) => re.is_match(path),
         }
@@ -226,6 +228,24 @@ impl PrincipalMatcher {
     }
 }
 
+/// The rest of `path` after `prefix`, where a `/` of the prefix also matches `%2F` (the
+/// routing form's only spelling of it); `None` if `path` does not start with it. Gerrit's
+/// REST API reads `team-b%2Fsub` as the project `team-b/sub`, and a servlet container
+/// that accepts `%2F` decodes it before routing (`/a%2Fteam-a/info/refs` is team-a's
+/// repository to the git servlet): either way it is a `/` to the upstream.
+fn strip_prefix_segments<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    let mut rest = path.as_bytes();
+    for &p in prefix.as_bytes() {
+        rest = match rest {
+            [b, tail @ ..] if *b == p => tail,
+            [b'%', b'2', b'F', tail @ ..] if p == b'/' => tail,
+            _ => return None,
+        };
+    }
+    // Only ASCII was consumed, so the rest starts at a character boundary.
+    path.get(path.len() - rest.len()..)
+}
+
 /// A route path in the form requests are matched in ([`routing_path`]): `%2d` becomes
 /// `-` and `%2f` becomes `%2F`, so either spelling in the config means the same.
 fn check_path(path: &str) -> Result<String, PolicyError> {
@@ -272,6 +292,33 @@ impl MethodSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_slash_also_matches_gerrits_encoded_slash() {
+        // Gerrit reads `team-b%2Fsub` as the project team-b/sub: below `team-b/`.
+        let p = PathMatcher::prefix("/a/projects/team-b/").unwrap();
+        for path in [
+            "/a/projects/team-b/x",
+            "/a/projects/team-b%2Fsub",
+            "/a/projects/team-b%2Fsub/branches",
+        ] {
+            assert!(p.matches(path), "{path}");
+        }
+        for path in [
+            "/a/projects/team-b",
+            "/a/projects/team-bc/x",
+            "/a/projects/team-b%2",
+        ] {
+            assert!(!p.matches(path), "{path}");
+        }
+        let inner = PathMatcher::prefix("/a/projects/team-b/sub/").unwrap();
+        assert!(inner.matches("/a/projects/team-b%2Fsub%2Fx"));
+        // The git servlet gets `/a%2Fteam-a/info/refs` decoded: team-a's repository.
+        let git = PathMatcher::segment_prefix("/a/team-a").unwrap();
+        assert!(git.matches("/a%2Fteam-a/info/refs"));
+        assert!(git.matches("/a%2Fteam-a%2Fsub"));
+        assert!(!git.matches("/a%2Fteam-abc"));
+    }
 
     #[test]
     fn exact_host_ignores_case_and_port() {
