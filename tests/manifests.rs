@@ -143,7 +143,7 @@ fn istio_duration(v: &Value) -> Duration {
 
 fn gerrit_timeout(config: &Config) -> Duration {
     match &config.groups {
-        Some(GroupsConfig::Gerrit(g)) => g.timeout,
+        Some(GroupsConfig::Gerrit(g)) => g.settings.timeout,
         other => panic!("config.yaml: expected a gerrit section, got {other:?}"),
     }
 }
@@ -611,7 +611,7 @@ fn deployment_reads_the_config_and_the_gerrit_secret_where_they_are_mounted() {
         keys[0]
     );
     assert!(
-        gerrit.password_file.is_none(),
+        gerrit.settings.password_file.is_none(),
         "config.yaml: this Gerrit trusts X-Forwarded-User; a password_file would need a Secret key"
     );
 }
@@ -833,7 +833,8 @@ fn callers_allowed_at_mesh_authz_and_gerrit_are_the_gateway_and_mesh_authz() {
 
     // mesh-authz's lookups go to the Gerrit whose callers gerrit-access.yaml limits.
     let gerrit_host = gerrit_config()
-        .url
+        .settings
+        .base
         .host_str()
         .unwrap_or_default()
         .to_string();
@@ -943,7 +944,10 @@ fn gerrit_trusts_the_headers_mesh_authz_sets_and_posts_group_changes_to_it() {
     // sets the users' names there.
     let cfg = gerrit_config();
     assert_eq!(
-        cfg.trusted_user_header.as_ref().map(|h| h.as_str()),
+        cfg.settings
+            .trusted_user_header
+            .as_ref()
+            .map(|h| h.as_str()),
         Some(user_header.as_str()),
         "config.yaml gerrit.trusted_user_header vs gerrit.config auth.httpHeader"
     );
@@ -1093,6 +1097,7 @@ fn gerrit_trusted_headers() -> BTreeSet<String> {
         .collect();
     let cfg = gerrit_config();
     let own = cfg
+        .settings
         .trusted_user_header
         .as_ref()
         .map(|h| h.as_str().to_string())
@@ -1294,7 +1299,12 @@ async fn ci_runner_calls_to_gerrit_are_decided_by_its_workload_identity() {
         "gerrit-access.yaml does not let the runner reach Gerrit"
     );
     let config = config();
-    let service = gerrit_config().url.host_str().unwrap().to_string();
+    let service = gerrit_config()
+        .settings
+        .base
+        .host_str()
+        .unwrap()
+        .to_string();
     let routes = config.routes.routes();
     let vote = routes
         .iter()

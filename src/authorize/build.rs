@@ -6,8 +6,8 @@ use super::Authorizer;
 use crate::authn::{JwksStore, TokenVerifier};
 use crate::config::{Config, ConfigError, GerritConfig, GroupsConfig, IssuerConfig, Problem};
 use crate::gerrit::{
-    CacheSettings, GerritAuth, GerritClient, GerritMetrics, GerritSettings, GroupCache,
-    GroupEvents, Secret, StaticGroups,
+    CacheSettings, GerritClient, GerritCredentials, GerritMetrics, GroupCache, GroupEvents, Secret,
+    StaticGroups,
 };
 use crate::policy::RouteTable;
 use std::collections::BTreeSet;
@@ -164,13 +164,14 @@ impl Authorizer {
     }
 }
 
-/// The Gerrit client for a checked `gerrit:` section, reading the password file now.
-/// Errors name the config field.
+/// The Gerrit client for a checked `gerrit:` section, reading the password and CA files
+/// now. Errors name the config field.
 fn gerrit_client(
     gerrit: &GerritConfig,
     metrics: GerritMetrics,
 ) -> Result<GerritClient, (&'static str, String)> {
-    let password = match &gerrit.password_file {
+    let settings = &gerrit.settings;
+    let password = match &settings.password_file {
         None => None,
         Some(file) => {
             let password = std::fs::read_to_string(file)
@@ -190,30 +191,20 @@ fn gerrit_client(
             Some(password)
         }
     };
+    let ca_certificates = settings
+        .ca_file
+        .as_deref()
+        .map(read_ca_bundle)
+        .transpose()
+        .map_err(|reason| ("gerrit.ca_file", reason))?
+        .unwrap_or_default();
     GerritClient::new(
-        GerritSettings {
-            base: gerrit.url.clone(),
-            auth: GerritAuth {
-                username: gerrit.username.clone(),
-                password,
-                password_file: gerrit.password_file.clone(),
-                password_reload_interval: gerrit.password_reload_interval,
-                trusted_user_header: gerrit.trusted_user_header.clone(),
-            },
-            ca_certificates: gerrit
-                .ca_file
-                .as_deref()
-                .map(read_ca_bundle)
-                .transpose()
-                .map_err(|reason| ("gerrit.ca_file", reason))?
-                .unwrap_or_default(),
-            retries: gerrit.retries,
-            retry_backoff: gerrit.retry_backoff,
-            max_concurrent_requests: gerrit.max_concurrent_requests,
-            timeout: gerrit.timeout,
-            max_response_bytes: gerrit.max_response_bytes,
-            max_accounts: gerrit.cache.max_users,
+        settings.clone(),
+        GerritCredentials {
+            password,
+            ca_certificates,
         },
+        gerrit.cache.max_users,
         metrics,
     )
     .map_err(|e| ("gerrit", format!("cannot build the HTTP client: {e}")))

@@ -1,16 +1,14 @@
 //! The checked configuration: what `compile` produces and the server is built from.
 
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming};
-use crate::gerrit::CacheSettings;
+use crate::gerrit::{CacheSettings, GerritSettings};
 use crate::identity::Group;
 use crate::policy::RouteTable;
-use reqwest::header::HeaderName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use url::Url;
 
 /// A checked configuration, ready to build a server from.
 #[derive(Debug, Clone)]
@@ -80,30 +78,8 @@ pub enum GroupsConfig {
 /// The `gerrit:` section, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GerritConfig {
-    /// Base URL.
-    pub url: Url,
-    /// Service account.
-    pub username: String,
-    /// File with the HTTP password, read at start and then every
-    /// `password_reload_interval`; `None` when Gerrit trusts a header instead.
-    pub password_file: Option<PathBuf>,
-    /// How often the password file is re-read.
-    pub password_reload_interval: Duration,
-    /// Header that names the service account to a Gerrit that trusts it.
-    pub trusted_user_header: Option<HeaderName>,
-    /// PEM bundle of the CA certificates trusted for `https` instead of the built-in
-    /// roots; read when the server starts.
-    pub ca_file: Option<PathBuf>,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Retries after transient failures.
-    pub retries: u32,
-    /// First retry delay.
-    pub retry_backoff: Duration,
-    /// Concurrent requests to Gerrit.
-    pub max_concurrent_requests: usize,
-    /// Largest accepted response body.
-    pub max_response_bytes: usize,
+    /// The endpoint, the service account and the request bounds.
+    pub settings: GerritSettings,
     /// The receiver of Gerrit events at `POST /gerrit/events`, if enabled.
     pub events: Option<GerritEventsConfig>,
     /// Group cache ageing.

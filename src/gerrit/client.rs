@@ -52,44 +52,46 @@ impl Member {
     }
 }
 
-/// How the service account proves who it is to Gerrit.
-#[derive(Debug, Clone)]
-pub struct GerritAuth {
+/// The checked `gerrit:` section: where Gerrit is, how the service account signs in
+/// and how requests are bounded. `config` compiles `gerrit:` into this; the files it
+/// names are read when the client is built ([`GerritCredentials`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GerritSettings {
+    /// Base URL; REST paths are appended under `a/`.
+    pub base: Url,
     /// Service account username.
     pub username: String,
-    /// HTTP password for Basic auth (Gerrit's default for `/a/`).
-    pub password: Option<Secret>,
-    /// The file the password came from, re-read by [`GerritClient::spawn_password_reloader`].
+    /// File with the HTTP password (Gerrit's default for `/a/` is Basic auth), read at
+    /// start and then every `password_reload_interval`; `None` when Gerrit trusts a
+    /// header instead.
     pub password_file: Option<PathBuf>,
     /// How often the password file is re-read.
     pub password_reload_interval: Duration,
     /// Header that names the username, for a Gerrit with `auth.type = HTTP` and
     /// `auth.trustContainerAuth = true`, which authenticates `/a/` by that header alone.
     pub trusted_user_header: Option<HeaderName>,
-}
-
-/// Connection settings for Gerrit.
-#[derive(Debug, Clone)]
-pub struct GerritSettings {
-    /// Base URL; REST paths are appended under `a/`.
-    pub base: Url,
-    /// The service account's credentials.
-    pub auth: GerritAuth,
-    /// Trusted CA certificates for `https` (replacing the built-in roots); empty: the
-    /// built-in Web PKI roots.
-    pub ca_certificates: Vec<reqwest::Certificate>,
+    /// PEM bundle of the CA certificates trusted for `https` instead of the built-in
+    /// roots.
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of one request, from sending it to the end of the body.
+    pub timeout: Duration,
     /// Retries after a timeout, connection failure or 5xx (not after 4xx or bad bodies).
     pub retries: u32,
     /// First retry delay; doubled per attempt, with ±50 % jitter.
     pub retry_backoff: Duration,
     /// Requests to Gerrit in flight at once; more wait their turn.
     pub max_concurrent_requests: usize,
-    /// Timeout of one request, from sending it to the end of the body.
-    pub timeout: Duration,
     /// Largest accepted response body.
     pub max_response_bytes: usize,
-    /// Bound on remembered id → account number resolutions.
-    pub max_accounts: u64,
+}
+
+/// What was read from the files [`GerritSettings`] names when the client was built.
+#[derive(Debug, Clone, Default)]
+pub struct GerritCredentials {
+    /// The HTTP password from `password_file`.
+    pub password: Option<Secret>,
+    /// The certificates of `ca_file`; empty: the built-in Web PKI roots.
+    pub ca_certificates: Vec<reqwest::Certificate>,
 }
 
 /// How long an id's resolution to an account number is trusted. Usernames and account
@@ -134,25 +136,31 @@ impl std::ops::Deref for GerritClient {
 
 impl GerritClient {
     /// A client with its own connection pool (and trust roots, if configured), counting
-    /// into `metrics` (shared across config reloads).
-    pub fn new(settings: GerritSettings, metrics: GerritMetrics) -> Result<Self, reqwest::Error> {
+    /// into `metrics` (shared across config reloads). It remembers at most
+    /// `max_accounts` id → account number resolutions.
+    pub fn new(
+        settings: GerritSettings,
+        credentials: GerritCredentials,
+        max_accounts: u64,
+        metrics: GerritMetrics,
+    ) -> Result<Self, reqwest::Error> {
         let mut http = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(concat!("mesh-authz/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.timeout)
             // Gerrit's redirects lead to login pages, never to JSON.
             .redirect(reqwest::redirect::Policy::none());
-        if !settings.ca_certificates.is_empty() {
+        if !credentials.ca_certificates.is_empty() {
             http = http.tls_built_in_root_certs(false);
-            for cert in &settings.ca_certificates {
+            for cert in &credentials.ca_certificates {
                 http = http.add_root_certificate(cert.clone());
             }
         }
         let http = http.build()?;
-        let password = Arc::new(RwLock::new(settings.auth.password.clone()));
+        let password = Arc::new(RwLock::new(credentials.password));
         let in_flight = Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1)));
         let account_numbers = moka::sync::Cache::builder()
-            .max_capacity(settings.max_accounts.max(1))
+            .max_capacity(max_accounts.max(1))
             .time_to_live(RESOLUTION_TTL)
             .build();
         Ok(Self(Arc::new(ClientState {
@@ -179,13 +187,13 @@ impl GerritClient {
     /// one, and says so). Once per client; the task ends after the client is dropped.
     pub fn spawn_password_reloader(&self) {
         use std::sync::atomic::Ordering;
-        let Some(path) = self.settings.auth.password_file.clone() else {
+        let Some(path) = self.settings.password_file.clone() else {
             return;
         };
         if self.reloader.swap(true, Ordering::AcqRel) {
             return;
         }
-        let interval = self.settings.auth.password_reload_interval;
+        let interval = self.settings.password_reload_interval;
         let password = Arc::downgrade(&self.password);
         tokio::spawn(async move {
             loop {
@@ -257,7 +265,7 @@ impl GerritClient {
         match &result {
             Err(GerritError::Credentials(status)) if !was_rejected => tracing::error!(
                 status,
-                username = %self.settings.auth.username,
+                username = %self.settings.username,
                 "Gerrit rejects the service account (self-check)"
             ),
             Err(GerritError::Credentials(_)) | Ok(_) => {}
@@ -410,14 +418,14 @@ impl GerritClient {
             Err(e) => e.code(),
         };
         if let Err(GerritError::Credentials(status)) = &result {
-            let how = if self.settings.auth.trusted_user_header.is_some() {
+            let how = if self.settings.trusted_user_header.is_some() {
                 "check that the account exists and gerrit.trusted_user_header matches Gerrit's auth.httpHeader"
             } else {
                 "check gerrit.username and the password file"
             };
             tracing::error!(
                 status,
-                username = %self.settings.auth.username,
+                username = %self.settings.username,
                 "Gerrit rejects the service account: {how}"
             );
         }
@@ -426,7 +434,7 @@ impl GerritClient {
     }
 
     async fn get_once(&self, url: &Url) -> Result<Option<Vec<u8>>, GerritError> {
-        let auth = &self.settings.auth;
+        let auth = &*self.settings;
         let mut req = self
             .http
             .get(url.clone())
@@ -711,21 +719,22 @@ mod tests {
         GerritClient::new(
             GerritSettings {
                 base: Url::parse(base).unwrap(),
-                auth: GerritAuth {
-                    username: "svc".into(),
-                    password: Some(Secret::new("pw")),
-                    password_file: None,
-                    password_reload_interval: Duration::from_secs(10),
-                    trusted_user_header: None,
-                },
-                ca_certificates: Vec::new(),
+                username: "svc".into(),
+                password_file: None,
+                password_reload_interval: Duration::from_secs(10),
+                trusted_user_header: None,
+                ca_file: None,
                 retries: 0,
                 retry_backoff: Duration::from_millis(100),
                 max_concurrent_requests: 4,
                 timeout: Duration::from_secs(1),
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-                max_accounts: 100,
             },
+            GerritCredentials {
+                password: Some(Secret::new("pw")),
+                ca_certificates: Vec::new(),
+            },
+            100,
             GerritMetrics::default(),
         )
         .unwrap()

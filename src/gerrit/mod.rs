@@ -9,7 +9,9 @@ mod secret;
 
 pub use crate::identity::{AccountForm, GerritAccount, Group, Membership};
 pub use cache::{CacheSettings, GroupCache, GroupSource, StaticGroups};
-pub use client::{GerritAuth, GerritClient, GerritSettings, Member, DEFAULT_MAX_RESPONSE_BYTES};
+pub use client::{
+    GerritClient, GerritCredentials, GerritSettings, Member, DEFAULT_MAX_RESPONSE_BYTES,
+};
 pub use events::{group_changes, Applied, EventError, GroupChanges, GroupEvents};
 pub use metrics::GerritMetrics;
 pub use secret::Secret;

@@ -66,17 +66,19 @@ pub(super) fn compile_gerrit(
         }
     }
     Some(GroupsConfig::Gerrit(Box::new(GerritConfig {
-        url: url?,
-        username: raw.username.clone(),
-        password_file: raw.password_file.as_deref().map(|f| files.resolve(f)),
-        password_reload_interval: raw.password_reload_interval,
-        trusted_user_header,
-        ca_file: raw.ca_file.as_deref().map(|f| files.resolve(f)),
-        timeout: raw.timeout,
-        retries: raw.retries,
-        retry_backoff: raw.retry_backoff,
-        max_concurrent_requests: raw.max_concurrent_requests,
-        max_response_bytes: raw.max_response_bytes,
+        settings: GerritSettings {
+            base: url?,
+            username: raw.username.clone(),
+            password_file: raw.password_file.as_deref().map(|f| files.resolve(f)),
+            password_reload_interval: raw.password_reload_interval,
+            trusted_user_header,
+            ca_file: raw.ca_file.as_deref().map(|f| files.resolve(f)),
+            timeout: raw.timeout,
+            retries: raw.retries,
+            retry_backoff: raw.retry_backoff,
+            max_concurrent_requests: raw.max_concurrent_requests,
+            max_response_bytes: raw.max_response_bytes,
+        },
         events: raw.events.as_ref().map(|e| GerritEventsConfig {
             token_file: e.token_file.as_deref().map(|f| files.resolve(f)),
             all_users_project: e.all_users_project.clone(),

@@ -22,7 +22,7 @@ use super::schema::{
 };
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
-use crate::gerrit::CacheSettings;
+use crate::gerrit::{CacheSettings, GerritSettings};
 use crate::identity::{AccountForm, Group};
 use crate::policy::kube_access::{
     ImpersonateGroup, KubePolicy, KubeRule, KubeScope, KubeTarget, RESOURCE_VERBS,
