@@ -34,7 +34,7 @@ fn main() {
         .build()
         .unwrap();
     let token = include_str!("../examples/quickstart/alice.jwt").trim();
-    let mut request = istio_check_request(token);
+    let mut request = istio_check_request(Some(token));
     if std::env::args().nth(2).as_deref() == Some("deny") {
         let http = request
             .attributes

@@ -2,6 +2,13 @@
 //! kustomize base, its config, the Istio snippets) and the ghz load-test configs in
 //! `benches/ghz/`. Each test names the file and field that broke.
 
+mod support;
+
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::config::{self, Config, GerritConfig, GroupsConfig};
 use mesh_authz::policy::{GroupRef, PrincipalMatcher, Requirement, Rule};
@@ -1264,6 +1271,112 @@ async fn ghz_deny_config_has_no_token_and_is_denied() {
         matches!(verdict, Verdict::Deny(Denial::Unauthenticated(_))),
         "{verdict:?}"
     );
+}
+
+/// The ghz configs send the request the benches and the tests build
+/// (`tests/support/istio.rs`, gateway shape), so ghz and `cargo bench` measure one request.
+#[test]
+fn ghz_requests_are_the_benches_istio_gateway_request() {
+    let alice = read(&root().join("examples/quickstart/alice.jwt"));
+    let bearer = format!("Bearer {}", alice.trim());
+    for (name, headers) in [
+        ("check-allow.json", vec![("authorization", bearer.as_str())]),
+        ("check-cold.json", vec![("authorization", bearer.as_str())]),
+        ("check-deny-no-token.json", vec![]),
+    ] {
+        let built = support::istio::check_request(
+            support::istio::Shape::Gateway,
+            "GET",
+            "gerrit.example.com",
+            "/a/projects/team-a/branches?n=25",
+            &headers,
+        );
+        assert_eq!(
+            ghz_check_request(name),
+            built,
+            "{name}: data differs from tests/support/istio.rs (Shape::Gateway)"
+        );
+    }
+}
+
+/// The `data` of a ghz config as a CheckRequest, refusing any field this does not read
+/// (so nothing in the file escapes the comparison).
+fn ghz_check_request(name: &str) -> CheckRequest {
+    fn fields<'a>(
+        v: &'a serde_json::Value,
+        at: &str,
+        known: &[&str],
+    ) -> &'a serde_json::Map<String, serde_json::Value> {
+        let map = v
+            .as_object()
+            .unwrap_or_else(|| panic!("{at}: not an object"));
+        for k in map.keys() {
+            assert!(known.contains(&k.as_str()), "{at}.{k}: not compared");
+        }
+        map
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let peer = |v: &serde_json::Value, at: &str| {
+        let p = fields(v, at, &["address", "principal"]);
+        let address = p.get("address").map(|a| {
+            let a = fields(a, at, &["socketAddress"]);
+            let s = fields(&a["socketAddress"], at, &["address", "portValue"]);
+            Address {
+                address: Some(AddressKind::SocketAddress(SocketAddress {
+                    address: text(&s["address"]),
+                    port_specifier: s["portValue"]
+                        .as_u64()
+                        .map(|p| PortSpecifier::PortValue(p as u32)),
+                    ..Default::default()
+                })),
+            }
+        });
+        Peer {
+            address,
+            principal: text(&p["principal"]),
+            ..Default::default()
+        }
+    };
+    let cfg = ghz(name);
+    let data = fields(&cfg["data"], "data", &["attributes"]);
+    let attrs = fields(
+        &data["attributes"],
+        "attributes",
+        &["source", "destination", "request"],
+    );
+    let request = fields(&attrs["request"], "request", &["http"]);
+    let http = fields(
+        &request["http"],
+        "http",
+        &[
+            "id", "method", "host", "path", "scheme", "protocol", "headers",
+        ],
+    );
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(&attrs["source"], "source")),
+            destination: Some(peer(&attrs["destination"], "destination")),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: text(&http["id"]),
+                    method: text(&http["method"]),
+                    host: text(&http["host"]),
+                    path: text(&http["path"]),
+                    scheme: text(&http["scheme"]),
+                    protocol: text(&http["protocol"]),
+                    headers: http["headers"]
+                        .as_object()
+                        .expect("headers")
+                        .iter()
+                        .map(|(k, v)| (k.clone(), text(v)))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
 }
 
 /// The CI runner's in-mesh calls: Gerrit's sidecar asks mesh-authz about requests from the

@@ -2,14 +2,10 @@
 //! tokens (RS256 with the `rsa-a` test fixture, EdDSA with a key made for the run).
 
 use base64::Engine;
-use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prost::Message;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::codegen::Bytes;
 
@@ -19,10 +15,7 @@ pub const ISSUER: &str = "https://idp.bench.mesh-authz.invalid";
 pub const AUDIENCE: &str = "mesh-authz-bench";
 /// The issuer of the EdDSA tokens (memory part).
 pub const ED_ISSUER: &str = "https://idp-ed.bench.mesh-authz.invalid";
-/// Host of every request: Gerrit behind the gateway.
-pub const HOST: &str = "gerrit.example.com";
-/// Path of every request: the team-a route (group `team-a` required).
-pub const PATH: &str = "/a/projects/team-a/branches?n=25";
+pub use crate::common::{HOST, PATH};
 
 /// A test fixture from `tests/fixtures` (TEST-ONLY keys).
 pub fn fixture(name: &str) -> String {
@@ -38,74 +31,10 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// A CheckRequest as an Istio ingress gateway sends it for `GET HOST PATH`: source and
-/// destination SPIFFE principals and addresses, pseudo-headers, about ten typical gateway
-/// headers, and `authorization: Bearer <token>` when there is a token.
+/// A CheckRequest as an Istio ingress gateway sends it for `GET HOST PATH` (the shared
+/// builder, gateway shape), with `authorization: Bearer <token>` when there is a token.
 pub fn check_request(token: Option<&str>) -> CheckRequest {
-    let mut headers: HashMap<String, String> = [
-        (":authority", HOST),
-        (":method", "GET"),
-        (":path", PATH),
-        (":scheme", "https"),
-        ("user-agent", "git/2.47.3"),
-        ("accept", "application/json"),
-        ("accept-encoding", "gzip, deflate, br"),
-        ("x-forwarded-proto", "https"),
-        ("x-forwarded-for", "10.0.0.12"),
-        ("x-envoy-external-address", "10.0.0.12"),
-        ("x-envoy-internal", "true"),
-        ("x-envoy-attempt-count", "1"),
-        ("x-request-id", "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    if let Some(token) = token {
-        headers.insert("authorization".into(), format!("Bearer {token}"));
-    }
-    let peer = |ip: &str, port: u32, principal: &str| {
-        Peer {
-        address: Some(Address {
-            address: Some(AddressKind::SocketAddress(SocketAddress {
-                address: ip.into(),
-                port_specifier: Some(
-                    envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(port),
-                ),
-                ..Default::default()
-            })),
-        }),
-        principal: principal.into(),
-        ..Default::default()
-    }
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(peer(
-                "10.0.0.12",
-                51234,
-                "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
-            )),
-            destination: Some(peer(
-                "10.0.1.7",
-                8080,
-                "spiffe://cluster.local/ns/gerrit/sa/gerrit",
-            )),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "1234567890".into(),
-                    method: "GET".into(),
-                    headers,
-                    path: PATH.into(),
-                    host: HOST.into(),
-                    scheme: "https".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    crate::common::istio_check_request(token)
 }
 
 /// The serialized request (what tonic frames itself).

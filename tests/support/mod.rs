@@ -11,6 +11,7 @@
 //! - [`pausable`]: a proxy in front of a replica's admin port that can stop answering,
 //!   like a replica stopped with SIGSTOP, and answer again.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
+//! - [`istio`]: CheckRequests shaped like an Istio gateway's (shared with the benches).
 //! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
 //! - [`engine`]: the decision engine built from config YAML, driven without sockets.
 
@@ -22,6 +23,7 @@ pub mod envoy;
 pub mod envoy_process;
 pub mod gerrit;
 pub mod idp;
+pub mod istio;
 pub mod pausable;
 pub mod pki;
 pub mod responses;

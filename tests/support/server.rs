@@ -1,12 +1,9 @@
 //! Starting the real server for a test, and building Envoy-like CheckRequests.
 
-use envoy_types::pb::envoy::config::core::v3::Address;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use mesh_authz::config::GroupsConfig;
 use mesh_authz::server::RunningServer;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
@@ -19,7 +16,7 @@ pub const SIGNED_IN: &str = "/c/project/+/42";
 /// The public path (route `gerrit-public`, GET only).
 pub const PUBLIC: &str = "/";
 /// The `x-request-id` that [`check_request`] sends; denial bodies echo it.
-pub const REQUEST_ID: &str = "4b1a6c3e-1d7f-4a0e-9a51-2f7c0d0e9b21";
+pub const REQUEST_ID: &str = super::istio::REQUEST_ID;
 /// A `groups` section for [`config`]: alice in team-a, bob in team-b, from the config.
 pub const STATIC_GROUPS: &str = "static_groups: {alice: [team-a], bob: [team-b]}";
 
@@ -253,52 +250,13 @@ pub fn gerrit_section(url: &str) -> String {
     )
 }
 
-/// A CheckRequest shaped like one from an Istio gateway: peers with SPIFFE principals,
-/// pseudo-headers, lower-case header names, the query in `path`.
+/// A CheckRequest shaped like one from an Istio gateway, with only what decisions read
+/// ([`super::istio::Shape::Minimal`]).
 pub fn check_request(
     method: &str,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> CheckRequest {
-    let mut map: HashMap<String, String> = HashMap::new();
-    map.insert(":authority".into(), host.into());
-    map.insert(":method".into(), method.into());
-    map.insert(":path".into(), path.into());
-    map.insert(":scheme".into(), "https".into());
-    map.insert("user-agent".into(), "git/2.47.3".into());
-    map.insert("x-request-id".into(), REQUEST_ID.into());
-    map.insert("x-forwarded-proto".into(), "https".into());
-    for (k, v) in headers {
-        map.insert(k.to_ascii_lowercase(), v.to_string());
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                address: Some(Address::default()),
-                principal:
-                    "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
-                        .into(),
-                ..Default::default()
-            }),
-            destination: Some(Peer {
-                principal: "spiffe://cluster.local/ns/gerrit/sa/gerrit".into(),
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "1234567890".into(),
-                    method: method.into(),
-                    headers: map,
-                    path: path.into(),
-                    host: host.into(),
-                    scheme: "https".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    super::istio::check_request(super::istio::Shape::Minimal, method, host, path, headers)
 }

@@ -5,7 +5,7 @@
 //! (reported, never enforced). `cargo bench --bench load -- warm|cold|envoy|memory` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
-//! - **warm**: h2load (c8, m16, one framed ~1.3 KB Istio-like CheckRequest) against the
+//! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one `benches/ghz/` sends) against the
 //!   release server and the no-op baseline: a valid RS256 token already verified, groups
 //!   from the static table; also a deny variant (no token, 401). Three rounds per server,
 //!   alternating between the servers so that a drift of the machine hits both.
@@ -29,21 +29,16 @@
 //! bodies, server logs). Envoy comes from `ENVOY_BIN`, `.venv` or `target/envoy-venv`;
 //! without it the envoy part is SKIPPED.
 
-#[path = "load/driver.rs"]
+#[path = "../common/mod.rs"]
+mod common;
 mod driver;
-#[path = "load/envoy.rs"]
 mod envoy;
-#[path = "../tests/support/envoy_process.rs"]
+#[path = "../../tests/support/envoy_process.rs"]
 mod envoy_process;
-#[path = "load/h2load.rs"]
 mod h2load;
-#[path = "load/memory.rs"]
 mod memory;
-#[path = "load/report.rs"]
 mod report;
-#[path = "load/requests.rs"]
 mod requests;
-#[path = "load/servers.rs"]
 mod servers;
 
 use driver::Expect;
