@@ -48,8 +48,8 @@ async fn every_decision_is_one_audit_line_with_who_what_and_why_and_no_secrets()
     let s = start(|y| y).await;
     let alice = tokens::token_for("alice");
     let bob = tokens::token_for("bob");
-    let alice_bearer = format!("Bearer {alice}");
-    let bob_bearer = format!("Bearer {bob}");
+    let alice_bearer = tokens::bearer(&alice);
+    let bob_bearer = tokens::bearer(&bob);
     let cookie = "GerritAccount=session-secret-4711";
     allowed(
         &check(
@@ -181,7 +181,7 @@ async fn a_dry_run_route_allows_what_it_would_deny_anonymously_and_reports_it() 
         )
     })
     .await;
-    let bob = format!("Bearer {}", tokens::token_for("bob"));
+    let bob = tokens::bearer(&tokens::token_for("bob"));
     let resp = check(
         &s,
         TEAM_A,
@@ -201,7 +201,7 @@ async fn a_dry_run_route_allows_what_it_would_deny_anonymously_and_reports_it() 
         );
     }
     // Would-be allows are allowed as usual, with the identity.
-    let alice = format!("Bearer {}", tokens::token_for("alice"));
+    let alice = tokens::bearer(&tokens::token_for("alice"));
     let resp = check(&s, TEAM_A, &[("authorization", &alice)])
         .await
         .unwrap();

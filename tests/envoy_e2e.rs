@@ -73,7 +73,7 @@ async fn a_forged_identity_header_sent_on_several_lines_is_replaced_by_ours() {
     assert_eq!(got.header("x-forwarded-groups"), one("team-a"));
 
     // Two Authorization lines reach mesh-authz comma-joined by Envoy: not a token, 401.
-    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let token = tokens::bearer(&tokens::token_for("alice"));
     let resp = stack
         .get(HOST, TEAM_A)
         .header("authorization", &token)

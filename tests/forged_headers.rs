@@ -39,7 +39,7 @@ async fn headers_an_upstream_trusts_are_removed_on_every_route_even_where_nothin
     let authorizer = engine::authorizer(CONFIG, &[("jwks.json", engine::rsa_a_jwks())])
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let token = format!("Bearer {}", tokens::token_for("bob"));
+    let token = tokens::bearer(&tokens::token_for("bob"));
     let forged = HashMap::from([
         ("authorization".to_string(), token),
         ("x-gerrit-trusted".to_string(), "admin".to_string()),

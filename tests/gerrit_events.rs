@@ -24,7 +24,7 @@ async fn start(gerrit: &FakeGerrit) -> TestServer {
 
 /// The gRPC status code of a team-a check by `user`.
 async fn team_a(s: &TestServer, user: &str) -> i32 {
-    let token = format!("Bearer {}", tokens::token_for(user));
+    let token = tokens::bearer(&tokens::token_for(user));
     let req = check_request("GET", HOST, TEAM_A, &[("authorization", &token)]);
     let resp = s.client.clone().check(req).await.unwrap().into_inner();
     resp.status.unwrap().code

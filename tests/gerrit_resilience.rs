@@ -23,7 +23,7 @@ async fn start(gerrit: &FakeGerrit, extra: &str) -> TestServer {
 }
 
 async fn check_code(s: &TestServer, user: &str) -> Result<i32, tonic::Code> {
-    let token = format!("Bearer {}", tokens::token_for(user));
+    let token = tokens::bearer(&tokens::token_for(user));
     let req = check_request(
         "GET",
         HOST,
@@ -127,7 +127,7 @@ async fn check_with_account_claim(
     .await;
     let mut claims = tokens::claims("alice");
     claims[claim] = value;
-    let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
+    let token = tokens::bearer(&tokens::sign("rsa-a", &claims));
     let req = check_request(
         "GET",
         HOST,

@@ -74,7 +74,7 @@ fn token(key: &str, iss: &str, aud: &str, user: &str) -> String {
 }
 
 async fn decide(a: &Authorizer, host: &str, path: &str, token: &str) -> Decision {
-    let headers = HashMap::from([("authorization".to_string(), format!("Bearer {token}"))]);
+    let headers = HashMap::from([("authorization".to_string(), tokens::bearer(token))]);
     a.decide(&RequestView::http("GET", host, path, &headers))
         .await
 }

@@ -116,7 +116,7 @@ async fn admin_port_reports_health_readiness_and_decision_metrics() {
     assert_eq!(status_of(format!("{admin}/healthz")).await, Some(200));
     assert_eq!(status_of(format!("{admin}/readyz")).await, Some(200));
 
-    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let token = tokens::bearer(&tokens::token_for("alice"));
     s.client
         .check(check_request(
             "GET",
@@ -168,7 +168,7 @@ async fn shutdown_turns_readiness_false_first_and_finishes_in_flight_checks() {
     let grpc_addr = s.running().grpc_addr;
 
     // A check that needs a slow Gerrit call is in flight...
-    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let token = tokens::bearer(&tokens::token_for("alice"));
     let mut client = s.client.clone();
     let in_flight = tokio::spawn(async move {
         client
@@ -320,7 +320,7 @@ async fn dropping_a_users_cached_groups_makes_a_membership_change_take_effect_no
         ],
     )
     .await;
-    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let token = tokens::bearer(&tokens::token_for("alice"));
     let req = || {
         check_request(
             "GET",
@@ -381,7 +381,7 @@ async fn a_rotated_gerrit_password_file_is_picked_up_without_a_restart() {
         &[("jwks.json", &jwks), ("gerrit-password", PASSWORD)],
     )
     .await;
-    let token = format!("Bearer {}", tokens::token_for("alice"));
+    let token = tokens::bearer(&tokens::token_for("alice"));
     let req = || {
         check_request(
             "GET",

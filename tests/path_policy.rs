@@ -48,7 +48,7 @@ impl Engine {
     }
 
     async fn decide(&self, user: &str, path: &str) -> Decision {
-        let token = format!("Bearer {}", tokens::token_for(user));
+        let token = tokens::bearer(&tokens::token_for(user));
         let headers = HashMap::from([("authorization".to_string(), token)]);
         let req = RequestView::http("GET", "gerrit.example.com", path, &headers);
         self.authorizer.decide(&req).await

@@ -58,7 +58,7 @@ async fn edit_and_apply(s: &TestServer, from: &str, to: &str, applied: f64) {
 
 /// The gRPC status code of a team-a check by `user`, or the transport error.
 async fn team_a(s: &TestServer, user: &str) -> Result<i32, tonic::Status> {
-    let token = format!("Bearer {}", tokens::token_for(user));
+    let token = tokens::bearer(&tokens::token_for(user));
     let req = check_request("GET", HOST, TEAM_A, &[("authorization", &token)]);
     s.client
         .clone()
@@ -167,7 +167,7 @@ async fn a_configmap_update_that_swaps_the_data_symlink_is_applied() {
     .await
     .unwrap();
     let bob = || {
-        let token = format!("Bearer {}", tokens::token_for("bob"));
+        let token = tokens::bearer(&tokens::token_for("bob"));
         check_request("GET", HOST, TEAM_A, &[("authorization", &token)])
     };
     let code = client
@@ -311,7 +311,7 @@ async fn claim_conditions_read_the_tokens_claims_before_and_after_a_reload_that_
     );
     let s = TestServer::start(&yaml, &[("jwks.json", &jwks)]).await;
     let signed_in = |claims: serde_json::Value| {
-        let token = format!("Bearer {}", tokens::sign("rsa-a", &claims));
+        let token = tokens::bearer(&tokens::sign("rsa-a", &claims));
         let req = check_request("GET", HOST, "/c/project/+/1", &[("authorization", &token)]);
         let mut client = s.client.clone();
         async move {
