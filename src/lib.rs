@@ -43,6 +43,15 @@
 //!   on to the other replicas first and retried (`admin::Peers`).
 //! - [`telemetry`]: logging setup, Prometheus metrics, the audit log.
 //! - `main.rs`: the CLI (`serve`, `validate` with route overlap findings, `check`).
+//!
+//! Outside `src/`:
+//! - `tests/`: one file per behaviour area, against the real server over sockets (and a
+//!   real Envoy in `envoy_*.rs`); shared fakes (Gerrit, IdP) and builders (tokens, the
+//!   Istio-like CheckRequest, the engine without sockets) in `tests/support/`.
+//! - `benches/`: criterion (`check.rs`, `verify.rs`); `load/`, whole processes under
+//!   h2load and wrk against a no-op Check server; `ghz/`, configs for a running server.
+//! - `examples/`: the quickstart's keys and demo tokens; `profile_check.rs` for callgrind.
+//! - `manifests/`: the kustomize base and Istio policies, checked by `tests/manifests.rs`.
 
 #![warn(missing_docs)]
 
