@@ -76,23 +76,23 @@ impl Authorization for CheckService {
             "check"
         );
         if let Some(audit) = &self.audit {
-            audit.record(AuditRecord {
+            audit.record(&AuditRecord {
                 time: SystemTime::now(),
-                request_id: request_id.map(str::to_string),
+                request_id,
                 // Envoy's own span (in the call's metadata when it traces) first: when
                 // the gateway starts the trace, the request's headers carry none.
                 trace_id: audit::trace_id(|name| metadata.get(name)?.to_str().ok())
                     .or_else(|| audit::trace_id(|name| view.header(name))),
-                user: user.map(str::to_string),
-                issuer: decision.caller.as_ref().map(|i| i.issuer.clone()),
-                principal: (!view.principal.is_empty()).then(|| view.principal.to_string()),
-                method: view.method.to_string(),
-                host: view.host.to_string(),
-                path: view.path.to_string(),
-                route: route.map(str::to_string),
-                rule: decision.rule.clone(),
+                user,
+                issuer: decision.caller.as_ref().map(|i| i.issuer.as_str()),
+                principal: (!view.principal.is_empty()).then_some(view.principal),
+                method: view.method,
+                host: view.host,
+                path: view.path,
+                route,
+                rule: decision.rule.as_deref(),
                 decision: decision.verdict.kind(),
-                reason: decision.verdict.reason().to_string(),
+                reason: decision.verdict.reason(),
                 dry_run: decision.dry_run(),
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             });
