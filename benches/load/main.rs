@@ -5,10 +5,14 @@
 //! (reported, never enforced). `cargo bench --bench load -- warm|cold|envoy|memory` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
-//! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one `benches/ghz/` sends) against the
-//!   release server and the no-op baseline: a valid RS256 token already verified, groups
-//!   from the static table; also a deny variant (no token, 401). Three rounds per server,
-//!   alternating between the servers so that a drift of the machine hits both.
+//! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one
+//!   `benches/ghz/` sends) against three servers: mesh-authz with the built-in quickstart
+//!   config as shipped (audit to stdout, redirected to a file; config watching; dynamic
+//!   metadata), the same without its `audit:` section, and the no-op baseline. alice's
+//!   demo RS256 token already verified, groups from the static table; also a deny variant
+//!   (no token, 401). Three rounds per server, rotating the order so that a drift of the
+//!   machine hits all alike. Reports the server's CPU per check next to throughput, and
+//!   whether the audit file has one line per check answered.
 //! - **cold**: a tonic driver with the same shape (8 connections × 16 calls in flight)
 //!   sending a distinct RS256 token per request; also the warm request, so that both load
 //!   generators show the warm ratio.
@@ -151,6 +155,8 @@ struct Bench {
     runtime: tokio::runtime::Runtime,
     /// alice's RS256 token, verified once by the warm-up and then from the cache.
     token: String,
+    /// The quickstart's demo token for alice (`examples/quickstart/alice.jwt`).
+    alice: String,
     /// Summary rows, in order.
     rows: Vec<Row>,
     /// Lines printed under the summary table.
@@ -188,6 +194,9 @@ fn main() {
             .build()
             .expect("tokio runtime for the driver"),
         token: Signer::rsa_a().sign(&requests::claims(ISSUER, "alice", 0)),
+        alice: include_str!("../../examples/quickstart/alice.jwt")
+            .trim()
+            .to_string(),
         rows: Vec::new(),
         notes: Vec::new(),
     };
@@ -273,8 +282,8 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
     let _ = writeln!(out, "wrk:     {}", first_line("wrk", &["-v"]));
     let _ = writeln!(out, "envoy:   {envoy}");
     let _ = writeln!(out, "parts:   {parts:?}");
-    let _ = writeln!(out, "servers: mesh-authz = {} serve --config <temp>; no-op baseline = this bench binary {} (tonic, multi-thread runtime, TCP_NODELAY, every Check OK with an empty OkHttpResponse)",
-        env!("CARGO_BIN_EXE_mesh-authz"), servers::NOOP_FLAG);
+    let _ = writeln!(out, "servers: mesh-authz = {} serve --config <temp> (warm: the quickstart as shipped, listening on ephemeral ports, with and without audit; cold, envoy: a bench-only config without audit; memory: a bench-only config with a fake Gerrit); no-op baseline = this bench binary {} (tonic, multi-thread runtime, TCP_NODELAY, every Check OK with an empty OkHttpResponse)",
+        servers::mesh_authz_binary().display(), servers::NOOP_FLAG);
     let _ = writeln!(out, "request: Istio-like CheckRequest, GET {}{}, {} bytes serialized ({} framed) with alice's RS256 token ({} bytes); {} bytes without a token",
         requests::HOST, requests::PATH, warm.len(), warm.len() + 5, bench.token.len(), deny.len());
     let _ = writeln!(out, "commands:");
@@ -306,7 +315,39 @@ impl Bench {
         };
         write("jwks.json", &requests::rsa_a_jwks().to_string());
         write("config.yaml", &servers::static_config());
-        servers::start_mesh_authz(&dir.join("config.yaml"), &dir.join("mesh-authz.log"))
+        servers::start_mesh_authz(
+            "mesh-authz",
+            &dir.join("config.yaml"),
+            &dir.join("mesh-authz.log"),
+            None,
+        )
+    }
+
+    /// Starts mesh-authz with the built-in quickstart config as shipped, its standard
+    /// output (the audit lines) going to `part/stdout.jsonl`; or the same without audit.
+    fn start_quickstart(&self, part: &str, audit: bool) -> ServerProcess {
+        let dir = self.dir.join(part);
+        std::fs::create_dir_all(&dir).expect("creating the part's directory");
+        let write = |name: &str, content: &[u8]| {
+            std::fs::write(dir.join(name), content)
+                .unwrap_or_else(|e| panic!("writing {name}: {e}"))
+        };
+        write(
+            "jwks.json",
+            include_bytes!("../../examples/quickstart/jwks.json"),
+        );
+        write("config.yaml", servers::quickstart_config(audit).as_bytes());
+        let name = if audit {
+            "mesh-authz quickstart, audit on"
+        } else {
+            "mesh-authz quickstart, audit off"
+        };
+        servers::start_mesh_authz(
+            name,
+            &dir.join("config.yaml"),
+            &dir.join("mesh-authz.log"),
+            Some(&dir.join("stdout.jsonl")),
+        )
     }
 
     /// Starts the no-op baseline.
@@ -322,7 +363,7 @@ impl Bench {
         request: &envoy_types::pb::envoy::service::auth::v3::CheckRequest,
         mesh_expects: Expect,
     ) -> String {
-        let expect = if server.name == "mesh-authz" {
+        let expect = if server.is_mesh_authz() {
             mesh_expects
         } else {
             Expect::Allow
@@ -347,7 +388,10 @@ impl Bench {
         let meter = CpuMeter::start(&[server.pid()]);
         let stats = h2load::run(self.scale.h2load, server.grpc, body, &log);
         Stats {
-            other_cpu: meter.and_then(|m| m.other_share()),
+            other_cpu: meter.as_ref().and_then(|m| m.other_share()),
+            process_cpu: meter
+                .map(|m| vec![(report::SERVER.to_string(), m.cores(0))])
+                .unwrap_or_default(),
             ..stats
         }
     }
@@ -376,15 +420,17 @@ fn write_file(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
     path
 }
 
-/// The warm part: h2load with alice's cached token (allow) and without a token (deny).
+/// The warm part: h2load against the quickstart as shipped (audit on), the same without
+/// audit, and the no-op baseline; alice's cached demo token (allow) and no token (deny).
 fn warm(bench: &mut Bench) {
     println!(
-        "\n=== warm: h2load, one request body, valid RS256 token already verified, groups cached\n"
+        "\n=== warm: h2load, the built-in quickstart config as shipped (audit to stdout, redirected to a file), alice's demo RS256 token already verified, groups from its static table\n"
     );
-    let mesh = bench.start_mesh_authz("warm");
+    let on = bench.start_quickstart("warm", true);
+    let off = bench.start_quickstart("warm-audit-off", false);
     let noop = bench.start_noop("warm");
-    let allow = requests::check_request(Some(&bench.token));
-    let deny = requests::check_request(None);
+    let allow = common::istio_check_request(Some(&bench.alice));
+    let deny = common::istio_check_request(None);
     let allow_body = write_file(
         &bench.dir,
         "allow.bin",
@@ -397,27 +443,28 @@ fn warm(bench: &mut Bench) {
     );
     let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
     let variants = [
-        ("allow", &allow, &allow_body, Expect::Allow),
+        ("allow", &allow, &allow_body, Expect::Allow, 0.85),
         (
             "deny (no token)",
             &deny,
             &deny_body,
             Expect::Unauthenticated,
+            0.90,
         ),
     ];
-    for (variant, request, body, expect) in variants {
-        let servers = [&mesh, &noop];
-        let mut rounds: [Vec<Stats>; 2] = [Vec::new(), Vec::new()];
+    for (variant, request, body, expect, rps_target) in variants {
+        let servers = [&on, &off, &noop];
+        let mut rounds: [Vec<Stats>; 3] = Default::default();
         for server in servers {
             let decision = bench.assert_decision(server, request, expect);
             println!("decision checked first: {decision}");
             bench.h2load_warmup(server, body);
         }
-        // Alternating rounds, every other one in reverse order: a drift of the machine's
-        // speed hits both servers alike, and neither always runs first.
+        // Rounds rotate the order, so that no server always runs first or after the
+        // same one, and a drift of the machine's speed hits all alike.
         for round in 0..bench.scale.rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            for k in 0..servers.len() {
+                let i = (round + k) % servers.len();
                 rounds[i].push(bench.h2load(servers[i], body));
             }
         }
@@ -425,19 +472,41 @@ fn warm(bench: &mut Bench) {
             let title = format!("warm {variant}, h2load: {}", server.name);
             println!("{}", report::rounds_block(&title, runs, note));
         }
-        let part = format!("warm {variant}, h2load");
-        let (rps_target, p99_target) = if expect == Expect::Allow {
-            (Target::AtLeast(0.8), Target::AtMost(1.5))
-        } else {
-            (Target::None, Target::None)
-        };
+        let [on_runs, off_runs, noop_runs] = &rounds;
+        let part = format!("warm {variant}, quickstart, audit on");
+        bench.rows.extend([
+            Row::rps(&part, on_runs, noop_runs, Target::AtLeast(rps_target)),
+            Row::p99(&part, on_runs, noop_runs, Target::AtMost(1.5)),
+            Row::cpu(&part, on_runs, noop_runs, Target::AtMost(1.25)),
+        ]);
+        let part = format!("warm {variant}, quickstart, audit off");
+        bench.rows.extend([
+            Row::rps(&part, off_runs, noop_runs, Target::None),
+            Row::cpu(&part, off_runs, noop_runs, Target::None),
+        ]);
+        let part = format!("warm {variant}: audit on / audit off (baseline column: audit off)");
         bench
             .rows
-            .push(Row::rps(&part, &rounds[0], &rounds[1], rps_target));
-        bench
-            .rows
-            .push(Row::p99(&part, &rounds[0], &rounds[1], p99_target));
+            .push(Row::rps(&part, on_runs, off_runs, Target::AtLeast(0.95)));
     }
+    bench.notes.push(audit_accounting(bench, &on));
+}
+
+/// Whether the audit-on server wrote one line per check it answered: its audit lines
+/// (after the writer's interval) against `mesh_authz_checks_total`, and the dropped count.
+fn audit_accounting(bench: &Bench, server: &ServerProcess) -> String {
+    std::thread::sleep(Duration::from_millis(500));
+    let text = bench.runtime.block_on(servers::metrics_text(server));
+    let checks = servers::metric_sum(&text, |name| name.starts_with("mesh_authz_checks_total"));
+    let dropped = servers::metric_sum(&text, |name| name == "mesh_authz_audit_dropped_total");
+    let stdout = std::fs::read_to_string(bench.dir.join("warm").join("stdout.jsonl"))
+        .expect("reading the audit-on server's stdout");
+    // The first line is the listen addresses, the rest audit lines.
+    let lines = stdout.lines().skip(1).count();
+    format!(
+        "audit (warm, quickstart audit on): {lines} audit lines for {checks} checks answered, {dropped} dropped (mesh_authz_audit_dropped_total){}",
+        if lines as f64 == checks && dropped == 0.0 { "" } else { "  <- LINES LOST" }
+    )
 }
 
 /// The cold part: the driver with the warm request, then with a distinct RS256 token per
@@ -580,7 +649,7 @@ fn envoy_part(bench: &mut Bench) {
         let without = bench.runtime.block_on(envoy::probe(envoy.listener, None));
         println!("checked first: {name}: HTTP {with_token} with alice's token, HTTP {without} without a token");
         assert_eq!(with_token, 200, "{name}: alice's request must be allowed");
-        if server.is_some_and(|s| s.name == "mesh-authz") {
+        if server.is_some_and(|s| s.is_mesh_authz()) {
             assert_eq!(
                 without, 401,
                 "{name}: a request without a token must be refused (401)"

@@ -129,20 +129,7 @@ impl FakeGerrit {
     }
 }
 
-/// One sample of `/metrics` on the admin port (0 when absent).
-async fn metric(server: &ServerProcess, sample: &str) -> f64 {
-    let Some(admin) = server.admin else {
-        return 0.0;
-    };
-    let text = match reqwest::get(format!("http://{admin}/metrics")).await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return 0.0,
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
+use super::servers::metric;
 
 /// Serialized CheckRequests carrying `tokens`.
 fn bodies(tokens: &[String]) -> Arc<Vec<Bytes>> {
@@ -191,7 +178,12 @@ pub async fn run(scale: Scale, load: driver::Settings, dir: &Path) -> (String, u
         "config.yaml",
         &servers::gerrit_config(&gerrit.url, GERRIT_USER),
     );
-    let server = servers::start_mesh_authz(&dir.join("config.yaml"), &dir.join("mesh-authz.log"));
+    let server = servers::start_mesh_authz(
+        "mesh-authz",
+        &dir.join("config.yaml"),
+        &dir.join("mesh-authz.log"),
+        None,
+    );
 
     let probe = signer.sign(&requests::claims(ED_ISSUER, "user-999999999", 0));
     let answer = driver::assert_decision(

@@ -35,7 +35,17 @@ pub struct Stats {
     pub process_cpu: Vec<(String, f64)>,
 }
 
+/// The name under which [`Stats::process_cpu`] holds the server's own CPU.
+pub const SERVER: &str = "server";
+
 impl Stats {
+    /// The server's CPU time per answered request, when it was measured.
+    pub fn cpu_per_request(&self) -> Option<Duration> {
+        let (_, cores) = self.process_cpu.iter().find(|(name, _)| name == SERVER)?;
+        let seconds = cores * self.total.as_secs_f64() / self.count as f64;
+        Some(Duration::from_secs_f64(seconds))
+    }
+
     /// Statistics from every request's latency (nanoseconds, any order).
     pub fn from_latencies(
         mut nanos: Vec<u64>,
@@ -208,6 +218,27 @@ impl Row {
             mesh: human(median_p99(mesh)),
             baseline: human(median_p99(baseline)),
             ratio: paired(mesh, baseline, |s| s.p99.as_secs_f64()),
+            target,
+        }
+    }
+}
+
+impl Row {
+    /// CPU row: the server's CPU time per check against the baseline's (median rounds by
+    /// CPU shown, median of per-round ratios).
+    pub fn cpu(part: &str, mesh: &[Stats], baseline: &[Stats], target: Target) -> Self {
+        let cpu = |s: &Stats| s.cpu_per_request().map_or(f64::NAN, |d| d.as_secs_f64());
+        let median = |runs: &[Stats]| {
+            let mut values: Vec<f64> = runs.iter().map(cpu).collect();
+            values.sort_by(f64::total_cmp);
+            values[(values.len() - 1) / 2]
+        };
+        Self {
+            part: part.to_string(),
+            metric: "CPU per check",
+            mesh: human(Duration::from_secs_f64(median(mesh).max(0.0))),
+            baseline: human(Duration::from_secs_f64(median(baseline).max(0.0))),
+            ratio: paired(mesh, baseline, cpu),
             target,
         }
     }

@@ -19,7 +19,7 @@ pub const NOOP_FLAG: &str = "--serve-noop";
 
 /// A server process, killed (SIGKILL) when dropped.
 pub struct ServerProcess {
-    /// `mesh-authz` or `no-op baseline`.
+    /// `mesh-authz ...` or `no-op baseline`.
     pub name: &'static str,
     child: Child,
     /// The gRPC (Check) address.
@@ -56,11 +56,35 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Starts `mesh-authz serve --config <config>`; its log goes to `log`.
-pub fn start_mesh_authz(config: &Path, log: &Path) -> ServerProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mesh-authz"));
+impl ServerProcess {
+    /// Whether this is mesh-authz (in any config), not the baseline.
+    pub fn is_mesh_authz(&self) -> bool {
+        self.name.starts_with("mesh-authz")
+    }
+}
+
+/// The mesh-authz binary under test: `LOAD_BENCH_MESH_AUTHZ` (e.g. a build with other
+/// profile settings), else the release binary Cargo built for this bench.
+pub fn mesh_authz_binary() -> std::path::PathBuf {
+    std::env::var_os("LOAD_BENCH_MESH_AUTHZ")
+        .map_or_else(|| env!("CARGO_BIN_EXE_mesh-authz").into(), Into::into)
+}
+
+/// Starts `mesh-authz serve --config <config>` as `name`; its log goes to `log`, and its
+/// standard output (where the quickstart writes its audit lines) to `stdout` if given, as
+/// a user redirects it to a file.
+pub fn start_mesh_authz(
+    name: &'static str,
+    config: &Path,
+    log: &Path,
+    stdout: Option<&Path>,
+) -> ServerProcess {
+    let mut command = Command::new(mesh_authz_binary());
     command.arg("serve").arg("--config").arg(config);
-    spawn("mesh-authz", command, log)
+    match stdout {
+        None => spawn(name, command, log),
+        Some(file) => spawn_to_file(name, command, log, file),
+    }
 }
 
 /// Starts the no-op baseline: this bench binary with [`NOOP_FLAG`].
@@ -69,6 +93,60 @@ pub fn start_noop(log: &Path) -> ServerProcess {
     let mut command = Command::new(exe);
     command.arg(NOOP_FLAG);
     spawn("no-op baseline", command, log)
+}
+
+/// Like [`spawn`], with standard output going to `stdout_file`, read back for the address
+/// line.
+fn spawn_to_file(
+    name: &'static str,
+    mut command: Command,
+    log: &Path,
+    stdout_file: &Path,
+) -> ServerProcess {
+    let stderr = std::fs::File::create(log)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+    let stdout = std::fs::File::create(stdout_file)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", stdout_file.display()));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let line = loop {
+        let text = std::fs::read_to_string(stdout_file).unwrap_or_default();
+        if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
+            break line.to_string();
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let log_text = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{name} did not print its address; its log:\n{log_text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (grpc, admin) = listen_addresses(&line);
+    let Some(grpc) = grpc else {
+        let _ = child.kill();
+        panic!("{name}: no grpc_listen= in its first line {line:?}");
+    };
+    ServerProcess {
+        name,
+        child,
+        grpc,
+        admin,
+    }
+}
+
+/// `grpc_listen=ADDR [admin_listen=ADDR]`.
+fn listen_addresses(line: &str) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let addr = |key: &str| -> Option<SocketAddr> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|a| a.parse().ok())
+    };
+    (addr("grpc_listen="), addr("admin_listen="))
 }
 
 /// Spawns a server that prints `grpc_listen=ADDR [admin_listen=ADDR]` on stdout once it
@@ -85,17 +163,11 @@ fn spawn(name: &'static str, mut command: Command, log: &Path) -> ServerProcess 
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
     let mut line = String::new();
     let _ = stdout.read_line(&mut line);
-    let addr = |key: &str| -> Option<SocketAddr> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|a| a.parse().ok())
-    };
-    let Some(grpc) = addr("grpc_listen=") else {
+    let (Some(grpc), admin) = listen_addresses(&line) else {
         let _ = child.kill();
         let log_text = std::fs::read_to_string(log).unwrap_or_default();
         panic!("{name} did not print its address (got {line:?}); its log:\n{log_text}");
     };
-    let admin = addr("admin_listen=");
     // Keep draining stdout so that the server never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     ServerProcess {
@@ -150,6 +222,31 @@ pub fn serve_noop() -> ! {
         std::process::exit(1);
     }
     std::process::exit(0)
+}
+
+/// The built-in quickstart config as shipped (`examples/quickstart/config.yaml`: audit to
+/// stdout, config watching, dynamic metadata on the team-a route), listening on
+/// ephemeral loopback ports instead of 9191/9192; with `audit: false`, the same without
+/// its `audit:` section.
+pub fn quickstart_config(audit: bool) -> String {
+    let shipped = include_str!("../../examples/quickstart/config.yaml");
+    let mut config = shipped
+        .replace("grpc_listen: 0.0.0.0:9191", "grpc_listen: 127.0.0.1:0")
+        .replace("admin_listen: 0.0.0.0:9192", "admin_listen: 127.0.0.1:0");
+    assert_eq!(
+        config.matches("127.0.0.1:0").count(),
+        2,
+        "the quickstart's listen addresses changed; update the bench"
+    );
+    if !audit {
+        let section = "audit:\n  output: stdout\n";
+        assert!(
+            config.contains(section),
+            "the quickstart's audit section changed; update the bench"
+        );
+        config = config.replace(section, "");
+    }
+    config
 }
 
 /// The quickstart's routes: the team-a route (group `team-a`, user/email/groups injected,
@@ -233,4 +330,30 @@ pub fn gerrit_config(gerrit_url: &str, gerrit_user: &str) -> String {
             "gerrit:\n  url: {gerrit_url}\n  username: {gerrit_user}\n  password_file: gerrit-password"
         ),
     )
+}
+
+/// The `/metrics` text of a mesh-authz's admin port (empty when unreachable).
+pub async fn metrics_text(server: &ServerProcess) -> String {
+    let Some(admin) = server.admin else {
+        return String::new();
+    };
+    match reqwest::get(format!("http://{admin}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// One sample of `/metrics` on the admin port (0 when absent).
+pub async fn metric(server: &ServerProcess, sample: &str) -> f64 {
+    metric_sum(&metrics_text(server).await, |name| name == sample)
+}
+
+/// The sum of the samples whose name (with labels) `select` accepts.
+pub fn metric_sum(text: &str, select: impl Fn(&str) -> bool) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(name, _)| select(name))
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum()
 }
