@@ -7,6 +7,8 @@
 //! valgrind --tool=callgrind target/release/examples/profile_check 1000
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000   # (b - a) / 10000
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 deny
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit  # as shipped
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 noop   # the floor
 //! ```
 
 #[path = "../benches/common/mod.rs"]
@@ -14,8 +16,10 @@ mod common;
 
 use common::{istio_check_request, quickstart};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use mesh_authz::ext_authz::CheckService;
+use mesh_authz::telemetry::audit::{AuditLog, AuditOutput};
 use mesh_authz::telemetry::Metrics;
 use prost::Message;
 use std::sync::Arc;
@@ -35,7 +39,9 @@ fn main() {
         .unwrap();
     let token = include_str!("../examples/quickstart/alice.jwt").trim();
     let mut request = istio_check_request(Some(token));
-    if std::env::args().nth(2).as_deref() == Some("deny") {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let has = |word: &str| args.iter().any(|a| a == word);
+    if has("deny") {
         let http = request
             .attributes
             .as_mut()
@@ -49,15 +55,31 @@ fn main() {
         http.headers.remove("authorization");
     }
     let bytes = request.encode_to_vec();
+    // As the quickstart ships: audit on (to /dev/null here, so only its cost counts).
+    let audit = has("audit").then(|| {
+        AuditLog::start(AuditOutput::File("/dev/null".into())).expect("audit to /dev/null")
+    });
     let service = CheckService::new(
         Arc::new(arc_swap::ArcSwap::from_pointee(quickstart(true))),
-        Arc::new(Metrics::default()),
-        None,
+        Arc::new(Metrics::new(None, audit.as_ref())),
+        audit,
     );
+    let noop = has("noop");
     rt.block_on(async {
         let mut total = 0usize;
         for _ in 0..n {
             let request = CheckRequest::decode(&bytes[..]).unwrap();
+            if noop {
+                // The floor: what any Check server does (decode, an empty OK, encode).
+                let response = CheckResponse {
+                    status: Some(Default::default()),
+                    http_response: Some(HttpResponse::OkResponse(Default::default())),
+                    dynamic_metadata: None,
+                };
+                drop(request);
+                total += response.encode_to_vec().len();
+                continue;
+            }
             let response = service
                 .check(tonic::Request::new(request))
                 .await

@@ -16,7 +16,6 @@
 //! not. Lines written before the rename is noticed still go to the renamed file, so rotate
 //! with `delaycompress`.
 
-use serde::{Serialize, Serializer};
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -41,10 +40,9 @@ const MAX_FLUSH_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 /// One decision as the audit log records it. Never holds a token, a cookie, a header value
 /// other than the ids below, or a query string. Borrows everything: recording a decision
 /// copies nothing but the serialised line.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct AuditRecord<'a> {
     /// When the decision was made; written as RFC 3339 UTC with milliseconds.
-    #[serde(serialize_with = "serialize_time")]
     pub time: SystemTime,
     /// Envoy's `x-request-id`.
     pub request_id: Option<&'a str>,
@@ -78,13 +76,114 @@ pub struct AuditRecord<'a> {
     pub latency_us: u64,
 }
 
+impl AuditRecord<'_> {
+    /// Appends the record as one JSON line (newline included), fields in declaration
+    /// order, as `serde_json` would write it, without its per-byte escaping: each string
+    /// is scanned eight bytes at a time and copied whole unless it needs escaping.
+    fn write_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":\"");
+        write_time(out, self.time);
+        out.push(b'"');
+        let fields = [
+            ("request_id", self.request_id),
+            ("trace_id", self.trace_id),
+            ("user", self.user),
+            ("issuer", self.issuer),
+            ("principal", self.principal),
+            ("method", Some(self.method)),
+            ("host", Some(self.host)),
+            ("path", Some(self.path)),
+            ("route", self.route),
+            ("rule", self.rule),
+            ("decision", Some(self.decision)),
+            ("reason", Some(self.reason)),
+        ];
+        for (name, value) in fields {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            match value {
+                Some(value) => json_string(out, value),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b",\"dry_run\":");
+        out.extend_from_slice(if self.dry_run { b"true" } else { b"false" });
+        out.extend_from_slice(b",\"latency_us\":");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{}", self.latency_us);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T16:24:13.123Z`.
-fn serialize_time<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+fn write_time(out: &mut Vec<u8>, time: SystemTime) {
     // humantime panics before 1970 and fails after 9999; a wrong clock must not stop the
     // writer, so the time is clamped into that range.
     let latest = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
-    let time = (*time).clamp(UNIX_EPOCH, latest);
-    serializer.collect_str(&humantime::format_rfc3339_millis(time))
+    let time = time.clamp(UNIX_EPOCH, latest);
+    let _ = write!(out, "{}", humantime::format_rfc3339_millis(time));
+}
+
+/// `value` as a JSON string, escaped as `serde_json` escapes it: `"` and `\\`, the short
+/// forms `\b \t \n \f \r`, other control characters as `\u00XX`; everything else as is.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut clean = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping.
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            if !needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            0x08 => Some(b"\\b"),
+            b'\t' => Some(b"\\t"),
+            b'\n' => Some(b"\\n"),
+            0x0c => Some(b"\\f"),
+            b'\r' => Some(b"\\r"),
+            0..=0x1f => None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[clean..i]);
+        match escape {
+            Some(short) => out.extend_from_slice(short),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+        i += 1;
+        clean = i;
+    }
+    out.extend_from_slice(&bytes[clean..]);
+    out.push(b'"');
+}
+
+/// Whether any byte of `word` is below 0x20, `"` or `\\` (bit tricks from "Bit Twiddling
+/// Hacks": a byte-wise "less than" and "has zero byte").
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0;
+    below_space
+        || has_zero(word ^ (ONES * u64::from(b'"')))
+        || has_zero(word ^ (ONES * u64::from(b'\\')))
 }
 
 pub use crate::config::AuditOutput;
@@ -268,15 +367,8 @@ impl AuditLog {
         let shard = &shared.shards[thread_slot() % shared.shards.len()];
         let mut buffer = lock(shard);
         let start = buffer.len();
-        let fits = match serde_json::to_writer(&mut *buffer, &record) {
-            Ok(()) => {
-                buffer.push(b'\n');
-                buffer.len() <= shared.shard_bytes
-            }
-            // Cannot happen for these fields; the line is lost, not torn.
-            Err(_) => false,
-        };
-        if !fits {
+        record.write_line(&mut buffer);
+        if buffer.len() > shared.shard_bytes {
             buffer.truncate(start);
             drop(buffer);
             shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -587,7 +679,48 @@ mod tests {
 
     /// The length of [`sample`]'s line, newline included.
     fn sample_line_bytes() -> usize {
-        serde_json::to_vec(&sample()).expect("serialise").len() + 1
+        let mut line = Vec::new();
+        sample().write_line(&mut line);
+        line.len()
+    }
+
+    fn escaped(value: &str) -> String {
+        let mut out = Vec::new();
+        json_string(&mut out, value);
+        String::from_utf8(out).expect("escaping keeps UTF-8")
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u8..=0x7f)
+            .map(|b| format!("ab{}cdefghijklmnop", b as char))
+            .collect();
+        cases.extend(
+            [
+                "",
+                "\"",
+                "\\",
+                "plain-ascii-longer-than-eight",
+                "tab\there, newline\n, cr\r, ff\u{c}, bs\u{8}, nul\u{0}, unit\u{1f}, del\u{7f}",
+                "ünïcödé ✓ 𝄞 and \"quotes\" \\ back",
+                "12345678\n12345678\"",
+            ]
+            .map(String::from),
+        );
+        for case in &cases {
+            assert_eq!(
+                escaped(case),
+                serde_json::to_string(case).expect("serialise"),
+                "{case:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_escaped_as_serde_json_escapes_it(value in "\\PC*|[\\x00-\\x7f]*") {
+            proptest::prop_assert_eq!(escaped(&value), serde_json::to_string(&value).unwrap());
+        }
     }
 
     /// Room for `lines` sample lines in each of `shards` buffers.
@@ -691,15 +824,20 @@ mod tests {
 
     #[test]
     fn times_outside_humantimes_range_are_clamped_not_panicking() {
+        let line = |record: &AuditRecord| {
+            let mut out = Vec::new();
+            record.write_line(&mut out);
+            String::from_utf8(out).expect("UTF-8")
+        };
         let mut record = sample();
         record.time = UNIX_EPOCH - Duration::from_secs(1);
-        let json = serde_json::to_string(&record).expect("serialise");
+        let json = line(&record);
         assert!(
             json.starts_with(r#"{"time":"1970-01-01T00:00:00.000Z""#),
             "{json}"
         );
         record.time = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
-        let json = serde_json::to_string(&record).expect("serialise");
+        let json = line(&record);
         assert!(
             json.starts_with(r#"{"time":"9999-12-31T23:59:59.999Z""#),
             "{json}"
