@@ -36,9 +36,76 @@ impl Settings {
     pub fn command_line(&self) -> String {
         format!(
             "h2load -n {} -c {} -m {} -t 1 -d BODY -H 'content-type: application/grpc' \
-             -H 'te: trailers' --log-file LOG http://ADDR{CHECK_PATH}",
+             -H 'te: trailers' -H 'grpc-timeout: {GRPC_TIMEOUT}' --log-file LOG http://ADDR{CHECK_PATH}",
             self.requests, self.connections, self.streams
         )
+    }
+}
+
+/// The deadline Envoy puts on each Check: its ext_authz `timeout` (0.5 s, as the README
+/// configures Istio) as `grpc-timeout` (measured: Envoy 1.40 sends `grpc-timeout: 500m`).
+pub const GRPC_TIMEOUT: &str = "500m";
+
+/// A run at a fixed offered rate: `rps` in all, spread over the connections, for `seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    /// Connections and streams, as in the saturating runs.
+    pub settings: Settings,
+    /// Checks per second offered, in all.
+    pub rps: u32,
+    /// Duration (`-D`).
+    pub seconds: u32,
+}
+
+impl Rate {
+    /// The command line, with placeholders (for the report).
+    pub fn command_line(&self) -> String {
+        format!(
+            "h2load -D {} --rps {} -c {} -m {} -t 1 -d BODY -H 'content-type: application/grpc' \
+             -H 'te: trailers' -H 'grpc-timeout: {GRPC_TIMEOUT}' --log-file LOG http://ADDR{CHECK_PATH}",
+            self.seconds,
+            self.per_connection(),
+            self.settings.connections,
+            self.settings.streams
+        )
+    }
+
+    /// h2load's `--rps` is per client (connection).
+    fn per_connection(&self) -> u32 {
+        (self.rps / self.settings.connections.max(1)).max(1)
+    }
+}
+
+/// Runs h2load at a fixed rate against `addr` and reads the latencies it logged.
+pub fn run_rate(rate: Rate, addr: SocketAddr, body: &Path, log: &Path) -> Stats {
+    let _ = std::fs::remove_file(log);
+    let output = Command::new("h2load")
+        .args(["-D", &rate.seconds.to_string()])
+        .args(["--rps", &rate.per_connection().to_string()])
+        .args(["-c", &rate.settings.connections.to_string()])
+        .args(["-m", &rate.settings.streams.to_string()])
+        .args(["-t", "1"])
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("grpc-timeout: {GRPC_TIMEOUT}")])
+        .arg("--log-file")
+        .arg(log)
+        .arg(format!("http://{addr}{CHECK_PATH}"))
+        .output()
+        .expect("running h2load (is it installed? apt-get install nghttp2-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "h2load failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (total, rps) = finished(&stdout);
+    let (nanos, statuses) = read_log(log);
+    Stats {
+        rps,
+        ..Stats::from_latencies(nanos, total, statuses)
     }
 }
 
@@ -54,6 +121,7 @@ pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Sta
         .arg("-d")
         .arg(body)
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("grpc-timeout: {GRPC_TIMEOUT}")])
         .arg("--log-file")
         .arg(log)
         .arg(format!("http://{addr}{CHECK_PATH}"))

@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench load` runs every part and prints a ghz-like report per run and a
 //! summary of ratios against the no-op baseline with the performance issue's targets
-//! (reported, never enforced). `cargo bench --bench load -- warm|cold|envoy|memory` runs
+//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|envoy|memory` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
 //! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one
@@ -13,6 +13,9 @@
 //!   (no token, 401). Three rounds per server, rotating the order so that a drift of the
 //!   machine hits all alike. Reports the server's CPU per check next to throughput, and
 //!   whether the audit file has one line per check answered.
+//! - **rate**: h2load at a fixed offered rate, 50 % and 80 % of the no-op's capacity
+//!   measured in the same run, against the quickstart as shipped and the no-op: latency
+//!   when not saturated.
 //! - **cold**: a tonic driver with the same shape (8 connections × 16 calls in flight)
 //!   sending a distinct RS256 token per request; also the warm request, so that both load
 //!   generators show the warm ratio.
@@ -61,11 +64,18 @@ use tonic::codegen::Bytes;
 enum Part {
     Warm,
     Cold,
+    Rate,
     Envoy,
     Memory,
 }
 
-const ALL_PARTS: [Part; 4] = [Part::Warm, Part::Cold, Part::Envoy, Part::Memory];
+const ALL_PARTS: [Part; 5] = [
+    Part::Warm,
+    Part::Cold,
+    Part::Rate,
+    Part::Envoy,
+    Part::Memory,
+];
 
 /// How much each part sends.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +84,8 @@ struct Scale {
     h2load_warmup: u64,
     /// Warm h2load runs per server, alternating between the servers; the median counts.
     rounds: usize,
+    /// Length of each fixed-rate run.
+    rate_seconds: u32,
     driver: driver::Settings,
     driver_requests: usize,
     driver_warmup: usize,
@@ -96,6 +108,7 @@ impl Scale {
             },
             h2load_warmup: 20_000,
             rounds: 3,
+            rate_seconds: 5,
             driver: driver::Settings {
                 connections: 8,
                 concurrency: 16,
@@ -125,6 +138,7 @@ impl Scale {
             h2load: full.h2load.with_requests(20_000),
             h2load_warmup: 2_000,
             rounds: 1,
+            rate_seconds: 2,
             driver_requests: 20_000,
             driver_warmup: 2_000,
             cold_tokens: 2_000,
@@ -206,6 +220,7 @@ fn main() {
         match part {
             Part::Warm => warm(&mut bench),
             Part::Cold => cold(&mut bench),
+            Part::Rate => rate(&mut bench),
             Part::Envoy => envoy_part(&mut bench),
             Part::Memory => memory_part(&mut bench),
         }
@@ -292,6 +307,12 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
         "  warm:   {} (after a {}-request warm-up run with the same settings; {} rounds alternating between the servers; ratios are medians of the back-to-back pairs)",
         s.h2load.command_line(),
         s.h2load_warmup,
+        s.rounds
+    );
+    let _ = writeln!(
+        out,
+        "  rate:   {} (50 % and 80 % of the no-op's capacity, measured in the same run; {} rounds alternating)",
+        h2load::Rate { settings: s.h2load, rps: 0, seconds: s.rate_seconds }.command_line(),
         s.rounds
     );
     let _ = writeln!(out, "  cold:   in-process tonic driver, {} connections × {} calls in flight, {} requests each a distinct RS256 token (and {} rounds of {} warm requests, after {} warm-up)",
@@ -387,6 +408,21 @@ impl Bench {
         std::thread::sleep(QUIET);
         let meter = CpuMeter::start(&[server.pid()]);
         let stats = h2load::run(self.scale.h2load, server.grpc, body, &log);
+        Stats {
+            other_cpu: meter.as_ref().and_then(|m| m.other_share()),
+            process_cpu: meter
+                .map(|m| vec![(report::SERVER.to_string(), m.cores(0))])
+                .unwrap_or_default(),
+            ..stats
+        }
+    }
+
+    /// h2load: one run at a fixed rate against `server` sending `body`.
+    fn h2load_rate(&self, server: &ServerProcess, rate: h2load::Rate, body: &Path) -> Stats {
+        let log = self.dir.join("h2load.log");
+        std::thread::sleep(QUIET);
+        let meter = CpuMeter::start(&[server.pid()]);
+        let stats = h2load::run_rate(rate, server.grpc, body, &log);
         Stats {
             other_cpu: meter.as_ref().and_then(|m| m.other_share()),
             process_cpu: meter
@@ -507,6 +543,59 @@ fn audit_accounting(bench: &Bench, server: &ServerProcess) -> String {
         "audit (warm, quickstart audit on): {lines} audit lines for {checks} checks answered, {dropped} dropped (mesh_authz_audit_dropped_total){}",
         if lines as f64 == checks && dropped == 0.0 { "" } else { "  <- LINES LOST" }
     )
+}
+
+/// The rate part: h2load at a fixed offered rate, 50 % and 80 % of the no-op's capacity
+/// measured in the same run, against the quickstart as shipped and the no-op.
+fn rate(bench: &mut Bench) {
+    println!(
+        "\n=== rate: h2load at a fixed offered rate (50 % and 80 % of the no-op's capacity, measured now), quickstart as shipped (audit on), alice's cached token\n"
+    );
+    let mesh = bench.start_quickstart("rate", true);
+    let noop = bench.start_noop("rate");
+    let allow = common::istio_check_request(Some(&bench.alice));
+    let body = write_file(
+        &bench.dir,
+        "rate-allow.bin",
+        &requests::frame(&requests::encode(&allow)),
+    );
+    let servers = [&mesh, &noop];
+    for server in servers {
+        let decision = bench.assert_decision(server, &allow, Expect::Allow);
+        println!("decision checked first: {decision}");
+        bench.h2load_warmup(server, &body);
+    }
+    let capacity = bench.h2load(&noop, &body).rps;
+    println!("no-op capacity now: {capacity:.0} checks/s");
+    let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
+    for share in [0.5, 0.8] {
+        let rate = h2load::Rate {
+            settings: bench.scale.h2load,
+            rps: (capacity * share) as u32,
+            seconds: bench.scale.rate_seconds,
+        };
+        let mut rounds: [Vec<Stats>; 2] = Default::default();
+        for round in 0..bench.scale.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                rounds[i].push(bench.h2load_rate(servers[i], rate, &body));
+            }
+        }
+        let percent = (share * 100.0) as u32;
+        for (server, runs) in servers.iter().zip(&rounds) {
+            let title = format!(
+                "rate {percent} % ({} checks/s offered), h2load: {}",
+                rate.rps, server.name
+            );
+            println!("{}", report::rounds_block(&title, runs, note));
+        }
+        let part = format!("rate {percent} % of no-op capacity, quickstart, audit on");
+        bench.rows.extend([
+            Row::p50(&part, &rounds[0], &rounds[1], Target::AtMost(1.2)),
+            Row::p99(&part, &rounds[0], &rounds[1], Target::AtMost(1.5)),
+            Row::cpu(&part, &rounds[0], &rounds[1], Target::None),
+        ]);
+    }
 }
 
 /// The cold part: the driver with the warm request, then with a distinct RS256 token per

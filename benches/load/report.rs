@@ -204,6 +204,24 @@ impl Row {
         }
     }
 
+    /// p50 row: mesh-authz's median latency against the baseline's (median rounds shown,
+    /// median of per-round ratios).
+    pub fn p50(part: &str, mesh: &[Stats], baseline: &[Stats], target: Target) -> Self {
+        let median_p50 = |runs: &[Stats]| {
+            let mut p50s: Vec<Duration> = runs.iter().map(|r| r.p50).collect();
+            p50s.sort_unstable();
+            p50s[(p50s.len() - 1) / 2]
+        };
+        Self {
+            part: part.to_string(),
+            metric: "p50",
+            mesh: human(median_p50(mesh)),
+            baseline: human(median_p50(baseline)),
+            ratio: paired(mesh, baseline, |s| s.p50.as_secs_f64()),
+            target,
+        }
+    }
+
     /// p99 row: mesh-authz's 99th percentile latency against the baseline's (median
     /// rounds shown, median of per-round ratios).
     pub fn p99(part: &str, mesh: &[Stats], baseline: &[Stats], target: Target) -> Self {
