@@ -187,11 +187,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         _ => None,
     };
 
-    let check = AuthorizationServer::new(CheckService::new(
-        current.clone(),
-        metrics.clone(),
-        audit.clone(),
-    ));
+    let check = AuthorizationServer::new(
+        CheckService::new(current.clone(), metrics.clone(), audit.clone())
+            .with_max_concurrent_checks(config.server.max_concurrent_checks),
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {
         conn.inspect(|stream| {
             // Checks are small request/response pairs: Nagle only adds latency.
@@ -199,6 +198,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         })
     });
     let grpc = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.server.max_concurrent_streams)
         .add_service(GrpcHealth::new(readiness.clone()).server())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -53,6 +53,10 @@ pub struct ServerSettings {
     pub config_check_interval: Duration,
     /// `host:port` names resolving to every replica's admin address.
     pub peers: Vec<String>,
+    /// Checks decided at once; more are shed with UNAVAILABLE.
+    pub max_concurrent_checks: usize,
+    /// HTTP/2 streams per gRPC connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// One issuer: verification settings plus where its keys come from.

@@ -85,6 +85,13 @@ pub struct RawServer {
     /// How often the config file is checked besides file-system events.
     #[serde(with = "humantime_serde")]
     pub config_check_interval: Duration,
+    /// Checks being decided at once. More fail at once with gRPC UNAVAILABLE (Envoy then
+    /// applies the provider's `statusOnError`) and count in
+    /// `mesh_authz_checks_shed_total`, instead of queueing past Envoy's timeout.
+    pub max_concurrent_checks: usize,
+    /// HTTP/2 streams one gRPC connection may have open at once (announced to Envoy as
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; Envoy holds further checks itself).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for RawServer {
@@ -97,6 +104,8 @@ impl Default for RawServer {
             peers: Vec::new(),
             watch_config: true,
             config_check_interval: Duration::from_secs(10),
+            max_concurrent_checks: 4096,
+            max_concurrent_streams: 1024,
         }
     }
 }

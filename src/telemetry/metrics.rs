@@ -79,6 +79,7 @@ pub struct Metrics {
     dry_run: Family<DryRunLabels, Counter>,
     reloads: Family<ResultLabel, Counter>,
     last_reload: Gauge,
+    shed: Counter,
 }
 
 impl Default for Metrics {
@@ -139,6 +140,12 @@ impl Metrics {
             "Config file changes by result: applied, or refused (the previous config keeps serving)",
             reloads.clone(),
         );
+        let shed = Counter::default();
+        registry.register(
+            "checks_shed",
+            "Checks refused with UNAVAILABLE before any work because server.max_concurrent_checks were in flight (Envoy applies statusOnError to them)",
+            shed.clone(),
+        );
         let last_reload = Gauge::default();
         registry.register(
             "config_last_reload_success_timestamp_seconds",
@@ -153,7 +160,13 @@ impl Metrics {
             dry_run,
             reloads,
             last_reload,
+            shed,
         }
+    }
+
+    /// Counts a check shed under overload.
+    pub fn check_shed(&self) {
+        self.shed.inc();
     }
 
     /// Counts a config change, applied or refused.

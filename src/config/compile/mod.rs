@@ -115,7 +115,15 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         watch_config: raw.server.watch_config,
         config_check_interval: raw.server.config_check_interval,
         peers: raw.server.peers.clone(),
+        max_concurrent_checks: raw.server.max_concurrent_checks,
+        max_concurrent_streams: raw.server.max_concurrent_streams,
     };
+    if raw.server.max_concurrent_checks == 0 {
+        p.add("server.max_concurrent_checks", "must be at least 1");
+    }
+    if raw.server.max_concurrent_streams == 0 {
+        p.add("server.max_concurrent_streams", "must be at least 1");
+    }
     if raw.server.config_check_interval.is_zero() {
         p.add("server.config_check_interval", "must be greater than zero");
     }
