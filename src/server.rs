@@ -5,7 +5,7 @@ use crate::admin::{self, GrpcHealth, Readiness};
 use crate::authorize::{Authorizer, Shared};
 use crate::config::reload;
 use crate::config::{Config, ConfigError, Problem};
-use crate::ext_authz::CheckService;
+use crate::ext_authz::{Admission, CheckService};
 use crate::gerrit::GerritMetrics;
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::Metrics;
@@ -187,10 +187,11 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         _ => None,
     };
 
-    let check = AuthorizationServer::new(
-        CheckService::new(current.clone(), metrics.clone(), audit.clone())
-            .with_max_concurrent_checks(config.server.max_concurrent_checks),
-    );
+    let check = AuthorizationServer::new(CheckService::new(
+        current.clone(),
+        metrics.clone(),
+        audit.clone(),
+    ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {
         conn.inspect(|stream| {
             // Checks are small request/response pairs: Nagle only adds latency.
@@ -199,6 +200,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     });
     let grpc = tonic::transport::Server::builder()
         .max_concurrent_streams(config.server.max_concurrent_streams)
+        .layer(Admission::new(
+            config.server.max_concurrent_checks,
+            metrics.clone(),
+        ))
         .add_service(GrpcHealth::new(readiness.clone()).server())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,7 +1,9 @@
 //! The edge to Envoy, and the only module that names Envoy's types: the tonic Check
 //! service, the CheckRequest read as a [`crate::request::RequestView`], and the
-//! [`crate::authorize::Decision`] rendered as a CheckResponse.
+//! [`crate::authorize::Decision`] rendered as a CheckResponse; before all of it, the
+//! admission of calls (a bound on checks in flight).
 
+mod admission;
 mod denial;
 mod headers;
 mod metadata;
@@ -9,6 +11,7 @@ pub mod request;
 mod response;
 mod service;
 
+pub use admission::Admission;
 pub use denial::{denial_body, denied_response, http_status as denied_http_status};
 pub use response::render;
 pub use service::CheckService;

@@ -12,14 +12,10 @@ use crate::telemetry::audit::{self, AuditLog, AuditRecord};
 use crate::telemetry::Metrics;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-
-/// Checks decided at once unless the config says otherwise (`server.max_concurrent_checks`).
-pub const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 4096;
 
 /// The Check service.
 #[derive(Debug, Clone)]
@@ -27,48 +23,6 @@ pub struct CheckService {
     authorizer: CurrentAuthorizer,
     metrics: Arc<Metrics>,
     audit: Option<AuditLog>,
-    in_flight: Arc<InFlight>,
-}
-
-/// Counts the checks being decided, up to a bound.
-#[derive(Debug)]
-struct InFlight {
-    now: AtomicUsize,
-    max: usize,
-    /// When a shed check was last logged (seconds on the process clock + 1; 0: never), so
-    /// an overload logs once a second, not once per check.
-    last_logged: AtomicU64,
-}
-
-/// One check's place among those in flight; given back when dropped (also when Envoy
-/// cancels the call).
-struct Slot<'a>(&'a InFlight);
-
-impl InFlight {
-    fn enter(&self) -> Option<Slot<'_>> {
-        if self.now.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.now.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Slot(self))
-    }
-
-    /// Whether to log this shed check: the first in each second.
-    fn should_log(&self) -> bool {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_secs()
-            + 1;
-        self.last_logged.swap(now, Ordering::Relaxed) != now
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl CheckService {
@@ -83,22 +37,7 @@ impl CheckService {
             authorizer,
             metrics,
             audit,
-            in_flight: Arc::new(InFlight {
-                now: AtomicUsize::new(0),
-                max: DEFAULT_MAX_CONCURRENT_CHECKS,
-                last_logged: AtomicU64::new(0),
-            }),
         }
-    }
-
-    /// The same service deciding at most `max` checks at once; more are shed.
-    pub fn with_max_concurrent_checks(mut self, max: usize) -> Self {
-        self.in_flight = Arc::new(InFlight {
-            now: AtomicUsize::new(0),
-            max: max.max(1),
-            last_logged: AtomicU64::new(0),
-        });
-        self
     }
 }
 
@@ -109,21 +48,20 @@ impl Authorization for CheckService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
-        // Shed before any work: past the bound, waiting would only push checks beyond
-        // Envoy's timeout (and hold their memory), so say so at once.
-        let Some(_slot) = self.in_flight.enter() else {
-            self.metrics.check_shed();
-            if self.in_flight.should_log() {
-                tracing::warn!(
-                    max_concurrent_checks = self.in_flight.max,
-                    "overloaded: shedding checks (counted in mesh_authz_checks_shed_total)"
-                );
-            }
-            return Err(Status::unavailable(format!(
-                "mesh-authz is overloaded: {} checks in flight (server.max_concurrent_checks); try again",
-                self.in_flight.max
-            )));
-        };
+        // Envoy has given up on a call that waited past its deadline: answering it would
+        // only take time from calls Envoy still waits for.
+        if super::admission::expired(
+            request.extensions().get(),
+            request
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok()),
+        ) {
+            self.metrics.check_expired();
+            return Err(Status::deadline_exceeded(
+                "the check waited past its grpc-timeout before it could be decided",
+            ));
+        }
         let (metadata, _, request) = request.into_parts();
         let raw = request::raw_headers(&request);
         let view = request::view(&request);

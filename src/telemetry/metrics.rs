@@ -80,6 +80,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     last_reload: Gauge,
     shed: Counter,
+    expired: Counter,
 }
 
 impl Default for Metrics {
@@ -143,8 +144,14 @@ impl Metrics {
         let shed = Counter::default();
         registry.register(
             "checks_shed",
-            "Checks refused with UNAVAILABLE before any work because server.max_concurrent_checks were in flight (Envoy applies statusOnError to them)",
+            "Checks refused with UNAVAILABLE on arrival because server.max_concurrent_checks were in flight (Envoy applies statusOnError to them)",
             shed.clone(),
+        );
+        let expired = Counter::default();
+        registry.register(
+            "checks_expired",
+            "Checks answered DEADLINE_EXCEEDED without a decision: they waited past their grpc-timeout (Envoy had given up on them)",
+            expired.clone(),
         );
         let last_reload = Gauge::default();
         registry.register(
@@ -161,7 +168,13 @@ impl Metrics {
             reloads,
             last_reload,
             shed,
+            expired,
         }
+    }
+
+    /// Counts a check that waited past its deadline.
+    pub fn check_expired(&self) {
+        self.expired.inc();
     }
 
     /// Counts a check shed under overload.
