@@ -200,3 +200,10 @@ fn read_log(log: &Path) -> (Vec<u64>, BTreeMap<String, u64>) {
     }
     (nanos, statuses)
 }
+
+/// The share of the requests in h2load's `log` answered within `limit`.
+pub fn share_within(log: &Path, limit: Duration) -> f64 {
+    let (nanos, _) = read_log(log);
+    let limit = limit.as_nanos() as u64;
+    nanos.iter().filter(|&&n| n <= limit).count() as f64 / nanos.len().max(1) as f64
+}

@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench load` runs every part and prints a ghz-like report per run and a
 //! summary of ratios against the no-op baseline with the performance issue's targets
-//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|envoy|memory` runs
+//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|overload|envoy|memory` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
 //! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one
@@ -16,6 +16,9 @@
 //! - **rate**: h2load at a fixed offered rate, 50 % and 80 % of the no-op's capacity
 //!   measured in the same run, against the quickstart as shipped and the no-op: latency
 //!   when not saturated.
+//! - **overload**: twice the quickstart's own capacity offered over 64 connections × 1024
+//!   streams: checks decided per second against the capacity, how many were refused or
+//!   expired, answers within Envoy's 0.5 s, peak memory.
 //! - **cold**: a tonic driver with the same shape (8 connections × 16 calls in flight)
 //!   sending a distinct RS256 token per request; also the warm request, so that both load
 //!   generators show the warm ratio.
@@ -65,14 +68,16 @@ enum Part {
     Warm,
     Cold,
     Rate,
+    Overload,
     Envoy,
     Memory,
 }
 
-const ALL_PARTS: [Part; 5] = [
+const ALL_PARTS: [Part; 6] = [
     Part::Warm,
     Part::Cold,
     Part::Rate,
+    Part::Overload,
     Part::Envoy,
     Part::Memory,
 ];
@@ -86,6 +91,8 @@ struct Scale {
     rounds: usize,
     /// Length of each fixed-rate run.
     rate_seconds: u32,
+    /// Length of the overload run.
+    overload_seconds: u32,
     driver: driver::Settings,
     driver_requests: usize,
     driver_warmup: usize,
@@ -109,6 +116,7 @@ impl Scale {
             h2load_warmup: 20_000,
             rounds: 3,
             rate_seconds: 5,
+            overload_seconds: 30,
             driver: driver::Settings {
                 connections: 8,
                 concurrency: 16,
@@ -139,6 +147,7 @@ impl Scale {
             h2load_warmup: 2_000,
             rounds: 1,
             rate_seconds: 2,
+            overload_seconds: 3,
             driver_requests: 20_000,
             driver_warmup: 2_000,
             cold_tokens: 2_000,
@@ -221,6 +230,7 @@ fn main() {
             Part::Warm => warm(&mut bench),
             Part::Cold => cold(&mut bench),
             Part::Rate => rate(&mut bench),
+            Part::Overload => overload(&mut bench),
             Part::Envoy => envoy_part(&mut bench),
             Part::Memory => memory_part(&mut bench),
         }
@@ -314,6 +324,11 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
         "  rate:   {} (50 % and 80 % of the no-op's capacity, measured in the same run; {} rounds alternating)",
         h2load::Rate { settings: s.h2load, rps: 0, seconds: s.rate_seconds }.command_line(),
         s.rounds
+    );
+    let _ = writeln!(
+        out,
+        "  overload: h2load -D {} --rps <2 × capacity / 64> -c 64 -m 1024 (capacity measured first with the warm settings)",
+        s.overload_seconds
     );
     let _ = writeln!(out, "  cold:   in-process tonic driver, {} connections × {} calls in flight, {} requests each a distinct RS256 token (and {} rounds of {} warm requests, after {} warm-up)",
         s.driver.connections, s.driver.concurrency, s.cold_tokens, s.rounds, s.driver_requests, s.driver_warmup);
@@ -596,6 +611,80 @@ fn rate(bench: &mut Bench) {
             Row::cpu(&part, &rounds[0], &rounds[1], Target::None),
         ]);
     }
+}
+
+/// The overload part: the quickstart as shipped, offered twice its own capacity (measured
+/// first) over many connections and streams, as a gateway fleet would when a replica falls
+/// behind.
+fn overload(bench: &mut Bench) {
+    println!(
+        "\n=== overload: twice the capacity offered for {} s over 64 connections × 1024 streams, quickstart as shipped (audit on), alice's cached token\n",
+        bench.scale.overload_seconds
+    );
+    let mesh = bench.start_quickstart("overload", true);
+    let allow = common::istio_check_request(Some(&bench.alice));
+    let body = write_file(
+        &bench.dir,
+        "overload-allow.bin",
+        &requests::frame(&requests::encode(&allow)),
+    );
+    let decision = bench.assert_decision(&mesh, &allow, Expect::Allow);
+    println!("decision checked first: {decision}");
+    bench.h2load_warmup(&mesh, &body);
+    let capacity = bench.h2load(&mesh, &body).rps;
+    println!("capacity now (h2load -c 8 -m 16): {capacity:.0} checks/s");
+    let counters = |bench: &Bench| {
+        let text = bench.runtime.block_on(servers::metrics_text(&mesh));
+        let sum = |prefix: &str| servers::metric_sum(&text, |n| n.starts_with(prefix));
+        (
+            sum("mesh_authz_checks_total"),
+            sum("mesh_authz_checks_shed_total"),
+            sum("mesh_authz_checks_expired_total"),
+        )
+    };
+    let before = counters(bench);
+    let rate = h2load::Rate {
+        settings: h2load::Settings {
+            requests: 0,
+            connections: 64,
+            streams: 1024,
+        },
+        rps: (2.0 * capacity) as u32,
+        seconds: bench.scale.overload_seconds,
+    };
+    let log = bench.dir.join("overload.log");
+    let stats = h2load::run_rate(rate, mesh.grpc, &body, &log);
+    let after = counters(bench);
+    let within = h2load::share_within(&log, Duration::from_millis(500));
+    let seconds = stats.total.as_secs_f64();
+    let decided = (after.0 - before.0) / seconds;
+    let (_, peak_kib) = mesh.memory_kib();
+    println!(
+        "{}",
+        report::block(
+            "overload, h2load: mesh-authz quickstart, audit on",
+            &stats,
+            "HTTP-level: refused and expired checks are HTTP 200 with a gRPC error status"
+        )
+    );
+    bench.rows.push(Row {
+        part: "overload: 2× capacity offered, quickstart, audit on (baseline column: capacity)"
+            .into(),
+        metric: "decided/s",
+        mesh: format!("{decided:.0}"),
+        baseline: format!("{capacity:.0}"),
+        ratio: decided / capacity,
+        target: Target::AtLeast(0.9),
+    });
+    bench.notes.push(format!(
+        "overload: {:.0} checks/s offered for {seconds:.0} s: {decided:.0} decided/s, {:.0} refused (max_concurrent_checks), {:.0} expired (grpc-timeout); {:.1} % of all answers within 0.5 s, p99 {}; peak RSS {} MiB",
+        rate.rps as f64,
+        after.1 - before.1,
+        after.2 - before.2,
+        within * 100.0,
+        report::human(stats.p99),
+        peak_kib / 1024
+    ));
 }
 
 /// The cold part: the driver with the warm request, then with a distinct RS256 token per

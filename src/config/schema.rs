@@ -105,7 +105,7 @@ impl Default for RawServer {
             watch_config: true,
             config_check_interval: Duration::from_secs(10),
             max_concurrent_checks: 4096,
-            max_concurrent_streams: 1024,
+            max_concurrent_streams: 128,
         }
     }
 }
