@@ -19,6 +19,8 @@
 //! - **overload**: twice the quickstart's own capacity offered over 64 connections × 1024
 //!   streams: checks decided per second against the capacity, how many were refused or
 //!   expired, answers within Envoy's 0.5 s, peak memory.
+//! - **cold** and **envoy** run the quickstart as shipped with the `rsa-a` test key in its
+//!   JWKS, since they sign their own tokens.
 //! - **cold**: a tonic driver with the same shape (8 connections × 16 calls in flight)
 //!   sending a distinct RS256 token per request; also the warm request, so that both load
 //!   generators show the warm ratio.
@@ -307,7 +309,7 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
     let _ = writeln!(out, "wrk:     {}", first_line("wrk", &["-v"]));
     let _ = writeln!(out, "envoy:   {envoy}");
     let _ = writeln!(out, "parts:   {parts:?}");
-    let _ = writeln!(out, "servers: mesh-authz = {} serve --config <temp> (warm: the quickstart as shipped, listening on ephemeral ports, with and without audit; cold, envoy: a bench-only config without audit; memory: a bench-only config with a fake Gerrit); no-op baseline = this bench binary {} (tonic, multi-thread runtime, TCP_NODELAY, every Check OK with an empty OkHttpResponse)",
+    let _ = writeln!(out, "servers: mesh-authz = {} serve --config <temp> (warm, rate, overload: the quickstart as shipped, listening on ephemeral ports; warm also without its audit section; cold, envoy: the same with the rsa-a test key in its JWKS, as the bench signs tokens; memory: a bench-only config with a fake Gerrit, no audit); no-op baseline = this bench binary {} (tonic, multi-thread runtime, TCP_NODELAY, every Check OK with an empty OkHttpResponse)",
         servers::mesh_authz_binary().display(), servers::NOOP_FLAG);
     let _ = writeln!(out, "request: Istio-like CheckRequest, GET {}{}, {} bytes serialized ({} framed) with alice's RS256 token ({} bytes); {} bytes without a token",
         requests::HOST, requests::PATH, warm.len(), warm.len() + 5, bench.token.len(), deny.len());
@@ -341,8 +343,9 @@ fn header(bench: &Bench, parts: &[Part], quick: bool) -> String {
 }
 
 impl Bench {
-    /// Starts mesh-authz with the static config (RS256 rsa-a JWKS, alice in team-a).
-    fn start_mesh_authz(&self, part: &str) -> ServerProcess {
+    /// Starts mesh-authz with the quickstart as shipped but for its JWKS, which holds the
+    /// `rsa-a` test key instead of the demo key (the bench signs its own tokens with it).
+    fn start_quickstart_test_key(&self, part: &str) -> ServerProcess {
         let dir = self.dir.join(part);
         std::fs::create_dir_all(&dir).expect("creating the part's directory");
         let write = |name: &str, content: &str| {
@@ -350,12 +353,12 @@ impl Bench {
                 .unwrap_or_else(|e| panic!("writing {name}: {e}"))
         };
         write("jwks.json", &requests::rsa_a_jwks().to_string());
-        write("config.yaml", &servers::static_config());
+        write("config.yaml", &servers::quickstart_config(true));
         servers::start_mesh_authz(
-            "mesh-authz",
+            "mesh-authz quickstart (test key), audit on",
             &dir.join("config.yaml"),
             &dir.join("mesh-authz.log"),
-            None,
+            Some(&dir.join("stdout.jsonl")),
         )
     }
 
@@ -719,7 +722,7 @@ fn cold(bench: &mut Bench) {
         report::human(signing)
     );
 
-    let mesh = bench.start_mesh_authz("cold");
+    let mesh = bench.start_quickstart_test_key("cold");
     let noop = bench.start_noop("cold");
     let note = "gRPC status / CheckResponse status code, as the driver read them";
     let servers = [&mesh, &noop];
@@ -797,7 +800,7 @@ fn envoy_part(bench: &mut Bench) {
             return;
         }
     };
-    let mesh = bench.start_mesh_authz("envoy");
+    let mesh = bench.start_quickstart_test_key("envoy");
     let noop = bench.start_noop("envoy");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let placement = envoy::Placement::from_env(cpus);

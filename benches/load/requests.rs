@@ -9,10 +9,11 @@ use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::codegen::Bytes;
 
-/// The issuer of the RS256 tokens (warm, cold, Envoy parts).
-pub const ISSUER: &str = "https://idp.bench.mesh-authz.invalid";
-/// The audience of every bench token.
-pub const AUDIENCE: &str = "mesh-authz-bench";
+/// The issuer of the RS256 tokens (warm driver, cold, Envoy parts): the quickstart's, whose
+/// config those parts run with the `rsa-a` test key in its JWKS.
+pub const ISSUER: &str = "https://idp.demo.mesh-authz.invalid";
+/// The audience of every bench token: the quickstart's.
+pub const AUDIENCE: &str = "mesh-authz-demo";
 /// The issuer of the EdDSA tokens (memory part).
 pub const ED_ISSUER: &str = "https://idp-ed.bench.mesh-authz.invalid";
 pub use crate::common::{HOST, PATH};

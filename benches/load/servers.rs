@@ -309,16 +309,6 @@ issuers:
     )
 }
 
-/// The config of the warm, cold and Envoy parts: one RS256 issuer with the file JWKS
-/// `jwks.json` (the rsa-a fixture), static groups (alice: team-a), no audit.
-pub fn static_config() -> String {
-    config(
-        super::requests::ISSUER,
-        "RS256",
-        "static_groups:\n  alice: [team-a]",
-    )
-}
-
 /// The config of the memory part: one EdDSA issuer with the file JWKS `jwks.json`, the
 /// Gerrit at `gerrit_url` (password in `gerrit-password`), every cache at its default
 /// bound, no audit.
