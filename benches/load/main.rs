@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench load` runs every part and prints a ghz-like report per run and a
 //! summary of ratios against the no-op baseline with the performance issue's targets
-//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|overload|envoy|memory` runs
+//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|manifests|overload|envoy|memory` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
 //! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one
@@ -16,6 +16,8 @@
 //! - **rate**: h2load at a fixed offered rate, 50 % and 80 % of the no-op's capacity
 //!   measured in the same run, against the quickstart as shipped and the no-op: latency
 //!   when not saturated.
+//! - **manifests**: the same h2load runs against `manifests/base/config.yaml` as shipped
+//!   (pointed at a fake Gerrit and IdP in this process) and the no-op.
 //! - **overload**: twice the quickstart's own capacity offered over 64 connections × 1024
 //!   streams: checks decided per second against the capacity, how many were refused or
 //!   expired, answers within Envoy's 0.5 s, peak memory.
@@ -70,15 +72,17 @@ enum Part {
     Warm,
     Cold,
     Rate,
+    Manifests,
     Overload,
     Envoy,
     Memory,
 }
 
-const ALL_PARTS: [Part; 6] = [
+const ALL_PARTS: [Part; 7] = [
     Part::Warm,
     Part::Cold,
     Part::Rate,
+    Part::Manifests,
     Part::Overload,
     Part::Envoy,
     Part::Memory,
@@ -233,6 +237,7 @@ fn main() {
             Part::Cold => cold(&mut bench),
             Part::Rate => rate(&mut bench),
             Part::Overload => overload(&mut bench),
+            Part::Manifests => manifests_part(&mut bench),
             Part::Envoy => envoy_part(&mut bench),
             Part::Memory => memory_part(&mut bench),
         }
@@ -614,6 +619,64 @@ fn rate(bench: &mut Bench) {
             Row::cpu(&part, &rounds[0], &rounds[1], Target::None),
         ]);
     }
+}
+
+/// The manifests part: h2load against `manifests/base/config.yaml` as shipped (pointed at
+/// the bench's fake Gerrit and IdP) and the no-op, with a warm token of `user-1`, whose
+/// groups come from the fake Gerrit and are cached after the first check.
+fn manifests_part(bench: &mut Bench) {
+    println!(
+        "\n=== manifests: h2load, manifests/base/config.yaml as shipped (audit on, groups from a fake Gerrit, cached), a warm RS256 token\n"
+    );
+    let gerrit = bench.runtime.block_on(memory::FakeGerrit::start());
+    let dir = bench.dir.join("manifests");
+    std::fs::create_dir_all(&dir).expect("creating the part's directory");
+    let token_file = write_file(&dir, "events-token", b"bench-events-token-0123456789");
+    let config = write_file(
+        &dir,
+        "config.yaml",
+        servers::manifests_config(&gerrit.url, &token_file).as_bytes(),
+    );
+    let mesh = servers::start_mesh_authz(
+        "mesh-authz manifests config, audit on",
+        &config,
+        &dir.join("mesh-authz.log"),
+        Some(&dir.join("stdout.jsonl")),
+    );
+    let noop = bench.start_noop("manifests");
+    let mut claims = requests::claims("https://idp.example.com", "user-1", 1);
+    claims["aud"] = "gerrit".into();
+    let token = Signer::rsa_a().sign(&claims);
+    let allow = common::istio_check_request(Some(&token));
+    let body = write_file(
+        &bench.dir,
+        "manifests-allow.bin",
+        &requests::frame(&requests::encode(&allow)),
+    );
+    let servers = [&mesh, &noop];
+    for server in servers {
+        let decision = bench.assert_decision(server, &allow, Expect::Allow);
+        println!("decision checked first: {decision}");
+        bench.h2load_warmup(server, &body);
+    }
+    let mut rounds: [Vec<Stats>; 2] = Default::default();
+    for round in 0..bench.scale.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            rounds[i].push(bench.h2load(servers[i], &body));
+        }
+    }
+    let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
+    for (server, runs) in servers.iter().zip(&rounds) {
+        let title = format!("manifests allow, h2load: {}", server.name);
+        println!("{}", report::rounds_block(&title, runs, note));
+    }
+    let part = "warm allow, manifests/base config, audit on";
+    bench.rows.extend([
+        Row::rps(part, &rounds[0], &rounds[1], Target::AtLeast(0.85)),
+        Row::p99(part, &rounds[0], &rounds[1], Target::AtMost(1.5)),
+        Row::cpu(part, &rounds[0], &rounds[1], Target::AtMost(1.25)),
+    ]);
 }
 
 /// The overload part: the quickstart as shipped, offered twice its own capacity (measured

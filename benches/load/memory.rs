@@ -40,8 +40,10 @@ const FIRST_ACCOUNT: u64 = 1_000_000;
 
 /// A fake Gerrit answering account queries and group lookups for users `user-N`:
 /// account 1000000+N, groups team-a and Registered Users. Counts the requests it answers.
-struct FakeGerrit {
-    url: String,
+/// It also serves `/jwks.json` (the `rsa-a` test key), standing in for the IdP.
+pub struct FakeGerrit {
+    /// Its base URL.
+    pub url: String,
     requests: Arc<AtomicU64>,
 }
 
@@ -107,9 +109,17 @@ async fn groups(State(n): State<Arc<AtomicU64>>, UrlPath(id): UrlPath<String>) -
 
 impl FakeGerrit {
     /// Serves on an ephemeral loopback port in this process's runtime.
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let requests = Arc::new(AtomicU64::new(0));
+        let jwks = requests::rsa_a_jwks().to_string();
         let app = axum::Router::new()
+            .route(
+                "/jwks.json",
+                get(move || {
+                    let jwks = jwks.clone();
+                    async move { ([("content-type", "application/json")], jwks) }
+                }),
+            )
             .route("/a/accounts/", get(query))
             .route("/a/accounts/{account}", get(account))
             .route("/a/accounts/{account}/groups/", get(groups))

@@ -347,3 +347,44 @@ pub fn metric_sum(text: &str, select: impl Fn(&str) -> bool) -> f64 {
         .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
         .sum()
 }
+
+/// `manifests/base/config.yaml` as shipped (audit on, Gerrit groups, events, every route),
+/// with what must point at this machine changed: ephemeral loopback ports, no peers, the
+/// IdP's JWKS URL and Gerrit's URL at the bench's fakes, the events token in `token_file`.
+pub fn manifests_config(fake: &str, token_file: &Path) -> String {
+    let shipped = include_str!("../../manifests/base/config.yaml");
+    let mut config = shipped.to_string();
+    for (from, to) in [
+        (
+            "grpc_listen: 0.0.0.0:9191",
+            "grpc_listen: 127.0.0.1:0".to_string(),
+        ),
+        (
+            "admin_listen: 0.0.0.0:9192",
+            "admin_listen: 127.0.0.1:0".to_string(),
+        ),
+        (
+            "  peers: [mesh-authz-peers.mesh-authz.svc.cluster.local:9192]\n",
+            String::new(),
+        ),
+        (
+            "url: https://idp.example.com/.well-known/jwks.json",
+            format!("url: {fake}/jwks.json"),
+        ),
+        (
+            "url: http://gerrit.gerrit.svc.cluster.local:8080",
+            format!("url: {fake}"),
+        ),
+        (
+            "token_file: /etc/mesh-authz/gerrit/events-token",
+            format!("token_file: {}", token_file.display()),
+        ),
+    ] {
+        assert!(
+            config.contains(from),
+            "manifests/base/config.yaml no longer has {from:?}; update the bench"
+        );
+        config = config.replace(from, &to);
+    }
+    config
+}
