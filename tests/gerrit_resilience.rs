@@ -8,7 +8,8 @@ use std::time::Duration;
 use support::clock::{manual_clock, until};
 use support::gerrit::{FakeGerrit, Fault, USERNAME};
 use support::server::{
-    check_request, config, gerrit_section, start_error, start_with_gerrit, TestServer, HOST,
+    check_request, check_team_a, config, gerrit_section, start_error, start_with_gerrit,
+    TestServer, HOST,
 };
 use support::tokens;
 
@@ -23,19 +24,7 @@ async fn start(gerrit: &FakeGerrit, extra: &str) -> TestServer {
 }
 
 async fn check_code(s: &TestServer, user: &str) -> Result<i32, tonic::Code> {
-    let token = tokens::bearer(&tokens::token_for(user));
-    let req = check_request(
-        "GET",
-        HOST,
-        "/a/projects/team-a/x",
-        &[("authorization", &token)],
-    );
-    let mut client = s.client.clone();
-    client
-        .check(req)
-        .await
-        .map(|r| r.into_inner().status.unwrap().code)
-        .map_err(|e| e.code())
+    check_team_a(s, user).await.map_err(|e| e.code())
 }
 
 #[tokio::test]

@@ -78,45 +78,55 @@ impl Rate {
 
 /// Runs h2load at a fixed rate against `addr` and reads the latencies it logged.
 pub fn run_rate(rate: Rate, addr: SocketAddr, body: &Path, log: &Path) -> Stats {
-    let _ = std::fs::remove_file(log);
-    let output = Command::new("h2load")
-        .args(["-D", &rate.seconds.to_string()])
-        .args(["--rps", &rate.per_connection().to_string()])
-        .args(["-c", &rate.settings.connections.to_string()])
-        .args(["-m", &rate.settings.streams.to_string()])
-        .args(["-t", "1"])
-        .arg("-d")
-        .arg(body)
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-        .args(["-H", &format!("grpc-timeout: {GRPC_TIMEOUT}")])
-        .arg("--log-file")
-        .arg(log)
-        .arg(format!("http://{addr}{CHECK_PATH}"))
-        .output()
-        .expect("running h2load (is it installed? apt-get install nghttp2-client)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "h2load failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let (stats, _) = invoke(
+        &[
+            "-D".into(),
+            rate.seconds.to_string(),
+            "--rps".into(),
+            rate.per_connection().to_string(),
+            "-c".into(),
+            rate.settings.connections.to_string(),
+            "-m".into(),
+            rate.settings.streams.to_string(),
+        ],
+        addr,
+        body,
+        log,
     );
-    let (total, rps) = finished(&stdout);
-    let (nanos, statuses) = read_log(log);
-    Stats {
-        rps,
-        ..Stats::from_latencies(nanos, total, statuses)
-    }
+    stats
 }
 
 /// Runs h2load against `addr` sending `body` (a framed request) and reads the per-request
 /// latencies it logged to `log`.
 pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Stats {
+    let (stats, stdout) = invoke(
+        &[
+            "-n".into(),
+            settings.requests.to_string(),
+            "-c".into(),
+            settings.connections.to_string(),
+            "-m".into(),
+            settings.streams.to_string(),
+        ],
+        addr,
+        body,
+        log,
+    );
+    let failed = settings.requests - stats.count;
+    assert_eq!(
+        failed, 0,
+        "h2load: {failed} of {} requests got no answer:\n{stdout}",
+        settings.requests
+    );
+    stats
+}
+
+/// Runs h2load with `args` and the settings every run shares (one thread, the gRPC
+/// headers, `body`, the log): its statistics, and its standard output.
+fn invoke(args: &[String], addr: SocketAddr, body: &Path, log: &Path) -> (Stats, String) {
     let _ = std::fs::remove_file(log);
     let output = Command::new("h2load")
-        .args(["-n", &settings.requests.to_string()])
-        .args(["-c", &settings.connections.to_string()])
-        .args(["-m", &settings.streams.to_string()])
+        .args(args)
         .args(["-t", "1"])
         .arg("-d")
         .arg(body)
@@ -127,7 +137,7 @@ pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Sta
         .arg(format!("http://{addr}{CHECK_PATH}"))
         .output()
         .expect("running h2load (is it installed? apt-get install nghttp2-client)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "h2load failed ({}):\n{stdout}\n{}",
@@ -136,16 +146,11 @@ pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Sta
     );
     let (total, rps) = finished(&stdout);
     let (nanos, statuses) = read_log(log);
-    let failed = settings.requests - nanos.len() as u64;
-    assert_eq!(
-        failed, 0,
-        "h2load: {failed} of {} requests got no answer:\n{stdout}",
-        settings.requests
-    );
-    Stats {
+    let stats = Stats {
         rps,
         ..Stats::from_latencies(nanos, total, statuses)
-    }
+    };
+    (stats, stdout)
 }
 
 /// `finished in 2.75s, 72727.27 req/s, ...`: the run's duration and h2load's req/s.

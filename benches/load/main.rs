@@ -418,6 +418,21 @@ impl Bench {
         format!("{}: {described}", server.name)
     }
 
+    /// Asserts each server's decision on `request`, then warms it up with h2load.
+    fn check_and_warm(
+        &self,
+        servers: &[&ServerProcess],
+        request: &envoy_types::pb::envoy::service::auth::v3::CheckRequest,
+        expect: Expect,
+        body: &Path,
+    ) {
+        for server in servers {
+            let decision = self.assert_decision(server, request, expect);
+            println!("decision checked first: {decision}");
+            self.h2load_warmup(server, body);
+        }
+    }
+
     /// h2load: a warm-up run, unwarmed servers only.
     fn h2load_warmup(&self, server: &ServerProcess, body: &Path) {
         let log = self.dir.join("h2load.log");
@@ -428,31 +443,15 @@ impl Bench {
     /// h2load: one measured run against `server` sending `body`.
     fn h2load(&self, server: &ServerProcess, body: &Path) -> Stats {
         let log = self.dir.join("h2load.log");
-        std::thread::sleep(QUIET);
-        let meter = CpuMeter::start(&[server.pid()]);
-        let stats = h2load::run(self.scale.h2load, server.grpc, body, &log);
-        Stats {
-            other_cpu: meter.as_ref().and_then(|m| m.other_share()),
-            process_cpu: meter
-                .map(|m| vec![(report::SERVER.to_string(), m.cores(0))])
-                .unwrap_or_default(),
-            ..stats
-        }
+        metered(server, || {
+            h2load::run(self.scale.h2load, server.grpc, body, &log)
+        })
     }
 
     /// h2load: one run at a fixed rate against `server` sending `body`.
     fn h2load_rate(&self, server: &ServerProcess, rate: h2load::Rate, body: &Path) -> Stats {
         let log = self.dir.join("h2load.log");
-        std::thread::sleep(QUIET);
-        let meter = CpuMeter::start(&[server.pid()]);
-        let stats = h2load::run_rate(rate, server.grpc, body, &log);
-        Stats {
-            other_cpu: meter.as_ref().and_then(|m| m.other_share()),
-            process_cpu: meter
-                .map(|m| vec![(report::SERVER.to_string(), m.cores(0))])
-                .unwrap_or_default(),
-            ..stats
-        }
+        metered(server, || h2load::run_rate(rate, server.grpc, body, &log))
     }
 
     /// The driver: `total` calls to `server` with `bodies`.
@@ -470,6 +469,29 @@ impl Bench {
             ..stats
         }
     }
+}
+
+/// After a quiet pause, `run` with `server`'s CPU (and other processes') measured.
+fn metered(server: &ServerProcess, run: impl FnOnce() -> Stats) -> Stats {
+    std::thread::sleep(QUIET);
+    let meter = CpuMeter::start(&[server.pid()]);
+    let stats = run();
+    Stats {
+        other_cpu: meter.as_ref().and_then(|m| m.other_share()),
+        process_cpu: meter
+            .map(|m| vec![(report::SERVER.to_string(), m.cores(0))])
+            .unwrap_or_default(),
+        ..stats
+    }
+}
+
+/// Writes `request` framed as h2load sends it to `dir/name` and returns the path.
+fn body_file(
+    dir: &Path,
+    name: &str,
+    request: &envoy_types::pb::envoy::service::auth::v3::CheckRequest,
+) -> PathBuf {
+    write_file(dir, name, &requests::frame(&requests::encode(request)))
 }
 
 /// Writes `content` to `dir/name` and returns the path.
@@ -490,16 +512,8 @@ fn warm(bench: &mut Bench) {
     let noop = bench.start_noop("warm");
     let allow = common::istio_check_request(Some(&bench.alice));
     let deny = common::istio_check_request(None);
-    let allow_body = write_file(
-        &bench.dir,
-        "allow.bin",
-        &requests::frame(&requests::encode(&allow)),
-    );
-    let deny_body = write_file(
-        &bench.dir,
-        "deny.bin",
-        &requests::frame(&requests::encode(&deny)),
-    );
+    let allow_body = body_file(&bench.dir, "allow.bin", &allow);
+    let deny_body = body_file(&bench.dir, "deny.bin", &deny);
     let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
     let variants = [
         ("allow", &allow, &allow_body, Expect::Allow, 0.85),
@@ -514,11 +528,7 @@ fn warm(bench: &mut Bench) {
     for (variant, request, body, expect, rps_target) in variants {
         let servers = [&on, &off, &noop];
         let mut rounds: [Vec<Stats>; 3] = Default::default();
-        for server in servers {
-            let decision = bench.assert_decision(server, request, expect);
-            println!("decision checked first: {decision}");
-            bench.h2load_warmup(server, body);
-        }
+        bench.check_and_warm(&servers, request, expect, body);
         // Rounds rotate the order, so that no server always runs first or after the
         // same one, and a drift of the machine's speed hits all alike.
         for round in 0..bench.scale.rounds {
@@ -577,17 +587,9 @@ fn rate(bench: &mut Bench) {
     let mesh = bench.start_quickstart("rate", true);
     let noop = bench.start_noop("rate");
     let allow = common::istio_check_request(Some(&bench.alice));
-    let body = write_file(
-        &bench.dir,
-        "rate-allow.bin",
-        &requests::frame(&requests::encode(&allow)),
-    );
+    let body = body_file(&bench.dir, "rate-allow.bin", &allow);
     let servers = [&mesh, &noop];
-    for server in servers {
-        let decision = bench.assert_decision(server, &allow, Expect::Allow);
-        println!("decision checked first: {decision}");
-        bench.h2load_warmup(server, &body);
-    }
+    bench.check_and_warm(&servers, &allow, Expect::Allow, &body);
     let capacity = bench.h2load(&noop, &body).rps;
     println!("no-op capacity now: {capacity:.0} checks/s");
     let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
@@ -648,17 +650,9 @@ fn manifests_part(bench: &mut Bench) {
     claims["aud"] = "gerrit".into();
     let token = Signer::rsa_a().sign(&claims);
     let allow = common::istio_check_request(Some(&token));
-    let body = write_file(
-        &bench.dir,
-        "manifests-allow.bin",
-        &requests::frame(&requests::encode(&allow)),
-    );
+    let body = body_file(&bench.dir, "manifests-allow.bin", &allow);
     let servers = [&mesh, &noop];
-    for server in servers {
-        let decision = bench.assert_decision(server, &allow, Expect::Allow);
-        println!("decision checked first: {decision}");
-        bench.h2load_warmup(server, &body);
-    }
+    bench.check_and_warm(&servers, &allow, Expect::Allow, &body);
     let mut rounds: [Vec<Stats>; 2] = Default::default();
     for round in 0..bench.scale.rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -689,11 +683,7 @@ fn overload(bench: &mut Bench) {
     );
     let mesh = bench.start_quickstart("overload", true);
     let allow = common::istio_check_request(Some(&bench.alice));
-    let body = write_file(
-        &bench.dir,
-        "overload-allow.bin",
-        &requests::frame(&requests::encode(&allow)),
-    );
+    let body = body_file(&bench.dir, "overload-allow.bin", &allow);
     let decision = bench.assert_decision(&mesh, &allow, Expect::Allow);
     println!("decision checked first: {decision}");
     bench.h2load_warmup(&mesh, &body);

@@ -207,35 +207,34 @@ impl Row {
     /// p50 row: mesh-authz's median latency against the baseline's (median rounds shown,
     /// median of per-round ratios).
     pub fn p50(part: &str, mesh: &[Stats], baseline: &[Stats], target: Target) -> Self {
-        let median_p50 = |runs: &[Stats]| {
-            let mut p50s: Vec<Duration> = runs.iter().map(|r| r.p50).collect();
-            p50s.sort_unstable();
-            p50s[(p50s.len() - 1) / 2]
-        };
-        Self {
-            part: part.to_string(),
-            metric: "p50",
-            mesh: human(median_p50(mesh)),
-            baseline: human(median_p50(baseline)),
-            ratio: paired(mesh, baseline, |s| s.p50.as_secs_f64()),
-            target,
-        }
+        Self::latency(part, "p50", |s| s.p50, mesh, baseline, target)
     }
 
     /// p99 row: mesh-authz's 99th percentile latency against the baseline's (median
     /// rounds shown, median of per-round ratios).
     pub fn p99(part: &str, mesh: &[Stats], baseline: &[Stats], target: Target) -> Self {
-        let median_p99 = |runs: &[Stats]| {
-            let mut p99s: Vec<Duration> = runs.iter().map(|r| r.p99).collect();
-            p99s.sort_unstable();
-            p99s[(p99s.len() - 1) / 2]
+        Self::latency(part, "p99", |s| s.p99, mesh, baseline, target)
+    }
+
+    fn latency(
+        part: &str,
+        metric: &'static str,
+        pick: fn(&Stats) -> Duration,
+        mesh: &[Stats],
+        baseline: &[Stats],
+        target: Target,
+    ) -> Self {
+        let median = |runs: &[Stats]| {
+            let mut values: Vec<Duration> = runs.iter().map(pick).collect();
+            values.sort_unstable();
+            values[(values.len() - 1) / 2]
         };
         Self {
             part: part.to_string(),
-            metric: "p99",
-            mesh: human(median_p99(mesh)),
-            baseline: human(median_p99(baseline)),
-            ratio: paired(mesh, baseline, |s| s.p99.as_secs_f64()),
+            metric,
+            mesh: human(median(mesh)),
+            baseline: human(median(baseline)),
+            ratio: paired(mesh, baseline, |s| pick(s).as_secs_f64()),
             target,
         }
     }

@@ -250,6 +250,23 @@ pub fn gerrit_section(url: &str) -> String {
     )
 }
 
+/// `GET HOST/a/projects/team-a/x` (route `gerrit-team-a`) with `user`'s bearer token: the
+/// CheckResponse's status code, or the gRPC error the call ended with.
+pub async fn check_team_a(s: &TestServer, user: &str) -> Result<i32, tonic::Status> {
+    let token = super::tokens::bearer(&super::tokens::token_for(user));
+    let req = check_request(
+        "GET",
+        HOST,
+        "/a/projects/team-a/x",
+        &[("authorization", &token)],
+    );
+    s.client
+        .clone()
+        .check(req)
+        .await
+        .map(|r| r.into_inner().status.map_or(-1, |status| status.code))
+}
+
 /// A CheckRequest shaped like one from an Istio gateway, with only what decisions read
 /// ([`super::istio::Shape::Minimal`]).
 pub fn check_request(
