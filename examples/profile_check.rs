@@ -9,6 +9,7 @@
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 deny
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit  # as shipped
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 noop   # the floor
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit nometa
 //! ```
 
 #[path = "../benches/common/mod.rs"]
@@ -60,7 +61,11 @@ fn main() {
         AuditLog::start(AuditOutput::File("/dev/null".into())).expect("audit to /dev/null")
     });
     let service = CheckService::new(
-        Arc::new(arc_swap::ArcSwap::from_pointee(quickstart(true))),
+        Arc::new(arc_swap::ArcSwap::from_pointee(if has("nometa") {
+            without_dynamic_metadata()
+        } else {
+            quickstart(true)
+        })),
         Arc::new(Metrics::new(None, audit.as_ref())),
         audit,
     );
@@ -89,4 +94,15 @@ fn main() {
         }
         println!("{n} checks, {total} bytes");
     });
+}
+
+/// The quickstart without `dynamic_metadata` on its team-a route (what that costs).
+fn without_dynamic_metadata() -> mesh_authz::authorize::Authorizer {
+    use mesh_authz::config::{self, FileResolver, BUILTIN_CONFIG};
+    let text = BUILTIN_CONFIG.replace("    dynamic_metadata: true\n", "");
+    assert_ne!(text, BUILTIN_CONFIG, "the quickstart has dynamic_metadata");
+    let config = config::from_str("quickstart without metadata", &text, &FileResolver::Builtin)
+        .expect("compiles");
+    mesh_authz::authorize::Authorizer::from_config(&config, reqwest::Client::new())
+        .expect("authorizer builds")
 }
