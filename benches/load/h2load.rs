@@ -96,6 +96,31 @@ pub fn run_rate(rate: Rate, addr: SocketAddr, body: &Path, log: &Path) -> Stats 
     stats
 }
 
+/// Runs h2load with `settings`' connections and streams for `seconds` (as fast as answers
+/// come) and reads the latencies it logged.
+pub fn run_for(
+    settings: Settings,
+    seconds: u32,
+    addr: SocketAddr,
+    body: &Path,
+    log: &Path,
+) -> Stats {
+    let (stats, _) = invoke(
+        &[
+            "-D".into(),
+            seconds.to_string(),
+            "-c".into(),
+            settings.connections.to_string(),
+            "-m".into(),
+            settings.streams.to_string(),
+        ],
+        addr,
+        body,
+        log,
+    );
+    stats
+}
+
 /// Runs h2load against `addr` sending `body` (a framed request) and reads the per-request
 /// latencies it logged to `log`.
 pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Stats {

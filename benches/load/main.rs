@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench load` runs every part and prints a ghz-like report per run and a
 //! summary of ratios against the no-op baseline with the performance issue's targets
-//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|manifests|overload|envoy|memory` runs
+//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|soak|manifests|overload|envoy|memory` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
 //! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one
@@ -16,6 +16,8 @@
 //! - **rate**: h2load at a fixed offered rate, 50 % and 80 % of the no-op's capacity
 //!   measured in the same run, against the quickstart as shipped and the no-op: latency
 //!   when not saturated.
+//! - **soak**: the quickstart as shipped at full load for 60 s; its audit file must hold
+//!   one line per check answered, none dropped.
 //! - **manifests**: the same h2load runs against `manifests/base/config.yaml` as shipped
 //!   (pointed at a fake Gerrit and IdP in this process) and the no-op.
 //! - **overload**: twice the quickstart's own capacity offered over 64 connections × 1024
@@ -72,16 +74,18 @@ enum Part {
     Warm,
     Cold,
     Rate,
+    Soak,
     Manifests,
     Overload,
     Envoy,
     Memory,
 }
 
-const ALL_PARTS: [Part; 7] = [
+const ALL_PARTS: [Part; 8] = [
     Part::Warm,
     Part::Cold,
     Part::Rate,
+    Part::Soak,
     Part::Manifests,
     Part::Overload,
     Part::Envoy,
@@ -99,6 +103,8 @@ struct Scale {
     rate_seconds: u32,
     /// Length of the overload run.
     overload_seconds: u32,
+    /// Length of the audit soak at full load.
+    soak_seconds: u32,
     driver: driver::Settings,
     driver_requests: usize,
     driver_warmup: usize,
@@ -123,6 +129,7 @@ impl Scale {
             rounds: 3,
             rate_seconds: 5,
             overload_seconds: 30,
+            soak_seconds: 60,
             driver: driver::Settings {
                 connections: 8,
                 concurrency: 16,
@@ -154,6 +161,7 @@ impl Scale {
             rounds: 1,
             rate_seconds: 2,
             overload_seconds: 3,
+            soak_seconds: 3,
             driver_requests: 20_000,
             driver_warmup: 2_000,
             cold_tokens: 2_000,
@@ -238,6 +246,7 @@ fn main() {
             Part::Rate => rate(&mut bench),
             Part::Overload => overload(&mut bench),
             Part::Manifests => manifests_part(&mut bench),
+            Part::Soak => soak(&mut bench),
             Part::Envoy => envoy_part(&mut bench),
             Part::Memory => memory_part(&mut bench),
         }
@@ -558,22 +567,22 @@ fn warm(bench: &mut Bench) {
             .rows
             .push(Row::rps(&part, on_runs, off_runs, Target::AtLeast(0.95)));
     }
-    bench.notes.push(audit_accounting(bench, &on));
+    bench.notes.push(audit_accounting(bench, &on, "warm"));
 }
 
 /// Whether the audit-on server wrote one line per check it answered: its audit lines
 /// (after the writer's interval) against `mesh_authz_checks_total`, and the dropped count.
-fn audit_accounting(bench: &Bench, server: &ServerProcess) -> String {
+fn audit_accounting(bench: &Bench, server: &ServerProcess, part: &str) -> String {
     std::thread::sleep(Duration::from_millis(500));
     let text = bench.runtime.block_on(servers::metrics_text(server));
     let checks = servers::metric_sum(&text, |name| name.starts_with("mesh_authz_checks_total"));
     let dropped = servers::metric_sum(&text, |name| name == "mesh_authz_audit_dropped_total");
-    let stdout = std::fs::read_to_string(bench.dir.join("warm").join("stdout.jsonl"))
+    let stdout = std::fs::read_to_string(bench.dir.join(part).join("stdout.jsonl"))
         .expect("reading the audit-on server's stdout");
     // The first line is the listen addresses, the rest audit lines.
     let lines = stdout.lines().skip(1).count();
     format!(
-        "audit (warm, quickstart audit on): {lines} audit lines for {checks} checks answered, {dropped} dropped (mesh_authz_audit_dropped_total){}",
+        "audit ({part}, quickstart audit on): {lines} audit lines for {checks} checks answered, {dropped} dropped (mesh_authz_audit_dropped_total){}",
         if lines as f64 == checks && dropped == 0.0 { "" } else { "  <- LINES LOST" }
     )
 }
@@ -621,6 +630,30 @@ fn rate(bench: &mut Bench) {
             Row::cpu(&part, &rounds[0], &rounds[1], Target::None),
         ]);
     }
+}
+
+/// The soak part: the quickstart as shipped at full load (h2load's warm settings, for a
+/// fixed time), then whether its audit file holds one line per check answered.
+fn soak(bench: &mut Bench) {
+    let seconds = bench.scale.soak_seconds;
+    println!("\n=== soak: {seconds} s at full load, quickstart as shipped (audit on)\n");
+    let mesh = bench.start_quickstart("soak", true);
+    let allow = common::istio_check_request(Some(&bench.alice));
+    let body = body_file(&bench.dir, "soak-allow.bin", &allow);
+    bench.check_and_warm(&[&mesh], &allow, Expect::Allow, &body);
+    let log = bench.dir.join("h2load.log");
+    let stats = metered(&mesh, || {
+        h2load::run_for(bench.scale.h2load, seconds, mesh.grpc, &body, &log)
+    });
+    println!(
+        "{}",
+        report::block(
+            &format!("soak, h2load -D {seconds}: mesh-authz quickstart, audit on"),
+            &stats,
+            "HTTP-level"
+        )
+    );
+    bench.notes.push(audit_accounting(bench, &mesh, "soak"));
 }
 
 /// The manifests part: h2load against `manifests/base/config.yaml` as shipped (pointed at
