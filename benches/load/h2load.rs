@@ -79,15 +79,12 @@ impl Rate {
 /// Runs h2load at a fixed rate against `addr` and reads the latencies it logged.
 pub fn run_rate(rate: Rate, addr: SocketAddr, body: &Path, log: &Path) -> Stats {
     let (stats, _) = invoke(
+        rate.settings,
         &[
             "-D".into(),
             rate.seconds.to_string(),
             "--rps".into(),
             rate.per_connection().to_string(),
-            "-c".into(),
-            rate.settings.connections.to_string(),
-            "-m".into(),
-            rate.settings.streams.to_string(),
         ],
         addr,
         body,
@@ -106,14 +103,8 @@ pub fn run_for(
     log: &Path,
 ) -> Stats {
     let (stats, _) = invoke(
-        &[
-            "-D".into(),
-            seconds.to_string(),
-            "-c".into(),
-            settings.connections.to_string(),
-            "-m".into(),
-            settings.streams.to_string(),
-        ],
+        settings,
+        &["-D".into(), seconds.to_string()],
         addr,
         body,
         log,
@@ -125,14 +116,8 @@ pub fn run_for(
 /// latencies it logged to `log`.
 pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Stats {
     let (stats, stdout) = invoke(
-        &[
-            "-n".into(),
-            settings.requests.to_string(),
-            "-c".into(),
-            settings.connections.to_string(),
-            "-m".into(),
-            settings.streams.to_string(),
-        ],
+        settings,
+        &["-n".into(), settings.requests.to_string()],
         addr,
         body,
         log,
@@ -146,12 +131,21 @@ pub fn run(settings: Settings, addr: SocketAddr, body: &Path, log: &Path) -> Sta
     stats
 }
 
-/// Runs h2load with `args` and the settings every run shares (one thread, the gRPC
-/// headers, `body`, the log): its statistics, and its standard output.
-fn invoke(args: &[String], addr: SocketAddr, body: &Path, log: &Path) -> (Stats, String) {
+/// Runs h2load with `settings`' connections and streams, `length` (how many requests or
+/// how long, and at what rate) and what every run shares (one thread, the gRPC headers,
+/// `body`, the log): its statistics, and its standard output.
+fn invoke(
+    settings: Settings,
+    length: &[String],
+    addr: SocketAddr,
+    body: &Path,
+    log: &Path,
+) -> (Stats, String) {
     let _ = std::fs::remove_file(log);
     let output = Command::new("h2load")
-        .args(args)
+        .args(length)
+        .args(["-c", &settings.connections.to_string()])
+        .args(["-m", &settings.streams.to_string()])
         .args(["-t", "1"])
         .arg("-d")
         .arg(body)
