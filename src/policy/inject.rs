@@ -199,19 +199,11 @@ fn is_safe(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{GroupRef, IdentityHeaders, MethodSet, PathMatcher, Requirement};
+    use crate::policy::{GroupRef, IdentityHeaders, Requirement};
 
     fn route() -> RouteRule {
         RouteRule {
-            name: "r".into(),
-            hosts: vec![],
-            path: PathMatcher::Any,
-            methods: MethodSet::default(),
-            principals: vec![],
-            context_extensions: vec![],
             requirement: Requirement::authenticated(),
-            dry_run: false,
-            dynamic_metadata: false,
             token_sources: vec![
                 TokenSource::Bearer,
                 TokenSource::Query("access_token".into()),
@@ -223,10 +215,7 @@ mod tests {
                 groups: Some(GroupsHeader::named("x-forwarded-groups")),
             },
             remove_headers: vec!["authorization".into()],
-            kube: None,
-            foreign_identity_headers: vec![],
-            issuers: vec![],
-            audiences: vec![],
+            ..RouteRule::test_base("r")
         }
     }
 

@@ -193,16 +193,15 @@ impl RouteTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn rule(name: &str, host: &str, prefix: &str, methods: &[&str]) -> RouteRule {
-        RouteRule {
+impl RouteRule {
+    /// A public route named `name` that matches every request and changes nothing: the
+    /// base the policy tests build their routes on.
+    pub(crate) fn test_base(name: &str) -> Self {
+        Self {
             name: name.into(),
-            hosts: vec![HostMatcher::parse(host).unwrap()],
-            path: PathMatcher::prefix(prefix).unwrap(),
-            methods: MethodSet::new(methods).unwrap(),
+            hosts: vec![],
+            path: PathMatcher::Any,
+            methods: MethodSet::default(),
             principals: vec![],
             context_extensions: vec![],
             requirement: Requirement::Public,
@@ -215,6 +214,21 @@ mod tests {
             foreign_identity_headers: vec![],
             issuers: vec![],
             audiences: vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn rule(name: &str, host: &str, prefix: &str, methods: &[&str]) -> RouteRule {
+        RouteRule {
+            hosts: vec![HostMatcher::parse(host).unwrap()],
+            path: PathMatcher::prefix(prefix).unwrap(),
+            methods: MethodSet::new(methods).unwrap(),
+            ..RouteRule::test_base(name)
         }
     }
 

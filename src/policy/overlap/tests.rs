@@ -1,31 +1,12 @@
 //! Overlap analysis: findings for route tables, and the shipped configs.
 
 use super::*;
-use crate::authn::TokenSource;
-use crate::policy::{IdentityHeaders, Requirement};
 
 /// A route from a compact spec: space-separated `host:H`, `prefix:P`, `exact:P`,
 /// `regex:R`, `method:M`, `principal:P`, `ext:K=V` (each but the path repeatable);
 /// what is not given matches anything.
 fn route(spec: &str) -> RouteRule {
-    let mut r = RouteRule {
-        name: spec.into(),
-        hosts: vec![],
-        path: PathMatcher::Any,
-        methods: MethodSet::default(),
-        principals: vec![],
-        context_extensions: vec![],
-        requirement: Requirement::Public,
-        dry_run: false,
-        dynamic_metadata: false,
-        token_sources: vec![TokenSource::Bearer],
-        inject: IdentityHeaders::default(),
-        remove_headers: vec![],
-        kube: None,
-        foreign_identity_headers: vec![],
-        issuers: vec![],
-        audiences: vec![],
-    };
+    let mut r = RouteRule::test_base(spec);
     let mut methods = Vec::new();
     for part in spec.split_whitespace() {
         let (kind, value) = part.split_once(':').unwrap();
