@@ -12,10 +12,8 @@ mod common;
 
 use common::{headers, istio_check_request, quickstart};
 use criterion::{criterion_group, criterion_main, Criterion};
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use mesh_authz::authorize::{Denial, Verdict};
-use mesh_authz::ext_authz::CheckService;
+use mesh_authz::ext_authz::{CheckCall, CheckService};
 use mesh_authz::request::RequestView;
 use mesh_authz::telemetry::Metrics;
 use prost::Message;
@@ -91,14 +89,14 @@ fn benches(c: &mut Criterion) {
     });
 
     // The whole Check as the gRPC service runs it, from request bytes to response bytes.
-    let bytes = istio_check_request(Some(token)).encode_to_vec();
+    let bytes = bytes::Bytes::from(istio_check_request(Some(token)).encode_to_vec());
     let service = CheckService::new(
         Arc::new(arc_swap::ArcSwap::from_pointee(quickstart(true))),
         Arc::new(Metrics::default()),
         None,
     );
     let full_check = || async {
-        let request = CheckRequest::decode(black_box(&bytes[..])).expect("decodes");
+        let request = CheckCall(black_box(bytes.clone()));
         let response = service
             .check(tonic::Request::new(request))
             .await

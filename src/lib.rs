@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! Envoy ──gRPC Check──▶ ext_authz    the only module that knows Envoy's types:
-//!                        │           CheckRequest → RequestView (request.rs), the
-//!                        │           service (audit, metrics), render (response.rs)
+//!                        │           CheckRequest bytes read in place (wire.rs) →
+//!                        │           RequestView (request.rs), the service (grpc.rs,
+//!                        │           service.rs: audit, metrics), render (response.rs)
 //!                        ▼
 //!                       authorize    the decision: path → route → rules → token → groups
 //!                        │           → verdict (Decision, Verdict, Denial)

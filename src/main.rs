@@ -281,7 +281,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let view = RequestView {
         principal: args.principal.as_deref().unwrap_or(""),
-        context_extensions: &context_extensions,
+        context_extensions: (&context_extensions).into(),
         ..RequestView::http(&args.method, &args.host, &args.path, &headers)
     };
     let decision = authorizer.explain(&view).await;

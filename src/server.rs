@@ -5,12 +5,11 @@ use crate::admin::{self, GrpcHealth, Readiness};
 use crate::authorize::{Authorizer, Shared};
 use crate::config::reload;
 use crate::config::{Config, ConfigError, Problem};
-use crate::ext_authz::{Admission, CheckService};
+use crate::ext_authz::{Admission, CheckServer, CheckService};
 use crate::gerrit::GerritMetrics;
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::Metrics;
 use arc_swap::ArcSwap;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,7 +186,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         _ => None,
     };
 
-    let check = AuthorizationServer::new(CheckService::new(
+    let check = CheckServer::new(CheckService::new(
         current.clone(),
         metrics.clone(),
         audit.clone(),

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use support::idp::FakeIdp;
 use support::responses::{allowed, denied, header_options, metadata_string, metadata_strings};
 use support::server::{
-    check_request, config, TestServer, HOST, PUBLIC, REQUEST_ID, SIGNED_IN, STATIC_GROUPS, TEAM_A,
+    check_request, config, raw_check, TestServer, HOST, PUBLIC, REQUEST_ID, SIGNED_IN,
+    STATIC_GROUPS, TEAM_A,
 };
 use support::tokens::{self, bearer};
 
@@ -134,6 +135,31 @@ async fn allowed_check_sets_ok_status_overwriting_identity_headers_and_route_met
         .unwrap();
     allowed(&resp);
     assert_eq!(resp.dynamic_metadata, None);
+}
+
+#[tokio::test]
+async fn a_request_message_that_is_not_valid_protobuf_is_refused_invalid_argument_undecided() {
+    use prost::Message;
+    let s = static_server().await;
+    let token = bearer(&tokens::token_for("alice"));
+    let headers = [("authorization", token.as_str()), ("x-odd", "~")];
+    allowed(&get(&s, TEAM_A, &headers).await);
+    let valid = check_request("GET", HOST, TEAM_A, &headers).encode_to_vec();
+
+    // The same message with one header value no longer UTF-8, as protobuf strings must be.
+    let at = valid
+        .iter()
+        .position(|&b| b == b'~')
+        .expect("the x-odd value");
+    let mut broken = valid.clone();
+    broken[at] = 0xff;
+    let (status, message) = raw_check(&s, &broken, None).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    assert!(message.contains("not UTF-8"), "{message}");
+    // And truncated in the middle of a field.
+    let (status, message) = raw_check(&s, &valid[..valid.len() - 3], None).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    assert!(message.contains("truncated"), "{message}");
 }
 
 #[tokio::test]

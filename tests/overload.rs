@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 use support::clock::until;
 use support::gerrit::FakeGerrit;
-use support::server::{check_request, check_team_a, start_with_gerrit, TestServer, HOST};
+use support::server::{
+    check_request, check_team_a, raw_check, start_with_gerrit, TestServer, HOST,
+};
 use support::tokens;
 
 fn shed_count(metrics: &str) -> Option<u64> {
@@ -66,46 +68,16 @@ async fn checks_beyond_max_concurrent_checks_fail_at_once_with_unavailable_and_a
     assert_eq!(shed_count(&s.metrics().await), Some(1));
 }
 
-/// A Check call as Envoy makes it, `grpc-timeout` included, over plain HTTP/2 (tonic's
-/// own client would enforce a short timeout itself, before the server could answer);
-/// returns the gRPC status code and message of the answer.
-async fn raw_check(s: &TestServer, token: &str, timeout: &str) -> (String, String) {
+/// A Check call for team-a with `token`, as Envoy makes it, `grpc-timeout` included.
+async fn raw_check_team_a(s: &TestServer, token: &str, timeout: &str) -> (String, String) {
     use prost::Message;
     let request = check_request(
         "GET",
         HOST,
         "/a/projects/team-a/x",
         &[("authorization", token)],
-    )
-    .encode_to_vec();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(&request);
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let answer = client
-        .post(format!(
-            "http://{}/envoy.service.auth.v3.Authorization/Check",
-            s.server.as_ref().expect("running").grpc_addr
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", timeout)
-        .body(body)
-        .send()
-        .await
-        .expect("HTTP/2 call");
-    let header = |name: &str| {
-        answer
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    (header("grpc-status"), header("grpc-message"))
+    );
+    raw_check(s, &request.encode_to_vec(), Some(timeout)).await
 }
 
 #[tokio::test]
@@ -115,7 +87,7 @@ async fn a_check_past_its_grpc_timeout_is_answered_deadline_exceeded_without_a_d
     let s = start_with_gerrit(&gerrit.url(), |y| y, &[]).await;
     let token = tokens::bearer(&tokens::token_for("alice"));
     // One nanosecond has passed by the time any check could be decided.
-    let (status, message) = raw_check(&s, &token, "1n").await;
+    let (status, message) = raw_check_team_a(&s, &token, "1n").await;
     assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
     assert!(message.contains("grpc-timeout"), "{message}");
     assert_eq!(gerrit.requests_for("alice"), 0, "not decided: no lookup");

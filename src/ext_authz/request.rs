@@ -1,28 +1,29 @@
 //! Envoy's CheckRequest as the [`RequestView`] the engine decides on.
 
-use crate::request::{RequestView, EMPTY};
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use super::wire::CheckFields;
+use crate::request::{Pairs, RequestView};
 use std::collections::HashMap;
 
 /// The view of Envoy's CheckRequest. Missing parts become empty strings, which
 /// match no host and no path, so a malformed request falls through to a deny.
-pub fn view(req: &CheckRequest) -> RequestView<'_> {
-    let attributes = req.attributes.as_ref();
-    let http = attributes
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref());
-    let principal = attributes
-        .and_then(|a| a.source.as_ref())
-        .map_or("", |s| s.principal.as_str());
-    let context_extensions = attributes.map_or(&*EMPTY, |a| &a.context_extensions);
-    let view = match http {
-        // Envoy puts the query string into `path`; matching is on the path alone.
-        Some(http) => RequestView::http(&http.method, &http.host, &http.path, &http.headers),
-        None => RequestView::http("", "", "", &EMPTY),
-    };
+/// `raw_headers` is what [`raw_headers`] made of the same request.
+pub fn view<'a>(
+    fields: &'a CheckFields<'a>,
+    raw_headers: Option<&'a HashMap<String, String>>,
+) -> RequestView<'a> {
+    // Envoy puts the query string into `path`; matching is on the path alone.
+    let view = RequestView::http(
+        fields.method,
+        fields.host,
+        fields.path,
+        match raw_headers {
+            Some(map) => Pairs::Map(map),
+            None => Pairs::List(&fields.headers),
+        },
+    );
     RequestView {
-        principal,
-        context_extensions,
+        principal: fields.principal,
+        context_extensions: Pairs::List(&fields.context_extensions),
         ..view
     }
 }
@@ -32,18 +33,16 @@ pub fn view(req: &CheckRequest) -> RequestView<'_> {
 /// comma-joined as `headers` would have them. `None` when `headers` is in use (or there
 /// are none at all). Without this, such a request would look header-less: tokens missing,
 /// and forged identity headers never seen to be stripped.
-pub fn raw_headers(req: &CheckRequest) -> Option<HashMap<String, String>> {
-    let http = req.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
-    let raw = http.header_map.as_ref()?;
-    if !http.headers.is_empty() || raw.headers.is_empty() {
+pub fn raw_headers(fields: &CheckFields<'_>) -> Option<HashMap<String, String>> {
+    if !fields.headers.is_empty() || fields.header_map.is_empty() {
         return None;
     }
-    let mut headers: HashMap<String, String> = HashMap::with_capacity(raw.headers.len());
-    for h in &raw.headers {
+    let mut headers: HashMap<String, String> = HashMap::with_capacity(fields.header_map.len());
+    for h in &fields.header_map {
         let value = if h.raw_value.is_empty() {
-            h.value.clone()
+            h.value.to_string()
         } else {
-            String::from_utf8_lossy(&h.raw_value).into_owned()
+            String::from_utf8_lossy(h.raw_value).into_owned()
         };
         headers
             .entry(h.key.to_ascii_lowercase())
@@ -61,9 +60,11 @@ mod tests {
     use super::*;
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    use prost::Message;
 
-    fn request(headers: &[(&str, &str)], raw: &[(&str, &[u8])]) -> CheckRequest {
+    /// A serialized CheckRequest with these `headers` and `header_map` entries.
+    fn request(headers: &[(&str, &str)], raw: &[(&str, &[u8])]) -> Vec<u8> {
         CheckRequest {
             attributes: Some(AttributeContext {
                 request: Some(Request {
@@ -89,6 +90,11 @@ mod tests {
                 ..Default::default()
             }),
         }
+        .encode_to_vec()
+    }
+
+    fn raw_headers_of(bytes: &[u8]) -> Option<HashMap<String, String>> {
+        raw_headers(&CheckFields::parse(bytes).expect("a CheckRequest"))
     }
 
     #[test]
@@ -101,7 +107,7 @@ mod tests {
                 ("impersonate-group", b"system:nodes"),
             ],
         );
-        let h = raw_headers(&req).unwrap();
+        let h = raw_headers_of(&req).unwrap();
         assert_eq!(h["authorization"], "Bearer abc");
         assert_eq!(h["impersonate-group"], "system:masters,system:nodes");
     }
@@ -112,7 +118,7 @@ mod tests {
             &[("authorization", "Bearer abc")],
             &[("authorization", b"x")],
         );
-        assert_eq!(raw_headers(&req), None);
-        assert_eq!(raw_headers(&request(&[], &[])), None);
+        assert_eq!(raw_headers_of(&req), None);
+        assert_eq!(raw_headers_of(&request(&[], &[])), None);
     }
 }

@@ -4,14 +4,14 @@
 //! force, records metrics and the audit log, and renders the
 //! [`Decision`](crate::authorize::Decision). No policy lives here.
 
+use super::grpc::CheckCall;
 use super::request;
+use super::wire::CheckFields;
 use crate::authorize::CurrentAuthorizer;
 use crate::authorize::Verdict;
-use crate::request::RequestView;
 use crate::telemetry::audit::{self, AuditLog, AuditRecord};
 use crate::telemetry::Metrics;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
@@ -41,11 +41,12 @@ impl CheckService {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for CheckService {
-    async fn check(
+impl CheckService {
+    /// Decides one Check call: its request message still serialized, its answer the
+    /// CheckResponse, or the gRPC error Envoy should see.
+    pub async fn check(
         &self,
-        request: Request<CheckRequest>,
+        request: Request<CheckCall>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         // Envoy has given up on a call that waited past its deadline: answering it would
@@ -62,13 +63,12 @@ impl Authorization for CheckService {
                 "the check waited past its grpc-timeout before it could be decided",
             ));
         }
-        let (metadata, _, request) = request.into_parts();
-        let raw = request::raw_headers(&request);
-        let view = request::view(&request);
-        let view = match &raw {
-            Some(headers) => RequestView { headers, ..view },
-            None => view,
-        };
+        let (metadata, _, CheckCall(bytes)) = request.into_parts();
+        let fields = CheckFields::parse(&bytes).map_err(|e| {
+            Status::invalid_argument(format!("not an envoy.service.auth.v3.CheckRequest: {e}"))
+        })?;
+        let raw = request::raw_headers(&fields);
+        let view = request::view(&fields, raw.as_ref());
         // The authorizer in force now; a reload meanwhile does not affect this check.
         let authorizer = self.authorizer.load_full();
         let decision = authorizer.decide(&view).await;

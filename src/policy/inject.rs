@@ -4,7 +4,7 @@
 use super::{GroupsHeader, Overflow, RouteRule};
 use crate::authn::TokenSource;
 use crate::identity::{Identity, Membership};
-use std::collections::HashMap;
+use crate::request::Pairs;
 
 /// Why the identity cannot be passed upstream: the request is denied instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +74,7 @@ pub fn upstream_changes(
     identity: Option<&Identity>,
     membership: Option<&Membership>,
     impersonation: Option<Impersonation<'_>>,
-    client_headers: &HashMap<String, String>,
+    client_headers: Pairs<'_>,
 ) -> Result<HeaderChanges, InjectError> {
     let mut changes = HeaderChanges::default();
     let mut put = |name: Option<&String>, value: Option<&str>, field: &'static str| {
@@ -132,13 +132,16 @@ pub fn upstream_changes(
     if injected > MAX_INJECTED_BYTES {
         return Err(InjectError::TooLarge(injected));
     }
-    let mut forged: Vec<&String> = client_headers
-        .keys()
+    let mut forged: Vec<&str> = client_headers
+        .names()
         .filter(|k| k.starts_with("impersonate-"))
-        .filter(|k| !changes.set.iter().any(|(s, _)| s == *k) && !changes.remove.contains(k))
+        .filter(|k| {
+            !changes.set.iter().any(|(s, _)| s == k) && !changes.remove.iter().any(|r| r == k)
+        })
         .collect();
-    forged.sort();
-    changes.remove.extend(forged.into_iter().cloned());
+    forged.sort_unstable();
+    forged.dedup();
+    changes.remove.extend(forged.into_iter().map(String::from));
     // A token read from the URL must not travel on to the upstream (and its logs).
     changes
         .remove_query
@@ -200,6 +203,7 @@ fn is_safe(value: &str) -> bool {
 mod tests {
     use super::*;
     use crate::policy::{GroupRef, IdentityHeaders, Requirement};
+    use std::collections::HashMap;
 
     fn route() -> RouteRule {
         RouteRule {
@@ -248,7 +252,7 @@ mod tests {
             Some(&who),
             Some(&member_of(groups)),
             None,
-            &HashMap::new(),
+            Pairs::EMPTY,
         )
     }
 
@@ -330,14 +334,8 @@ mod tests {
     #[test]
     fn identity_headers_are_set_and_missing_ones_removed() {
         let m = member_of(&["team-a", "odd,name", "Registered Users"]);
-        let c = upstream_changes(
-            &route(),
-            Some(&alice(None)),
-            Some(&m),
-            None,
-            &HashMap::new(),
-        )
-        .unwrap();
+        let c =
+            upstream_changes(&route(), Some(&alice(None)), Some(&m), None, Pairs::EMPTY).unwrap();
         assert_eq!(
             c.set,
             vec![
@@ -358,7 +356,7 @@ mod tests {
 
     #[test]
     fn anonymous_requests_get_every_identity_header_removed() {
-        let c = upstream_changes(&route(), None, None, None, &HashMap::new()).unwrap();
+        let c = upstream_changes(&route(), None, None, None, Pairs::EMPTY).unwrap();
         assert!(c.set.is_empty());
         assert_eq!(c.remove.len(), 5);
     }
@@ -367,16 +365,16 @@ mod tests {
     fn a_claim_with_a_newline_is_refused_not_injected() {
         let mut who = alice(Some("a@example.com\r\nx-evil: 1"));
         assert_eq!(
-            upstream_changes(&route(), Some(&who), None, None, &HashMap::new()),
+            upstream_changes(&route(), Some(&who), None, None, Pairs::EMPTY),
             Err(InjectError::Unsafe { field: "email" })
         );
         who.email = None;
         who.user = "al\u{7}ice".into();
-        assert!(upstream_changes(&route(), Some(&who), None, None, &HashMap::new()).is_err());
+        assert!(upstream_changes(&route(), Some(&who), None, None, Pairs::EMPTY).is_err());
         who.user = "alice".into();
         who.display_name = Some("Alice\nLiddell".into());
         assert_eq!(
-            upstream_changes(&route(), Some(&who), None, None, &HashMap::new()),
+            upstream_changes(&route(), Some(&who), None, None, Pairs::EMPTY),
             Err(InjectError::Unsafe {
                 field: "display name"
             })
@@ -402,13 +400,7 @@ mod tests {
     fn a_user_in_hundreds_of_groups_is_denied_by_default_not_passed_on() {
         let m = many_groups();
         assert_eq!(
-            upstream_changes(
-                &route(),
-                Some(&alice(None)),
-                Some(&m),
-                None,
-                &HashMap::new()
-            ),
+            upstream_changes(&route(), Some(&alice(None)), Some(&m), None, Pairs::EMPTY),
             Err(InjectError::GroupsTooLarge {
                 size: 300 * 23 - 1,
                 max: 4096
@@ -429,7 +421,7 @@ mod tests {
             Some(&alice(None)),
             Some(&many_groups()),
             None,
-            &HashMap::new(),
+            Pairs::EMPTY,
         )
         .unwrap();
         assert_eq!(
@@ -456,7 +448,14 @@ mod tests {
         let imp = Impersonation {
             group: Some("team-a"),
         };
-        let c = upstream_changes(&route(), Some(&alice(None)), None, Some(imp), &forged()).unwrap();
+        let c = upstream_changes(
+            &route(),
+            Some(&alice(None)),
+            None,
+            Some(imp),
+            (&forged()).into(),
+        )
+        .unwrap();
         let set: Vec<(&str, &str)> = c
             .set
             .iter()
@@ -479,7 +478,7 @@ mod tests {
             Some(&alice(None)),
             None,
             Some(Impersonation { group: None }),
-            &forged(),
+            (&forged()).into(),
         )
         .unwrap();
         assert!(none.remove.contains(&"impersonate-group".to_string()));
@@ -488,7 +487,8 @@ mod tests {
 
     #[test]
     fn client_impersonation_headers_are_removed_on_every_route() {
-        let c = upstream_changes(&route(), Some(&alice(None)), None, None, &forged()).unwrap();
+        let c =
+            upstream_changes(&route(), Some(&alice(None)), None, None, (&forged()).into()).unwrap();
         for h in [
             "impersonate-user",
             "impersonate-group",
@@ -497,7 +497,7 @@ mod tests {
         ] {
             assert!(c.remove.contains(&h.to_string()), "{h}: {:?}", c.remove);
         }
-        let anonymous = upstream_changes(&route(), None, None, None, &forged()).unwrap();
+        let anonymous = upstream_changes(&route(), None, None, None, (&forged()).into()).unwrap();
         assert!(anonymous.remove.contains(&"impersonate-user".to_string()));
     }
 
@@ -507,13 +507,7 @@ mod tests {
             group: Some("a,system:masters"),
         };
         assert_eq!(
-            upstream_changes(
-                &route(),
-                Some(&alice(None)),
-                None,
-                Some(imp),
-                &HashMap::new()
-            ),
+            upstream_changes(&route(), Some(&alice(None)), None, Some(imp), Pairs::EMPTY),
             Err(InjectError::Unsafe { field: "group" })
         );
         assert_eq!(
@@ -522,7 +516,7 @@ mod tests {
                 None,
                 None,
                 Some(Impersonation { group: None }),
-                &HashMap::new()
+                Pairs::EMPTY
             ),
             Err(InjectError::NoUser)
         );
@@ -533,7 +527,7 @@ mod tests {
         let mut who = alice(None);
         who.display_name = Some("x".repeat(MAX_INJECTED_BYTES));
         assert!(matches!(
-            upstream_changes(&route(), Some(&who), None, None, &HashMap::new()),
+            upstream_changes(&route(), Some(&who), None, None, Pairs::EMPTY),
             Err(InjectError::TooLarge(n)) if n > MAX_INJECTED_BYTES
         ));
     }
@@ -549,7 +543,7 @@ mod tests {
             Some(&alice(None)),
             Some(&many_groups()),
             None,
-            &HashMap::new(),
+            Pairs::EMPTY,
         )
         .unwrap();
         let value = groups_header(&c).unwrap();

@@ -6,10 +6,47 @@ mod path;
 pub use path::{routing_path, PathError};
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
-/// No headers, no context extensions.
-pub static EMPTY: LazyLock<HashMap<String, String>> = LazyLock::new(HashMap::new);
+/// Name/value pairs of the request: its headers, Envoy's context extensions. Borrowed
+/// either from a map or from the pairs as the CheckRequest carried them.
+#[derive(Clone, Copy)]
+pub enum Pairs<'a> {
+    /// A map (the `check` CLI, tests, raw header maps joined by the edge).
+    Map(&'a HashMap<String, String>),
+    /// In message order, read in place. As in a protobuf map, a later pair replaces an
+    /// earlier one with the same name.
+    List(&'a [(&'a str, &'a str)]),
+}
+
+impl<'a> Pairs<'a> {
+    /// None at all.
+    pub const EMPTY: Pairs<'static> = Pairs::List(&[]);
+
+    /// The value for `name`.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        match *self {
+            Pairs::Map(map) => map.get(name).map(String::as_str),
+            // From the end: the last pair with this name is the one in force.
+            Pairs::List(list) => list.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| *v),
+        }
+    }
+
+    /// Every name; in a `List`, a name sent twice comes twice.
+    pub fn names(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let (map, list) = match *self {
+            Pairs::Map(map) => (Some(map), None),
+            Pairs::List(list) => (None, Some(list)),
+        };
+        let from_map = map.into_iter().flat_map(|m| m.keys().map(String::as_str));
+        from_map.chain(list.into_iter().flat_map(|l| l.iter().map(|(k, _)| *k)))
+    }
+}
+
+impl<'a> From<&'a HashMap<String, String>> for Pairs<'a> {
+    fn from(map: &'a HashMap<String, String>) -> Self {
+        Pairs::Map(map)
+    }
+}
 
 /// A borrowed view of the request being authorized.
 ///
@@ -26,12 +63,12 @@ pub struct RequestView<'a> {
     /// The query string (after `?`, before any `#`), empty if none.
     pub query: &'a str,
     /// Request headers with lower-case names.
-    pub headers: &'a HashMap<String, String>,
+    pub headers: Pairs<'a>,
     /// The calling workload's identity (`source.principal`, a SPIFFE id under Istio
     /// mTLS); empty without one.
     pub principal: &'a str,
     /// Envoy's `context_extensions` (set per route or virtual host in Envoy's config).
-    pub context_extensions: &'a HashMap<String, String>,
+    pub context_extensions: Pairs<'a>,
 }
 
 impl<'a> RequestView<'a> {
@@ -41,7 +78,7 @@ impl<'a> RequestView<'a> {
         method: &'a str,
         host: &'a str,
         path: &'a str,
-        headers: &'a HashMap<String, String>,
+        headers: impl Into<Pairs<'a>>,
     ) -> Self {
         let (path, query) = split_path(path);
         Self {
@@ -49,15 +86,15 @@ impl<'a> RequestView<'a> {
             host,
             path,
             query,
-            headers,
+            headers: headers.into(),
             principal: "",
-            context_extensions: &EMPTY,
+            context_extensions: Pairs::EMPTY,
         }
     }
 
     /// A header value by lower-case name.
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.get(name).map(String::as_str)
+        self.headers.get(name)
     }
 }
 

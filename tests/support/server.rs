@@ -252,6 +252,70 @@ pub fn gerrit_section(url: &str) -> String {
 
 /// `GET HOST/a/projects/team-a/x` (route `gerrit-team-a`) with `user`'s bearer token: the
 /// CheckResponse's status code, or the gRPC error the call ended with.
+/// A Check call as Envoy makes it, over plain HTTP/2, with `message` as the serialized
+/// request and `grpc-timeout` if given (tonic's own client would enforce a short timeout
+/// itself, before the server could answer, and only sends valid messages); returns the
+/// gRPC status code and message of the answer's head (an error answer carries them there).
+pub async fn raw_check(
+    s: &TestServer,
+    message: &[u8],
+    grpc_timeout: Option<&str>,
+) -> (String, String) {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(message);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut call = client
+        .post(format!(
+            "http://{}/envoy.service.auth.v3.Authorization/Check",
+            s.server.as_ref().expect("running").grpc_addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(timeout) = grpc_timeout {
+        call = call.header("grpc-timeout", timeout);
+    }
+    let answer = call.body(body).send().await.expect("HTTP/2 call");
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        header("grpc-status"),
+        percent_decoded(&header("grpc-message")),
+    )
+}
+
+/// `grpc-message` as gRPC percent-encodes it, decoded.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub async fn check_team_a(s: &TestServer, user: &str) -> Result<i32, tonic::Status> {
     let token = super::tokens::bearer(&super::tokens::token_for(user));
     let req = check_request(

@@ -280,9 +280,9 @@ fn example(routes: &[Arc<RouteRule>], earlier: usize, later: usize) -> Option<Ex
                         host,
                         path,
                         query: "",
-                        headers: &headers,
+                        headers: (&headers).into(),
                         principal,
-                        context_extensions: &extension_map,
+                        context_extensions: (&extension_map).into(),
                     };
                     // The real matchers have the last word: the example is true by
                     // construction, whatever the sampling above got wrong.

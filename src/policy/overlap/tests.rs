@@ -679,9 +679,9 @@ fn observe(q: &Requests, earlier: &RouteRule, later: &RouteRule) -> Observed {
                                 host: q.hosts[h],
                                 path: q.paths[p],
                                 query: "",
-                                headers: &headers,
+                                headers: (&headers).into(),
                                 principal: q.principals[pr],
-                                context_extensions: &q.extensions[x],
+                                context_extensions: (&q.extensions[x]).into(),
                             };
                             assert_eq!(earlier.matches(&view), e, "{view:?}");
                             assert_eq!(later.matches(&view), l, "{view:?}");
@@ -782,9 +782,9 @@ fn shadowing_examples_match_the_later_route_and_are_decided_by_the_earlier() {
                         host: &ex.host,
                         path: &ex.path,
                         query: "",
-                        headers: &headers,
+                        headers: (&headers).into(),
                         principal: &ex.principal,
-                        context_extensions: &map,
+                        context_extensions: (&map).into(),
                     };
                     assert!(routes[later].matches(&view), "{shown}");
                     assert_eq!(
