@@ -192,9 +192,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         audit.clone(),
     ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {
-        conn.inspect(|stream| {
+        conn.map(|stream| {
             // Checks are small request/response pairs: Nagle only adds latency.
             let _ = stream.set_nodelay(true);
+            Unvectored(stream)
         })
     });
     let grpc = tonic::transport::Server::builder()
@@ -346,4 +347,61 @@ fn log_admin_authentication(authorizer: &Authorizer) {
 /// Resolves once the listeners should close.
 async fn closing(mut phase: watch::Receiver<Phase>) {
     let _ = phase.wait_for(|p| *p == Phase::Closing).await;
+}
+
+/// A connection that tells h2 it has no vectored writes, so that h2 copies DATA frames
+/// of up to 1 KiB into its write buffer instead of 256 bytes.
+///
+/// With vectored writes, h2 keeps a larger DATA frame aside to write it in place, and
+/// holds only one such frame at a time: each answer over 256 bytes (a denial with its
+/// JSON body, an allow with identity headers and dynamic metadata) costs a `writev` of
+/// its own. Copied, the answers of concurrent checks go out together. Measured under
+/// h2load (c8, m16): 1.7 `writev` per check before, see the README's Performance.
+#[derive(Debug)]
+struct Unvectored(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for Unvectored {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Unvectored {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+impl tonic::transport::server::Connected for Unvectored {
+    type ConnectInfo = <tokio::net::TcpStream as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
 }
