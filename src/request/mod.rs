@@ -100,10 +100,13 @@ impl<'a> RequestView<'a> {
 
 /// `/p?q#f` → (`/p`, `q`).
 pub fn split_path(full: &str) -> (&str, &str) {
-    let without_fragment = full.split('#').next().unwrap_or("");
-    without_fragment
-        .split_once('?')
-        .unwrap_or((without_fragment, ""))
+    // One pass: the path ends at the first `?` or `#`, and only a `?` starts a query.
+    let end = memchr::memchr2(b'?', b'#', full.as_bytes()).unwrap_or(full.len());
+    let (path, rest) = full.split_at(end);
+    let query = rest
+        .strip_prefix('?')
+        .map_or("", |q| q.split('#').next().unwrap_or(""));
+    (path, query)
 }
 
 impl std::fmt::Debug for RequestView<'_> {
@@ -114,5 +117,41 @@ impl std::fmt::Debug for RequestView<'_> {
             .field("host", &self.host)
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_is_between_the_first_question_mark_and_the_fragment() {
+        assert_eq!(split_path("/p?q=1#f"), ("/p", "q=1"));
+        assert_eq!(split_path("/p#f?q=1"), ("/p", ""));
+        assert_eq!(split_path("/p?a?b"), ("/p", "a?b"));
+        assert_eq!(split_path("/p"), ("/p", ""));
+        assert_eq!(split_path(""), ("", ""));
+    }
+
+    proptest::proptest! {
+        /// As RFC 3986 splits a request target: the fragment goes first, then the query
+        /// at the first `?` of what is left.
+        #[test]
+        fn paths_split_as_the_rfc_reads_them(full in "[/a?#]{0,12}") {
+            let without_fragment = full.split('#').next().unwrap_or("");
+            let expected = without_fragment.split_once('?').unwrap_or((without_fragment, ""));
+            proptest::prop_assert_eq!(split_path(&full), expected);
+        }
+    }
+
+    #[test]
+    fn a_later_pair_wins_and_names_come_from_both_kinds() {
+        let list = [("a", "1"), ("b", "2"), ("a", "3")];
+        let pairs = Pairs::List(&list);
+        assert_eq!(pairs.get("a"), Some("3"));
+        assert_eq!(pairs.get("c"), None);
+        let map: HashMap<String, String> = [("x".into(), "y".into())].into();
+        assert_eq!(Pairs::from(&map).get("x"), Some("y"));
+        assert_eq!(Pairs::from(&map).names().collect::<Vec<_>>(), ["x"]);
     }
 }

@@ -110,8 +110,7 @@ impl AuditRecord<'_> {
         out.extend_from_slice(b",\"dry_run\":");
         out.extend_from_slice(if self.dry_run { b"true" } else { b"false" });
         out.extend_from_slice(b",\"latency_us\":");
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "{}", self.latency_us);
+        out.extend_from_slice(itoa::Buffer::new().format(self.latency_us).as_bytes());
         out.extend_from_slice(b"}\n");
     }
 }
@@ -119,10 +118,39 @@ impl AuditRecord<'_> {
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T16:24:13.123Z`.
 fn write_time(out: &mut Vec<u8>, time: SystemTime) {
     // humantime panics before 1970 and fails after 9999; a wrong clock must not stop the
-    // writer, so the time is clamped into that range.
+    // writer, so the time is clamped into that range (a four-digit year: fixed width).
     let latest = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
-    let time = time.clamp(UNIX_EPOCH, latest);
-    let _ = write!(out, "{}", humantime::format_rfc3339_millis(time));
+    let since = time
+        .clamp(UNIX_EPOCH, latest)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (second, millis) = (since.as_secs(), since.subsec_millis());
+    // Formatting the date is most of a line's cost and changes once a second: each
+    // thread keeps the last second's text.
+    thread_local! {
+        static LAST_SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let text = LAST_SECOND.with(|last| {
+        let (cached, text) = last.get();
+        if cached == second {
+            return text;
+        }
+        let mut text = [0; 19];
+        let full = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second));
+        // `YYYY-MM-DDTHH:MM:SSZ`: everything but the `Z`.
+        text.copy_from_slice(&full.to_string().as_bytes()[..19]);
+        last.set((second, text));
+        text
+    });
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&[
+        b'.',
+        digit(millis / 100),
+        digit(millis / 10),
+        digit(millis),
+        b'Z',
+    ]);
 }
 
 /// `value` as a JSON string, escaped as `serde_json` escapes it: `"` and `\\`, the short
@@ -134,13 +162,19 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
     let mut clean = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // Eight bytes at a time while none needs escaping.
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            if !needs_escape(word) {
-                i += 8;
-                continue;
+        // Eight bytes at a time while none needs escaping; the last few padded with a
+        // byte that needs none.
+        let word = match bytes.get(i..i + 8) {
+            Some(chunk) => u64::from_le_bytes(chunk.try_into().unwrap_or_default()),
+            None => {
+                let mut tail = [b'a'; 8];
+                tail[..bytes.len() - i].copy_from_slice(&bytes[i..]);
+                u64::from_le_bytes(tail)
             }
+        };
+        if !needs_escape(word) {
+            i += 8;
+            continue;
         }
         let b = bytes[i];
         let escape: Option<&[u8]> = match b {
@@ -820,6 +854,32 @@ mod tests {
             })
             .collect();
         assert_eq!(paths, ["/a/changes/", "/login"]);
+    }
+
+    proptest::proptest! {
+        /// The per-thread second cache never shows a stale second: any sequence of times
+        /// (repeats, steps back, jumps) reads as humantime formats each one.
+        #[test]
+        fn times_read_as_rfc3339_millis_whatever_came_before(
+            millis in proptest::collection::vec(0u64..253_402_300_799_999, 1..6),
+            repeat in 0usize..3,
+        ) {
+            // Each time, then the last millisecond of its second (a cache hit), then some again.
+            let same_second = millis.iter().map(|ms| ms - ms % 1000 + 999);
+            let times: Vec<u64> = millis.iter().copied().zip(same_second)
+                .flat_map(|(a, b)| [a, b])
+                .chain(millis.iter().copied().take(repeat))
+                .collect();
+            for ms in times {
+                let time = UNIX_EPOCH + Duration::from_millis(ms);
+                let mut out = Vec::new();
+                write_time(&mut out, time);
+                proptest::prop_assert_eq!(
+                    String::from_utf8(out).expect("UTF-8"),
+                    humantime::format_rfc3339_millis(time).to_string()
+                );
+            }
+        }
     }
 
     #[test]
