@@ -203,7 +203,7 @@ struct Bench {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == servers::NOOP_FLAG) {
-        servers::serve_noop();
+        servers::serve_noop(args.iter().any(|a| a == servers::UNDECODED_FLAG));
     }
     if !args.iter().any(|a| a == "--bench") {
         println!(
@@ -408,6 +408,10 @@ impl Bench {
         servers::start_noop(&self.dir.join(format!("noop-{part}.log")))
     }
 
+    fn start_noop_undecoded(&self, part: &str) -> ServerProcess {
+        servers::start_noop_undecoded(&self.dir.join(format!("noop-undecoded-{part}.log")))
+    }
+
     /// Asserts `server`'s decision on `request` (the no-op allows everything) and returns
     /// it described.
     fn assert_decision(
@@ -519,6 +523,7 @@ fn warm(bench: &mut Bench) {
     let on = bench.start_quickstart("warm", true);
     let off = bench.start_quickstart("warm-audit-off", false);
     let noop = bench.start_noop("warm");
+    let undecoded = bench.start_noop_undecoded("warm");
     let allow = common::istio_check_request(Some(&bench.alice));
     let deny = common::istio_check_request(None);
     let allow_body = body_file(&bench.dir, "allow.bin", &allow);
@@ -535,8 +540,8 @@ fn warm(bench: &mut Bench) {
         ),
     ];
     for (variant, request, body, expect, rps_target) in variants {
-        let servers = [&on, &off, &noop];
-        let mut rounds: [Vec<Stats>; 3] = Default::default();
+        let servers = [&on, &off, &noop, &undecoded];
+        let mut rounds: [Vec<Stats>; 4] = Default::default();
         bench.check_and_warm(&servers, request, expect, body);
         // Rounds rotate the order, so that no server always runs first or after the
         // same one, and a drift of the machine's speed hits all alike.
@@ -550,7 +555,7 @@ fn warm(bench: &mut Bench) {
             let title = format!("warm {variant}, h2load: {}", server.name);
             println!("{}", report::rounds_block(&title, runs, note));
         }
-        let [on_runs, off_runs, noop_runs] = &rounds;
+        let [on_runs, off_runs, noop_runs, undecoded_runs] = &rounds;
         let part = format!("warm {variant}, quickstart, audit on");
         bench.rows.extend([
             Row::rps(&part, on_runs, noop_runs, Target::AtLeast(rps_target)),
@@ -566,6 +571,13 @@ fn warm(bench: &mut Bench) {
         bench
             .rows
             .push(Row::rps(&part, on_runs, off_runs, Target::AtLeast(0.95)));
+        let part = format!(
+            "warm {variant}, quickstart, audit on (baseline column: a no-op that does not decode the request)"
+        );
+        bench.rows.extend([
+            Row::rps(&part, on_runs, undecoded_runs, Target::None),
+            Row::cpu(&part, on_runs, undecoded_runs, Target::None),
+        ]);
     }
     bench.notes.push(audit_accounting(bench, &on, "warm"));
 }

@@ -17,6 +17,9 @@ use tokio_stream::StreamExt;
 /// The argument that makes the bench binary serve the no-op baseline instead.
 pub const NOOP_FLAG: &str = "--serve-noop";
 
+/// With [`NOOP_FLAG`]: the no-op leaves the request undecoded.
+pub const UNDECODED_FLAG: &str = "--undecoded";
+
 /// A server process, killed (SIGKILL) when dropped.
 pub struct ServerProcess {
     /// `mesh-authz ...` or `no-op baseline`.
@@ -93,6 +96,14 @@ pub fn start_noop(log: &Path) -> ServerProcess {
     let mut command = Command::new(exe);
     command.arg(NOOP_FLAG);
     spawn("no-op baseline", command, log)
+}
+
+/// Starts the no-op that does not decode the request ([`UNDECODED_FLAG`]).
+pub fn start_noop_undecoded(log: &Path) -> ServerProcess {
+    let exe = std::env::current_exe().expect("the bench binary knows its own path");
+    let mut command = Command::new(exe);
+    command.arg(NOOP_FLAG).arg(UNDECODED_FLAG);
+    spawn("no-op, request not decoded", command, log)
 }
 
 /// Like [`spawn`], with standard output going to `stdout_file`, read back for the address
@@ -181,24 +192,109 @@ fn spawn(name: &'static str, mut command: Command, log: &Path) -> ServerProcess 
 /// The no-op Check service: every check is allowed with an empty `OkHttpResponse`.
 struct Noop;
 
+fn empty_ok() -> CheckResponse {
+    CheckResponse {
+        status: Some(RpcStatus::default()),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+        dynamic_metadata: None,
+    }
+}
+
 #[tonic::async_trait]
 impl Authorization for Noop {
     async fn check(
         &self,
         _request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
-            status: Some(RpcStatus::default()),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
-            dynamic_metadata: None,
-        }))
+        Ok(tonic::Response::new(empty_ok()))
+    }
+}
+
+/// The no-op without even decoding the request (tonic's unary handling with a codec that
+/// skips the message's bytes): the cheapest Check server tonic can run. mesh-authz reads
+/// only the fields it needs in place, so the generated-types no-op decodes more of the
+/// request than mesh-authz does; this one decodes less.
+#[derive(Clone)]
+struct UndecodedNoop;
+
+impl tonic::server::NamedService for UndecodedNoop {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+struct SkipCodec;
+
+impl tonic::codec::Codec for SkipCodec {
+    type Encode = CheckResponse;
+    type Decode = ();
+    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
+    type Decoder = SkipDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> SkipDecoder {
+        SkipDecoder
+    }
+}
+
+struct SkipDecoder;
+
+impl tonic::codec::Decoder for SkipDecoder {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf;
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+struct EmptyOk;
+
+impl tonic::server::UnaryService<()> for EmptyOk {
+    type Response = CheckResponse;
+    type Future = std::future::Ready<Result<tonic::Response<CheckResponse>, tonic::Status>>;
+
+    fn call(&mut self, _: tonic::Request<()>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(empty_ok())))
+    }
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for UndecodedNoop
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        Box::pin(async move {
+            Ok(tonic::server::Grpc::new(SkipCodec)
+                .unary(EmptyOk, request)
+                .await)
+        })
     }
 }
 
 /// Serves the no-op baseline until killed, like mesh-authz does its Check service: a
 /// tokio multi-thread runtime with the default worker count, tonic's default server
 /// settings, TCP_NODELAY on every connection. Prints `grpc_listen=ADDR` once listening.
-pub fn serve_noop() -> ! {
+/// `undecoded`: [`UndecodedNoop`] instead of [`Noop`].
+pub fn serve_noop(undecoded: bool) -> ! {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,11 +307,19 @@ pub fn serve_noop() -> ! {
                 let _ = stream.set_nodelay(true);
             })
         });
-        tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(Noop))
-            .serve_with_incoming(incoming)
-            .await
-            .map_err(std::io::Error::other)
+        let mut server = tonic::transport::Server::builder();
+        let served = if undecoded {
+            server
+                .add_service(UndecodedNoop)
+                .serve_with_incoming(incoming)
+                .await
+        } else {
+            server
+                .add_service(AuthorizationServer::new(Noop))
+                .serve_with_incoming(incoming)
+                .await
+        };
+        served.map_err(std::io::Error::other)
     });
     if let Err(e) = result {
         eprintln!("no-op server failed: {e}");
