@@ -1,7 +1,7 @@
 //! In-process costs of the Check path with the quickstart config: route matching,
 //! whole decisions (allowed with alice's RS256 token, verified every time or served from
 //! the verified-token cache, groups from the warm static table; denied without a token),
-//! and a full Check as the gRPC service runs it: a 1.45 KB Istio-like request (the one `benches/ghz/` sends) decoded,
+//! and a full Check as the gRPC service runs it: a 1.45 KB Istio-like request (the one `benches/ghz/` sends) read,
 //! decided, the response rendered and encoded, metrics recorded.
 //!
 //! `cargo bench --bench check` (about half a minute). Each decision is checked once

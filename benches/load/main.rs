@@ -5,7 +5,7 @@
 //! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|soak|manifests|overload|envoy|memory` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
-//! - **warm**: h2load (c8, m16, one framed ~1.45 KB Istio-like CheckRequest, the one
+//! - **warm**: h2load (c8, m16, one framed 1.35 KB Istio-like CheckRequest, the one
 //!   `benches/ghz/` sends) against three servers: mesh-authz with the built-in quickstart
 //!   config as shipped (audit to stdout, redirected to a file; config watching; dynamic
 //!   metadata), the same without its `audit:` section, and the no-op baseline. alice's
