@@ -66,4 +66,5 @@ pub mod identity;
 pub mod policy;
 pub mod request;
 pub mod server;
+pub mod signin;
 pub mod telemetry;

@@ -1,0 +1,329 @@
+//! The `Cookie` header as mesh-authz reads it: bounded parsing, a session cookie split
+//! into chunks and put back together, and the header with mesh-authz's own cookies taken
+//! out before it goes upstream.
+//!
+//! A sealed session that fits in one cookie is `NAME=SEALED`. A longer one is split:
+//! `NAME=<count>.<part 0>`, `NAME-1=<part 1>`, … up to [`MAX_CHUNKS`]. The parts are
+//! joined and opened as one sealed value, so a missing, reordered or foreign chunk fails
+//! the seal like any other change. Sealed values are base64url, which has no `.`.
+
+/// Most bytes of one cookie's value: browsers keep at least 4,096 bytes of name, value and
+/// attributes per cookie (RFC 6265, 6.1).
+pub const CHUNK_BYTES: usize = 3_800;
+/// Most chunks of one session: 4 × 3,800 bytes is far more than any session needs, and
+/// bounds what a request can make mesh-authz put together.
+pub const MAX_CHUNKS: usize = 4;
+/// Most `name=value` pairs read from one `Cookie` header; further ones are ignored, so a
+/// header of many cookies costs bounded work.
+pub const MAX_PAIRS: usize = 128;
+
+/// One cookie name's presence in the header.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// Not sent.
+    Absent,
+    /// Sent once, with this value.
+    One(&'a str),
+    /// Sent more than once: whichever a browser meant, none is trusted.
+    Repeated,
+}
+
+/// The cookies of one request, parsed once.
+#[derive(Debug, Default)]
+pub struct CookieJar<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> CookieJar<'a> {
+    /// Parses a `Cookie` header (`a=1; b=2`; Envoy joins several `Cookie` lines with `; `).
+    /// Pairs without `=` are skipped; names and values are trimmed of spaces.
+    pub fn parse(header: &'a str) -> Self {
+        let pairs = header
+            .split(';')
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                let name = name.trim();
+                (!name.is_empty()).then(|| (name, value.trim()))
+            })
+            .take(MAX_PAIRS)
+            .collect();
+        CookieJar { pairs }
+    }
+
+    /// The value of cookie `name`.
+    pub fn get(&self, name: &str) -> Lookup<'a> {
+        let mut found = Lookup::Absent;
+        for (n, v) in &self.pairs {
+            if *n == name {
+                if found != Lookup::Absent {
+                    return Lookup::Repeated;
+                }
+                found = Lookup::One(v);
+            }
+        }
+        found
+    }
+
+    /// The names of the cookies that start with `prefix`.
+    pub fn names_starting_with<'s>(
+        &'s self,
+        prefix: &'s str,
+    ) -> impl Iterator<Item = &'a str> + 's {
+        self.pairs
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(move |n| n.starts_with(prefix))
+    }
+}
+
+/// Why a chunked session could not be put back together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum ChunkError {
+    /// A cookie of the session was sent twice.
+    #[error("a session cookie was sent more than once")]
+    Repeated,
+    /// The chunk count is not a number from 2 to the limit.
+    #[error("the session cookie's chunk count is not valid")]
+    BadCount,
+    /// A chunk the first one announces was not sent.
+    #[error("a chunk of the session cookie is missing")]
+    Missing,
+}
+
+/// The sealed session value in the jar under `name`, put back together from its chunks:
+/// `Ok(None)` when there is none, and how many cookies it took.
+pub fn read_chunked(
+    jar: &CookieJar<'_>,
+    name: &str,
+) -> Result<Option<(String, usize)>, ChunkError> {
+    let first = match jar.get(name) {
+        Lookup::Absent => return Ok(None),
+        Lookup::Repeated => return Err(ChunkError::Repeated),
+        Lookup::One(v) => v,
+    };
+    let Some((count, part0)) = first.split_once('.') else {
+        return Ok(Some((first.to_string(), 1)));
+    };
+    let count: usize = match count.parse() {
+        Ok(n) if (2..=MAX_CHUNKS).contains(&n) && count.len() == 1 => n,
+        _ => return Err(ChunkError::BadCount),
+    };
+    let mut sealed = String::with_capacity(count * CHUNK_BYTES);
+    sealed.push_str(part0);
+    for i in 1..count {
+        match jar.get(&chunk_name(name, i)) {
+            Lookup::One(part) => sealed.push_str(part),
+            Lookup::Absent => return Err(ChunkError::Missing),
+            Lookup::Repeated => return Err(ChunkError::Repeated),
+        }
+    }
+    Ok(Some((sealed, count)))
+}
+
+/// The name of chunk `i` (from 1) of cookie `name`.
+pub fn chunk_name(name: &str, i: usize) -> String {
+    format!("{name}-{i}")
+}
+
+/// Attributes of the cookies mesh-authz sets.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieAttributes {
+    /// `Max-Age` in seconds; 0 deletes the cookie.
+    pub max_age: u64,
+}
+
+/// `Set-Cookie` values that store `sealed` under `name`, split into chunks when it does
+/// not fit one cookie, and delete chunks a longer earlier value left
+/// (`previous_chunks`, as [`read_chunked`] reported). `None` if even [`MAX_CHUNKS`]
+/// chunks cannot hold it.
+pub fn set_chunked(
+    name: &str,
+    sealed: &str,
+    attrs: CookieAttributes,
+    previous_chunks: usize,
+) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let count = if sealed.len() <= CHUNK_BYTES {
+        out.push(set_cookie(name, sealed, attrs));
+        1
+    } else {
+        // The first chunk also carries `<count>.`.
+        let count = sealed.len().div_ceil(CHUNK_BYTES);
+        if count > MAX_CHUNKS {
+            return None;
+        }
+        // Sealed values are ASCII, so any byte index is a char boundary.
+        let parts: Vec<&str> = (0..count)
+            .map(|i| &sealed[i * CHUNK_BYTES..((i + 1) * CHUNK_BYTES).min(sealed.len())])
+            .collect();
+        out.push(set_cookie(name, &format!("{count}.{}", parts[0]), attrs));
+        for (i, part) in parts.iter().enumerate().skip(1) {
+            out.push(set_cookie(&chunk_name(name, i), part, attrs));
+        }
+        count
+    };
+    for i in count..previous_chunks.min(MAX_CHUNKS) {
+        out.push(delete_cookie(&chunk_name(name, i)));
+    }
+    Some(out)
+}
+
+/// `Set-Cookie` values deleting `name` and every chunk it may have had.
+pub fn delete_chunked(name: &str) -> Vec<String> {
+    let mut out = vec![delete_cookie(name)];
+    out.extend((1..MAX_CHUNKS).map(|i| delete_cookie(&chunk_name(name, i))));
+    out
+}
+
+/// A `Set-Cookie` value: host-only, every path, HTTPS only, out of scripts' reach, and
+/// sent on top-level navigations from other sites (the IdP's redirect back) but not on
+/// their subrequests.
+pub fn set_cookie(name: &str, value: &str, attrs: CookieAttributes) -> String {
+    format!(
+        "{name}={value}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+        attrs.max_age
+    )
+}
+
+/// A `Set-Cookie` value that deletes `name`.
+pub fn delete_cookie(name: &str) -> String {
+    set_cookie(name, "", CookieAttributes { max_age: 0 })
+}
+
+/// The `Cookie` header without the cookies `ours` claims, for the upstream: `None` when
+/// none of them was sent (the header goes up unchanged), `Some("")` when no other cookie
+/// remains (the header is removed).
+pub fn without_ours(header: &str, ours: impl Fn(&str) -> bool) -> Option<String> {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut removed = false;
+    for pair in header.split(';') {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+        if ours(name) {
+            removed = true;
+        } else if !pair.trim().is_empty() {
+            kept.push(pair.trim());
+        }
+    }
+    removed.then(|| kept.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ATTRS: CookieAttributes = CookieAttributes { max_age: 3600 };
+
+    /// The `Cookie` header a browser would send back for these `Set-Cookie` values.
+    fn sent_back(set: &[String]) -> String {
+        set.iter()
+            .filter(|c| !c.contains("Max-Age=0"))
+            .map(|c| c.split(';').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[test]
+    fn a_cookie_header_parses_into_names_and_values() {
+        let jar = CookieJar::parse("a=1; b = 2 ;c=x=y; flag; =nameless; d=");
+        assert_eq!(jar.get("a"), Lookup::One("1"));
+        assert_eq!(jar.get("b"), Lookup::One("2"));
+        assert_eq!(jar.get("c"), Lookup::One("x=y"));
+        assert_eq!(jar.get("d"), Lookup::One(""));
+        assert_eq!(jar.get("flag"), Lookup::Absent);
+        assert_eq!(jar.get("e"), Lookup::Absent);
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_neither_value() {
+        let jar = CookieJar::parse("s=1; other=2; s=1");
+        assert_eq!(jar.get("s"), Lookup::Repeated);
+        assert_eq!(read_chunked(&jar, "s"), Err(ChunkError::Repeated));
+    }
+
+    #[test]
+    fn only_the_first_pairs_of_a_huge_header_are_read() {
+        let header: String = (0..10_000).map(|i| format!("c{i}=v; ")).collect();
+        let jar = CookieJar::parse(&header);
+        assert_eq!(jar.get("c0"), Lookup::One("v"));
+        assert_eq!(jar.get(&format!("c{}", MAX_PAIRS - 1)), Lookup::One("v"));
+        assert_eq!(jar.get(&format!("c{MAX_PAIRS}")), Lookup::Absent);
+    }
+
+    #[test]
+    fn a_short_value_is_one_cookie_and_reads_back() {
+        let set = set_chunked("s", "abc", ATTRS, 0).unwrap();
+        assert_eq!(
+            set,
+            ["s=abc; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax"]
+        );
+        let header = sent_back(&set);
+        let jar = CookieJar::parse(&header);
+        assert_eq!(read_chunked(&jar, "s"), Ok(Some(("abc".into(), 1))));
+    }
+
+    #[test]
+    fn a_long_value_is_split_into_chunks_that_read_back_as_one() {
+        let sealed: String = (0..CHUNK_BYTES * 2 + 10)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        let set = set_chunked("s", &sealed, ATTRS, 0).unwrap();
+        assert_eq!(set.len(), 3);
+        assert!(set.iter().all(|c| c.len() <= 4096));
+        assert!(set[0].starts_with("s=3."));
+        assert!(set[1].starts_with("s-1="));
+        let header = sent_back(&set);
+        let jar = CookieJar::parse(&header);
+        assert_eq!(read_chunked(&jar, "s"), Ok(Some((sealed, 3))));
+    }
+
+    #[test]
+    fn a_missing_chunk_or_a_bad_count_is_no_session() {
+        let sealed = "x".repeat(CHUNK_BYTES + 1);
+        let set = set_chunked("s", &sealed, ATTRS, 0).unwrap();
+        let first_only = sent_back(&set[..1]);
+        assert_eq!(
+            read_chunked(&CookieJar::parse(&first_only), "s"),
+            Err(ChunkError::Missing)
+        );
+        for bad in ["s=1.x", "s=9.x", "s=x.y", "s=.y", "s=02.x; s-1=y", "s=5.x"] {
+            assert_eq!(
+                read_chunked(&CookieJar::parse(bad), "s"),
+                Err(ChunkError::BadCount),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_no_four_chunks_can_hold_is_refused() {
+        let sealed = "x".repeat(CHUNK_BYTES * MAX_CHUNKS + 1);
+        assert_eq!(set_chunked("s", &sealed, ATTRS, 0), None);
+    }
+
+    #[test]
+    fn a_shorter_value_deletes_the_chunks_a_longer_one_left() {
+        let set = set_chunked("s", "short", ATTRS, 3).unwrap();
+        assert_eq!(set.len(), 3);
+        assert!(set[1].starts_with("s-1=; ") && set[1].contains("Max-Age=0"));
+        assert!(set[2].starts_with("s-2=; ") && set[2].contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn deleting_a_session_deletes_every_chunk_it_may_have() {
+        let set = delete_chunked("s");
+        assert_eq!(set.len(), MAX_CHUNKS);
+        assert!(set.iter().all(|c| c.contains("Max-Age=0")));
+    }
+
+    #[test]
+    fn the_upstream_header_keeps_other_cookies_and_drops_ours() {
+        let ours = |n: &str| n == "s" || n.starts_with("s-");
+        assert_eq!(
+            without_ours("a=1; s=2.x; b=2; s-1=y", ours),
+            Some("a=1; b=2".into())
+        );
+        assert_eq!(without_ours("s=x", ours), Some(String::new()));
+        assert_eq!(without_ours("a=1; b=2", ours), None);
+        assert_eq!(without_ours("a=1;s", ours), Some("a=1".into()));
+    }
+}
