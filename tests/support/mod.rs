@@ -2,6 +2,9 @@
 //!
 //! - [`clock`]: tokio's paused clock kept from auto-advancing while real I/O runs.
 //! - [`idp`]: a fake IdP serving a JWKS over HTTP, counting fetches.
+//! - [`oidc_provider`]: a fake OpenID provider for browser sign-in: discovery, a real
+//!   HTML login form, a token endpoint checking PKCE, client secrets and single-use
+//!   codes, refresh with rotation, and RP-initiated logout.
 //! - [`gerrit`]: a fake Gerrit following its REST wire format (`)]}'`, `/a/`, basic auth or
 //!   a trusted header), permission model and events, with faults on demand.
 //! - [`tokens`]: signs test tokens with the fixture keys in `tests/fixtures`.
@@ -24,6 +27,7 @@ pub mod envoy_process;
 pub mod gerrit;
 pub mod idp;
 pub mod istio;
+pub mod oidc_provider;
 pub mod pausable;
 pub mod pki;
 pub mod responses;
