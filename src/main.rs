@@ -317,6 +317,18 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             say(format!("body:     {}", denial_body(denial, None)));
             ExitCode::from(1)
         }
+        Verdict::Answer(answer) => {
+            say(format!(
+                "decision: BROWSER SIGN-IN answers HTTP {} ({})",
+                answer.status, answer.reason
+            ));
+            if let Some(location) = &answer.location {
+                // The IdP URL carries state and nonce: single-use, but not for a terminal.
+                let shown = location.split('?').next().unwrap_or(location);
+                say(format!("location: {shown}"));
+            }
+            ExitCode::from(1)
+        }
         Verdict::Unavailable(reason) => {
             say(format!(
                 "decision: CANNOT DECIDE (gRPC UNAVAILABLE: {reason})"

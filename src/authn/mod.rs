@@ -9,8 +9,8 @@ mod verify;
 pub use crate::identity::Identity;
 pub use jwks::{Fetched, JwksError, JwksSource, JwksStore, JwksTiming, KeyFetch, KeySet};
 pub use token::{find_token, TokenSource, DEFAULT_MAX_TOKEN_BYTES};
-pub use token_cache::VerifiedTokenCache;
-pub use verify::{IssuerSettings, TokenVerifier};
+pub use token_cache::{token_key, unix_now, VerifiedTokenCache};
+pub use verify::{IssuerSettings, TokenVerifier, VerifiedIdToken};
 
 /// Why a request could not be authenticated.
 ///
@@ -73,6 +73,20 @@ pub enum AuthnError {
     /// The issuer's keys have never been loaded: cannot decide.
     #[error("signing keys for the issuer are not available")]
     KeysUnavailable,
+    /// An ID token's `nonce` is not the one its sign-in sent.
+    #[error("ID token nonce does not match the sign-in")]
+    Nonce,
+    /// An ID token's `azp` is not this client, or is missing where the token has
+    /// several audiences (OIDC Core 3.1.3.7).
+    #[error("ID token was issued to another client")]
+    AuthorizedParty,
+    /// The session cookie does not open: tampered with, truncated, or sealed by a key
+    /// this server does not have.
+    #[error("session cookie is not valid: sign in again")]
+    SessionInvalid,
+    /// The session is over (lifetime, idle timeout, or expired without a refresh).
+    #[error("session has ended: sign in again")]
+    SessionEnded,
 }
 
 impl AuthnError {
@@ -96,6 +110,10 @@ impl AuthnError {
             AuthnError::Audience => "audience",
             AuthnError::Claim(_) => "claim",
             AuthnError::KeysUnavailable => "keys_unavailable",
+            AuthnError::Nonce => "nonce",
+            AuthnError::AuthorizedParty => "authorized_party",
+            AuthnError::SessionInvalid => "session_invalid",
+            AuthnError::SessionEnded => "session_ended",
         }
     }
 

@@ -162,6 +162,7 @@ mod tests {
             gerrit_account: "alice".into(),
             display_name: None,
             claims: Arc::default(),
+            credential: Default::default(),
         })
     }
 

@@ -138,21 +138,10 @@ impl TokenVerifier {
             .get(&header.alg)
             .ok_or(AuthnError::AlgorithmNotAccepted)?;
 
-        let kid = header.kid.as_deref();
         // Read before the key set: if the set changes meanwhile, the cache entry is
         // merely re-verified on its next use.
         let generation = issuer.store.generation();
-        let set = issuer.store.key_set().ok_or(AuthnError::KeysUnavailable)?;
-        let set = match set.find(kid) {
-            Some(_) => set,
-            None => issuer
-                .store
-                .refetch_for_unknown_kid(kid)
-                .await
-                .unwrap_or(set),
-        };
-        let key = find_fitting(&set, kid, header.alg)?;
-
+        let key = issuer.key_for(header.kid.as_deref(), header.alg).await?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| map_error(e.into_kind()))?;
         let exp = numeric_claim(&data.claims, "exp")?;
@@ -169,11 +158,122 @@ impl TokenVerifier {
     }
 }
 
+impl TokenVerifier {
+    /// Verifies an ID token that `issuer`'s token endpoint gave client `client_id`: the
+    /// signature with the issuer's keys, `iss`, `aud` holding the client, `azp`
+    /// (OIDC Core 3.1.3.7), `exp`/`nbf`/`iat`, the issuer's required claims and lifetime
+    /// bound, the `nonce` of the sign-in when one is expected (a refreshed ID token has
+    /// none, OIDC Core 12.2), and the user claim. Returns the claims a session keeps.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+    ) -> Result<VerifiedIdToken, AuthnError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthnError::TooLarge);
+        }
+        reject_critical_header(token)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| header_error(token))?;
+        if unverified_issuer(token)? != issuer {
+            return Err(AuthnError::UnknownIssuer);
+        }
+        let verifier = self.issuers.get(issuer).ok_or(AuthnError::UnknownIssuer)?;
+        let mut validation = verifier
+            .validations
+            .get(&header.alg)
+            .ok_or(AuthnError::AlgorithmNotAccepted)?
+            .clone();
+        validation.set_audience(&[client_id]);
+        let key = verifier.key_for(header.kid.as_deref(), header.alg).await?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| map_error(e.into_kind()))?;
+        let claims = data.claims;
+        let exp = numeric_claim(&claims, "exp")?;
+        check_claims(&verifier.settings, &claims, exp, unix_now())?;
+        let several_audiences = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
+        match claims.get("azp") {
+            Some(Value::String(azp)) if azp == client_id => {}
+            None if !several_audiences => {}
+            _ => return Err(AuthnError::AuthorizedParty),
+        }
+        if let Some(expected) = nonce {
+            match claims.get("nonce") {
+                Some(Value::String(n)) if n == expected => {}
+                _ => return Err(AuthnError::Nonce),
+            }
+        }
+        let kept = self.session_claims(&verifier.settings, &claims);
+        // The identity must be buildable now, not at the first request.
+        identity_from(&verifier.settings, kept.clone(), &self.kept_claims)?;
+        Ok(VerifiedIdToken { claims: kept, exp })
+    }
+
+    /// The identity of a session: `claims` as [`TokenVerifier::verify_id_token`] kept
+    /// them, read with the issuer's settings as a bearer token's would be.
+    pub fn session_identity(
+        &self,
+        issuer: &str,
+        claims: &Map<String, Value>,
+    ) -> Result<Identity, AuthnError> {
+        let verifier = self.issuers.get(issuer).ok_or(AuthnError::UnknownIssuer)?;
+        let mut identity = identity_from(&verifier.settings, claims.clone(), &self.kept_claims)?;
+        identity.credential = crate::identity::Credential::Session;
+        Ok(identity)
+    }
+
+    /// The claims a session keeps: those an identity is built from and those rules read.
+    fn session_claims(
+        &self,
+        settings: &IssuerSettings,
+        claims: &Map<String, Value>,
+    ) -> Map<String, Value> {
+        let wanted = |name: &str| {
+            name == settings.user_claim
+                || name == settings.email_claim
+                || name == settings.name_claim
+                || settings.gerrit_account_claim.as_deref() == Some(name)
+                || self.kept_claims.contains(name)
+        };
+        claims
+            .iter()
+            .filter(|(name, _)| wanted(name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// An ID token's claims as a session keeps them, and its expiry.
+#[derive(Debug, Clone)]
+pub struct VerifiedIdToken {
+    /// The claims identities and rules read (not the token's other content).
+    pub claims: Map<String, Value>,
+    /// The token's `exp` (Unix seconds).
+    pub exp: u64,
+}
+
+impl IssuerVerifier {
+    /// The key for `kid` and `alg`, refetching the key set once for an unknown `kid`.
+    async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<VerifyKey>, AuthnError> {
+        let set = self.store.key_set().ok_or(AuthnError::KeysUnavailable)?;
+        let set = match set.find(kid) {
+            Some(_) => set,
+            None => self.store.refetch_for_unknown_kid(kid).await.unwrap_or(set),
+        };
+        find_fitting(&set, kid, alg).cloned()
+    }
+}
+
 fn find_fitting<'a>(
     set: &'a KeySet,
     kid: Option<&str>,
     alg: Algorithm,
-) -> Result<&'a VerifyKey, AuthnError> {
+) -> Result<&'a Arc<VerifyKey>, AuthnError> {
     let key = set.find(kid).ok_or(AuthnError::UnknownKeyId)?;
     if key.family != alg.family() || key.alg.is_some_and(|a| a != alg) {
         return Err(AuthnError::KeyMismatch);
@@ -349,6 +449,7 @@ fn identity_from(
                 .filter(|(name, _)| kept.contains(name))
                 .collect(),
         ),
+        credential: crate::identity::Credential::Token,
     })
 }
 

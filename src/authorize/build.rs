@@ -159,6 +159,10 @@ impl Authorizer {
             groups,
             group_events,
             routes: config.routes.clone(),
+            browser: config
+                .browser
+                .as_ref()
+                .map(|b| Arc::new(crate::signin::BrowserSignIn::new(b))),
             sources,
         })
     }

@@ -10,6 +10,9 @@ use crate::policy::{
     RouteTable, Unmet,
 };
 use crate::request::{routing_path, RequestView};
+use crate::signin::login::same_host_target;
+use crate::signin::navigation::is_browser_navigation;
+use crate::signin::{BrowserSignIn, Reserved, SessionCheck};
 use std::sync::Arc;
 
 mod build;
@@ -31,6 +34,8 @@ pub struct Authorizer {
     groups: Option<GroupCache>,
     group_events: Option<GroupEvents>,
     routes: RouteTable,
+    /// Browser sign-in, if configured.
+    browser: Option<Arc<BrowserSignIn>>,
     /// The config parts the verifier and the group cache were built from, so a reload
     /// can tell what it may keep.
     sources: Sources,
@@ -44,6 +49,9 @@ struct Facts<'a> {
     req: &'a RequestView<'a>,
     identity: Option<Result<Arc<Identity>, AuthnError>>,
     membership: Option<Result<Arc<Membership>, String>>,
+    /// `Set-Cookie` values for the answer: a refreshed session, or the deletion of one
+    /// that was rejected.
+    set_cookies: Vec<String>,
 }
 
 impl<'a> Facts<'a> {
@@ -51,8 +59,17 @@ impl<'a> Facts<'a> {
         if let Some(known) = &self.identity {
             return known.clone();
         }
-        let result = self.authorizer.authenticate(self.route, self.req).await;
+        let result = self
+            .authorizer
+            .authenticate(self.route, self.req, &mut self.set_cookies)
+            .await;
         match &result {
+            Ok(id) if id.credential == crate::identity::Credential::Session => steps.note(|| {
+                format!(
+                    "browser session: user {:?} from issuer {}",
+                    id.user, id.issuer
+                )
+            }),
             Ok(id) => steps.note(|| {
                 format!(
                     "token verified: user {:?} from issuer {}",
@@ -119,6 +136,11 @@ impl Authorizer {
         &self.routes
     }
 
+    /// Browser sign-in, if configured.
+    pub fn browser(&self) -> Option<&BrowserSignIn> {
+        self.browser.as_deref()
+    }
+
     /// Decides one request.
     pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
         self.decide_traced(req, Trace::off()).await
@@ -130,6 +152,14 @@ impl Authorizer {
     }
 
     async fn decide_traced(&self, req: &RequestView<'_>, mut steps: Trace) -> Decision {
+        if let Some(browser) = &self.browser {
+            if let Some(reserved) = browser.reserved(req.path) {
+                let answer = self
+                    .answer_reserved(browser, reserved, req, &mut steps)
+                    .await;
+                return Decision::unrouted(Verdict::Answer(answer), steps);
+            }
+        }
         let routing = match routing_path(req.path) {
             Ok(path) => path,
             Err(e) => {
@@ -162,8 +192,38 @@ impl Authorizer {
             req,
             identity: None,
             membership: None,
+            set_cookies: Vec::new(),
         };
-        let (rule, verdict) = self.decide_route(&mut facts, &mut steps).await;
+        let (rule, mut verdict) = self.decide_route(&mut facts, &mut steps).await;
+        if let (Some(browser), Some(issuer)) = (&self.browser, &route.browser_sign_in) {
+            let signs_in = !route.dry_run
+                && matches!(verdict, Verdict::Deny(Denial::Unauthenticated(_)))
+                && is_browser_navigation(req);
+            if signs_in {
+                steps.note(|| format!("a browser opening a page: sent to sign in with {issuer}"));
+                let page = if req.query.is_empty() {
+                    req.path.to_string()
+                } else {
+                    format!("{}?{}", req.path, req.query)
+                };
+                let back = same_host_target(&page).unwrap_or("/");
+                let mut answer = browser.start(req, issuer, back).await;
+                // A rejected session's cookies are deleted on the way.
+                let mut cookies = std::mem::take(&mut facts.set_cookies);
+                cookies.append(&mut answer.set_cookies);
+                answer.set_cookies = cookies;
+                verdict = Verdict::Answer(answer);
+            }
+        }
+        if let Verdict::Allow {
+            headers,
+            set_cookies,
+            ..
+        } = &mut verdict
+        {
+            set_cookies.append(&mut facts.set_cookies);
+            self.strip_session_cookies(req, headers);
+        }
         let caller = match &verdict {
             Verdict::Allow { identity, .. } => identity.clone(),
             _ => facts.identity.and_then(Result::ok),
@@ -179,6 +239,9 @@ impl Authorizer {
             if !matches!(verdict, Verdict::Allow { .. }) {
                 // Allowed as if public: no identity reaches the upstream.
                 dry_run_headers = upstream_changes(route, None, None, None, req.headers).ok();
+                if let Some(headers) = &mut dry_run_headers {
+                    self.strip_session_cookies(req, headers);
+                }
             }
         }
         Decision {
@@ -371,6 +434,73 @@ impl Authorizer {
         }
     }
 
+    /// Answers one of browser sign-in's own paths.
+    async fn answer_reserved(
+        &self,
+        browser: &BrowserSignIn,
+        reserved: Reserved,
+        req: &RequestView<'_>,
+        steps: &mut Trace,
+    ) -> crate::signin::Answer {
+        let answer = match reserved {
+            Reserved::Callback => browser.callback(req, &self.verifier).await,
+            Reserved::SignOut => browser.sign_out(req).await,
+            Reserved::SignIn => match self.sign_in_issuer(browser, req) {
+                Some(issuer) => browser.sign_in_path(req, &issuer).await,
+                None => crate::signin::Answer::page(
+                    404,
+                    "Sign-in is not available here",
+                    "No route on this host signs browsers in.",
+                    Vec::new(),
+                    "sign_in_no_route",
+                ),
+            },
+        };
+        steps.note(|| {
+            format!(
+                "browser sign-in's own path: {} ({})",
+                answer.status, answer.reason
+            )
+        });
+        answer
+    }
+
+    /// The issuer the sign-in path starts with: the only one with a browser client, or
+    /// that of the first route with browser sign-in on this host.
+    fn sign_in_issuer(&self, browser: &BrowserSignIn, req: &RequestView<'_>) -> Option<Arc<str>> {
+        if let Some(issuer) = browser.only_issuer() {
+            return Some(issuer.into());
+        }
+        self.routes
+            .routes()
+            .iter()
+            .filter(|r| r.hosts.is_empty() || r.hosts.iter().any(|h| h.matches(req.host)))
+            .find_map(|r| r.browser_sign_in.clone())
+    }
+
+    /// Takes mesh-authz's cookies out of the `Cookie` header the upstream gets.
+    fn strip_session_cookies(
+        &self,
+        req: &RequestView<'_>,
+        headers: &mut crate::policy::HeaderChanges,
+    ) {
+        let Some(browser) = &self.browser else {
+            return;
+        };
+        let Some(cookie) = browser.upstream_cookie(req) else {
+            return;
+        };
+        if headers.remove.iter().any(|h| h == "cookie") {
+            return;
+        }
+        headers.set.retain(|(name, _)| name != "cookie");
+        if cookie.is_empty() {
+            headers.remove.push("cookie".into());
+        } else {
+            headers.set.push(("cookie".into(), cookie));
+        }
+    }
+
     async fn membership(
         &self,
         user: &GerritAccount,
@@ -394,13 +524,43 @@ impl Authorizer {
         Ok(membership)
     }
 
+    /// The caller's identity: from a token in the request, or on a route with browser
+    /// sign-in and no token, from the browser session (its cookies to set, or to delete
+    /// when rejected, go to `set_cookies`).
     async fn authenticate(
         &self,
         route: &RouteRule,
         req: &RequestView<'_>,
+        set_cookies: &mut Vec<String>,
     ) -> Result<Arc<Identity>, AuthnError> {
-        let token = find_token(req, &route.token_sources)?;
-        let identity = self.verifier.verify(&token).await?;
+        let identity = match find_token(req, &route.token_sources) {
+            Ok(token) => self.verifier.verify(&token).await?,
+            Err(AuthnError::MissingToken) => {
+                let (Some(issuer), Some(browser)) = (&route.browser_sign_in, &self.browser) else {
+                    return Err(AuthnError::MissingToken);
+                };
+                match browser.session(req, issuer, &self.verifier).await {
+                    SessionCheck::Valid {
+                        identity,
+                        set_cookies: cookies,
+                    } => {
+                        set_cookies.extend(cookies);
+                        // Made by this route's own sign-in: its issuer, and an ID token
+                        // for mesh-authz's client, not for an API audience.
+                        return Ok(identity);
+                    }
+                    SessionCheck::Absent => return Err(AuthnError::MissingToken),
+                    SessionCheck::Rejected {
+                        error,
+                        set_cookies: cookies,
+                    } => {
+                        set_cookies.extend(cookies);
+                        return Err(error);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
         // The route's own trust: another IdP in the config, or a token minted for
         // another service, does not pass here.
         if !route.issuers.is_empty() && !route.issuers.contains(&identity.issuer) {
@@ -433,6 +593,7 @@ fn allow(
             identity,
             membership,
             headers,
+            set_cookies: Vec::new(),
         },
         Err(e) => {
             steps.note(|| format!("{e}: denied rather than injected"));

@@ -5,6 +5,7 @@ use crate::identity::Identity;
 use crate::identity::Membership;
 use crate::policy::{HeaderChanges, RouteRule};
 use crate::request::PathError;
+use crate::signin::Answer;
 use std::sync::Arc;
 
 /// The outcome of one authorization, with the reasoning that led to it.
@@ -57,9 +58,13 @@ pub enum Verdict {
         membership: Option<Arc<Membership>>,
         /// Headers to set and remove upstream.
         headers: HeaderChanges,
+        /// `Set-Cookie` values for the response the browser gets (a refreshed session).
+        set_cookies: Vec<String>,
     },
     /// Reject the request.
     Deny(Denial),
+    /// mesh-authz answers the browser itself: browser sign-in's redirects and pages.
+    Answer(Answer),
     /// mesh-authz cannot decide (a dependency is down): let Envoy's failure mode decide.
     Unavailable(String),
 }
@@ -117,15 +122,18 @@ impl Verdict {
             Verdict::Deny(Denial::UnsafeHeaderValue) => "unsafe_header_value",
             Verdict::Deny(Denial::GroupsTooLarge) => "groups_too_large",
             Verdict::Deny(Denial::KubeForbidden(_)) => "kube_forbidden",
+            Verdict::Answer(answer) => answer.reason,
             Verdict::Unavailable(_) => "unavailable",
         }
     }
 
-    /// `allow`, `deny` or `unavailable`.
+    /// `allow`, `deny`, `answer` (browser sign-in's own redirects and pages) or
+    /// `unavailable`.
     pub fn kind(&self) -> &'static str {
         match self {
             Verdict::Allow { .. } => "allow",
             Verdict::Deny(_) => "deny",
+            Verdict::Answer(_) => "answer",
             Verdict::Unavailable(_) => "unavailable",
         }
     }

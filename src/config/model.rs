@@ -34,6 +34,8 @@ pub struct Config {
     pub max_token_bytes: usize,
     /// Where the audit log goes, if anywhere.
     pub audit: Option<AuditOutput>,
+    /// Browser sign-in, if an issuer has a `browser_client`.
+    pub browser: Option<crate::signin::BrowserSignInConfig>,
 }
 
 /// Listen addresses and shutdown timing.

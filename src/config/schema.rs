@@ -34,6 +34,107 @@ pub struct RawConfig {
     pub max_token_bytes: usize,
     /// The audit log of decisions.
     pub audit: Option<RawAudit>,
+    /// Browser sessions: the cookie browser sign-in leaves, its keys and lifetimes, and
+    /// the paths mesh-authz answers itself. Needed when an issuer has a
+    /// `browser_client`.
+    pub browser_sessions: Option<RawBrowserSessions>,
+}
+
+/// `browser_sessions:` the stateless session cookie of browser sign-in.
+#[derive(Debug, Deserialize)]
+pub struct RawBrowserSessions {
+    /// The session cookie's name. The `__Host-` prefix makes browsers keep it only when
+    /// set over HTTPS by this host for `/`, so no sibling subdomain can plant one.
+    /// Chunks of a long session are `NAME-1`, `NAME-2`, …, a sign-in in progress
+    /// `NAME-login-…`; every cookie so named is removed before the request goes upstream.
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// Files holding the keys that seal session cookies (AES-256-GCM), each 32 random
+    /// bytes in base64 (`openssl rand -base64 32`). The first seals; all open. To rotate,
+    /// put a new key first and keep the old one until `lifetime` has passed.
+    pub key_files: Vec<PathBuf>,
+    /// How long a session lasts from sign-in, however active.
+    #[serde(default = "default_session_lifetime", with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// A session without a request for this long ends.
+    #[serde(default = "default_session_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long before the ID token expires it is refreshed (with a refresh token).
+    #[serde(default = "default_refresh_before", with = "humantime_serde")]
+    pub refresh_before: Duration,
+    /// The path the IdP redirects back to, on every host with browser sign-in
+    /// (register `https://HOST/_mesh-authz/callback` with the IdP for each host).
+    #[serde(default = "default_callback_path")]
+    pub callback_path: String,
+    /// A path that starts a sign-in and returns to `?rd=PATH` (Gerrit's `auth.loginUrl`).
+    #[serde(default = "default_sign_in_path")]
+    pub sign_in_path: String,
+    /// A path that ends the session and signs out at the IdP (Gerrit's `auth.logoutUrl`).
+    #[serde(default = "default_sign_out_path")]
+    pub sign_out_path: String,
+    /// The path on the same host the IdP returns to after signing out (register
+    /// `https://HOST/` as a post-logout redirect URI).
+    #[serde(default = "default_after_sign_out")]
+    pub after_sign_out: String,
+}
+
+fn default_cookie_name() -> String {
+    "__Host-mesh-authz".into()
+}
+fn default_session_lifetime() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn default_session_idle() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_refresh_before() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_callback_path() -> String {
+    "/_mesh-authz/callback".into()
+}
+fn default_sign_in_path() -> String {
+    "/_mesh-authz/sign-in".into()
+}
+fn default_sign_out_path() -> String {
+    "/_mesh-authz/sign-out".into()
+}
+fn default_after_sign_out() -> String {
+    "/".into()
+}
+
+/// `issuers[].browser_client:` mesh-authz as an OIDC client of this issuer, for browser
+/// sign-in (the authorization code flow with PKCE).
+#[derive(Debug, Deserialize)]
+pub struct RawBrowserClient {
+    /// The client id registered at the IdP. ID tokens must name it in `aud` (and `azp`).
+    pub client_id: String,
+    /// File holding the client secret (a mounted Secret). Without it the client is
+    /// public and PKCE alone protects the code.
+    pub client_secret_file: Option<PathBuf>,
+    /// How the secret is sent to the token endpoint: `client_secret_basic` (HTTP Basic,
+    /// the default) or `client_secret_post` (in the form body).
+    #[serde(default = "default_client_auth")]
+    pub client_auth: String,
+    /// Scopes asked for; `openid` is required, `offline_access` asks for a refresh
+    /// token.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Timeout of one request to the IdP (discovery, token endpoint).
+    #[serde(default = "default_client_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_client_auth() -> String {
+    "client_secret_basic".into()
+}
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_client_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `audit:` one JSON line per decision.
@@ -158,6 +259,8 @@ pub struct RawIssuer {
     /// Claims every token must carry (besides `iss`, `aud` and `exp`).
     #[serde(default)]
     pub required_claims: Vec<String>,
+    /// Browser sign-in with this issuer: the OIDC client mesh-authz is registered as.
+    pub browser_client: Option<RawBrowserClient>,
 }
 
 fn default_user_claim() -> String {
@@ -354,6 +457,11 @@ pub struct RawRoute {
     /// Where to look for the token: `bearer`, `header:NAME`, `cookie:NAME`, `query:NAME`.
     #[serde(default = "default_token_from")]
     pub token_from: Vec<String>,
+    /// Browsers sign in: a browser session is accepted when the request has no token,
+    /// and a browser opening a page without either is sent to the IdP (the route's
+    /// issuer with a `browser_client`). API calls and scripts still get 401.
+    #[serde(default)]
+    pub browser_sign_in: bool,
     /// Headers injected upstream from the identity.
     #[serde(default)]
     pub inject: RawInject,

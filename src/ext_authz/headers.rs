@@ -22,6 +22,21 @@ pub fn overwrite(key: String, value: String) -> HeaderValueOption {
     }
 }
 
+/// An Envoy header option that adds `key: value` as a line of its own (response cookies:
+/// each `Set-Cookie` must stay a separate line).
+#[allow(deprecated)]
+pub fn append(key: String, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key,
+            value,
+            ..Default::default()
+        }),
+        append: Some(BoolValue { value: true }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! admission of calls (a bound on checks in flight).
 
 mod admission;
+mod answer;
 mod denial;
 mod grpc;
 mod headers;

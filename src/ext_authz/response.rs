@@ -5,6 +5,8 @@
 //!   routes with `dynamic_metadata: true`, the identity in `dynamic_metadata` for Envoy's
 //!   access log;
 //! - deny: a non-OK status and a `DeniedHttpResponse` (401 or 403, JSON body);
+//! - browser sign-in's own answers (redirects, HTML pages): a `DeniedHttpResponse` too,
+//!   with their status, `Location` and `Set-Cookie` lines;
 //! - cannot decide: a gRPC `UNAVAILABLE` error, so Envoy's `failure_mode_allow` and
 //!   `status_on_error` apply.
 
@@ -18,6 +20,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 /// An OK CheckResponse with these upstream header changes.
 fn allowed(
     headers: HeaderChanges,
+    set_cookies: Vec<String>,
     metadata: Option<envoy_types::pb::google::protobuf::Struct>,
 ) -> CheckResponse {
     let HeaderChanges {
@@ -38,6 +41,11 @@ fn allowed(
                 .collect(),
             headers_to_remove: remove,
             query_parameters_to_remove: remove_query,
+            // A refreshed browser session.
+            response_headers_to_add: set_cookies
+                .into_iter()
+                .map(|c| super::headers::append("set-cookie".into(), c))
+                .collect(),
             ..Default::default()
         })),
         dynamic_metadata: metadata,
@@ -57,20 +65,22 @@ pub fn render(
     if let Some(headers) = decision.dry_run_headers {
         // A dry-run route: what would have been denied is allowed, anonymously.
         let metadata = wants_metadata.then(|| super::metadata::identity(route, None, None));
-        return Ok(allowed(headers, metadata));
+        return Ok(allowed(headers, Vec::new(), metadata));
     }
     match decision.verdict {
         Verdict::Allow {
             identity,
             membership,
             headers,
+            set_cookies,
         } => {
             let metadata = wants_metadata.then(|| {
                 super::metadata::identity(route, identity.as_deref(), membership.as_deref())
             });
-            Ok(allowed(headers, metadata))
+            Ok(allowed(headers, set_cookies, metadata))
         }
         Verdict::Deny(denial) => Ok(super::denial::denied_response(&denial, request_id)),
+        Verdict::Answer(answer) => Ok(super::answer::answered_response(answer)),
         Verdict::Unavailable(reason) => Err(tonic::Status::unavailable(format!(
             "mesh-authz cannot decide: {reason}"
         ))),

@@ -100,6 +100,7 @@ impl CheckService {
                 user,
                 issuer: decision.caller.as_ref().map(|i| i.issuer.as_str()),
                 principal: (!view.principal.is_empty()).then_some(view.principal),
+                credential: decision.caller.as_ref().map(|i| i.credential.as_str()),
                 method: view.method,
                 host: view.host,
                 path: view.path,
@@ -124,7 +125,7 @@ impl CheckService {
             (Verdict::Unavailable(reason), false) => {
                 tracing::warn!(route, request_id, reason = %reason, "cannot decide")
             }
-            (Verdict::Deny(_), false) => {}
+            (Verdict::Deny(_) | Verdict::Answer(_), false) => {}
         }
         super::render(decision, request_id).map(Response::new)
     }

@@ -28,6 +28,31 @@ pub struct Identity {
     /// Every claim of the token, for the rules' claim conditions; shared, since verified
     /// tokens are cached.
     pub claims: Arc<Map<String, Value>>,
+    /// What the caller proved it with.
+    pub credential: Credential,
+}
+
+/// What a caller proved its identity with (the audit log's `credential`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Credential {
+    /// A token in the request (bearer, header, cookie or query).
+    #[default]
+    Token,
+    /// A browser session cookie left by browser sign-in.
+    Session,
+    /// The calling workload's mesh identity (a rule's `as_user`).
+    Workload,
+}
+
+impl Credential {
+    /// `token`, `session` or `workload`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::Token => "token",
+            Credential::Session => "session",
+            Credential::Workload => "workload",
+        }
+    }
 }
 
 impl Identity {
@@ -41,6 +66,7 @@ impl Identity {
             gerrit_account: GerritAccount::Username(user.to_string()),
             display_name: None,
             claims: Arc::default(),
+            credential: Credential::Workload,
         }
     }
 }

@@ -231,6 +231,7 @@ mod tests {
             gerrit_account: "alice".into(),
             display_name: Some("Alice Liddell".into()),
             claims: std::sync::Arc::default(),
+            credential: Default::default(),
         }
     }
 

@@ -287,6 +287,7 @@ mod tests {
             display_name: None,
             gerrit_account: "alice".into(),
             claims: Arc::new(claims.as_object().unwrap().clone()),
+            credential: Default::default(),
         }
     }
 

@@ -112,6 +112,10 @@ pub struct RouteRule {
     /// forge on one route what the upstream trusts from another. Filled in by
     /// [`RouteTable::trusting`].
     pub foreign_identity_headers: Vec<String>,
+    /// The issuer browsers sign in with on this route (`browser_sign_in: true`): its
+    /// sessions are accepted when the request has no token, and a browser opening a page
+    /// without either is sent there.
+    pub browser_sign_in: Option<Arc<str>>,
 }
 
 impl RouteRule {
@@ -212,6 +216,7 @@ impl RouteRule {
             remove_headers: vec![],
             kube: None,
             foreign_identity_headers: vec![],
+            browser_sign_in: None,
             issuers: vec![],
             audiences: vec![],
         }

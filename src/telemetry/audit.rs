@@ -54,6 +54,9 @@ pub struct AuditRecord<'a> {
     pub issuer: Option<&'a str>,
     /// The calling workload's SPIFFE id (`source.principal`).
     pub principal: Option<&'a str>,
+    /// What the user proved who they are with: `token`, `session` (browser sign-in) or
+    /// `workload` (a rule's `as_user`); none without a user.
+    pub credential: Option<&'a str>,
     /// HTTP method.
     pub method: &'a str,
     /// Host or `:authority`.
@@ -91,6 +94,7 @@ impl AuditRecord<'_> {
             self.user,
             self.issuer,
             self.principal,
+            self.credential,
         ]
         .map(|v| v.map_or(0, str::len));
         out.reserve(
@@ -107,6 +111,7 @@ impl AuditRecord<'_> {
         field(out, b",\"user\":", self.user);
         field(out, b",\"issuer\":", self.issuer);
         field(out, b",\"principal\":", self.principal);
+        field(out, b",\"credential\":", self.credential);
         field(out, b",\"method\":", Some(self.method));
         field(out, b",\"host\":", Some(self.host));
         field(out, b",\"path\":", Some(self.path));
@@ -717,6 +722,7 @@ mod tests {
             user: Some("alice"),
             issuer: Some("https://issuer.example"),
             principal: Some("spiffe://cluster.local/ns/web/sa/frontend"),
+            credential: Some("token"),
             method: "GET",
             host: "git.example",
             path: "/a/changes/",
@@ -828,7 +834,8 @@ mod tests {
             [concat!(
                 r#"{"time":"2026-11-25T16:24:13.123Z","request_id":"req-1","trace_id":null,"#,
                 r#""user":"alice","issuer":"https://issuer.example","#,
-                r#""principal":"spiffe://cluster.local/ns/web/sa/frontend","method":"GET","#,
+                r#""principal":"spiffe://cluster.local/ns/web/sa/frontend","credential":"token","#,
+                r#""method":"GET","#,
                 r#""host":"git.example","path":"/a/changes/","route":"gerrit","rule":"allow[1]","#,
                 r#""decision":"deny","reason":"not_in_group","dry_run":false,"latency_us":42}"#
             )]

@@ -1,6 +1,7 @@
 //! Turns a [`RawConfig`] into a [`Config`], collecting every problem with its path: this
 //! file the top level and the server, one file per section beside it.
 
+mod browser;
 mod gerrit;
 mod issuer;
 mod kube;
@@ -8,6 +9,7 @@ mod route;
 #[cfg(test)]
 mod tests;
 
+use browser::compile_browser;
 use gerrit::compile_gerrit;
 use issuer::compile_issuer;
 use kube::compile_kube;
@@ -247,7 +249,10 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
                     );
                 }
             }
-            let rule = compile_route(&path, route, p)?;
+            let mut rule = compile_route(&path, route, p)?;
+            if route.browser_sign_in {
+                rule.browser_sign_in = browser_issuer(&path, route, needs_token, &raw.issuers, p);
+            }
             Some(rule)
         })
         .collect();
@@ -263,10 +268,12 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
             .and_then(|g| g.ca_file.as_deref())
             .map(|f| files.resolve(f)),
     );
+    let browser = compile_browser(&raw, files, &mut referenced, p);
     Config {
         source: name.to_string(),
         path: None,
         files: referenced,
+        browser,
         server,
         issuers,
         groups,
@@ -289,6 +296,46 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
             "stdout" => Some(AuditOutput::Stdout),
             path => Some(AuditOutput::File(files.resolve(std::path::Path::new(path)))),
         }),
+    }
+}
+
+/// The issuer a route with `browser_sign_in` signs browsers in with: the one issuer it
+/// trusts that has a `browser_client`.
+fn browser_issuer(
+    path: &str,
+    route: &RawRoute,
+    needs_token: bool,
+    issuers: &[RawIssuer],
+    p: &mut Problems,
+) -> Option<Arc<str>> {
+    if !needs_token {
+        p.add(
+            format!("{path}.browser_sign_in"),
+            "only for routes whose rules take a token",
+        );
+        return None;
+    }
+    let candidates: Vec<&RawIssuer> = issuers
+        .iter()
+        .filter(|i| route.issuers.is_empty() || route.issuers.contains(&i.issuer))
+        .filter(|i| i.browser_client.is_some())
+        .collect();
+    match candidates.as_slice() {
+        [one] => Some(one.issuer.as_str().into()),
+        [] => {
+            p.add(
+                format!("{path}.browser_sign_in"),
+                "no issuer this route trusts has a `browser_client`",
+            );
+            None
+        }
+        _ => {
+            p.add(
+                format!("{path}.browser_sign_in"),
+                "several issuers this route trusts have a `browser_client`: name one in `issuers`",
+            );
+            None
+        }
     }
 }
 

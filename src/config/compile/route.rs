@@ -208,6 +208,7 @@ pub(super) fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Opt
         remove_headers,
         kube,
         foreign_identity_headers: Vec::new(),
+        browser_sign_in: None,
         issuers: raw.issuers.clone(),
         audiences: raw.audiences.clone(),
     })

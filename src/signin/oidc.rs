@@ -1,0 +1,349 @@
+//! The IdP as an OIDC client sees it: discovery (where to send the browser, where to
+//! exchange codes, where to sign out) and the token endpoint (the code exchange and the
+//! refresh grant), through the `oauth2` crate.
+
+use super::settings::{BrowserClient, ClientAuth};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
+    EndpointNotSet, EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken,
+    StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// How long discovered endpoints are used before they are fetched again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// Largest discovery document read.
+const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
+
+/// Why the IdP could not be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum OidcError {
+    /// The IdP could not be reached, or answered with a server error or garbage: cannot
+    /// decide, try later.
+    #[error("the IdP is unavailable: {0}")]
+    Unavailable(String),
+    /// The discovery document is not usable (wrong issuer, missing endpoints).
+    #[error("the IdP's discovery document is not usable: {0}")]
+    Discovery(String),
+    /// The token endpoint refused (`invalid_grant`: a used, expired or revoked code or
+    /// refresh token).
+    #[error("the IdP refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused {
+        /// The OAuth error code.
+        error: String,
+        /// The IdP's description, if any.
+        description: Option<String>,
+    },
+    /// The token endpoint answered without an ID token.
+    #[error("the IdP's answer has no ID token")]
+    NoIdToken,
+}
+
+/// The endpoints discovery names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Where the browser signs in.
+    pub authorization: AuthUrl,
+    /// Where codes and refresh tokens are exchanged.
+    pub token: TokenUrl,
+    /// Where the browser signs out (RP-Initiated Logout), if the IdP has one.
+    pub end_session: Option<url::Url>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    end_session_endpoint: Option<String>,
+}
+
+/// What a token endpoint answered, tokens hidden from `Debug`.
+#[derive(Clone)]
+pub struct Tokens {
+    /// The ID token (verified by the caller).
+    pub id_token: String,
+    /// A refresh token, if the IdP gave one.
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<set>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The OIDC fields of a token response (OIDC Core 3.1.3.3).
+#[derive(Clone, Serialize, Deserialize)]
+struct IdTokenFields {
+    id_token: Option<String>,
+}
+
+impl std::fmt::Debug for IdTokenFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdTokenFields(<redacted>)")
+    }
+}
+
+impl ExtraTokenFields for IdTokenFields {}
+
+type OidcTokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+type TokenClient = Client<
+    BasicErrorResponse,
+    OidcTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// One issuer's IdP, for browser sign-in.
+pub struct Provider {
+    client: BrowserClient,
+    http: reqwest::Client,
+    discovered: Mutex<Option<(Arc<Endpoints>, Instant)>>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("issuer", &self.client.issuer)
+            .field("client_id", &self.client.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// A provider for `client`, with an HTTP client that follows no redirects (an IdP
+    /// endpoint that redirects is a misconfiguration, not something to chase).
+    pub fn new(client: BrowserClient) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(client.timeout)
+            .build()
+            .unwrap_or_default();
+        Provider {
+            client,
+            http,
+            discovered: Mutex::new(None),
+        }
+    }
+
+    /// The configured client.
+    pub fn client(&self) -> &BrowserClient {
+        &self.client
+    }
+
+    /// The endpoints, from discovery (fetched once an hour; one fetch at a time).
+    pub async fn endpoints(&self) -> Result<Arc<Endpoints>, OidcError> {
+        let mut discovered = self.discovered.lock().await;
+        if let Some((endpoints, at)) = discovered.as_ref() {
+            if at.elapsed() < DISCOVERY_TTL {
+                return Ok(endpoints.clone());
+            }
+        }
+        match self.discover().await {
+            Ok(endpoints) => {
+                let endpoints = Arc::new(endpoints);
+                *discovered = Some((endpoints.clone(), Instant::now()));
+                Ok(endpoints)
+            }
+            // The last good endpoints serve while the IdP's discovery fails.
+            Err(e) => discovered.as_ref().map(|(e, _)| e.clone()).ok_or(e),
+        }
+    }
+
+    async fn discover(&self) -> Result<Endpoints, OidcError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.client.issuer.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("discovery: {}", without_url(e))))?;
+        if !response.status().is_success() {
+            return Err(OidcError::Unavailable(format!(
+                "discovery answered HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_DISCOVERY_BYTES)
+        {
+            return Err(OidcError::Discovery("document too large".into()));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("discovery: {}", without_url(e))))?;
+        if body.len() > MAX_DISCOVERY_BYTES {
+            return Err(OidcError::Discovery("document too large".into()));
+        }
+        let doc: Discovery = serde_json::from_slice(&body)
+            .map_err(|e| OidcError::Discovery(format!("not a discovery document: {e}")))?;
+        // OIDC Discovery 4.3: the document's issuer must be the one asked about.
+        if doc.issuer != self.client.issuer {
+            return Err(OidcError::Discovery(format!(
+                "it names issuer {:?}, not {:?}",
+                doc.issuer, self.client.issuer
+            )));
+        }
+        let url_of = |name: &str, value: &str| {
+            url::Url::parse(value)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "https" | "http"))
+                .ok_or_else(|| OidcError::Discovery(format!("{name} {value:?} is not a URL")))
+        };
+        Ok(Endpoints {
+            authorization: AuthUrl::from_url(url_of(
+                "authorization_endpoint",
+                &doc.authorization_endpoint,
+            )?),
+            token: TokenUrl::from_url(url_of("token_endpoint", &doc.token_endpoint)?),
+            end_session: doc
+                .end_session_endpoint
+                .as_deref()
+                .map(|u| url_of("end_session_endpoint", u))
+                .transpose()?,
+        })
+    }
+
+    fn token_client(&self, endpoints: &Endpoints) -> TokenClient {
+        let client = Client::new(ClientId::new(self.client.client_id.clone()))
+            .set_auth_uri(endpoints.authorization.clone())
+            .set_token_uri(endpoints.token.clone());
+        let client = match &self.client.secret {
+            Some(secret) => client.set_client_secret(ClientSecret::new(secret.0.clone())),
+            None => client,
+        };
+        match self.client.auth {
+            ClientAuth::SecretBasic => client.set_auth_type(AuthType::BasicAuth),
+            ClientAuth::SecretPost | ClientAuth::None => {
+                client.set_auth_type(AuthType::RequestBody)
+            }
+        }
+    }
+
+    /// The URL that sends the browser to sign in: `response_type=code`, the client, its
+    /// scopes, `redirect_uri`, `state`, `nonce`, and the PKCE S256 challenge of
+    /// `verifier`.
+    pub fn authorization_url(
+        &self,
+        endpoints: &Endpoints,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        verifier: &str,
+    ) -> Result<url::Url, OidcError> {
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| OidcError::Discovery(format!("redirect URI: {e}")))?;
+        let challenge =
+            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.into()));
+        let state = state.to_string();
+        let (url, _) = self
+            .token_client(endpoints)
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scopes(self.client.scopes.iter().cloned().map(Scope::new))
+            .set_pkce_challenge(challenge)
+            .set_redirect_uri(Cow::Owned(redirect))
+            .add_extra_param("nonce", nonce.to_string())
+            .url();
+        Ok(url)
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier and the same
+    /// `redirect_uri`) for tokens.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<Tokens, OidcError> {
+        let endpoints = self.endpoints().await?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| OidcError::Discovery(format!("redirect URI: {e}")))?;
+        let answer = self
+            .token_client(&endpoints)
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+            .set_redirect_uri(Cow::Owned(redirect))
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        tokens(answer)
+    }
+
+    /// Uses a refresh token; with rotation, the answer carries the next one.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, OidcError> {
+        let endpoints = self.endpoints().await?;
+        let token = RefreshToken::new(refresh_token.to_string());
+        let answer = self
+            .token_client(&endpoints)
+            .exchange_refresh_token(&token)
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        let mut tokens = tokens(answer)?;
+        // RFC 6749 6: without a new refresh token, the old one stays good.
+        if tokens.refresh_token.is_none() {
+            tokens.refresh_token = Some(refresh_token.to_string());
+        }
+        Ok(tokens)
+    }
+}
+
+fn tokens(answer: OidcTokenResponse) -> Result<Tokens, OidcError> {
+    let id_token = answer
+        .extra_fields()
+        .id_token
+        .clone()
+        .ok_or(OidcError::NoIdToken)?;
+    Ok(Tokens {
+        id_token,
+        refresh_token: answer.refresh_token().map(|t| t.secret().clone()),
+    })
+}
+
+fn token_error<RE: std::error::Error + 'static>(
+    e: RequestTokenError<RE, BasicErrorResponse>,
+) -> OidcError {
+    match e {
+        RequestTokenError::ServerResponse(answer) => OidcError::Refused {
+            error: answer.error().as_ref().to_string(),
+            description: answer.error_description().cloned(),
+        },
+        RequestTokenError::Request(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
+        RequestTokenError::Parse(e, _) => {
+            OidcError::Unavailable(format!("token endpoint answered garbage: {e}"))
+        }
+        RequestTokenError::Other(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
+    }
+}
+
+/// A reqwest error without its URL: the message says what failed, the log line's
+/// context says where.
+fn without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
