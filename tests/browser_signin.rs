@@ -9,7 +9,9 @@ use base64::Engine;
 use std::collections::HashMap;
 use std::time::Duration;
 use support::check_browser::{CheckBrowser, Seen, NAVIGATE, XHR};
-use support::oidc_provider::{Client, ClientAuth, FakeOidcProvider, OidcConfig, User};
+use support::oidc_provider::{
+    submit_login, Client, ClientAuth, FakeOidcProvider, OidcConfig, User,
+};
 use support::server::TestServer;
 
 const HOST: &str = "gerrit.example.com";
@@ -349,19 +351,16 @@ async fn an_idp_that_refuses_the_sign_in_gets_an_html_error_page_and_no_session(
     let to_idp = browser.open("/").await;
     idp.deny_next_authorization();
     let page = browser.http.get(to_idp.location()).send().await.unwrap();
-    let mut form = support::check_browser::hidden_inputs(&page.text().await.unwrap());
-    form.extend([
-        ("username".to_string(), "alice".to_string()),
-        ("password".into(), "alice-password".into()),
-        ("action".into(), "sign-in".into()),
-    ]);
-    let answer = browser
-        .http
-        .post(format!("{}/authorize", idp.issuer()))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let html = page.text().await.unwrap();
+    let answer = submit_login(
+        &browser.http,
+        &idp,
+        &html,
+        "alice",
+        "alice-password",
+        "sign-in",
+    )
+    .await;
     let location = answer.headers()["location"].to_str().unwrap().to_string();
     assert!(location.contains("error=access_denied"), "{location}");
     let path = &location[CALLBACK.len() - "/_mesh-authz/callback".len()..];

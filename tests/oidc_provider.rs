@@ -12,7 +12,9 @@ use reqwest::{redirect, StatusCode};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
-use support::oidc_provider::{Client, ClientAuth, FakeOidcProvider, OidcConfig, User};
+use support::oidc_provider::{
+    hidden_inputs, submit_login, Client, ClientAuth, FakeOidcProvider, OidcConfig, User,
+};
 
 const CALLBACK: &str = "https://rp.test.invalid/oauth2/callback";
 const SIGNED_OUT: &str = "https://rp.test.invalid/signed-out";
@@ -101,24 +103,6 @@ fn authorize_url(idp: &FakeOidcProvider, params: &[(String, String)]) -> String 
         .to_string()
 }
 
-fn unescape_html(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
-/// The hidden inputs of a login page, as a browser would submit them.
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    let input =
-        regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)">"#).unwrap();
-    input
-        .captures_iter(html)
-        .map(|c| (c[1].to_string(), unescape_html(&c[2])))
-        .collect()
-}
-
 /// Opens the login page for `params` and submits its form like a person would: hidden
 /// inputs as served, the credentials typed, the button pressed. The answer to the submit.
 async fn sign_in(
@@ -137,15 +121,7 @@ async fn sign_in(
     for element in [r#"id="username""#, r#"id="password""#, r#"id="sign-in""#] {
         assert!(html.contains(element), "no {element} in {html}");
     }
-    let mut form = hidden_inputs(&html);
-    form.push(("username".into(), username.into()));
-    form.push(("password".into(), password.into()));
-    form.push(("action".into(), button.into()));
-    let action = url::Url::parse(&idp.issuer())
-        .unwrap()
-        .join("/authorize")
-        .unwrap();
-    http.post(action).form(&form).send().await.unwrap()
+    submit_login(http, idp, &html, username, password, button).await
 }
 
 /// The query of a redirect to `base`, after checking it is one.

@@ -9,30 +9,25 @@ use envoy_types::pb::google::protobuf::BoolValue;
 /// reads for `OkHttpResponse.headers`; setting it explicitly leaves no room for a default
 /// that appends: an appended value would be comma-joined onto the client's, letting it
 /// forge identity.
-#[allow(deprecated)]
 pub fn overwrite(key: String, value: String) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key,
-            value,
-            ..Default::default()
-        }),
-        append: Some(BoolValue { value: false }),
-        ..Default::default()
-    }
+    option(key, value, false)
 }
 
 /// An Envoy header option that adds `key: value` as a line of its own (response cookies:
 /// each `Set-Cookie` must stay a separate line).
-#[allow(deprecated)]
 pub fn append(key: String, value: String) -> HeaderValueOption {
+    option(key, value, true)
+}
+
+#[allow(deprecated)]
+fn option(key: String, value: String, append: bool) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key,
             value,
             ..Default::default()
         }),
-        append: Some(BoolValue { value: true }),
+        append: Some(BoolValue { value: append }),
         ..Default::default()
     }
 }

@@ -4,7 +4,7 @@
 //! gRPC answers are read as Envoy acts on them (`responses`). The real browser and Envoy
 //! run in `envoy_browser.rs`.
 
-use super::oidc_provider::FakeOidcProvider;
+use super::oidc_provider::{submit_login, FakeOidcProvider};
 use super::server::TestServer;
 use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
@@ -241,17 +241,7 @@ impl<'a> CheckBrowser<'a> {
         let page = self.http.get(authorize).send().await.unwrap();
         assert_eq!(page.status(), 200, "the IdP's login page");
         let html = page.text().await.unwrap();
-        let mut form = hidden_inputs(&html);
-        form.push(("username".into(), user.into()));
-        form.push(("password".into(), password.into()));
-        form.push(("action".into(), "sign-in".into()));
-        let answer = self
-            .http
-            .post(format!("{}/authorize", idp.issuer()))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let answer = submit_login(&self.http, idp, &html, user, password, "sign-in").await;
         assert_eq!(answer.status(), 302, "the IdP redirects back");
         let location = answer.headers()["location"].to_str().unwrap().to_string();
         let url = url::Url::parse(&location).unwrap();
@@ -270,22 +260,4 @@ impl<'a> CheckBrowser<'a> {
             .await;
         self.open(&callback).await
     }
-}
-
-fn unescape_html(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
-/// The hidden inputs of a form, as a browser would submit them.
-pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    let input =
-        regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)">"#).unwrap();
-    input
-        .captures_iter(html)
-        .map(|c| (c[1].to_string(), unescape_html(&c[2])))
-        .collect()
 }

@@ -1457,3 +1457,42 @@ fn validate_logout(shared: &Shared, params: &Params) -> Result<Logout, String> {
         state: get("state").map(str::to_string),
     })
 }
+
+fn unescape_html(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The hidden inputs of the login page's form, as a browser would submit them.
+pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let input =
+        regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)">"#).unwrap();
+    input
+        .captures_iter(html)
+        .map(|c| (c[1].to_string(), unescape_html(&c[2])))
+        .collect()
+}
+
+/// Submits the login page `html` like a person would: its hidden inputs as served, the
+/// credentials typed, `button` (`sign-in` or `cancel`) pressed. The answer to the submit.
+pub async fn submit_login(
+    http: &reqwest::Client,
+    idp: &FakeOidcProvider,
+    html: &str,
+    username: &str,
+    password: &str,
+    button: &str,
+) -> reqwest::Response {
+    let mut form = hidden_inputs(html);
+    form.push(("username".into(), username.into()));
+    form.push(("password".into(), password.into()));
+    form.push(("action".into(), button.into()));
+    http.post(format!("{}/authorize", idp.issuer()))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
