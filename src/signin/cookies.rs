@@ -35,11 +35,13 @@ pub struct CookieJar<'a> {
 }
 
 impl<'a> CookieJar<'a> {
-    /// Parses a `Cookie` header (`a=1; b=2`; Envoy joins several `Cookie` lines with `; `).
-    /// Pairs without `=` are skipped; names and values are trimmed of spaces.
+    /// Parses a `Cookie` header (`a=1; b=2`). Envoy joins an HTTP/2 browser's cookie
+    /// lines with `; `, but several HTTP/1.1 `Cookie` lines with `,`, so both separate
+    /// pairs (RFC 6265 cookie values hold neither). Pairs without `=` are skipped; names
+    /// and values are trimmed of spaces.
     pub fn parse(header: &'a str) -> Self {
         let pairs = header
-            .split(';')
+            .split([';', ','])
             .filter_map(|pair| {
                 let (name, value) = pair.split_once('=')?;
                 let name = name.trim();
@@ -192,19 +194,31 @@ pub fn delete_cookie(name: &str) -> String {
 
 /// The `Cookie` header without the cookies `ours` claims, for the upstream: `None` when
 /// none of them was sent (the header goes up unchanged), `Some("")` when no other cookie
-/// remains (the header is removed).
+/// remains (the header is removed). Pairs are split at `;`, and at `,` where Envoy joined
+/// several `Cookie` lines; a value with a comma of its own (not RFC 6265, but seen) goes
+/// up as it came unless a cookie of ours was joined onto it.
 pub fn without_ours(header: &str, ours: impl Fn(&str) -> bool) -> Option<String> {
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
     let mut removed = false;
-    for pair in header.split(';') {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-        if ours(name) {
-            removed = true;
-        } else if !pair.trim().is_empty() {
-            kept.push(pair.trim());
+    for piece in header.split(';') {
+        let parts: Vec<&str> = piece.split(',').collect();
+        let before = parts.len();
+        let rest: Vec<&str> = parts
+            .into_iter()
+            .filter(|p| !ours(cookie_name(p)))
+            .collect();
+        removed |= rest.len() != before;
+        let rest = rest.join(",");
+        if !rest.trim().is_empty() {
+            kept.push(rest.trim().to_string());
         }
     }
     removed.then(|| kept.join("; "))
+}
+
+/// The name of a `name=value` pair (the whole text without `=`), trimmed.
+fn cookie_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(n, _)| n).trim()
 }
 
 #[cfg(test)]
@@ -325,5 +339,22 @@ mod tests {
         assert_eq!(without_ours("s=x", ours), Some(String::new()));
         assert_eq!(without_ours("a=1; b=2", ours), None);
         assert_eq!(without_ours("a=1;s", ours), Some("a=1".into()));
+    }
+
+    #[test]
+    fn cookie_lines_envoy_joined_with_commas_are_read_and_stripped_too() {
+        let ours = |n: &str| n == "s" || n.starts_with("s-");
+        let jar = CookieJar::parse("a=1,s=sealed");
+        assert_eq!(jar.get("s"), Lookup::One("sealed"));
+        assert_eq!(
+            without_ours("a=1,s=sealed; b=2", ours),
+            Some("a=1; b=2".into())
+        );
+        // A value with a comma of its own is left as it came.
+        assert_eq!(without_ours("prefs=a,b; c=1", ours), None);
+        assert_eq!(
+            without_ours("prefs=a,b; s=x", ours),
+            Some("prefs=a,b".into())
+        );
     }
 }
