@@ -2,7 +2,7 @@
 //! exactly this status, these headers and this body instead of forwarding the request.
 
 use super::code;
-use super::headers::{append, overwrite};
+use super::headers::overwrite;
 use crate::signin::Answer;
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
@@ -38,12 +38,15 @@ pub fn answered_response(answer: Answer) -> CheckResponse {
             "text/html; charset=utf-8".into(),
         ));
     }
-    // Several cookies: each its own `Set-Cookie` line, never one overwriting another.
+    // Several cookies: each its own `Set-Cookie` line. Envoy 1.40 drops `append: true`
+    // options from a denied response and sends every `append: false` one, so several
+    // `Set-Cookie` options of one name all reach the browser (measured in
+    // tests/envoy_browser.rs).
     headers.extend(
         answer
             .set_cookies
             .into_iter()
-            .map(|c| append("set-cookie".into(), c)),
+            .map(|c| overwrite("set-cookie".into(), c)),
     );
     CheckResponse {
         status: Some(RpcStatus {

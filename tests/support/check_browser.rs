@@ -93,6 +93,17 @@ fn lines(options: &[HeaderValueOption], name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The header options of a denied response Envoy 1.40 sends: those with `append: true`
+/// it drops (measured in `envoy_browser.rs`).
+#[allow(deprecated)]
+fn sent_on_denial(options: &[HeaderValueOption]) -> Vec<HeaderValueOption> {
+    options
+        .iter()
+        .filter(|o| o.append.is_none_or(|a| !a.value))
+        .cloned()
+        .collect()
+}
+
 /// Reads a CheckResponse as Envoy acts on it.
 pub fn seen(response: &CheckResponse) -> Seen {
     let code = response.status.as_ref().map_or(-1, |s| s.code);
@@ -109,8 +120,8 @@ pub fn seen(response: &CheckResponse) -> Seen {
         },
         Some(HttpResponse::DeniedResponse(d)) if code != 0 => Seen::Answered {
             status: d.status.as_ref().map_or(403, |s| s.code as u16),
-            location: lines(&d.headers, "location").pop(),
-            set_cookies: lines(&d.headers, "set-cookie"),
+            location: lines(&sent_on_denial(&d.headers), "location").pop(),
+            set_cookies: lines(&sent_on_denial(&d.headers), "set-cookie"),
             body: d.body.clone(),
             headers: d
                 .headers

@@ -180,6 +180,8 @@ pub struct Seen {
     pub requests: AtomicUsize,
     /// The last request.
     pub last: Mutex<Option<Received>>,
+    /// Every request's path and query, in order.
+    pub uris: Mutex<Vec<String>>,
 }
 
 impl Seen {
@@ -195,6 +197,11 @@ impl Seen {
     /// How many requests reached the upstream.
     pub fn count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The paths (and queries) of the requests that reached the upstream, in order.
+    pub fn uris(&self) -> Vec<String> {
+        self.uris.lock().unwrap().clone()
     }
 }
 
@@ -230,7 +237,34 @@ async fn echo(
         headers: Value::Object(map),
     };
     let body = json!({ "uri": received.uri, "headers": received.headers });
+    seen.uris.lock().unwrap().push(received.uri.clone());
     *seen.last.lock().unwrap() = Some(received);
+    // A browser gets a page, like Gerrit's, naming who the gateway said it is.
+    let wants_html = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(none)")
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+        };
+        let page = format!(
+            "<!doctype html><html><head><title>Gerrit (test upstream)</title></head>\
+             <body style=\"font-family:sans-serif\"><h1>Gerrit Code Review</h1>\
+             <p>Signed in as <b id=\"user\">{}</b></p>\
+             <p>Cookie header received: <code id=\"cookie\">{}</code></p>\
+             <p>Path: <code id=\"uri\">{}</code></p></body></html>",
+            header("x-forwarded-user"),
+            header("cookie"),
+            uri.to_string().replace('&', "&amp;").replace('<', "&lt;"),
+        );
+        return ([("content-type", "text/html; charset=utf-8")], page);
+    }
     ([("content-type", "application/json")], body.to_string())
 }
 
@@ -328,6 +362,30 @@ pub struct DownstreamTls {
     pub server: CertAndKey,
     /// The CA client certificates are checked against.
     pub client_ca_pem: String,
+}
+
+/// The listener's `transport_socket` for a browser: TLS with this certificate, HTTP/2
+/// or HTTP/1.1 by ALPN, no client certificate (its files are in `dir`).
+fn browser_transport_socket(server: &CertAndKey, dir: &Path) -> String {
+    let write = |name: &str, content: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    };
+    let cert = write("listener.crt", &server.cert_pem);
+    let key = write("listener.key", &server.key_pem);
+    format!(
+        r#"
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: {{filename: "{cert}"}}
+              private_key: {{filename: "{key}"}}"#
+    )
 }
 
 /// The listener's `transport_socket` for `tls` (its files are in `dir`), or nothing.
@@ -464,6 +522,7 @@ static_resources:
 #[derive(Default)]
 struct Options<'a> {
     tls: Option<&'a DownstreamTls>,
+    browser_tls: Option<&'a CertAndKey>,
     raw_headers: bool,
     tracing: bool,
 }
@@ -519,6 +578,21 @@ impl Envoy {
         Self::launch(binary, authz, upstream, options).await
     }
 
+    /// Like [`Envoy::start`], with a listener a browser connects to: TLS with `server`'s
+    /// certificate, HTTP/2 or HTTP/1.1, no client certificate.
+    pub async fn start_for_browser(
+        binary: &Path,
+        authz: SocketAddr,
+        upstream: SocketAddr,
+        server: &CertAndKey,
+    ) -> Self {
+        let options = Options {
+            browser_tls: Some(server),
+            ..Options::default()
+        };
+        Self::launch(binary, authz, upstream, options).await
+    }
+
     async fn launch(
         binary: &Path,
         authz: SocketAddr,
@@ -529,7 +603,10 @@ impl Envoy {
         let config = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
         let log = dir.path().join("envoy.log");
-        let socket = transport_socket(options.tls, dir.path());
+        let socket = match options.browser_tls {
+            Some(server) => browser_transport_socket(server, dir.path()),
+            None => transport_socket(options.tls, dir.path()),
+        };
         std::fs::write(
             &config,
             bootstrap(

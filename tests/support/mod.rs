@@ -2,6 +2,7 @@
 //!
 //! - [`check_browser`]: a browser as mesh-authz sees it through Check calls (cookies
 //!   kept, the IdP's form submitted), for sign-in flows without Envoy.
+//! - [`chromium`]: a real headless Chromium over WebDriver, for sign-in end to end.
 //! - [`clock`]: tokio's paused clock kept from auto-advancing while real I/O runs.
 //! - [`idp`]: a fake IdP serving a JWKS over HTTP, counting fetches.
 //! - [`oidc_provider`]: a fake OpenID provider for browser sign-in: discovery, a real
@@ -23,6 +24,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod check_browser;
+pub mod chromium;
 pub mod clock;
 pub mod engine;
 pub mod envoy;

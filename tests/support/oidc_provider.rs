@@ -294,6 +294,22 @@ impl FakeOidcProvider {
         self.shared.deny_next.store(true, Ordering::SeqCst);
     }
 
+    /// Registers another redirect URI and post-logout redirect URI for `client_id`, as an
+    /// IdP's admin would (a test learns its gateway's port only once it runs).
+    pub fn register_uris(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        post_logout_redirect_uri: &str,
+    ) {
+        let mut clients = self.shared.clients.lock().unwrap();
+        let client = clients.get_mut(client_id).expect("a registered client");
+        client.redirect_uris.push(redirect_uri.to_string());
+        client
+            .post_logout_redirect_uris
+            .push(post_logout_redirect_uri.to_string());
+    }
+
     /// Makes every refresh token issued so far answer `invalid_grant`.
     pub fn revoke_refresh_tokens(&self) {
         let mut state = self.shared.lock();
@@ -344,7 +360,7 @@ struct Shared {
     signing_key: String,
     discovery: String,
     jwks: String,
-    clients: HashMap<String, Client>,
+    clients: Mutex<HashMap<String, Client>>,
     users: HashMap<String, User>,
     code_lifetime: u64,
     issue_refresh_tokens: bool,
@@ -420,11 +436,13 @@ impl Shared {
             jwks: tokens::jwks(&[config.signing_key.as_str()]).to_string(),
             issuer,
             signing_key: config.signing_key,
-            clients: config
-                .clients
-                .into_iter()
-                .map(|c| (c.client_id.clone(), c))
-                .collect(),
+            clients: Mutex::new(
+                config
+                    .clients
+                    .into_iter()
+                    .map(|c| (c.client_id.clone(), c))
+                    .collect(),
+            ),
             users: config
                 .users
                 .into_iter()
@@ -750,7 +768,7 @@ fn validate_authorization(
         Ok(None) => return Err(page("The request has no client_id.")),
         Ok(Some(id)) => id,
     };
-    let Some(client) = shared.clients.get(client_id) else {
+    let Some(client) = shared.clients.lock().unwrap().get(client_id).cloned() else {
         return Err(page("Unknown client_id."));
     };
     let redirect_uri = match params.one("redirect_uri") {
@@ -1038,8 +1056,8 @@ fn token_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Val
     let client = authenticate_client(shared, headers, &params)?;
     match params.one("grant_type")? {
         None => Err(TokenError::invalid_request("grant_type is required")),
-        Some("authorization_code") => redeem_code(shared, client, &params),
-        Some("refresh_token") => refresh(shared, client, &params),
+        Some("authorization_code") => redeem_code(shared, &client, &params),
+        Some("refresh_token") => refresh(shared, &client, &params),
         Some(_) => Err(TokenError::bad_request(
             "unsupported_grant_type",
             "supported: authorization_code, refresh_token",
@@ -1086,11 +1104,11 @@ fn form_decode(component: &str) -> Option<String> {
 
 /// Authenticates the client by its registered method (OIDC Core 9); one method per
 /// request (RFC 6749 2.3).
-fn authenticate_client<'a>(
-    shared: &'a Shared,
+fn authenticate_client(
+    shared: &Shared,
     headers: &HeaderMap,
     params: &Params,
-) -> Result<&'a Client, TokenError> {
+) -> Result<Client, TokenError> {
     let body_id = params.one("client_id")?;
     let body_secret = params.one("client_secret")?;
     let (client_id, secret, used) = match headers.get(AUTHORIZATION) {
@@ -1128,7 +1146,7 @@ fn authenticate_client<'a>(
         },
     };
     let challenge = used == ClientAuth::ClientSecretBasic;
-    let Some(client) = shared.clients.get(&client_id) else {
+    let Some(client) = shared.clients.lock().unwrap().get(&client_id).cloned() else {
         return Err(TokenError::invalid_client("unknown client", challenge));
     };
     let challenge = challenge || client.auth_method == ClientAuth::ClientSecretBasic;
@@ -1433,13 +1451,16 @@ fn validate_logout(shared: &Shared, params: &Params) -> Result<Logout, String> {
         (None, None) => None,
     };
     if let Some(id) = &client_id {
-        if !shared.clients.contains_key(id) {
+        if !shared.clients.lock().unwrap().contains_key(id) {
             return Err("Unknown client_id.".into());
         }
     }
     let post_logout_redirect_uri = get("post_logout_redirect_uri");
     if let Some(uri) = post_logout_redirect_uri {
-        let Some(client) = client_id.as_ref().and_then(|id| shared.clients.get(id)) else {
+        let Some(client) = client_id
+            .as_ref()
+            .and_then(|id| shared.clients.lock().unwrap().get(id).cloned())
+        else {
             return Err(
                 "post_logout_redirect_uri needs id_token_hint or client_id to name the client."
                     .into(),
