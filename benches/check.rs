@@ -120,6 +120,96 @@ fn benches(c: &mut Criterion) {
     c.bench_function("full_check_allow_warm", |b| {
         b.to_async(&rt).iter(full_check)
     });
+
+    // A browser session against a bearer token, on one route with browser sign-in.
+    let (_dir, browser) = browser_sign_in();
+    let session = session_cookie(&browser, token);
+    let by_session: HashMap<String, String> = [(
+        "cookie".to_string(),
+        format!("__Host-mesh-authz={session}; theme=dark"),
+    )]
+    .into();
+    let by_session = view("gerrit.example.com", "/c/42", &by_session);
+    let by_token = view("gerrit.example.com", "/c/42", &signed);
+    for (how, req) in [("session", &by_session), ("token", &by_token)] {
+        let decision = rt.block_on(browser.decide(req));
+        match &decision.verdict {
+            Verdict::Allow { identity, .. } => {
+                assert_eq!(
+                    identity.as_ref().map(|i| i.user.as_str()),
+                    Some("alice"),
+                    "{how}"
+                )
+            }
+            other => panic!("{how}: {other:?}"),
+        }
+    }
+    println!("session cookie: {} bytes", session.len());
+    c.bench_function("decide_allow_browser_session", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(browser.decide(black_box(&by_session)).await) })
+    });
+    c.bench_function("decide_allow_bearer_same_route", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(browser.decide(black_box(&by_token)).await) })
+    });
+}
+
+/// The quickstart's issuer with browser sign-in (a public client; no IdP is asked, as
+/// sessions are read from their cookie), on one route for gerrit.example.com.
+fn browser_sign_in() -> (tempfile::TempDir, mesh_authz::authorize::Authorizer) {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = include_str!("../examples/quickstart/jwks.json");
+    std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
+    std::fs::write(
+        dir.path().join("key"),
+        "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+    )
+    .unwrap();
+    let yaml = r#"
+issuers:
+  - issuer: https://idp.demo.mesh-authz.invalid
+    audiences: [mesh-authz-demo]
+    jwks: {file: jwks.json}
+    user_claim: preferred_username
+    browser_client: {client_id: gerrit-web, client_auth: none}
+browser_sessions: {key_files: [key]}
+static_groups: {alice: [team-a]}
+routes:
+  - name: gerrit
+    match: {hosts: [gerrit.example.com]}
+    browser_sign_in: true
+    allow: authenticated
+    inject: {user: x-forwarded-user}
+"#;
+    let path = dir.path().join("config.yaml");
+    let config = mesh_authz::config::from_file_text(&path, yaml).unwrap();
+    let authorizer =
+        mesh_authz::authorize::Authorizer::from_config(&config, reqwest::Client::new()).unwrap();
+    (dir, authorizer)
+}
+
+/// A sealed session for alice as the callback would leave it: her claims, an hour to go,
+/// a refresh token (her ID token, which the demo token stands in for, goes into the
+/// sign-out cookie, not this one).
+fn session_cookie(authorizer: &mesh_authz::authorize::Authorizer, id_token: &str) -> String {
+    use mesh_authz::signin::session::{Session, SESSION_PURPOSE};
+    let now = mesh_authz::authn::unix_now();
+    let claims = serde_json::json!({
+        "preferred_username": "alice", "email": "alice@example.com", "name": "Alice"
+    });
+    let session = Session {
+        iss: "https://idp.demo.mesh-authz.invalid".into(),
+        claims: claims.as_object().unwrap().clone(),
+        exp: now + 3600,
+        started: now,
+        seen: now,
+        refresh_token: Some("r".repeat(43)),
+        id_token: Some(id_token.to_string()),
+    };
+    let json = serde_json::to_vec(&session).unwrap();
+    let settings = authorizer.browser().expect("browser sign-in").settings();
+    settings.keys.seal(SESSION_PURPOSE, &json).unwrap()
 }
 
 criterion_group! {

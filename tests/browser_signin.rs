@@ -17,6 +17,7 @@ use support::server::TestServer;
 const HOST: &str = "gerrit.example.com";
 const CALLBACK: &str = "https://gerrit.example.com/_mesh-authz/callback";
 const COOKIE: &str = "__Host-mesh-authz";
+const HINT: &str = "__Secure-mesh-authz-hint";
 
 fn key(seed: u8) -> String {
     base64::engine::general_purpose::STANDARD.encode([seed; 32])
@@ -159,7 +160,20 @@ async fn signing_in_at_the_idp_returns_to_the_page_with_a_session_the_upstream_n
         assert!(session.contains(attribute), "{attribute} in {session}");
     }
     assert!(session.len() < 4096, "one cookie: {} bytes", session.len());
-    assert_eq!(browser.jar.names(), [COOKIE], "the login cookie is spent");
+    assert_eq!(
+        browser.jar.names(),
+        [COOKIE, HINT],
+        "the login cookie is spent; the ID token waits for sign-out in a cookie of its own"
+    );
+    assert!(browser
+        .jar
+        .header()
+        .unwrap()
+        .starts_with(&format!("{COOKIE}=")));
+    assert!(
+        !browser.jar.header().unwrap().contains(HINT),
+        "sent to sign-out only"
+    );
 
     // The page now loads as alice, and again, without the IdP.
     let logins = idp.stats().logins;
@@ -488,6 +502,7 @@ async fn signing_out_deletes_the_session_and_signs_out_at_the_idp() {
     assert_eq!(q["post_logout_redirect_uri"], "https://gerrit.example.com/");
     assert!(q["id_token_hint"].split('.').count() == 3);
     assert!(browser.jar.get(COOKIE).is_none());
+    assert!(browser.jar.get(HINT).is_none());
     let at_idp = browser.http.get(&location).send().await.unwrap();
     assert_eq!(at_idp.status(), 302);
     assert_eq!(idp.stats().logouts, 1);

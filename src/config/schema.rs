@@ -76,6 +76,15 @@ pub struct RawBrowserSessions {
     /// `https://HOST/` as a post-logout redirect URI).
     #[serde(default = "default_after_sign_out")]
     pub after_sign_out: String,
+    /// Sessions kept opened per replica (by a digest of the whole cookie), so a request
+    /// skips decrypting and parsing its cookie; 0 turns it off. Bounds memory: about
+    /// 0.5 KB each.
+    #[serde(default = "default_session_cache")]
+    pub cache_max_entries: u64,
+}
+
+fn default_session_cache() -> u64 {
+    100_000
 }
 
 fn default_cookie_name() -> String {

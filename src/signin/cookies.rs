@@ -7,6 +7,8 @@
 //! joined and opened as one sealed value, so a missing, reordered or foreign chunk fails
 //! the seal like any other change. Sealed values are base64url, which has no `.`.
 
+use std::borrow::Cow;
+
 /// Most bytes of one cookie's value: browsers keep at least 4,096 bytes of name, value and
 /// attributes per cookie (RFC 6265, 6.1).
 pub const CHUNK_BYTES: usize = 3_800;
@@ -94,17 +96,17 @@ pub enum ChunkError {
 
 /// The sealed session value in the jar under `name`, put back together from its chunks:
 /// `Ok(None)` when there is none, and how many cookies it took.
-pub fn read_chunked(
-    jar: &CookieJar<'_>,
+pub fn read_chunked<'a>(
+    jar: &CookieJar<'a>,
     name: &str,
-) -> Result<Option<(String, usize)>, ChunkError> {
+) -> Result<Option<(Cow<'a, str>, usize)>, ChunkError> {
     let first = match jar.get(name) {
         Lookup::Absent => return Ok(None),
         Lookup::Repeated => return Err(ChunkError::Repeated),
         Lookup::One(v) => v,
     };
     let Some((count, part0)) = first.split_once('.') else {
-        return Ok(Some((first.to_string(), 1)));
+        return Ok(Some((Cow::Borrowed(first), 1)));
     };
     let count: usize = match count.parse() {
         Ok(n) if (2..=MAX_CHUNKS).contains(&n) && count.len() == 1 => n,
@@ -119,7 +121,7 @@ pub fn read_chunked(
             Lookup::Repeated => return Err(ChunkError::Repeated),
         }
     }
-    Ok(Some((sealed, count)))
+    Ok(Some((Cow::Owned(sealed), count)))
 }
 
 /// The name of chunk `i` (from 1) of cookie `name`.
@@ -181,8 +183,13 @@ pub fn delete_chunked(name: &str) -> Vec<String> {
 /// sent on top-level navigations from other sites (the IdP's redirect back) but not on
 /// their subrequests.
 pub fn set_cookie(name: &str, value: &str, attrs: CookieAttributes) -> String {
+    set_cookie_at(name, value, "/", attrs)
+}
+
+/// A `Set-Cookie` value like [`set_cookie`]'s, sent back by the browser only to `path`.
+pub fn set_cookie_at(name: &str, value: &str, path: &str, attrs: CookieAttributes) -> String {
     format!(
-        "{name}={value}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+        "{name}={value}; Path={path}; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
         attrs.max_age
     )
 }
@@ -272,7 +279,7 @@ mod tests {
         );
         let header = sent_back(&set);
         let jar = CookieJar::parse(&header);
-        assert_eq!(read_chunked(&jar, "s"), Ok(Some(("abc".into(), 1))));
+        assert_eq!(read_chunked(&jar, "s"), Ok(Some((Cow::Borrowed("abc"), 1))));
     }
 
     #[test]
@@ -287,7 +294,7 @@ mod tests {
         assert!(set[1].starts_with("s-1="));
         let header = sent_back(&set);
         let jar = CookieJar::parse(&header);
-        assert_eq!(read_chunked(&jar, "s"), Ok(Some((sealed, 3))));
+        assert_eq!(read_chunked(&jar, "s"), Ok(Some((Cow::Owned(sealed), 3))));
     }
 
     #[test]

@@ -12,7 +12,9 @@ use super::answer::Answer;
 use super::cookies::{self, CookieAttributes, CookieJar, Lookup};
 use super::login::{same_host_target, PendingLogin, LOGIN_TTL_SECS};
 use super::oidc::{OidcError, Provider, Tokens};
-use super::session::{Session, Standing, LOGIN_PURPOSE, SESSION_PURPOSE};
+use super::session::{
+    Session, SessionClock, Standing, HINT_PURPOSE, LOGIN_PURPOSE, SESSION_PURPOSE,
+};
 use super::settings::{BrowserSignInConfig, SessionSettings};
 use crate::authn::{AuthnError, TokenVerifier};
 use crate::identity::Identity;
@@ -27,6 +29,8 @@ const MAX_REMEMBERED_STATES: u64 = 100_000;
 const MAX_REMEMBERED_REFRESHES: u64 = 100_000;
 /// How long a refresh outcome is reused.
 const REFRESH_REUSE: Duration = Duration::from_secs(60);
+/// How long an opened session is kept; its standing is checked on every use anyway.
+const OPENED_TTL: Duration = Duration::from_secs(300);
 /// Longest query string of a callback read.
 const MAX_CALLBACK_QUERY: usize = 16 * 1024;
 
@@ -62,6 +66,15 @@ pub enum SessionCheck {
     },
 }
 
+/// An opened session as the cache keeps it: who, and the times that decide its standing
+/// (not its tokens, which only a refresh or sign-out needs, and which would triple the
+/// entry).
+struct Opened {
+    iss: String,
+    clock: SessionClock,
+    identity: Arc<Identity>,
+}
+
 /// A refreshed session, shared by the requests that asked for it.
 #[derive(Clone)]
 struct Refreshed {
@@ -74,6 +87,8 @@ pub struct BrowserSignIn {
     providers: HashMap<String, Arc<Provider>>,
     answered_states: moka::sync::Cache<String, ()>,
     refreshes: moka::future::Cache<[u8; 32], Refreshed>,
+    /// Sessions opened lately, by the digest of their whole sealed value.
+    opened: Option<moka::sync::Cache<[u8; 32], Arc<Opened>>>,
 }
 
 impl std::fmt::Debug for BrowserSignIn {
@@ -108,6 +123,12 @@ impl BrowserSignIn {
                 .max_capacity(MAX_REMEMBERED_REFRESHES)
                 .time_to_live(REFRESH_REUSE)
                 .build(),
+            opened: (config.sessions.cache_max_entries > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(config.sessions.cache_max_entries)
+                    .time_to_live(OPENED_TTL)
+                    .build()
+            }),
         }
     }
 
@@ -383,13 +404,30 @@ impl BrowserSignIn {
     /// `end_session_endpoint` (with `id_token_hint` and `post_logout_redirect_uri`), or
     /// straight to `after_sign_out` when the IdP has none.
     pub async fn sign_out(&self, req: &RequestView<'_>) -> Answer {
-        let delete = cookies::delete_chunked(&self.settings.cookie_name);
+        let hint_name = self.settings.hint_cookie_name();
+        let mut delete = cookies::delete_chunked(&self.settings.cookie_name);
+        delete.push(cookies::set_cookie_at(
+            &hint_name,
+            "",
+            &self.settings.sign_out_path,
+            CookieAttributes { max_age: 0 },
+        ));
         let back = match self.absolute(req, &self.settings.after_sign_out) {
             Some(url) => url,
             None => return bad_host(),
         };
         let jar = CookieJar::parse(req.header("cookie").unwrap_or(""));
-        let session = self.open_session(&jar).ok().flatten().map(|(s, _)| s);
+        let session = self.open_session(&jar).ok().flatten().map(|(mut s, _)| {
+            if let Lookup::One(sealed) = jar.get(&hint_name) {
+                s.id_token = self
+                    .settings
+                    .keys
+                    .open(HINT_PURPOSE, sealed)
+                    .ok()
+                    .and_then(|t| String::from_utf8(t).ok());
+            }
+            s
+        });
         let Some((session, provider)) =
             session.and_then(|s| self.providers.get(&s.iss).cloned().map(|p| (s, p)))
         else {
@@ -429,15 +467,34 @@ impl BrowserSignIn {
             error,
             set_cookies: cookies::delete_chunked(&self.settings.cookie_name),
         };
-        let (session, chunks) = match self.open_session(&jar) {
+        let (sealed, chunks) = match cookies::read_chunked(&jar, &self.settings.cookie_name) {
             Ok(Some(found)) => found,
             Ok(None) => return SessionCheck::Absent,
+            Err(_) => return reject(AuthnError::SessionInvalid),
+        };
+        let at = now();
+        let key = self
+            .opened
+            .as_ref()
+            .map(|_| crate::authn::token_key(&sealed));
+        if let (Some(cache), Some(key)) = (&self.opened, &key) {
+            if let Some(opened) = cache.get(key) {
+                let standing = self.settings.times.standing_of(&opened.clock, at);
+                if opened.iss == issuer && standing == (Standing::Valid { touch: false }) {
+                    return SessionCheck::Valid {
+                        identity: opened.identity.clone(),
+                        set_cookies: Vec::new(),
+                    };
+                }
+            }
+        }
+        let session = match self.open_sealed(&sealed) {
+            Ok(session) => session,
             Err(()) => return reject(AuthnError::SessionInvalid),
         };
         if session.iss != issuer {
             return reject(AuthnError::UnknownIssuer);
         }
-        let at = now();
         let times = self.settings.times;
         let (session, set_cookies) = match times.standing(&session, at) {
             Standing::Ended(_) => return reject(AuthnError::SessionEnded),
@@ -467,10 +524,24 @@ impl BrowserSignIn {
             }
         };
         match verifier.session_identity(&session.iss, &session.claims) {
-            Ok(identity) => SessionCheck::Valid {
-                identity: Arc::new(identity),
-                set_cookies,
-            },
+            Ok(identity) => {
+                let identity = Arc::new(identity);
+                // Only an unchanged cookie is worth keeping: a refreshed or touched one
+                // is replaced in the browser.
+                if let (Some(cache), Some(key), true) = (&self.opened, key, set_cookies.is_empty())
+                {
+                    let opened = Opened {
+                        iss: session.iss.clone(),
+                        clock: session.clock(),
+                        identity: identity.clone(),
+                    };
+                    cache.insert(key, Arc::new(opened));
+                }
+                SessionCheck::Valid {
+                    identity,
+                    set_cookies,
+                }
+            }
             Err(e) => reject(e),
         }
     }
@@ -482,13 +553,17 @@ impl BrowserSignIn {
         else {
             return Ok(None);
         };
+        Ok(Some((self.open_sealed(&sealed)?, chunks)))
+    }
+
+    /// Opens a sealed session value.
+    fn open_sealed(&self, sealed: &str) -> Result<Session, ()> {
         let json = self
             .settings
             .keys
-            .open(SESSION_PURPOSE, &sealed)
+            .open(SESSION_PURPOSE, sealed)
             .map_err(|_| ())?;
-        let session: Session = serde_json::from_slice(&json).map_err(|_| ())?;
-        Ok(Some((session, chunks)))
+        serde_json::from_slice(&json).map_err(|_| ())
     }
 
     /// The refreshed session: one refresh per refresh token, shared by every request
@@ -545,7 +620,8 @@ impl BrowserSignIn {
         })
     }
 
-    /// `Set-Cookie` values storing `session` (deleting chunks a longer one left).
+    /// `Set-Cookie` values storing `session` (deleting chunks a longer one left), and its
+    /// ID token, if it has one, in the sign-out hint cookie.
     fn session_cookies(
         &self,
         session: &Session,
@@ -557,7 +633,22 @@ impl BrowserSignIn {
         let attrs = CookieAttributes {
             max_age: self.settings.times.max_age(session, at),
         };
-        cookies::set_chunked(&self.settings.cookie_name, &sealed, attrs, previous_chunks)
+        let mut out =
+            cookies::set_chunked(&self.settings.cookie_name, &sealed, attrs, previous_chunks)?;
+        if let Some(id_token) = &session.id_token {
+            let hint = self
+                .settings
+                .keys
+                .seal(HINT_PURPOSE, id_token.as_bytes())
+                .ok()?;
+            out.push(cookies::set_cookie_at(
+                &self.settings.hint_cookie_name(),
+                &hint,
+                &self.settings.sign_out_path,
+                attrs,
+            ));
+        }
+        Some(out)
     }
 
     /// `https://HOST{callback_path}` for the request's host.

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const SESSION_PURPOSE: &str = "mesh-authz session v1";
 /// The login cookie's purpose.
 pub const LOGIN_PURPOSE: &str = "mesh-authz login v1";
+/// The sign-out hint cookie's purpose (the sealed ID token).
+pub const HINT_PURPOSE: &str = "mesh-authz id_token_hint v1";
 
 /// One signed-in browser.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -30,8 +32,10 @@ pub struct Session {
     /// The refresh token, if the IdP gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// The ID token, for the IdP's `end_session_endpoint` (`id_token_hint`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The ID token, for the IdP's `end_session_endpoint` (`id_token_hint`). Not in the
+    /// session cookie: it travels in a cookie of its own that the browser sends only to
+    /// the sign-out path, so the cookie every request carries stays small.
+    #[serde(skip)]
     pub id_token: Option<String>,
 }
 
@@ -97,9 +101,40 @@ pub enum Ending {
     Invalid,
 }
 
+/// The times that decide a session's standing, apart from its tokens (what the cache of
+/// opened sessions keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionClock {
+    /// The ID token's `exp`.
+    pub exp: u64,
+    /// Sign-in.
+    pub started: u64,
+    /// Last activity written to the cookie.
+    pub seen: u64,
+    /// Whether a refresh token is there.
+    pub refreshable: bool,
+}
+
+impl Session {
+    /// The session's times.
+    pub fn clock(&self) -> SessionClock {
+        SessionClock {
+            exp: self.exp,
+            started: self.started,
+            seen: self.seen,
+            refreshable: self.refresh_token.is_some(),
+        }
+    }
+}
+
 impl SessionTimes {
     /// The session's standing at `now` (Unix seconds).
     pub fn standing(&self, s: &Session, now: u64) -> Standing {
+        self.standing_of(&s.clock(), now)
+    }
+
+    /// The standing of a session with these times at `now`.
+    pub fn standing_of(&self, s: &SessionClock, now: u64) -> Standing {
         // A minute of clock difference between replicas is tolerated.
         if s.started > now + 60 || s.seen > now + 60 || s.seen < s.started {
             return Standing::Ended(Ending::Invalid);
@@ -111,12 +146,12 @@ impl SessionTimes {
             return Standing::Ended(Ending::Idle);
         }
         if now >= s.exp {
-            return match s.refresh_token {
-                Some(_) => Standing::RefreshNeeded,
-                None => Standing::Ended(Ending::Expired),
+            return match s.refreshable {
+                true => Standing::RefreshNeeded,
+                false => Standing::Ended(Ending::Expired),
             };
         }
-        if s.refresh_token.is_some() && now + self.refresh_before.as_secs() >= s.exp {
+        if s.refreshable && now + self.refresh_before.as_secs() >= s.exp {
             return Standing::RefreshSoon;
         }
         // Rewriting the cookie on every request would cost a Set-Cookie each time; a

@@ -61,14 +61,27 @@ pub struct SessionSettings {
     pub sign_out_path: String,
     /// Where the IdP returns after signing out.
     pub after_sign_out: String,
+    /// Opened sessions kept per replica (0: none).
+    pub cache_max_entries: u64,
 }
 
 impl SessionSettings {
     /// Whether cookie `name` is one of mesh-authz's (the session, its chunks, sign-ins in
     /// progress): never sent upstream.
     pub fn is_ours(&self, name: &str) -> bool {
-        name.strip_prefix(self.cookie_name.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+        name == self.hint_cookie_name()
+            || name
+                .strip_prefix(self.cookie_name.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    }
+
+    /// The cookie holding the ID token for sign-out, sent by the browser to the sign-out
+    /// path only. Its path is not `/`, which a `__Host-` name requires, so it is a
+    /// `__Secure-` one.
+    pub fn hint_cookie_name(&self) -> String {
+        let base = self.cookie_name.trim_start_matches("__Host-");
+        let base = base.trim_start_matches("__Secure-");
+        format!("__Secure-{base}-hint")
     }
 }
 

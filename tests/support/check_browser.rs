@@ -134,10 +134,11 @@ pub fn seen(response: &CheckResponse) -> Seen {
     }
 }
 
-/// A browser's cookie jar for one host, as it applies `Set-Cookie` lines.
+/// A browser's cookie jar for one host, as it applies `Set-Cookie` lines: by name, with
+/// the path they are sent to.
 #[derive(Debug, Default, Clone)]
 pub struct CookieJar {
-    cookies: BTreeMap<String, String>,
+    cookies: BTreeMap<String, (String, String)>,
 }
 
 impl CookieJar {
@@ -146,24 +147,37 @@ impl CookieJar {
         for line in set_cookies {
             let mut parts = line.split(';');
             let (name, value) = parts.next().unwrap().split_once('=').unwrap();
-            let delete = parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
-            if delete {
+            let attributes: Vec<&str> = parts.map(str::trim).collect();
+            let path = attributes
+                .iter()
+                .find_map(|a| a.strip_prefix("Path="))
+                .unwrap_or("/");
+            if attributes
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case("max-age=0"))
+            {
                 self.cookies.remove(name.trim());
             } else {
-                self.cookies.insert(name.trim().into(), value.trim().into());
+                self.cookies
+                    .insert(name.trim().into(), (value.trim().into(), path.into()));
             }
         }
     }
 
-    /// The `Cookie` header a browser sends, if any cookie is stored.
+    /// The `Cookie` header a browser sends to `path`, if any cookie goes there.
+    pub fn header_for(&self, path: &str) -> Option<String> {
+        let sent: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|(_, (_, p))| path.starts_with(p.as_str()))
+            .map(|(k, (v, _))| format!("{k}={v}"))
+            .collect();
+        (!sent.is_empty()).then(|| sent.join("; "))
+    }
+
+    /// The `Cookie` header a browser sends to `/`.
     pub fn header(&self) -> Option<String> {
-        (!self.cookies.is_empty()).then(|| {
-            self.cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        self.header_for("/")
     }
 
     /// The stored cookies' names.
@@ -173,12 +187,12 @@ impl CookieJar {
 
     /// A stored cookie's value.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.cookies.get(name).map(String::as_str)
+        self.cookies.get(name).map(|(v, _)| v.as_str())
     }
 
-    /// Stores a cookie as is (a test's forgery).
+    /// Stores a cookie for `/` as is (a test's forgery).
     pub fn set(&mut self, name: &str, value: &str) {
-        self.cookies.insert(name.into(), value.into());
+        self.cookies.insert(name.into(), (value.into(), "/".into()));
     }
 }
 
@@ -211,7 +225,7 @@ impl<'a> CheckBrowser<'a> {
     /// Requests `path_and_query` with `headers` and the jar's cookies, applies the
     /// answer's cookies, and returns what came of it.
     pub async fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
-        let cookie = self.jar.header();
+        let cookie = self.jar.header_for(path);
         let mut all: Vec<(&str, &str)> = headers.to_vec();
         if let Some(cookie) = &cookie {
             all.push(("cookie", cookie));

@@ -239,5 +239,6 @@ fn compile_sessions(
         sign_in_path: raw.sign_in_path.clone(),
         sign_out_path: raw.sign_out_path.clone(),
         after_sign_out: raw.after_sign_out.clone(),
+        cache_max_entries: raw.cache_max_entries,
     })
 }
