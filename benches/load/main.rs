@@ -79,9 +79,10 @@ enum Part {
     Overload,
     Envoy,
     Memory,
+    Session,
 }
 
-const ALL_PARTS: [Part; 8] = [
+const ALL_PARTS: [Part; 9] = [
     Part::Warm,
     Part::Cold,
     Part::Rate,
@@ -90,6 +91,7 @@ const ALL_PARTS: [Part; 8] = [
     Part::Overload,
     Part::Envoy,
     Part::Memory,
+    Part::Session,
 ];
 
 /// How much each part sends.
@@ -249,6 +251,7 @@ fn main() {
             Part::Soak => soak(&mut bench),
             Part::Envoy => envoy_part(&mut bench),
             Part::Memory => memory_part(&mut bench),
+            Part::Session => session_part(&mut bench),
         }
         eprintln!("part {part:?} took {}", report::human(t.elapsed()));
     }
@@ -1005,6 +1008,137 @@ fn envoy_part(bench: &mut Bench) {
 }
 
 /// The memory part: RSS after a million distinct tokens with default cache bounds.
+/// The browser session part: the quickstart as shipped (audit on) with browser sign-in on
+/// its routes (a bench-only addition: the quickstart has no IdP), checks by alice's session
+/// cookie against checks by her bearer token on the same server and route; then 100,000
+/// distinct sessions through it, and its memory.
+fn session_part(bench: &mut Bench) {
+    println!(
+        "\n=== session: h2load, the quickstart with browser sign-in (audit on): alice's session cookie against her bearer token, same server and route\n"
+    );
+    let dir = bench.dir.join("session");
+    std::fs::create_dir_all(&dir).expect("creating the part's directory");
+    let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    write_file(&dir, "session-key", key.as_bytes());
+    write_file(
+        &dir,
+        "jwks.json",
+        include_bytes!("../../examples/quickstart/jwks.json"),
+    );
+    let config = write_file(
+        &dir,
+        "config.yaml",
+        servers::quickstart_with_browser_sign_in().as_bytes(),
+    );
+    let mesh = servers::start_mesh_authz(
+        "mesh-authz quickstart + browser sign-in, audit on",
+        &config,
+        &dir.join("mesh-authz.log"),
+        Some(&dir.join("stdout.jsonl")),
+    );
+    let ring = mesh_authz::signin::seal::KeyRing::from_base64(&[key]).expect("the bench key");
+    let cookie = |user: &str| {
+        let now = mesh_authz::authn::unix_now();
+        let claims =
+            serde_json::json!({"preferred_username": user, "email": format!("{user}@example.com")});
+        let session = mesh_authz::signin::session::Session {
+            iss: "https://idp.demo.mesh-authz.invalid".into(),
+            claims: claims.as_object().expect("an object").clone(),
+            exp: now + 3600,
+            started: now,
+            seen: now,
+            refresh_token: Some("r".repeat(43)),
+            id_token: None,
+        };
+        let json = serde_json::to_vec(&session).expect("serialises");
+        let sealed = ring
+            .seal(mesh_authz::signin::session::SESSION_PURPOSE, &json)
+            .expect("sealed");
+        format!("__Host-mesh-authz={sealed}")
+    };
+    let with_headers = |path: &str, headers: &[(&str, &str)]| {
+        common::istio::check_request(
+            common::istio::Shape::Gateway,
+            "GET",
+            "gerrit.example.com",
+            path,
+            headers,
+        )
+    };
+    // The warm part's route and request (team-a, groups injected, dynamic metadata).
+    let team_a = "/a/projects/team-a/branches?n=25";
+    let alice_cookie = cookie("alice");
+    let by_session = with_headers(team_a, &[("cookie", &alice_cookie)]);
+    let bearer = format!("Bearer {}", bench.alice);
+    let by_token = with_headers(team_a, &[("authorization", &bearer)]);
+    let session_body = body_file(&bench.dir, "session-allow.bin", &by_session);
+    let token_body = body_file(&bench.dir, "session-bearer.bin", &by_token);
+    for (request, body) in [(&by_session, &session_body), (&by_token, &token_body)] {
+        let decision = bench.assert_decision(&mesh, request, Expect::Allow);
+        println!("decision checked first: {decision}");
+        bench.h2load_warmup(&mesh, body);
+    }
+    let mut rounds: [Vec<Stats>; 2] = Default::default();
+    for round in 0..bench.scale.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let body = if i == 0 { &session_body } else { &token_body };
+            rounds[i].push(bench.h2load(&mesh, body));
+        }
+    }
+    let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
+    for (what, runs) in ["session cookie", "bearer token"].iter().zip(&rounds) {
+        let title = format!("session part, h2load: {what}");
+        println!("{}", report::rounds_block(&title, runs, note));
+    }
+    let part = "warm allow by browser session (baseline column: bearer token, same server)";
+    bench.rows.extend([
+        Row::rps(part, &rounds[0], &rounds[1], Target::AtLeast(0.95)),
+        Row::cpu(part, &rounds[0], &rounds[1], Target::AtMost(1.05)),
+    ]);
+
+    // 100,000 distinct sessions, each checked once, on the route for any signed-in user.
+    let sessions = bench.scale.memory.users;
+    let bodies: Vec<Bytes> = (0..sessions)
+        .map(|i| {
+            let c = cookie(&format!("session-user-{i}"));
+            Bytes::from(prost::Message::encode_to_vec(&with_headers(
+                "/c/42",
+                &[("cookie", &c)],
+            )))
+        })
+        .collect();
+    let (rss_before, _) = mesh.memory_kib();
+    let stats = bench.runtime.block_on(driver::run(
+        bench.scale.driver,
+        mesh.grpc,
+        Arc::new(bodies),
+        sessions,
+    ));
+    let (rss, peak) = mesh.memory_kib();
+    let allowed = stats
+        .statuses
+        .get("[OK / decision Ok]")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        allowed, sessions as u64,
+        "every distinct session is allowed: {:?}",
+        stats.statuses
+    );
+    println!(
+        "{sessions} distinct sessions: {:.0} checks/s, p99 {:.2} ms",
+        stats.rps,
+        stats.p99.as_secs_f64() * 1000.0
+    );
+    bench.notes.push(format!(
+        "session: mesh-authz VmRSS {:.1} MiB (peak {:.1} MiB) after {sessions} distinct sessions, {:.1} MiB before (cache_max_entries 100000).",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        rss_before as f64 / 1024.0,
+    ));
+}
+
 fn memory_part(bench: &mut Bench) {
     println!("\n=== memory: mesh-authz with default cache bounds (token_cache 100000, gerrit.cache_max_users 10000)\n");
     let dir = bench.dir.join("memory");

@@ -78,7 +78,7 @@ pub struct RawBrowserSessions {
     pub after_sign_out: String,
     /// Sessions kept opened per replica (by a digest of the whole cookie), so a request
     /// skips decrypting and parsing its cookie; 0 turns it off. Bounds memory: about
-    /// 0.5 KB each.
+    /// 0.75 KB each.
     #[serde(default = "default_session_cache")]
     pub cache_max_entries: u64,
 }

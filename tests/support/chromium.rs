@@ -30,13 +30,21 @@ pub struct Chromium {
     /// The WebDriver session.
     pub client: fantoccini::Client,
     driver: Child,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Drop for Chromium {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // chromedriver leaves Chromium running when killed: end the browser processes
+        // too, found by this session's own profile directory.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg("--")
+            .arg(format!("--user-data-dir={}", self.profile.path().display()))
+            .status();
     }
 }
 
@@ -104,7 +112,7 @@ impl Chromium {
                         return Some(Chromium {
                             client,
                             driver,
-                            _profile: profile,
+                            profile,
                         })
                     }
                     Err(e) => last_error = e.to_string(),
