@@ -153,6 +153,47 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { black_box(browser.decide(black_box(&by_token)).await) })
     });
+
+    // The same two as whole Checks, from request bytes to response bytes.
+    let service = CheckService::new(
+        Arc::new(arc_swap::ArcSwap::from_pointee(browser)),
+        Arc::new(Metrics::default()),
+        None,
+    );
+    let cookie_header = format!("__Host-mesh-authz={session}");
+    let bearer_header = format!("Bearer {token}");
+    for (name, header) in [
+        (
+            "full_check_browser_session",
+            ("cookie", cookie_header.as_str()),
+        ),
+        (
+            "full_check_bearer_same_route",
+            ("authorization", bearer_header.as_str()),
+        ),
+    ] {
+        let request = common::istio::check_request(
+            common::istio::Shape::Gateway,
+            "GET",
+            "gerrit.example.com",
+            "/c/42",
+            &[header],
+        );
+        let bytes = bytes::Bytes::from(request.encode_to_vec());
+        let check = || async {
+            let response = service
+                .check(tonic::Request::new(CheckCall(black_box(bytes.clone()))))
+                .await
+                .expect("answered")
+                .into_inner();
+            black_box(response.encode_to_vec())
+        };
+        let first = rt.block_on(check());
+        let response =
+            envoy_types::pb::envoy::service::auth::v3::CheckResponse::decode(&first[..]).unwrap();
+        assert_eq!(response.status.map(|s| s.code), Some(0), "{name} allows");
+        c.bench_function(name, |b| b.to_async(&rt).iter(check));
+    }
 }
 
 /// The quickstart's issuer with browser sign-in (a public client; no IdP is asked, as
