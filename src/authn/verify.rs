@@ -223,14 +223,17 @@ impl TokenVerifier {
         Ok(identity)
     }
 
-    /// The claims a session keeps: those an identity is built from and those rules read.
+    /// The claims a session keeps: `sub`, those an identity is built from and those rules
+    /// read.
     fn session_claims(
         &self,
         settings: &IssuerSettings,
         claims: &Map<String, Value>,
     ) -> Map<String, Value> {
+        // `sub` always: a refreshed ID token must name the same subject.
         let wanted = |name: &str| {
-            name == settings.user_claim
+            name == "sub"
+                || name == settings.user_claim
                 || name == settings.email_claim
                 || name == settings.name_claim
                 || settings.gerrit_account_claim.as_deref() == Some(name)

@@ -593,8 +593,13 @@ impl BrowserSignIn {
                         error: "invalid_id_token".into(),
                         description: Some(e.to_string()),
                     })?;
-                // The same person, or no refresh (OIDC Core 12.2).
-                if verified.claims.get("sub") != old.claims.get("sub") {
+                // The same person, or no refresh (OIDC Core 12.2); a session without a
+                // `sub` to compare is not refreshed either.
+                let same = matches!(
+                    (verified.claims.get("sub"), old.claims.get("sub")),
+                    (Some(new), Some(was)) if new == was
+                );
+                if !same {
                     return Err(OidcError::Refused {
                         error: "invalid_id_token".into(),
                         description: Some("the refreshed ID token names another subject".into()),
