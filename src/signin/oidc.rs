@@ -21,6 +21,9 @@ use tokio::sync::Mutex;
 
 /// How long discovered endpoints are used before they are fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// After a failed discovery, how long sign-ins fail at once instead of asking again (an
+/// IdP that is down would otherwise hold every page load for the request's timeout).
+const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 /// Largest discovery document read.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 
@@ -119,7 +122,16 @@ type TokenClient = Client<
 pub struct Provider {
     client: BrowserClient,
     http: reqwest::Client,
-    discovered: Mutex<Option<(Arc<Endpoints>, Instant)>>,
+    discovered: Mutex<Discovered>,
+}
+
+/// Discovery's outcome so far.
+#[derive(Default)]
+struct Discovered {
+    /// The last good endpoints, and when they were fetched.
+    endpoints: Option<(Arc<Endpoints>, Instant)>,
+    /// The last failure, and when, while there are no endpoints to serve.
+    failed: Option<(OidcError, Instant)>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -143,7 +155,7 @@ impl Provider {
         Provider {
             client,
             http,
-            discovered: Mutex::new(None),
+            discovered: Mutex::new(Discovered::default()),
         }
     }
 
@@ -152,22 +164,40 @@ impl Provider {
         &self.client
     }
 
-    /// The endpoints, from discovery (fetched once an hour; one fetch at a time).
+    /// The endpoints, from discovery (fetched once an hour; one fetch at a time; after a
+    /// failure, not asked again for a few seconds: the last good endpoints serve, or the
+    /// failure is the answer at once).
     pub async fn endpoints(&self) -> Result<Arc<Endpoints>, OidcError> {
         let mut discovered = self.discovered.lock().await;
-        if let Some((endpoints, at)) = discovered.as_ref() {
+        if let Some((endpoints, at)) = &discovered.endpoints {
             if at.elapsed() < DISCOVERY_TTL {
                 return Ok(endpoints.clone());
+            }
+        }
+        if let Some((error, at)) = &discovered.failed {
+            if at.elapsed() < DISCOVERY_RETRY {
+                // Failed a moment ago: the stale endpoints, or the failure, at once.
+                return match &discovered.endpoints {
+                    Some((endpoints, _)) => Ok(endpoints.clone()),
+                    None => Err(error.clone()),
+                };
             }
         }
         match self.discover().await {
             Ok(endpoints) => {
                 let endpoints = Arc::new(endpoints);
-                *discovered = Some((endpoints.clone(), Instant::now()));
+                discovered.endpoints = Some((endpoints.clone(), Instant::now()));
+                discovered.failed = None;
                 Ok(endpoints)
             }
-            // The last good endpoints serve while the IdP's discovery fails.
-            Err(e) => discovered.as_ref().map(|(e, _)| e.clone()).ok_or(e),
+            Err(e) => {
+                discovered.failed = Some((e.clone(), Instant::now()));
+                // The last good endpoints serve while the IdP's discovery fails.
+                match &discovered.endpoints {
+                    Some((endpoints, _)) => Ok(endpoints.clone()),
+                    None => Err(e),
+                }
+            }
         }
     }
 
