@@ -19,7 +19,12 @@
 //!                        │           group references (uuid: or name:), the upstream
 //!                        │           header changes (inject), kube-apiserver requests and
 //!                        │           their access rules
-//!                        ├─ authn    token extraction, JWT verification, JWKS store
+//!                        ├─ signin   browser sign-in: which requests are page loads, the
+//!                        │           OIDC code flow with PKCE answered at the gateway
+//!                        │           (start, callback, sign-out), sealed session cookies
+//!                        │           read and refreshed; its own answers (redirects, pages)
+//!                        ├─ authn    token extraction, JWT verification, JWKS store,
+//!                        │           ID tokens for sign-in
 //!                        ├─ gerrit   REST client (accounts resolved by exact query),
 //!                        │           per-user group cache, group events
 //!                        └─ identity who the caller is, whatever the source: Identity,
@@ -27,7 +32,8 @@
 //!                        │
 //!                        ▼
 //!                       ext_authz    Decision → CheckResponse (header options that
-//!                                    overwrite, denials with JSON bodies, metadata)
+//!                                    overwrite, denials with JSON bodies, sign-in's
+//!                                    answers, metadata)
 //! ```
 //!
 //! Imports go down this map and never back up: no two top-level modules import each
