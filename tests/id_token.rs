@@ -13,30 +13,7 @@ const CLIENT: &str = "gerrit-web";
 const NONCE: &str = "n-0S6_WzA2Mj";
 
 fn verifier() -> mesh_authz::authorize::Authorizer {
-    let yaml = format!(
-        r#"
-issuers:
-  - issuer: {issuer}
-    audiences: [gerrit-api]
-    jwks: {{file: jwks.json}}
-    user_claim: preferred_username
-    browser_client: {{client_id: {CLIENT}, client_auth: none}}
-browser_sessions: {{key_files: [key]}}
-routes:
-  - name: gerrit
-    browser_sign_in: true
-    allow: authenticated
-"#,
-        issuer = tokens::ISSUER
-    );
-    engine::authorizer(
-        &yaml,
-        &[
-            ("jwks.json", engine::rsa_a_jwks()),
-            ("key", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
-        ],
-    )
-    .expect("config compiles")
+    engine::browser_sign_in()
 }
 
 /// An ID token for alice as the IdP would issue it to [`CLIENT`] for [`NONCE`].

@@ -17,32 +17,8 @@ fn authorizer() -> &'static Authorizer {
     BUILT.get_or_init(build)
 }
 
-fn build() -> Authorizer {
-    let yaml = format!(
-        r#"
-issuers:
-  - issuer: {issuer}
-    audiences: [gerrit-api]
-    jwks: {{file: jwks.json}}
-    user_claim: preferred_username
-    browser_client: {{client_id: gerrit-web, client_auth: none}}
-browser_sessions: {{key_files: [key]}}
-routes:
-  - name: gerrit
-    match: {{hosts: [gerrit.example.com]}}
-    browser_sign_in: true
-    allow: authenticated
-"#,
-        issuer = tokens::ISSUER
-    );
-    engine::authorizer(
-        &yaml,
-        &[
-            ("jwks.json", engine::rsa_a_jwks()),
-            ("key", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
-        ],
-    )
-    .expect("config compiles")
+fn build() -> mesh_authz::authorize::Authorizer {
+    engine::browser_sign_in()
 }
 
 /// A sealed value as another deployment's key would make it (a valid shape, a foreign

@@ -1116,16 +1116,7 @@ fn session_part(bench: &mut Bench) {
         sessions,
     ));
     let (rss, peak) = mesh.memory_kib();
-    let allowed = stats
-        .statuses
-        .get("[OK / decision Ok]")
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(
-        allowed, sessions as u64,
-        "every distinct session is allowed: {:?}",
-        stats.statuses
-    );
+    memory::assert_all_allowed(&stats, "distinct sessions");
     println!(
         "{sessions} distinct sessions: {:.0} checks/s, p99 {:.2} ms",
         stats.rps,

@@ -267,7 +267,8 @@ pub async fn run(scale: Scale, load: driver::Settings, dir: &Path) -> (String, u
 }
 
 /// Panics unless every answer was an allow (a denial would skip the caches measured).
-fn assert_all_allowed(stats: &Stats, part: &str) {
+/// Panics unless every check of the run was allowed.
+pub fn assert_all_allowed(stats: &Stats, part: &str) {
     let allowed = stats
         .statuses
         .get("[OK / decision Ok]")

@@ -22,3 +22,34 @@ pub fn authorizer(yaml: &str, files: &[(&str, String)]) -> Result<Authorizer, St
 pub fn rsa_a_jwks() -> String {
     super::tokens::jwks(&["rsa-a"]).to_string()
 }
+
+/// An authorizer for issuer [`super::tokens::ISSUER`] (fixture key `rsa-a`) with browser
+/// sign-in as the public client `gerrit-web`, on one route for any signed-in user of
+/// `gerrit.example.com`. No IdP is asked until a sign-in starts.
+pub fn browser_sign_in() -> Authorizer {
+    let yaml = format!(
+        r#"
+issuers:
+  - issuer: {issuer}
+    audiences: [gerrit-api]
+    jwks: {{file: jwks.json}}
+    user_claim: preferred_username
+    browser_client: {{client_id: gerrit-web, client_auth: none}}
+browser_sessions: {{key_files: [key]}}
+routes:
+  - name: gerrit
+    match: {{hosts: [gerrit.example.com]}}
+    browser_sign_in: true
+    allow: authenticated
+"#,
+        issuer = super::tokens::ISSUER
+    );
+    authorizer(
+        &yaml,
+        &[
+            ("jwks.json", rsa_a_jwks()),
+            ("key", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
+        ],
+    )
+    .expect("config compiles")
+}
