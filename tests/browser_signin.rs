@@ -603,3 +603,39 @@ async fn the_audit_log_says_who_came_by_session_and_what_sign_in_answered() {
     // Never a code, a state or a cookie.
     assert!(!lines.contains("code=") && !lines.contains("state=") && !lines.contains(COOKIE));
 }
+
+#[tokio::test]
+async fn a_sign_out_another_site_started_is_refused_and_the_session_stays() {
+    let idp = idp().await;
+    let s = one_key_server(&idp).await;
+    let mut browser = CheckBrowser::new(&s, HOST);
+    browser.sign_in(&idp, "/", "alice").await;
+    let cookie = browser.jar.header_for("/_mesh-authz/sign-out").unwrap();
+    for site in ["cross-site", "same-site"] {
+        let seen = browser
+            .check_only(
+                "GET",
+                "/_mesh-authz/sign-out",
+                &[
+                    ("cookie", &cookie),
+                    ("sec-fetch-site", site),
+                    ("sec-fetch-mode", "navigate"),
+                ],
+            )
+            .await;
+        assert_error_page(&seen, 403, "this site");
+        assert!(seen.set_cookies().is_empty(), "{site}: nothing deleted");
+    }
+    assert_eq!(browser.open("/").await.status(), 200, "still signed in");
+    // From the site's own link (or typed in), signing out works.
+    for site in ["same-origin", "none"] {
+        let seen = browser
+            .check_only(
+                "GET",
+                "/_mesh-authz/sign-out",
+                &[("cookie", &cookie), ("sec-fetch-site", site)],
+            )
+            .await;
+        assert_eq!(seen.status(), 302, "{site}");
+    }
+}

@@ -400,10 +400,24 @@ impl BrowserSignIn {
         Answer::redirect(login.return_to, set_cookies, "signed_in")
     }
 
-    /// Ends the session: deletes its cookies and sends the browser to the IdP's
+    /// Ends the session, when the request started on this site: deletes its cookies and
+    /// sends the browser to the IdP's
     /// `end_session_endpoint` (with `id_token_hint` and `post_logout_redirect_uri`), or
     /// straight to `after_sign_out` when the IdP has none.
     pub async fn sign_out(&self, req: &RequestView<'_>) -> Answer {
+        // Another site must not sign a user out by linking here (logout CSRF). A browser
+        // says where a request started; without fetch metadata there is nothing to check.
+        if let Some(site) = req.header("sec-fetch-site") {
+            if !matches!(site.trim(), "same-origin" | "none") {
+                return Answer::page(
+                    403,
+                    "Sign-out refused",
+                    "Signing out must start on this site: use its own sign-out link.",
+                    Vec::new(),
+                    "sign_out_cross_site",
+                );
+            }
+        }
         let hint_name = self.settings.hint_cookie_name();
         let mut delete = cookies::delete_chunked(&self.settings.cookie_name);
         delete.push(cookies::set_cookie_at(
