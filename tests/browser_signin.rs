@@ -639,3 +639,23 @@ async fn a_sign_out_another_site_started_is_refused_and_the_session_stays() {
         assert_eq!(seen.status(), 302, "{site}");
     }
 }
+
+#[tokio::test]
+async fn with_the_idp_down_a_page_load_gets_a_clear_503_page_and_nobody_is_let_in() {
+    let idp = idp().await;
+    let s = one_key_server(&idp).await;
+    // The server has the IdP's keys (loaded at start); now the IdP goes away.
+    drop(idp);
+    let mut browser = CheckBrowser::new(&s, HOST);
+    for _ in 0..2 {
+        let seen = browser.open("/c/42").await;
+        assert_error_page(&seen, 503, "try again shortly");
+        assert!(
+            browser.jar.names().is_empty(),
+            "no login cookie without a sign-in"
+        );
+    }
+    // Scripts and API clients still get their 401.
+    let api = browser.check_only("GET", "/changes/", XHR).await;
+    assert_eq!(api.status(), 401);
+}
