@@ -659,3 +659,40 @@ async fn with_the_idp_down_a_page_load_gets_a_clear_503_page_and_nobody_is_let_i
     let api = browser.check_only("GET", "/changes/", XHR).await;
     assert_eq!(api.status(), 401);
 }
+
+#[tokio::test]
+async fn a_replica_that_loses_a_refresh_race_keeps_the_session_while_it_is_valid() {
+    // ID tokens live 30 s and refresh starts 60 s before expiry: every check refreshes.
+    let idp = idp_with(|mut c| {
+        c.id_token_lifetime = Duration::from_secs(30);
+        c
+    })
+    .await;
+    let a = server(&idp, &[("key-1", key(1))], "  refresh_before: 60s").await;
+    let b = server(&idp, &[("key-1", key(1))], "  refresh_before: 60s").await;
+    let mut browser = CheckBrowser::new(&a, HOST);
+    browser.sign_in(&idp, "/", "alice").await;
+    let old = browser.jar.header().unwrap();
+    let headers = [("cookie", old.as_str()), XHR[0], XHR[1]];
+    // Replica a refreshes first and rotates the refresh token.
+    let on_a = browser.check_only("GET", "/", &headers).await;
+    assert_eq!(on_a.status(), 200);
+    assert!(
+        !on_a.set_cookies().is_empty(),
+        "a set the refreshed session"
+    );
+    // Replica b, asked with the old cookie a moment later, finds the refresh token spent.
+    let on_b = CheckBrowser::new(&b, HOST)
+        .check_only("GET", "/", &headers)
+        .await;
+    assert_eq!(
+        idp.stats().refresh_token_reuses,
+        1,
+        "b tried the spent token"
+    );
+    assert_eq!(on_b.status(), 200, "not signed out: {on_b:?}");
+    assert!(
+        !on_b.set_cookies().iter().any(|c| c.contains("Max-Age=0")),
+        "nothing deleted: {on_b:?}"
+    );
+}
