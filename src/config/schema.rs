@@ -46,7 +46,8 @@ pub struct RawBrowserSessions {
     /// The session cookie's name. The `__Host-` prefix makes browsers keep it only when
     /// set over HTTPS by this host for `/`, so no sibling subdomain can plant one.
     /// Chunks of a long session are `NAME-1`, `NAME-2`, …, a sign-in in progress
-    /// `NAME-login-…`; every cookie so named is removed before the request goes upstream.
+    /// `NAME-login-…`, the ID token for sign-out `__Secure-NAME-hint` (sent to the
+    /// sign-out path only); all are removed before the request goes upstream.
     #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
     /// Files holding the keys that seal session cookies (AES-256-GCM), each 32 random
