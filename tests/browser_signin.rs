@@ -696,3 +696,39 @@ async fn a_replica_that_loses_a_refresh_race_keeps_the_session_while_it_is_valid
         "nothing deleted: {on_b:?}"
     );
 }
+
+#[tokio::test]
+async fn callbacks_beyond_the_bound_get_a_503_at_once_and_finish_on_reload() {
+    let idp = idp().await;
+    let s = server(&idp, &[("key-1", key(1))], "  max_concurrent_sign_ins: 1").await;
+    let mut first = CheckBrowser::new(&s, HOST);
+    let mut second = CheckBrowser::new(&s, HOST);
+    let mut callbacks = Vec::new();
+    for browser in [&mut first, &mut second] {
+        let to_idp = browser.open("/").await;
+        let callback = browser
+            .sign_in_at_idp(&idp, to_idp.location(), "alice", "alice-password")
+            .await;
+        callbacks.push(callback);
+    }
+    // A slow IdP: whichever exchange starts first is still under way when the other
+    // callback comes.
+    idp.set_token_delay(Duration::from_millis(500));
+    let (a, b) = tokio::join!(first.open(&callbacks[0]), second.open(&callbacks[1]));
+    let (done, busy, busy_browser, busy_callback) = match (a.status(), b.status()) {
+        (302, 503) => (a, b, &mut second, &callbacks[1]),
+        (503, 302) => (b, a, &mut first, &callbacks[0]),
+        other => panic!("one sign-in finishes, one is told to retry: {other:?}"),
+    };
+    assert_eq!(done.status(), 302);
+    assert_error_page(&busy, 503, "reload this page");
+    assert!(
+        busy.set_cookies().is_empty(),
+        "the sign-in is kept for the reload"
+    );
+    // The reload finishes the other sign-in.
+    idp.set_token_delay(Duration::ZERO);
+    let reload = busy_browser.open(busy_callback).await;
+    assert_eq!(reload.status(), 302, "{reload:?}");
+    assert!(busy_browser.jar.get(COOKIE).is_some());
+}

@@ -82,6 +82,15 @@ pub struct RawBrowserSessions {
     /// 0.75 KB each.
     #[serde(default = "default_session_cache")]
     pub cache_max_entries: u64,
+    /// Sign-in callbacks exchanging their code at the IdP at once, per replica; more are
+    /// answered 503 at once (the browser can reload), so a flood of callbacks cannot pile
+    /// up requests to the IdP.
+    #[serde(default = "default_concurrent_sign_ins")]
+    pub max_concurrent_sign_ins: usize,
+}
+
+fn default_concurrent_sign_ins() -> usize {
+    64
 }
 
 fn default_session_cache() -> u64 {

@@ -89,6 +89,8 @@ pub struct BrowserSignIn {
     refreshes: moka::future::Cache<[u8; 32], Refreshed>,
     /// Sessions opened lately, by the digest of their whole sealed value.
     opened: Option<moka::sync::Cache<[u8; 32], Arc<Opened>>>,
+    /// Code exchanges under way.
+    exchanges: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for BrowserSignIn {
@@ -123,6 +125,7 @@ impl BrowserSignIn {
                 .max_capacity(MAX_REMEMBERED_REFRESHES)
                 .time_to_live(REFRESH_REUSE)
                 .build(),
+            exchanges: tokio::sync::Semaphore::new(config.sessions.max_concurrent_sign_ins),
             opened: (config.sessions.cache_max_entries > 0).then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(config.sessions.cache_max_entries)
@@ -314,6 +317,17 @@ impl BrowserSignIn {
                 "callback_expired",
             );
         }
+        // Too many exchanges under way: the login cookie stays, so a reload finishes
+        // this sign-in once the IdP has caught up.
+        let Ok(_permit) = self.exchanges.try_acquire() else {
+            return Answer::page(
+                503,
+                "Sign-in is busy",
+                "Too many sign-ins are finishing at once; reload this page to try again.",
+                Vec::new(),
+                "callback_busy",
+            );
+        };
         // Remembered before the exchange, so two copies of one callback cannot both
         // run it.
         if self.answered_states.contains_key(&state) {

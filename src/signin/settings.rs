@@ -63,6 +63,8 @@ pub struct SessionSettings {
     pub after_sign_out: String,
     /// Opened sessions kept per replica (0: none).
     pub cache_max_entries: u64,
+    /// Code exchanges at the IdP at once, per replica.
+    pub max_concurrent_sign_ins: usize,
 }
 
 impl SessionSettings {

@@ -294,6 +294,14 @@ impl FakeOidcProvider {
         self.shared.deny_next.store(true, Ordering::SeqCst);
     }
 
+    /// Makes the token endpoint wait this long before each answer, like an IdP under
+    /// load.
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.shared
+            .token_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// Registers another redirect URI and post-logout redirect URI for `client_id`, as an
     /// IdP's admin would (a test learns its gateway's port only once it runs).
     pub fn register_uris(
@@ -368,6 +376,8 @@ struct Shared {
     rotate_refresh_tokens: AtomicBool,
     deny_next: AtomicBool,
     clock_offset: AtomicU64,
+    /// Milliseconds the token endpoint waits before answering (a slow IdP).
+    token_delay_ms: AtomicU64,
     state: Mutex<ProviderState>,
 }
 
@@ -454,6 +464,7 @@ impl Shared {
             rotate_refresh_tokens: AtomicBool::new(config.rotate_refresh_tokens),
             deny_next: AtomicBool::new(false),
             clock_offset: AtomicU64::new(0),
+            token_delay_ms: AtomicU64::new(0),
             state: Mutex::new(ProviderState::default()),
         }
     }
@@ -1007,6 +1018,10 @@ fn token_json(status: StatusCode, body: &Value) -> Response {
 }
 
 async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = shared.token_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let grant_type = Params::parse(&body)
         .one("grant_type")
         .ok()

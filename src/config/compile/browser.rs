@@ -190,6 +190,12 @@ fn compile_sessions(
     } else {
         None
     };
+    if raw.max_concurrent_sign_ins == 0 {
+        p.add(
+            format!("{path}.max_concurrent_sign_ins"),
+            "must be at least 1: nobody could sign in",
+        );
+    }
     if raw.lifetime.as_secs() < 60 {
         p.add(format!("{path}.lifetime"), "must be at least a minute");
     }
@@ -240,5 +246,6 @@ fn compile_sessions(
         sign_out_path: raw.sign_out_path.clone(),
         after_sign_out: raw.after_sign_out.clone(),
         cache_max_entries: raw.cache_max_entries,
+        max_concurrent_sign_ins: raw.max_concurrent_sign_ins,
     })
 }
