@@ -24,6 +24,8 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// After a failed discovery, how long sign-ins fail at once instead of asking again (an
 /// IdP that is down would otherwise hold every page load for the request's timeout).
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+/// Largest token endpoint answer read (ID and refresh tokens are a few KB).
+const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 /// Largest discovery document read.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 
@@ -319,7 +321,7 @@ impl Provider {
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
             .set_redirect_uri(Cow::Owned(redirect))
-            .request_async(&self.http)
+            .request_async(&Bounded(&self.http))
             .await
             .map_err(token_error)?;
         tokens(answer)
@@ -332,7 +334,7 @@ impl Provider {
         let answer = self
             .token_client(&endpoints)
             .exchange_refresh_token(&token)
-            .request_async(&self.http)
+            .request_async(&Bounded(&self.http))
             .await
             .map_err(token_error)?;
         let mut tokens = tokens(answer)?;
@@ -341,6 +343,43 @@ impl Provider {
             tokens.refresh_token = Some(refresh_token.to_string());
         }
         Ok(tokens)
+    }
+}
+
+/// The IdP's HTTP client for the token endpoint, reading at most
+/// [`MAX_TOKEN_ANSWER_BYTES`] of an answer (oauth2's own reqwest client reads it whole).
+struct Bounded<'a>(&'a reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Bounded<'_> {
+    type Error = oauth2::HttpClientError<reqwest::Error>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, Self::Error>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request).map_err(Box::new)?;
+            let mut response = self.0.execute(request).await.map_err(Box::new)?;
+            let mut builder = oauth2::http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
+                if body.len() + chunk.len() > MAX_TOKEN_ANSWER_BYTES {
+                    return Err(oauth2::HttpClientError::Other(format!(
+                        "answer larger than {MAX_TOKEN_ANSWER_BYTES} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            builder.body(body).map_err(oauth2::HttpClientError::Http)
+        })
     }
 }
 
@@ -376,4 +415,71 @@ fn token_error<RE: std::error::Error + 'static>(
 /// context says where.
 fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signin::settings::{BrowserClient, ClientAuth};
+
+    /// An IdP whose token endpoint answers `token_answer`.
+    async fn idp(token_answer: String) -> Provider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let discovery = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+        })
+        .to_string();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { discovery }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(move || async move {
+                    ([("content-type", "application/json")], token_answer)
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Provider::new(BrowserClient {
+            issuer,
+            client_id: "gerrit-web".into(),
+            secret: None,
+            auth: ClientAuth::None,
+            scopes: vec!["openid".into()],
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_token_answer_is_read_into_tokens() {
+        let answer =
+            r#"{"access_token":"a","token_type":"Bearer","id_token":"x.y.z","refresh_token":"r"}"#;
+        let tokens = idp(answer.into())
+            .await
+            .exchange_code("code", "verifier", "https://h/cb")
+            .await
+            .unwrap();
+        assert_eq!(tokens.id_token, "x.y.z");
+        assert_eq!(tokens.refresh_token.as_deref(), Some("r"));
+    }
+
+    #[tokio::test]
+    async fn a_token_answer_larger_than_the_bound_is_not_read() {
+        let huge = format!(
+            r#"{{"access_token":"{}","token_type":"Bearer","id_token":"x.y.z"}}"#,
+            "a".repeat(MAX_TOKEN_ANSWER_BYTES)
+        );
+        let result = idp(huge)
+            .await
+            .exchange_code("code", "verifier", "https://h/cb")
+            .await;
+        assert!(
+            matches!(&result, Err(OidcError::Unavailable(m)) if m.contains("larger than")),
+            "{result:?}"
+        );
+    }
 }
