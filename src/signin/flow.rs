@@ -189,7 +189,7 @@ impl BrowserSignIn {
             Ok(e) => e,
             Err(e) => return idp_unavailable(&e),
         };
-        let (login, _challenge) = PendingLogin::start(issuer, return_to, now());
+        let login = PendingLogin::start(issuer, return_to, now());
         let url = match provider.authorization_url(
             &endpoints,
             &redirect_uri,

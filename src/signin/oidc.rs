@@ -455,6 +455,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sign_in_redirect_carries_the_s256_challenge_of_the_verifier_and_the_request() {
+        let provider = idp(String::new()).await;
+        let endpoints = provider.endpoints().await.unwrap();
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let url = provider
+            .authorization_url(
+                &endpoints,
+                "https://h/cb",
+                "the-state",
+                "the-nonce",
+                verifier,
+            )
+            .unwrap();
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        // RFC 7636 4.2: BASE64URL(SHA256(ASCII(code_verifier))); its appendix B example.
+        assert_eq!(
+            q["code_challenge"],
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["client_id"], "gerrit-web");
+        assert_eq!(q["redirect_uri"], "https://h/cb");
+        assert_eq!(q["state"], "the-state");
+        assert_eq!(q["nonce"], "the-nonce");
+        assert_eq!(q["scope"], "openid");
+    }
+
+    #[tokio::test]
     async fn a_token_answer_is_read_into_tokens() {
         let answer =
             r#"{"access_token":"a","token_type":"Bearer","id_token":"x.y.z","refresh_token":"r"}"#;
