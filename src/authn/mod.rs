@@ -31,6 +31,9 @@ pub enum AuthnError {
     /// Not a compact JWS with a JSON header and payload.
     #[error("malformed token")]
     Malformed,
+    /// The token's cookie or query parameter was sent more than once.
+    #[error("the token was sent more than once")]
+    RepeatedToken,
     /// The protected header has `crit` (RFC 7515 §4.1.11): it names extensions the
     /// recipient must understand, and mesh-authz understands none (`b64: false` of
     /// RFC 7797, say, would change what the signature covers). Any value is refused, an
@@ -97,6 +100,7 @@ impl AuthnError {
             AuthnError::NotBearer => "not_bearer",
             AuthnError::TooLarge => "token_too_large",
             AuthnError::Malformed => "malformed_token",
+            AuthnError::RepeatedToken => "repeated_token",
             AuthnError::UnsupportedCriticalHeader => "unsupported_critical_header",
             AuthnError::AlgorithmNotAccepted => "algorithm_not_accepted",
             AuthnError::UnknownIssuer => "unknown_issuer",
@@ -122,7 +126,8 @@ impl AuthnError {
     pub fn rfc6750_error(&self) -> Option<&'static str> {
         match self {
             AuthnError::MissingToken => None,
-            AuthnError::NotBearer => Some("invalid_request"),
+            // RFC 6750 §3.1: a repeated parameter is a malformed request.
+            AuthnError::NotBearer | AuthnError::RepeatedToken => Some("invalid_request"),
             _ => Some("invalid_token"),
         }
     }

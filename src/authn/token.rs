@@ -1,6 +1,7 @@
 //! Finding the bearer token in the request.
 
 use super::AuthnError;
+use crate::request::cookie::{CookieJar, Lookup};
 use crate::request::RequestView;
 use std::borrow::Cow;
 
@@ -58,11 +59,11 @@ pub fn find_token<'a>(
                 None => None,
             },
             TokenSource::Header(name) => req.header(name).map(|v| Cow::Borrowed(v.trim())),
-            TokenSource::Cookie(name) => req
-                .header("cookie")
-                .and_then(|c| cookie(c, name))
-                .map(Cow::Borrowed),
-            TokenSource::Query(name) => query_param(req.query, name),
+            TokenSource::Cookie(name) => match req.header("cookie") {
+                Some(header) => cookie(header, name)?.map(Cow::Borrowed),
+                None => None,
+            },
+            TokenSource::Query(name) => query_param(req.query, name)?,
         };
         if let Some(token) = found {
             if token.is_empty() {
@@ -86,23 +87,30 @@ fn bearer(value: &str) -> Result<&str, AuthnError> {
     Ok(token)
 }
 
-/// A cookie's value from a `Cookie` header (`a=1; b=2`; Envoy may also comma-join
-/// repeated headers).
-fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header
-        .split([';', ','])
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
+/// A cookie's value from a `Cookie` header, unquoted; one sent twice is refused.
+fn cookie<'a>(header: &'a str, name: &str) -> Result<Option<&'a str>, AuthnError> {
+    match CookieJar::parse(header).get(name) {
+        Lookup::Absent => Ok(None),
+        Lookup::One(value) => Ok(Some(value.trim_matches('"'))),
+        Lookup::Repeated => Err(AuthnError::RepeatedToken),
+    }
 }
 
-/// A query parameter's percent-decoded value.
-fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
-    query
+/// A query parameter's percent-decoded value; one sent twice is refused (the upstream
+/// may read the other).
+fn query_param<'a>(query: &'a str, name: &str) -> Result<Option<Cow<'a, str>>, AuthnError> {
+    let mut values = query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => Ok(Some(
+            percent_encoding::percent_decode_str(v).decode_utf8_lossy(),
+        )),
+        (Some(_), Some(_)) => Err(AuthnError::RepeatedToken),
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +189,46 @@ mod tests {
                 &sources
             ),
             Err(AuthnError::NotBearer)
+        );
+    }
+
+    #[test]
+    fn a_token_cookie_or_parameter_sent_twice_is_refused_not_picked() {
+        // A sibling subdomain can add a second cookie of the same name (cookie tossing);
+        // whichever comes first, neither is trusted. Likewise a repeated parameter, of
+        // which the upstream may read the other one.
+        for header in [
+            "session=attacker; session=victim",
+            "session=victim, session=attacker",
+            "theme=dark; session=a;session=a",
+        ] {
+            assert_eq!(
+                find(&[("cookie", header)], "", &["cookie:session"]),
+                Err(AuthnError::RepeatedToken),
+                "{header}"
+            );
+        }
+        assert_eq!(
+            find(
+                &[],
+                "access_token=a&x=1&access_token=b",
+                &["query:access_token"]
+            ),
+            Err(AuthnError::RepeatedToken)
+        );
+        // Other cookies and parameters may repeat.
+        assert_eq!(
+            find(
+                &[("cookie", "x=1; session=t; x=2")],
+                "",
+                &["cookie:session"]
+            )
+            .unwrap(),
+            "t"
+        );
+        assert_eq!(
+            find(&[], "n=1&access_token=t&n=2", &["query:access_token"]).unwrap(),
+            "t"
         );
     }
 

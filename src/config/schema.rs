@@ -474,6 +474,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub audiences: Vec<String>,
     /// Where to look for the token: `bearer`, `header:NAME`, `cookie:NAME`, `query:NAME`.
+    /// A token cookie or query parameter sent twice is refused, not picked.
     #[serde(default = "default_token_from")]
     pub token_from: Vec<String>,
     /// Browsers sign in: a browser session is accepted when the request has no token,

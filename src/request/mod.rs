@@ -1,6 +1,7 @@
 //! The HTTP request as the decision logic sees it, independent of Envoy's types (the
 //! `ext_authz` edge builds it from a CheckRequest).
 
+pub mod cookie;
 mod path;
 
 pub use path::{routing_path, PathError};

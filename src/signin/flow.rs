@@ -9,7 +9,7 @@
 //! rotation get the new session instead of spending the old refresh token again.
 
 use super::answer::Answer;
-use super::cookies::{self, CookieAttributes, CookieJar, Lookup};
+use super::cookies::{self, CookieAttributes};
 use super::login::{same_host_target, PendingLogin, LOGIN_TTL_SECS};
 use super::oidc::{OidcError, Provider, Tokens};
 use super::session::{
@@ -18,6 +18,7 @@ use super::session::{
 use super::settings::{BrowserSignInConfig, SessionSettings};
 use crate::authn::{AuthnError, TokenVerifier};
 use crate::identity::Identity;
+use crate::request::cookie::{CookieJar, Lookup};
 use crate::request::RequestView;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -432,10 +433,10 @@ impl BrowserSignIn {
                 );
             }
         }
-        let hint_name = self.settings.hint_cookie_name();
+        let hint_name = &self.settings.hint_cookie_name;
         let mut delete = cookies::delete_chunked(&self.settings.cookie_name);
         delete.push(cookies::set_cookie_at(
-            &hint_name,
+            hint_name,
             "",
             &self.settings.sign_out_path,
             CookieAttributes { max_age: 0 },
@@ -446,7 +447,7 @@ impl BrowserSignIn {
         };
         let jar = CookieJar::parse(req.header("cookie").unwrap_or(""));
         let session = self.open_session(&jar).ok().flatten().map(|(mut s, _)| {
-            if let Lookup::One(sealed) = jar.get(&hint_name) {
+            if let Lookup::One(sealed) = jar.get(hint_name) {
                 s.id_token = self
                     .settings
                     .keys
@@ -675,7 +676,7 @@ impl BrowserSignIn {
                 .seal(HINT_PURPOSE, id_token.as_bytes())
                 .ok()?;
             out.push(cookies::set_cookie_at(
-                &self.settings.hint_cookie_name(),
+                &self.settings.hint_cookie_name,
                 &hint,
                 &self.settings.sign_out_path,
                 attrs,
