@@ -10,6 +10,9 @@
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit  # as shipped
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 noop   # the floor
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit nometa
+//! # browser sign-in: the same server config, alice by session cookie, then by token
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit session
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit session bearer
 //! ```
 
 #[path = "../benches/common/mod.rs"]
@@ -41,6 +44,18 @@ fn main() {
     let mut request = istio_check_request(Some(token));
     let args: Vec<String> = std::env::args().skip(2).collect();
     let has = |word: &str| args.iter().any(|a| a == word);
+    let session_dir = has("session").then(|| tempfile::tempdir().expect("a temporary directory"));
+    if has("session") && !has("bearer") {
+        // The request as a signed-in browser sends it: the session cookie, no token.
+        let cookie = format!("__Host-mesh-authz={}", common::sealed_session("alice"));
+        request = common::istio::check_request(
+            common::istio::Shape::Gateway,
+            "GET",
+            common::HOST,
+            common::PATH,
+            &[("cookie", &cookie)],
+        );
+    }
     if has("deny") {
         let http = request
             .attributes
@@ -60,11 +75,15 @@ fn main() {
         AuditLog::start(AuditOutput::File("/dev/null".into())).expect("audit to /dev/null")
     });
     let service = CheckService::new(
-        Arc::new(arc_swap::ArcSwap::from_pointee(if has("nometa") {
-            without_dynamic_metadata()
-        } else {
-            quickstart(true)
-        })),
+        Arc::new(arc_swap::ArcSwap::from_pointee(
+            if let Some(dir) = &session_dir {
+                common::quickstart_with_browser_sign_in(dir.path())
+            } else if has("nometa") {
+                without_dynamic_metadata()
+            } else {
+                quickstart(true)
+            },
+        )),
         Arc::new(Metrics::new(None, audit.as_ref())),
         audit,
     );

@@ -1007,7 +1007,6 @@ fn envoy_part(bench: &mut Bench) {
     ));
 }
 
-/// The memory part: RSS after a million distinct tokens with default cache bounds.
 /// The browser session part: the quickstart as shipped (audit on) with browser sign-in on
 /// its routes (a bench-only addition: the quickstart has no IdP), checks by alice's session
 /// cookie against checks by her bearer token on the same server and route; then 100,000
@@ -1018,8 +1017,7 @@ fn session_part(bench: &mut Bench) {
     );
     let dir = bench.dir.join("session");
     std::fs::create_dir_all(&dir).expect("creating the part's directory");
-    let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
-    write_file(&dir, "session-key", key.as_bytes());
+    write_file(&dir, "session-key", common::SESSION_KEY.as_bytes());
     write_file(
         &dir,
         "jwks.json",
@@ -1028,7 +1026,7 @@ fn session_part(bench: &mut Bench) {
     let config = write_file(
         &dir,
         "config.yaml",
-        servers::quickstart_with_browser_sign_in().as_bytes(),
+        common::with_browser_sign_in(&servers::quickstart_config(true)).as_bytes(),
     );
     let mesh = servers::start_mesh_authz(
         "mesh-authz quickstart + browser sign-in, audit on",
@@ -1036,26 +1034,7 @@ fn session_part(bench: &mut Bench) {
         &dir.join("mesh-authz.log"),
         Some(&dir.join("stdout.jsonl")),
     );
-    let ring = mesh_authz::signin::seal::KeyRing::from_base64(&[key]).expect("the bench key");
-    let cookie = |user: &str| {
-        let now = mesh_authz::authn::unix_now();
-        let claims =
-            serde_json::json!({"preferred_username": user, "email": format!("{user}@example.com")});
-        let session = mesh_authz::signin::session::Session {
-            iss: "https://idp.demo.mesh-authz.invalid".into(),
-            claims: claims.as_object().expect("an object").clone(),
-            exp: now + 3600,
-            started: now,
-            seen: now,
-            refresh_token: Some("r".repeat(43)),
-            id_token: None,
-        };
-        let json = serde_json::to_vec(&session).expect("serialises");
-        let sealed = ring
-            .seal(mesh_authz::signin::session::SESSION_PURPOSE, &json)
-            .expect("sealed");
-        format!("__Host-mesh-authz={sealed}")
-    };
+    let cookie = |user: &str| format!("__Host-mesh-authz={}", common::sealed_session(user));
     let with_headers = |path: &str, headers: &[(&str, &str)]| {
         common::istio::check_request(
             common::istio::Shape::Gateway,
@@ -1130,6 +1109,7 @@ fn session_part(bench: &mut Bench) {
     ));
 }
 
+/// The memory part: RSS after a million distinct tokens with default cache bounds.
 fn memory_part(bench: &mut Bench) {
     println!("\n=== memory: mesh-authz with default cache bounds (token_cache 100000, gerrit.cache_max_users 10000)\n");
     let dir = bench.dir.join("memory");

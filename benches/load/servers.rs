@@ -416,33 +416,6 @@ issuers:
 /// The config of the memory part: one EdDSA issuer with the file JWKS `jwks.json`, the
 /// Gerrit at `gerrit_url` (password in `gerrit-password`), every cache at its default
 /// bound, no audit.
-/// The quickstart as shipped (audit on), with browser sign-in added: its issuer as a
-/// public OIDC client, a session key (`session-key` beside it), and `browser_sign_in` on
-/// the routes that take tokens. Bench-only: the quickstart has no IdP to sign in at, but
-/// reading a session cookie needs none.
-pub fn quickstart_with_browser_sign_in() -> String {
-    let config = quickstart_config(true);
-    let issuer_line = "    email_claim: email\n";
-    assert!(
-        config.contains(issuer_line),
-        "the quickstart's issuer changed; update the bench"
-    );
-    let mut config = config.replacen(
-        issuer_line,
-        &format!("{issuer_line}    browser_client: {{client_id: gerrit-web, client_auth: none}}\n"),
-        1,
-    );
-    for route in ["  - name: gerrit-team-a\n", "  - name: gerrit-signed-in\n"] {
-        assert!(
-            config.contains(route),
-            "the quickstart's routes changed; update the bench"
-        );
-        config = config.replacen(route, &format!("{route}    browser_sign_in: true\n"), 1);
-    }
-    config.push_str("\nbrowser_sessions:\n  key_files: [session-key]\n");
-    config
-}
-
 pub fn gerrit_config(gerrit_url: &str, gerrit_user: &str) -> String {
     config(
         super::requests::ED_ISSUER,

@@ -117,6 +117,9 @@ impl KeyRing {
                 .map_err(|_| KeyError::Malformed("refused by AES-256-GCM".into()))?;
             ring.push(RingKey { id, key });
         }
+        // aws-lc seeds its generator on first use, 35-45 ms of jitter entropy here: pay
+        // it while the config loads, not in the first sign-in's check.
+        let _ = aws_lc_rs::rand::fill(&mut [0u8; 1]);
         Ok(KeyRing { keys: ring })
     }
 

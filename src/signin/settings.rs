@@ -49,6 +49,9 @@ pub struct BrowserClient {
 pub struct SessionSettings {
     /// The session cookie's name; its chunks and login cookies start with it.
     pub cookie_name: String,
+    /// The cookie holding the ID token for sign-out
+    /// ([`SessionSettings::hint_cookie_name_of`] the session cookie's name).
+    pub hint_cookie_name: String,
     /// The keys cookies are sealed with.
     pub keys: Arc<KeyRing>,
     /// Lifetime, idle timeout, refresh margin.
@@ -71,17 +74,17 @@ impl SessionSettings {
     /// Whether cookie `name` is one of mesh-authz's (the session, its chunks, sign-ins in
     /// progress): never sent upstream.
     pub fn is_ours(&self, name: &str) -> bool {
-        name == self.hint_cookie_name()
+        name == self.hint_cookie_name
             || name
                 .strip_prefix(self.cookie_name.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
     }
 
-    /// The cookie holding the ID token for sign-out, sent by the browser to the sign-out
-    /// path only. Its path is not `/`, which a `__Host-` name requires, so it is a
-    /// `__Secure-` one.
-    pub fn hint_cookie_name(&self) -> String {
-        let base = self.cookie_name.trim_start_matches("__Host-");
+    /// The name of the cookie holding the ID token for sign-out, sent by the browser to
+    /// the sign-out path only. Its path is not `/`, which a `__Host-` name requires, so it
+    /// is a `__Secure-` one.
+    pub fn hint_cookie_name_of(cookie_name: &str) -> String {
+        let base = cookie_name.trim_start_matches("__Host-");
         let base = base.trim_start_matches("__Secure-");
         format!("__Secure-{base}-hint")
     }

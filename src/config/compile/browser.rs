@@ -235,6 +235,7 @@ fn compile_sessions(
     }
     Some(SessionSettings {
         cookie_name: raw.cookie_name.clone(),
+        hint_cookie_name: SessionSettings::hint_cookie_name_of(&raw.cookie_name),
         keys: Arc::new(keys?),
         times: SessionTimes {
             lifetime: raw.lifetime,
