@@ -1058,7 +1058,8 @@ fn session_part(bench: &mut Bench) {
         bench.h2load_warmup(&mesh, body);
     }
     let mut rounds: [Vec<Stats>; 2] = Default::default();
-    for round in 0..bench.scale.rounds {
+    // Twice the other parts' rounds: the two differ by less than one run's noise here.
+    for round in 0..bench.scale.rounds * 2 {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let body = if i == 0 { &session_body } else { &token_body };
