@@ -23,6 +23,8 @@
 //!                        │           OIDC code flow with PKCE answered at the gateway
 //!                        │           (start, callback, sign-out), sealed session cookies
 //!                        │           read and refreshed; its own answers (redirects, pages)
+//!                        ├─ oidc     the IdP as an OAuth client sees it: discovery, the
+//!                        │           token endpoint, the device grant (also the CLI's)
 //!                        ├─ authn    token extraction, JWT verification, JWKS store,
 //!                        │           ID tokens for sign-in
 //!                        ├─ gerrit   REST client (accounts resolved by exact query),
@@ -49,7 +51,10 @@
 //!   `/metrics`, authenticated group cache invalidation and Gerrit's group events, passed
 //!   on to the other replicas first and retried (`admin::Peers`).
 //! - [`telemetry`]: logging setup, Prometheus metrics, the audit log.
-//! - `main.rs`: the CLI (`serve`, `validate` with route overlap findings, `check`).
+//! - [`credential`]: the developer's side, for git and kubectl: `login` (the device
+//!   grant), the token store, git's credential helper and kubectl's exec plugin.
+//! - `main.rs`: the CLI (`serve`, `validate` with route overlap findings, `check`,
+//!   `login`, `logout`, `credential`, `kubectl-credential`).
 //!
 //! Outside `src/`:
 //! - `tests/`: one file per behaviour area, against the real server over sockets (and a
@@ -66,9 +71,11 @@ pub mod admin;
 pub mod authn;
 pub mod authorize;
 pub mod config;
+pub mod credential;
 pub mod ext_authz;
 pub mod gerrit;
 pub mod identity;
+pub mod oidc;
 pub mod policy;
 pub mod request;
 pub mod server;

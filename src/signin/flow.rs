@@ -11,13 +11,13 @@
 use super::answer::Answer;
 use super::cookies::{self, CookieAttributes};
 use super::login::{same_host_target, PendingLogin, LOGIN_TTL_SECS};
-use super::oidc::{OidcError, Provider, Tokens};
 use super::session::{
     Session, SessionClock, Standing, HINT_PURPOSE, LOGIN_PURPOSE, SESSION_PURPOSE,
 };
 use super::settings::{BrowserSignInConfig, SessionSettings};
 use crate::authn::{AuthnError, TokenVerifier};
 use crate::identity::Identity;
+use crate::oidc::{OidcError, Provider, Tokens};
 use crate::request::cookie::{CookieJar, Lookup};
 use crate::request::RequestView;
 use std::collections::HashMap;
@@ -371,14 +371,14 @@ impl BrowserSignIn {
                 return answer;
             }
         };
+        let Some(id_token) = tokens.id_token else {
+            let mut answer = idp_unavailable(&OidcError::NoIdToken);
+            answer.set_cookies = spent;
+            return answer;
+        };
         let client_id = &provider.client().client_id;
         let verified = match verifier
-            .verify_id_token(
-                &tokens.id_token,
-                &login.issuer,
-                client_id,
-                Some(&login.nonce),
-            )
+            .verify_id_token(&id_token, &login.issuer, client_id, Some(&login.nonce))
             .await
         {
             Ok(v) => v,
@@ -405,7 +405,7 @@ impl BrowserSignIn {
             started: at,
             seen: at,
             refresh_token: tokens.refresh_token,
-            id_token: Some(tokens.id_token),
+            id_token: Some(id_token),
         };
         let mut set_cookies = spent;
         match self.session_cookies(&session, at, 0) {
@@ -614,9 +614,10 @@ impl BrowserSignIn {
             .refreshes
             .try_get_with(key, async move {
                 let tokens: Tokens = provider.refresh(&refresh_token).await?;
+                let id_token = tokens.id_token.ok_or(OidcError::NoIdToken)?;
                 let client_id = provider.client().client_id.clone();
                 let verified = verifier
-                    .verify_id_token(&tokens.id_token, &old.iss, &client_id, None)
+                    .verify_id_token(&id_token, &old.iss, &client_id, None)
                     .await
                     .map_err(|e| OidcError::Refused {
                         error: "invalid_id_token".into(),
@@ -640,7 +641,7 @@ impl BrowserSignIn {
                         exp: verified.exp,
                         seen: now(),
                         refresh_token: tokens.refresh_token,
-                        id_token: Some(tokens.id_token),
+                        id_token: Some(id_token),
                         ..old
                     },
                 })

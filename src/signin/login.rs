@@ -35,7 +35,7 @@ pub struct PendingLogin {
 
 impl PendingLogin {
     /// A new sign-in with fresh random `state`, `nonce` and PKCE verifier (the redirect
-    /// carries the verifier's S256 challenge: [`super::oidc::Provider::authorization_url`]).
+    /// carries the verifier's S256 challenge: [`crate::oidc::Provider::authorization_url`]).
     pub fn start(issuer: &str, return_to: &str, now: u64) -> Self {
         PendingLogin {
             state: CsrfToken::new_random().secret().clone(),

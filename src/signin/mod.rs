@@ -11,7 +11,6 @@
 //! - [`session`]: what a session cookie holds and how long it is good for.
 //! - [`seal`]: AES-256-GCM under a key ring, so cookies open on every replica and keys
 //!   rotate without signing anyone out.
-//! - [`oidc`]: the IdP: discovery, the authorization URL, code exchange and refresh.
 //! - [`settings`]: the configured clients and session cookie.
 //! - [`cookies`]: the `Cookie` header read with bounds, sessions split into chunks, and
 //!   the header sent upstream without mesh-authz's cookies.
@@ -21,11 +20,10 @@ pub mod cookies;
 pub mod flow;
 pub mod login;
 pub mod navigation;
-pub mod oidc;
 pub mod seal;
 pub mod session;
 pub mod settings;
 
 pub use answer::Answer;
 pub use flow::{BrowserSignIn, Reserved, SessionCheck};
-pub use settings::{BrowserClient, BrowserSignInConfig, ClientAuth, ClientSecret, SessionSettings};
+pub use settings::{BrowserSignInConfig, SessionSettings};

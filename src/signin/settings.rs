@@ -3,46 +3,8 @@
 
 use super::seal::KeyRing;
 use super::session::SessionTimes;
+use crate::oidc::OidcClient;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How the client authenticates at the token endpoint (RFC 6749 2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// HTTP Basic with the form-urlencoded id and secret.
-    SecretBasic,
-    /// `client_id` and `client_secret` in the form body.
-    SecretPost,
-    /// A public client: `client_id` in the body, no secret (PKCE protects the code).
-    None,
-}
-
-/// A client secret; never shown.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientSecret(pub String);
-
-impl std::fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientSecret(<redacted>)")
-    }
-}
-
-/// mesh-authz as an OIDC client of one issuer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrowserClient {
-    /// The issuer (its `iss`; discovery is `{issuer}/.well-known/openid-configuration`).
-    pub issuer: String,
-    /// The registered client id.
-    pub client_id: String,
-    /// The secret, unless the client is public.
-    pub secret: Option<ClientSecret>,
-    /// How the secret is sent.
-    pub auth: ClientAuth,
-    /// Scopes asked for (with `openid`).
-    pub scopes: Vec<String>,
-    /// Timeout of one request to the IdP.
-    pub timeout: Duration,
-}
 
 /// The session cookie and the paths mesh-authz answers itself.
 #[derive(Debug, Clone)]
@@ -96,5 +58,5 @@ pub struct BrowserSignInConfig {
     /// The session cookie.
     pub sessions: SessionSettings,
     /// One client per issuer with a `browser_client`.
-    pub clients: Vec<BrowserClient>,
+    pub clients: Vec<OidcClient>,
 }

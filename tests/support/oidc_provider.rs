@@ -2,7 +2,8 @@
 //! Discovery 1.0 and RP-Initiated Logout 1.0, OAuth 2.0 (RFC 6749) and PKCE (RFC 7636),
 //! for tests of a relying party's browser sign-in: a real login form a WebDriver can fill
 //! in, authorization codes bound to a PKCE challenge, a token endpoint authenticating
-//! clients, refresh tokens with rotation, and an end-session endpoint.
+//! clients, refresh tokens with rotation, an end-session endpoint, and for command-line
+//! clients the device authorization grant (RFC 8628, in `oidc_provider/device.rs`).
 //!
 //! It is strict where a relying party could get the protocol wrong (exact redirect URIs,
 //! S256 only, single-use codes, the registered client authentication method) and answers
@@ -26,6 +27,8 @@
 //! - The end-session endpoint signs out at once (no confirmation page); an `id_token_hint`
 //!   must be an ID token this provider issued, expired ones included (RP-Initiated Logout
 //!   2: the OP SHOULD accept them).
+
+mod device;
 
 use super::tokens;
 use axum::body::Bytes;
@@ -52,6 +55,9 @@ pub enum ClientAuth {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form body.
     ClientSecretPost,
+    /// A public client (`token_endpoint_auth_method` `none`): `client_id` in the body and
+    /// no secret, as command-line clients are registered.
+    None,
 }
 
 /// A registered client (relying party).
@@ -146,6 +152,10 @@ pub struct OidcConfig {
     pub issue_refresh_tokens: bool,
     /// The fixture key (`tokens.rs`) that signs ID tokens; its name is the `kid`.
     pub signing_key: String,
+    /// A device code's `expires_in` (RFC 8628 3.2).
+    pub device_code_lifetime: Duration,
+    /// The polling `interval` a device authorization answers (whole seconds).
+    pub device_poll_interval: Duration,
 }
 
 impl Default for OidcConfig {
@@ -158,6 +168,8 @@ impl Default for OidcConfig {
             rotate_refresh_tokens: true,
             issue_refresh_tokens: true,
             signing_key: "rsa-a".to_string(),
+            device_code_lifetime: Duration::from_secs(600),
+            device_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -199,6 +211,15 @@ pub struct Stats {
     pub refresh_token_reuses: usize,
     /// Accepted end-session requests.
     pub logouts: usize,
+    /// Device authorization requests answered.
+    pub device_authorizations: usize,
+    /// Token requests with the device code grant, answered or refused.
+    pub device_polls: usize,
+    /// Polls answered `slow_down`.
+    pub slow_downs: usize,
+    /// Device authorizations approved, and denied.
+    pub device_approvals: usize,
+    pub device_denials: usize,
 }
 
 /// An accepted end-session request, as sent.
@@ -233,6 +254,8 @@ impl FakeOidcProvider {
             .route("/authorize", get(authorize_page).post(authorize_submit))
             .route("/token", post(token))
             .route("/logout", get(end_session_get).post(end_session_post))
+            .route("/device/code", post(device::authorize))
+            .route("/device", get(device::page).post(device::submit))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -268,6 +291,27 @@ impl FakeOidcProvider {
     /// `{issuer}/logout`.
     pub fn end_session_endpoint(&self) -> String {
         format!("{}/logout", self.shared.issuer)
+    }
+
+    /// `{issuer}/device/code`.
+    pub fn device_authorization_endpoint(&self) -> String {
+        format!("{}/device/code", self.shared.issuer)
+    }
+
+    /// Approves the pending device authorization showing `user_code` for `username`,
+    /// as the person would on the verification page. False when there is none.
+    pub fn approve_device(&self, user_code: &str, username: &str) -> bool {
+        self.shared.approve_device(user_code, username)
+    }
+
+    /// Denies the pending device authorization showing `user_code`.
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        self.shared.deny_device(user_code)
+    }
+
+    /// The user codes of pending device authorizations (`XXXX-XXXX`), oldest first.
+    pub fn pending_user_codes(&self) -> Vec<String> {
+        self.shared.pending_user_codes()
     }
 
     /// The listening address.
@@ -378,6 +422,8 @@ struct Shared {
     clock_offset: AtomicU64,
     /// Milliseconds the token endpoint waits before answering (a slow IdP).
     token_delay_ms: AtomicU64,
+    device_code_lifetime: u64,
+    device_poll_interval: u64,
     state: Mutex<ProviderState>,
 }
 
@@ -391,6 +437,8 @@ struct ProviderState {
     next_grant: u64,
     stats: Stats,
     last_logout: Option<Logout>,
+    /// Device authorizations by device code.
+    device_codes: HashMap<String, device::DeviceGrant>,
 }
 
 /// A validated authorization request (OIDC Core 3.1.2.1).
@@ -465,6 +513,8 @@ impl Shared {
             deny_next: AtomicBool::new(false),
             clock_offset: AtomicU64::new(0),
             token_delay_ms: AtomicU64::new(0),
+            device_code_lifetime: config.device_code_lifetime.as_secs(),
+            device_poll_interval: config.device_poll_interval.as_secs().max(1),
             state: Mutex::new(ProviderState::default()),
         }
     }
@@ -494,8 +544,11 @@ fn discovery_document(issuer: &str, alg: &str) -> Value {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "device_authorization_endpoint": format!("{issuer}/device/code"),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "grant_types_supported": [
+            "authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"
+        ],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "claims_supported": [
             "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce",
@@ -1065,6 +1118,7 @@ fn token_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Val
         "scope",
         "client_id",
         "client_secret",
+        "device_code",
     ]) {
         return Err(duplicate.into());
     }
@@ -1073,9 +1127,10 @@ fn token_answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Val
         None => Err(TokenError::invalid_request("grant_type is required")),
         Some("authorization_code") => redeem_code(shared, &client, &params),
         Some("refresh_token") => refresh(shared, &client, &params),
+        Some(device::GRANT_TYPE) => device::redeem(shared, &client, &params),
         Some(_) => Err(TokenError::bad_request(
             "unsupported_grant_type",
-            "supported: authorization_code, refresh_token",
+            "supported: authorization_code, refresh_token, device_code",
         )),
     }
 }
@@ -1152,6 +1207,7 @@ fn authenticate_client(
                 secret.to_string(),
                 ClientAuth::ClientSecretPost,
             ),
+            (Some(id), None) => (id.to_string(), String::new(), ClientAuth::None),
             _ => {
                 return Err(TokenError::invalid_client(
                     "client authentication required",
@@ -1184,6 +1240,7 @@ fn auth_method_name(method: ClientAuth) -> &'static str {
     match method {
         ClientAuth::ClientSecretBasic => "client_secret_basic",
         ClientAuth::ClientSecretPost => "client_secret_post",
+        ClientAuth::None => "none",
     }
 }
 

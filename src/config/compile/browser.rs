@@ -2,11 +2,10 @@
 
 use super::*;
 use crate::config::schema::{RawBrowserClient, RawBrowserSessions};
+use crate::oidc::{ClientAuth, ClientSecret, OidcClient};
 use crate::signin::seal::KeyRing;
 use crate::signin::session::SessionTimes;
-use crate::signin::{
-    BrowserClient, BrowserSignInConfig, ClientAuth, ClientSecret, SessionSettings,
-};
+use crate::signin::{BrowserSignInConfig, SessionSettings};
 
 /// The browser sign-in config, if any issuer has a `browser_client`; reports what is
 /// missing or wrong, and the files read (keys, secrets) into `referenced`.
@@ -16,7 +15,7 @@ pub(super) fn compile_browser(
     referenced: &mut Vec<PathBuf>,
     p: &mut Problems,
 ) -> Option<BrowserSignInConfig> {
-    let clients: Vec<BrowserClient> = raw
+    let clients: Vec<OidcClient> = raw
         .issuers
         .iter()
         .enumerate()
@@ -56,7 +55,7 @@ fn compile_client(
     files: &FileResolver,
     referenced: &mut Vec<PathBuf>,
     p: &mut Problems,
-) -> Option<BrowserClient> {
+) -> Option<OidcClient> {
     if raw.client_id.is_empty() {
         p.add(format!("{path}.client_id"), "must not be empty");
     }
@@ -135,7 +134,7 @@ fn compile_client(
             }
         }
     };
-    Some(BrowserClient {
+    Some(OidcClient {
         issuer: issuer.to_string(),
         client_id: raw.client_id.clone(),
         secret,

@@ -1,8 +1,8 @@
-//! The IdP as an OIDC client sees it: discovery (where to send the browser, where to
-//! exchange codes, where to sign out) and the token endpoint (the code exchange and the
-//! refresh grant), through the `oauth2` crate.
+//! One issuer's IdP: discovery (where to send the browser, where to exchange codes, where
+//! to sign out, where devices start) and the token endpoint (the code exchange and the
+//! refresh grant).
 
-use super::settings::{BrowserClient, ClientAuth};
+use super::{ClientAuth, OidcClient, OidcError};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
     BasicTokenType,
@@ -29,30 +29,6 @@ const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 /// Largest discovery document read.
 const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
 
-/// Why the IdP could not be used.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum OidcError {
-    /// The IdP could not be reached, or answered with a server error or garbage: cannot
-    /// decide, try later.
-    #[error("the IdP is unavailable: {0}")]
-    Unavailable(String),
-    /// The discovery document is not usable (wrong issuer, missing endpoints).
-    #[error("the IdP's discovery document is not usable: {0}")]
-    Discovery(String),
-    /// The token endpoint refused (`invalid_grant`: a used, expired or revoked code or
-    /// refresh token).
-    #[error("the IdP refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Refused {
-        /// The OAuth error code.
-        error: String,
-        /// The IdP's description, if any.
-        description: Option<String>,
-    },
-    /// The token endpoint answered without an ID token.
-    #[error("the IdP's answer has no ID token")]
-    NoIdToken,
-}
-
 /// The endpoints discovery names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
@@ -62,6 +38,8 @@ pub struct Endpoints {
     pub token: TokenUrl,
     /// Where the browser signs out (RP-Initiated Logout), if the IdP has one.
     pub end_session: Option<url::Url>,
+    /// Where a device starts a sign-in (RFC 8628), if the IdP has one.
+    pub device_authorization: Option<oauth2::DeviceAuthorizationUrl>,
 }
 
 #[derive(Deserialize)]
@@ -70,13 +48,19 @@ struct Discovery {
     authorization_endpoint: String,
     token_endpoint: String,
     end_session_endpoint: Option<String>,
+    device_authorization_endpoint: Option<String>,
 }
 
 /// What a token endpoint answered, tokens hidden from `Debug`.
 #[derive(Clone)]
 pub struct Tokens {
-    /// The ID token (verified by the caller).
-    pub id_token: String,
+    /// The ID token (verified by the caller). A refresh answer may lack one (OIDC Core
+    /// 12.2).
+    pub id_token: Option<String>,
+    /// The access token.
+    pub access_token: String,
+    /// The access token's lifetime, if the IdP said.
+    pub expires_in: Option<Duration>,
     /// A refresh token, if the IdP gave one.
     pub refresh_token: Option<String>,
 }
@@ -94,7 +78,7 @@ impl std::fmt::Debug for Tokens {
 
 /// The OIDC fields of a token response (OIDC Core 3.1.3.3).
 #[derive(Clone, Serialize, Deserialize)]
-struct IdTokenFields {
+pub(super) struct IdTokenFields {
     id_token: Option<String>,
 }
 
@@ -106,7 +90,20 @@ impl std::fmt::Debug for IdTokenFields {
 
 impl ExtraTokenFields for IdTokenFields {}
 
-type OidcTokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+pub(super) type OidcTokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+/// The oauth2 client with no endpoint set.
+pub(super) type BareClient = Client<
+    BasicErrorResponse,
+    OidcTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+>;
 type TokenClient = Client<
     BasicErrorResponse,
     OidcTokenResponse,
@@ -122,7 +119,7 @@ type TokenClient = Client<
 
 /// One issuer's IdP, for browser sign-in.
 pub struct Provider {
-    client: BrowserClient,
+    client: OidcClient,
     http: reqwest::Client,
     discovered: Mutex<Discovered>,
 }
@@ -148,7 +145,7 @@ impl std::fmt::Debug for Provider {
 impl Provider {
     /// A provider for `client`, with an HTTP client that follows no redirects (an IdP
     /// endpoint that redirects is a misconfiguration, not something to chase).
-    pub fn new(client: BrowserClient) -> Self {
+    pub fn new(client: OidcClient) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(client.timeout)
@@ -162,8 +159,12 @@ impl Provider {
     }
 
     /// The configured client.
-    pub fn client(&self) -> &BrowserClient {
+    pub fn client(&self) -> &OidcClient {
         &self.client
+    }
+
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The endpoints, from discovery (fetched once an hour; one fetch at a time; after a
@@ -259,13 +260,24 @@ impl Provider {
                 .as_deref()
                 .map(|u| url_of("end_session_endpoint", u))
                 .transpose()?,
+            device_authorization: doc
+                .device_authorization_endpoint
+                .as_deref()
+                .map(|u| url_of("device_authorization_endpoint", u))
+                .transpose()?
+                .map(oauth2::DeviceAuthorizationUrl::from_url),
         })
     }
 
     fn token_client(&self, endpoints: &Endpoints) -> TokenClient {
-        let client = Client::new(ClientId::new(self.client.client_id.clone()))
+        self.client_without_endpoints()
             .set_auth_uri(endpoints.authorization.clone())
-            .set_token_uri(endpoints.token.clone());
+            .set_token_uri(endpoints.token.clone())
+    }
+
+    /// The client, its secret and how it is sent; no endpoints yet.
+    pub(super) fn client_without_endpoints(&self) -> BareClient {
+        let client = Client::new(ClientId::new(self.client.client_id.clone()));
         let client = match &self.client.secret {
             Some(secret) => client.set_client_secret(ClientSecret::new(secret.0.clone())),
             None => client,
@@ -324,7 +336,7 @@ impl Provider {
             .request_async(&Bounded(&self.http))
             .await
             .map_err(token_error)?;
-        tokens(answer)
+        Ok(tokens(answer))
     }
 
     /// Uses a refresh token; with rotation, the answer carries the next one.
@@ -337,7 +349,7 @@ impl Provider {
             .request_async(&Bounded(&self.http))
             .await
             .map_err(token_error)?;
-        let mut tokens = tokens(answer)?;
+        let mut tokens = tokens(answer);
         // RFC 6749 6: without a new refresh token, the old one stays good.
         if tokens.refresh_token.is_none() {
             tokens.refresh_token = Some(refresh_token.to_string());
@@ -348,7 +360,7 @@ impl Provider {
 
 /// The IdP's HTTP client for the token endpoint, reading at most
 /// [`MAX_TOKEN_ANSWER_BYTES`] of an answer (oauth2's own reqwest client reads it whole).
-struct Bounded<'a>(&'a reqwest::Client);
+pub(super) struct Bounded<'a>(pub(super) &'a reqwest::Client);
 
 impl<'c> oauth2::AsyncHttpClient<'c> for Bounded<'_> {
     type Error = oauth2::HttpClientError<reqwest::Error>;
@@ -383,19 +395,16 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Bounded<'_> {
     }
 }
 
-fn tokens(answer: OidcTokenResponse) -> Result<Tokens, OidcError> {
-    let id_token = answer
-        .extra_fields()
-        .id_token
-        .clone()
-        .ok_or(OidcError::NoIdToken)?;
-    Ok(Tokens {
-        id_token,
+pub(super) fn tokens(answer: OidcTokenResponse) -> Tokens {
+    Tokens {
+        id_token: answer.extra_fields().id_token.clone(),
+        access_token: answer.access_token().secret().clone(),
+        expires_in: answer.expires_in(),
         refresh_token: answer.refresh_token().map(|t| t.secret().clone()),
-    })
+    }
 }
 
-fn token_error<RE: std::error::Error + 'static>(
+pub(super) fn token_error<RE: std::error::Error + 'static>(
     e: RequestTokenError<RE, BasicErrorResponse>,
 ) -> OidcError {
     match e {
@@ -413,14 +422,26 @@ fn token_error<RE: std::error::Error + 'static>(
 
 /// A reqwest error without its URL: the message says what failed, the log line's
 /// context says where.
-fn without_url(e: reqwest::Error) -> String {
-    e.without_url().to_string()
+pub(super) fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    // reqwest says "error sending request"; the cause (refused, DNS, TLS) is below it.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signin::settings::{BrowserClient, ClientAuth};
+    use crate::oidc::{ClientAuth, OidcClient};
 
     /// An IdP whose token endpoint answers `token_answer`.
     async fn idp(token_answer: String) -> Provider {
@@ -444,7 +465,7 @@ mod tests {
                 }),
             );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Provider::new(BrowserClient {
+        Provider::new(OidcClient {
             issuer,
             client_id: "gerrit-web".into(),
             secret: None,
@@ -492,7 +513,8 @@ mod tests {
             .exchange_code("code", "verifier", "https://h/cb")
             .await
             .unwrap();
-        assert_eq!(tokens.id_token, "x.y.z");
+        assert_eq!(tokens.id_token.as_deref(), Some("x.y.z"));
+        assert_eq!(tokens.access_token, "a");
         assert_eq!(tokens.refresh_token.as_deref(), Some("r"));
     }
 
