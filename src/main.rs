@@ -1,9 +1,11 @@
-//! The `mesh-authz` command line: `serve`, `validate`, `check`.
+//! The `mesh-authz` command line: `serve`, `validate`, `check`; and for developers
+//! `login`, `logout`, `credential` (git) and `kubectl-credential`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mesh_authz::authorize::{Authorizer, Verdict};
 use mesh_authz::config::{self, Config};
+use mesh_authz::credential;
 use mesh_authz::ext_authz::denial_body;
 use mesh_authz::policy::overlap::{self, Finding};
 use mesh_authz::policy::HeaderChanges;
@@ -54,6 +56,45 @@ enum Command {
     ///
     /// Exit status: 0 allowed, 1 denied, 3 cannot decide, 2 bad usage or config.
     Check(CheckArgs),
+    /// Sign in for git and kubectl through the gateway (OAuth device grant): prints a
+    /// code to approve in a browser, then stores a refresh token (mode 0600).
+    Login {
+        /// The gateway host, as in the client config (needed when it lists several).
+        host: Option<String>,
+        /// Client config; default `~/.config/mesh-authz/client.yaml`.
+        #[arg(long, env = "MESH_AUTHZ_CLIENT_CONFIG")]
+        client_config: Option<PathBuf>,
+        /// Do not open a browser; only print the page and the code.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Forget the stored sign-in for a gateway.
+    Logout {
+        /// The gateway host (needed when the client config lists several).
+        host: Option<String>,
+        /// Client config; default `~/.config/mesh-authz/client.yaml`.
+        #[arg(long, env = "MESH_AUTHZ_CLIENT_CONFIG")]
+        client_config: Option<PathBuf>,
+    },
+    /// git's credential helper: `git config --global
+    /// credential.https://HOST.helper 'mesh-authz credential'`.
+    Credential {
+        /// The operation git asks for: get, store or erase.
+        operation: String,
+        /// Client config; default `~/.config/mesh-authz/client.yaml`.
+        #[arg(long, env = "MESH_AUTHZ_CLIENT_CONFIG")]
+        client_config: Option<PathBuf>,
+    },
+    /// kubectl's exec credential plugin (`users[].user.exec` in a kubeconfig).
+    KubectlCredential {
+        /// The gateway host; default: the cluster's server when the kubeconfig sets
+        /// `provideClusterInfo: true`.
+        #[arg(long)]
+        host: Option<String>,
+        /// Client config; default `~/.config/mesh-authz/client.yaml`.
+        #[arg(long, env = "MESH_AUTHZ_CLIENT_CONFIG")]
+        client_config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -111,12 +152,80 @@ fn main() -> ExitCode {
         Command::Serve { config, log_format } => runtime.block_on(serve(config, log_format)),
         Command::Validate { config } => validate(&config),
         Command::Check(args) => runtime.block_on(check(args)),
+        Command::Login {
+            host,
+            client_config,
+            no_browser,
+        } => {
+            let done = runtime.block_on(credential::commands::login(
+                client_config.as_deref(),
+                host.as_deref(),
+                !no_browser,
+            ));
+            return credential_exit(done);
+        }
+        Command::Logout {
+            host,
+            client_config,
+        } => {
+            let done = credential::commands::logout(client_config.as_deref(), host.as_deref());
+            if let Ok(removed) = &done {
+                eprintln!(
+                    "{}",
+                    if *removed {
+                        "Signed out."
+                    } else {
+                        "Not signed in."
+                    }
+                );
+            }
+            return credential_exit(done.map(|_| ()));
+        }
+        Command::Credential {
+            operation,
+            client_config,
+        } => {
+            let outcome = runtime.block_on(credential::commands::git_helper(
+                client_config.as_deref(),
+                &operation,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            ));
+            return match outcome {
+                credential::commands::Outcome::Done => ExitCode::SUCCESS,
+                credential::commands::Outcome::Failed(e) => credential_exit(Err(e)),
+            };
+        }
+        Command::KubectlCredential {
+            host,
+            client_config,
+        } => {
+            let exec_info = std::env::var("KUBERNETES_EXEC_INFO").ok();
+            let done = runtime.block_on(credential::commands::kubectl_plugin(
+                client_config.as_deref(),
+                host.as_deref(),
+                exec_info.as_deref(),
+                &mut std::io::stdout().lock(),
+            ));
+            return credential_exit(done);
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The exit of a developer command: its message on stderr, status 1.
+fn credential_exit(done: Result<(), credential::CredentialError>) -> ExitCode {
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-authz: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -387,7 +496,7 @@ impl Redactor {
                 match source {
                     TokenSource::Query(name) => query_names.push(name),
                     TokenSource::Header(name) => header_names.push(name),
-                    TokenSource::Bearer | TokenSource::Cookie(_) => {}
+                    TokenSource::Bearer | TokenSource::Basic | TokenSource::Cookie(_) => {}
                 }
             }
         }

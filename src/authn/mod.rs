@@ -24,6 +24,12 @@ pub enum AuthnError {
     /// An `Authorization` header with another scheme or no credentials.
     #[error("Authorization header is not a Bearer token")]
     NotBearer,
+    /// On a route that also takes Basic: an `Authorization` header with another scheme.
+    #[error("Authorization header is neither a Bearer token nor Basic credentials")]
+    NotBearerOrBasic,
+    /// Basic credentials that are not base64 of `user:password` with a password.
+    #[error("Basic credentials are not base64 of user:token")]
+    BadBasic,
     /// The token is longer than the configured limit (default
     /// [`DEFAULT_MAX_TOKEN_BYTES`]).
     #[error("token too large")]
@@ -98,6 +104,8 @@ impl AuthnError {
         match self {
             AuthnError::MissingToken => "missing_token",
             AuthnError::NotBearer => "not_bearer",
+            AuthnError::NotBearerOrBasic => "not_bearer_or_basic",
+            AuthnError::BadBasic => "bad_basic",
             AuthnError::TooLarge => "token_too_large",
             AuthnError::Malformed => "malformed_token",
             AuthnError::RepeatedToken => "repeated_token",
@@ -127,7 +135,10 @@ impl AuthnError {
         match self {
             AuthnError::MissingToken => None,
             // RFC 6750 §3.1: a repeated parameter is a malformed request.
-            AuthnError::NotBearer | AuthnError::RepeatedToken => Some("invalid_request"),
+            AuthnError::NotBearer
+            | AuthnError::NotBearerOrBasic
+            | AuthnError::BadBasic
+            | AuthnError::RepeatedToken => Some("invalid_request"),
             _ => Some("invalid_token"),
         }
     }

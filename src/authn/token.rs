@@ -13,6 +13,11 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub enum TokenSource {
     /// `Authorization: Bearer <token>`, scheme matched case-insensitively.
     Bearer,
+    /// `Authorization: Basic base64(user:token)` (RFC 7617), as git sends what its
+    /// credential helper gave: the password is the token. The user name is ignored: only
+    /// the token is verified, and a route taking Basic always removes `Authorization`
+    /// upstream, so the name reaches nobody who could trust it.
+    Basic,
     /// The whole value of a named header (lower-case name).
     Header(String),
     /// A named cookie.
@@ -22,12 +27,17 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    /// Parses `bearer`, `header:NAME`, `cookie:NAME` or `query:NAME`.
+    /// Parses `bearer`, `basic`, `header:NAME`, `cookie:NAME` or `query:NAME`.
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let bad =
-            || format!("{spec:?} is not `bearer`, `header:NAME`, `cookie:NAME` or `query:NAME`");
-        if spec == "bearer" {
-            return Ok(TokenSource::Bearer);
+        let bad = || {
+            format!(
+                "{spec:?} is not `bearer`, `basic`, `header:NAME`, `cookie:NAME` or `query:NAME`"
+            )
+        };
+        match spec {
+            "bearer" => return Ok(TokenSource::Bearer),
+            "basic" => return Ok(TokenSource::Basic),
+            _ => {}
         }
         let (kind, name) = spec.split_once(':').ok_or_else(bad)?;
         let name = name.trim();
@@ -54,8 +64,9 @@ pub fn find_token<'a>(
 ) -> Result<Cow<'a, str>, AuthnError> {
     for source in sources {
         let found = match source {
-            TokenSource::Bearer => match req.header("authorization") {
-                Some(value) => Some(Cow::Borrowed(bearer(value)?)),
+            // One header, two schemes: the scheme sent decides which source it is.
+            TokenSource::Bearer | TokenSource::Basic => match req.header("authorization") {
+                Some(value) => Some(authorization(value, sources)?),
                 None => None,
             },
             TokenSource::Header(name) => req.header(name).map(|v| Cow::Borrowed(v.trim())),
@@ -75,16 +86,45 @@ pub fn find_token<'a>(
     Err(AuthnError::MissingToken)
 }
 
-fn bearer(value: &str) -> Result<&str, AuthnError> {
-    let (scheme, rest) = value.trim().split_once(' ').ok_or(AuthnError::NotBearer)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthnError::NotBearer);
+/// The token in an `Authorization` header, by the schemes `sources` accept.
+fn authorization<'a>(value: &'a str, sources: &[TokenSource]) -> Result<Cow<'a, str>, AuthnError> {
+    let takes_basic = sources.contains(&TokenSource::Basic);
+    let takes_bearer = sources.contains(&TokenSource::Bearer);
+    let wrong = if takes_basic {
+        AuthnError::NotBearerOrBasic
+    } else {
+        AuthnError::NotBearer
+    };
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim_start();
+    if takes_bearer && scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err(wrong);
+        }
+        return Ok(Cow::Borrowed(rest));
     }
-    let token = rest.trim_start();
-    if token.is_empty() {
-        return Err(AuthnError::NotBearer);
+    if takes_basic && scheme.eq_ignore_ascii_case("basic") {
+        return basic_password(rest).map(Cow::Owned);
     }
-    Ok(token)
+    Err(wrong)
+}
+
+/// The password of Basic credentials (RFC 7617): `base64(user ":" password)`.
+fn basic_password(credentials: &str) -> Result<String, AuthnError> {
+    use base64::Engine;
+    // Base64 is 4/3 of the token, plus the user name: far beyond that is no token.
+    if credentials.len() > DEFAULT_MAX_TOKEN_BYTES * 2 {
+        return Err(AuthnError::TooLarge);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials)
+        .map_err(|_| AuthnError::BadBasic)?;
+    let text = String::from_utf8(decoded).map_err(|_| AuthnError::BadBasic)?;
+    match text.split_once(':') {
+        Some((_, password)) if !password.is_empty() => Ok(password.to_string()),
+        _ => Err(AuthnError::BadBasic),
+    }
 }
 
 /// A cookie's value from a `Cookie` header, unquoted; one sent twice is refused.
@@ -232,6 +272,91 @@ mod tests {
         );
     }
 
+    fn basic(user_and_password: &str) -> String {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(user_and_password);
+        format!("Basic {encoded}")
+    }
+
+    #[test]
+    fn a_basic_password_is_the_token_and_the_user_name_is_ignored() {
+        for user in ["alice", "someone-else", "", "a@b.c"] {
+            let header = basic(&format!("{user}:the.token.value"));
+            assert_eq!(
+                find(&[("authorization", &header)], "", &["basic"]).unwrap(),
+                "the.token.value"
+            );
+        }
+        // The password holds everything after the first colon (RFC 7617 2).
+        let header = basic("alice:to:ken");
+        assert_eq!(
+            find(&[("authorization", &header)], "", &["basic"]).unwrap(),
+            "to:ken"
+        );
+        let lower = basic("alice:t").replace("Basic", "bAsIc");
+        assert_eq!(
+            find(&[("authorization", &lower)], "", &["basic"]).unwrap(),
+            "t"
+        );
+    }
+
+    #[test]
+    fn bearer_and_basic_on_one_route_are_chosen_by_the_scheme() {
+        let header = basic("git:t1");
+        for sources in [&["bearer", "basic"][..], &["basic", "bearer"][..]] {
+            assert_eq!(
+                find(&[("authorization", &header)], "", sources).unwrap(),
+                "t1"
+            );
+            assert_eq!(
+                find(&[("authorization", "Bearer t2")], "", sources).unwrap(),
+                "t2"
+            );
+            assert_eq!(
+                find(&[("authorization", "Digest x")], "", sources),
+                Err(AuthnError::NotBearerOrBasic)
+            );
+        }
+        // A route without `basic` still refuses Basic credentials.
+        assert_eq!(
+            find(&[("authorization", &header)], "", &["bearer"]),
+            Err(AuthnError::NotBearer)
+        );
+        assert_eq!(
+            find(&[("authorization", "Bearer t")], "", &["basic"]),
+            Err(AuthnError::NotBearerOrBasic)
+        );
+    }
+
+    #[test]
+    fn broken_basic_credentials_are_refused_as_such() {
+        for header in [
+            "Basic".to_string(),
+            "Basic !!!not-base64".to_string(),
+            basic("no-colon"),
+            basic("alice:"),
+            format!(
+                "Basic {}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    [0xff, b':', 0xfe]
+                )
+            ),
+        ] {
+            assert_eq!(
+                find(&[("authorization", &header)], "", &["basic"]),
+                Err(AuthnError::BadBasic),
+                "{header}"
+            );
+        }
+        // Far beyond any token: refused before decoding.
+        let huge = format!("Basic {}", "QUFB".repeat(DEFAULT_MAX_TOKEN_BYTES));
+        assert_eq!(
+            find(&[("authorization", &huge)], "", &["basic"]),
+            Err(AuthnError::TooLarge)
+        );
+    }
+
     #[test]
     fn query_tokens_are_ignored_unless_configured() {
         assert_eq!(
@@ -246,9 +371,11 @@ mod tests {
             TokenSource::parse("header:X-Token"),
             Ok(TokenSource::Header("x-token".into()))
         );
+        assert_eq!(TokenSource::parse("basic"), Ok(TokenSource::Basic));
         for bad in [
             "",
             "bearer:x",
+            "basic:x",
             "header:",
             "cookie:a b",
             "form:x",

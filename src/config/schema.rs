@@ -473,7 +473,8 @@ pub struct RawRoute {
     /// audience its issuer accepts.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Where to look for the token: `bearer`, `header:NAME`, `cookie:NAME`, `query:NAME`.
+    /// Where to look for the token: `bearer`, `basic` (the password of HTTP Basic, as git
+    /// sends it), `header:NAME`, `cookie:NAME`, `query:NAME`.
     /// A token cookie or query parameter sent twice is refused, not picked.
     #[serde(default = "default_token_from")]
     pub token_from: Vec<String>,

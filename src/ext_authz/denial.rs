@@ -11,6 +11,31 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 /// The realm in `WWW-Authenticate`.
 const REALM: &str = "mesh-authz";
 
+/// The scheme a 401 asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Bearer` with the RFC 6750 error.
+    Bearer,
+    /// `Basic`, on a route that takes the token as a Basic password: what makes git ask
+    /// its credential helper. Only Basic is offered there, because curl (git's HTTP
+    /// client) prefers a Bearer challenge to a Basic one, and git has no bearer token to
+    /// answer it with.
+    Basic,
+}
+
+impl Challenge {
+    /// The challenge of a route (of none: Bearer).
+    pub fn of(route: Option<&crate::policy::RouteRule>) -> Self {
+        let takes_basic =
+            route.is_some_and(|r| r.token_sources.contains(&crate::authn::TokenSource::Basic));
+        if takes_basic {
+            Challenge::Basic
+        } else {
+            Challenge::Bearer
+        }
+    }
+}
+
 /// The HTTP status for a denial: 401 without a usable token, 400 for a path refused before
 /// matching, 403 otherwise.
 pub fn http_status(denial: &Denial) -> u16 {
@@ -102,10 +127,14 @@ fn json_string(out: &mut String, s: &str) {
 }
 
 /// `WWW-Authenticate` for a 401 (RFC 6750 §3): no error code when no credentials came.
-fn www_authenticate(denial: &Denial) -> Option<String> {
+/// A Basic challenge carries no error: the JSON body says what was wrong.
+fn www_authenticate(denial: &Denial, challenge: Challenge) -> Option<String> {
     let Denial::Unauthenticated(e) = denial else {
         return None;
     };
+    if challenge == Challenge::Basic {
+        return Some(format!("Basic realm=\"{REALM}\", charset=\"UTF-8\""));
+    }
     Some(match e.rfc6750_error() {
         None => format!("Bearer realm=\"{REALM}\""),
         Some(code) => {
@@ -115,13 +144,17 @@ fn www_authenticate(denial: &Denial) -> Option<String> {
 }
 
 /// The CheckResponse that makes Envoy answer the client with our denial.
-pub fn denied_response(denial: &Denial, request_id: Option<&str>) -> CheckResponse {
+pub fn denied_response(
+    denial: &Denial,
+    challenge: Challenge,
+    request_id: Option<&str>,
+) -> CheckResponse {
     let status = http_status(denial);
     let mut headers = vec![
         overwrite("content-type".into(), "application/json".into()),
         overwrite("cache-control".into(), "no-store".into()),
     ];
-    if let Some(value) = www_authenticate(denial) {
+    if let Some(value) = www_authenticate(denial, challenge) {
         headers.push(overwrite("www-authenticate".into(), value));
     }
     let (grpc_code, http_code) = match status {
@@ -184,7 +217,10 @@ mod tests {
     #[test]
     fn missing_token_gets_a_bare_bearer_challenge() {
         let d = Denial::Unauthenticated(AuthnError::MissingToken);
-        assert_eq!(www_authenticate(&d).unwrap(), "Bearer realm=\"mesh-authz\"");
+        assert_eq!(
+            www_authenticate(&d, Challenge::Bearer).unwrap(),
+            "Bearer realm=\"mesh-authz\""
+        );
         assert_eq!(http_status(&d), 401);
     }
 
@@ -192,7 +228,7 @@ mod tests {
     fn bad_token_gets_the_rfc6750_error_and_reason() {
         let d = Denial::Unauthenticated(AuthnError::Expired);
         assert_eq!(
-            www_authenticate(&d).unwrap(),
+            www_authenticate(&d, Challenge::Bearer).unwrap(),
             "Bearer realm=\"mesh-authz\", error=\"invalid_token\", error_description=\"token expired\""
         );
         let body: serde_json::Value =
@@ -204,8 +240,23 @@ mod tests {
     }
 
     #[test]
+    fn a_route_taking_basic_challenges_with_basic_only() {
+        for e in [
+            AuthnError::MissingToken,
+            AuthnError::Expired,
+            AuthnError::BadBasic,
+        ] {
+            let d = Denial::Unauthenticated(e);
+            assert_eq!(
+                www_authenticate(&d, Challenge::Basic).unwrap(),
+                "Basic realm=\"mesh-authz\", charset=\"UTF-8\""
+            );
+        }
+    }
+
+    #[test]
     fn group_denial_is_403_without_challenge() {
-        let r = denied_response(&Denial::NotInGroup, None);
+        let r = denied_response(&Denial::NotInGroup, Challenge::Basic, None);
         let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
             panic!()
         };

@@ -79,7 +79,11 @@ pub fn render(
             });
             Ok(allowed(headers, set_cookies, metadata))
         }
-        Verdict::Deny(denial) => Ok(super::denial::denied_response(&denial, request_id)),
+        Verdict::Deny(denial) => Ok(super::denial::denied_response(
+            &denial,
+            super::denial::Challenge::of(route),
+            request_id,
+        )),
         Verdict::Answer(answer) => Ok(super::answer::answered_response(answer)),
         Verdict::Unavailable(reason) => Err(tonic::Status::unavailable(format!(
             "mesh-authz cannot decide: {reason}"

@@ -142,6 +142,13 @@ pub fn upstream_changes(
     forged.sort_unstable();
     forged.dedup();
     changes.remove.extend(forged.into_iter().map(String::from));
+    // Basic credentials must not reach an upstream that checks them itself (Gerrit's
+    // own HTTP passwords): the user name in them was never verified.
+    if route.token_sources.contains(&TokenSource::Basic)
+        && !changes.remove.iter().any(|h| h == "authorization")
+    {
+        changes.remove.push("authorization".into());
+    }
     // A token read from the URL must not travel on to the upstream (and its logs).
     changes
         .remove_query
@@ -353,6 +360,32 @@ mod tests {
             vec!["x-forwarded-email".to_string(), "authorization".into()]
         );
         assert_eq!(c.remove_query, vec!["access_token".to_string()]);
+    }
+
+    #[test]
+    fn a_route_taking_basic_always_removes_authorization_upstream() {
+        // Basic credentials name a user nobody verified; Gerrit would check them itself.
+        let basic = RouteRule {
+            token_sources: vec![TokenSource::Basic],
+            remove_headers: Vec::new(),
+            ..route()
+        };
+        for who in [Some(alice(None)), None] {
+            let c = upstream_changes(&basic, who.as_ref(), None, None, Pairs::EMPTY).unwrap();
+            assert_eq!(
+                c.remove.iter().filter(|h| *h == "authorization").count(),
+                1,
+                "{:?}",
+                c.remove
+            );
+        }
+        // Listed in remove_headers too: still once.
+        let both = RouteRule {
+            remove_headers: vec!["authorization".into()],
+            ..basic
+        };
+        let c = upstream_changes(&both, None, None, None, Pairs::EMPTY).unwrap();
+        assert_eq!(c.remove.iter().filter(|h| *h == "authorization").count(), 1);
     }
 
     #[test]

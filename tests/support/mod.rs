@@ -4,12 +4,16 @@
 //!   kept, the IdP's form submitted), for sign-in flows without Envoy.
 //! - [`chromium`]: a real headless Chromium over WebDriver, for sign-in end to end.
 //! - [`clock`]: tokio's paused clock kept from auto-advancing while real I/O runs.
+//! - [`developer`]: a developer's home with a client config, running `mesh-authz login`
+//!   (answering the IdP's device page like a person), `credential` and the kubectl plugin.
 //! - [`idp`]: a fake IdP serving a JWKS over HTTP, counting fetches.
 //! - [`oidc_provider`]: a fake OpenID provider for browser sign-in: discovery, a real
 //!   HTML login form, a token endpoint checking PKCE, client secrets and single-use
-//!   codes, refresh with rotation, and RP-initiated logout.
+//!   codes, refresh with rotation, RP-initiated logout, and the device grant.
 //! - [`gerrit`]: a fake Gerrit following its REST wire format (`)]}'`, `/a/`, basic auth or
 //!   a trusted header), permission model and events, with faults on demand.
+//! - [`git_http`]: a git smart-HTTP upstream (`git http-backend` behind a small server),
+//!   trusting `X-Forwarded-User` as Gerrit does.
 //! - [`tokens`]: signs test tokens with the fixture keys in `tests/fixtures`.
 //! - [`pki`]: a throwaway CA issuing server and SPIFFE workload certificates.
 //! - [`envoy`], [`envoy_process`]: a real Envoy in front of mesh-authz (the process part
@@ -26,10 +30,12 @@
 pub mod check_browser;
 pub mod chromium;
 pub mod clock;
+pub mod developer;
 pub mod engine;
 pub mod envoy;
 pub mod envoy_process;
 pub mod gerrit;
+pub mod git_http;
 pub mod idp;
 pub mod istio;
 pub mod oidc_provider;
