@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
-use support::developer::{text, Developer, CLI_CLIENT};
+use support::developer::{kubectl_minor, require_program, text, Developer, CLI_CLIENT};
 use support::envoy::{require_envoy, start_upstream, Envoy};
 use support::git_http::GitServer;
 use support::oidc_provider::{Client, ClientAuth, FakeOidcProvider, OidcConfig, User};
@@ -103,6 +103,9 @@ async fn git_clones_and_pushes_as_the_signed_in_user_and_fails_clearly_without_s
     let Some(envoy_bin) = require_envoy() else {
         return;
     };
+    if !require_program("git", &["--version"]) {
+        return;
+    }
     let idp = idp().await;
     let server = TestServer::start(&config(&idp.issuer()), &[]).await;
     let upstream = GitServer::start().await;
@@ -134,8 +137,8 @@ async fn git_clones_and_pushes_as_the_signed_in_user_and_fails_clearly_without_s
         upstream.requests().is_empty(),
         "nothing reached the upstream"
     );
-    // What git was answered: 401 with a Basic challenge only (curl would pick a Bearer
-    // one, which git cannot answer).
+    // What git was answered: 401 with a Basic challenge only (offered Bearer too, curl
+    // would try that first and need one more round trip).
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
         .resolve(GERRIT, envoy.listener)
@@ -235,6 +238,15 @@ async fn kubectl_calls_the_apiserver_as_the_signed_in_user_within_their_namespac
     let Some(envoy_bin) = require_envoy() else {
         return;
     };
+    if !require_program("kubectl", &["version", "--client"]) {
+        return;
+    }
+    // The README's stanza (v1, kubectl 1.22 and later); Debian bookworm's kubectl 1.20
+    // speaks v1beta1 and knows no interactiveMode.
+    let (api_version, interactive) = match kubectl_minor() {
+        Some(minor) if minor < 22 => ("v1beta1", ""),
+        _ => ("v1", "\n      interactiveMode: Never"),
+    };
     let idp = idp().await;
     let server = TestServer::start(&config(&idp.issuer()), &[]).await;
     let (upstream, seen) = start_upstream().await;
@@ -270,11 +282,10 @@ users:
 - name: developer
   user:
     exec:
-      apiVersion: client.authentication.k8s.io/v1
+      apiVersion: client.authentication.k8s.io/{api_version}
       command: {bin}
       args: [kubectl-credential]
-      provideClusterInfo: true
-      interactiveMode: Never
+      provideClusterInfo: true{interactive}
 contexts:
 - name: gateway
   context: {{cluster: gateway, user: developer}}

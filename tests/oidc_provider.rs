@@ -298,11 +298,15 @@ async fn discovery_document_names_its_endpoints_and_capabilities_under_its_issue
     );
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post"])
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
     assert_eq!(
         doc["grant_types_supported"],
-        serde_json::json!(["authorization_code", "refresh_token"])
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
     );
     assert!(doc["scopes_supported"]
         .as_array()
@@ -841,4 +845,223 @@ async fn end_session_without_a_redirect_uri_shows_a_signed_out_page() {
     assert!(response.text().await.unwrap().contains("signed out"));
     assert_eq!(idp.stats().logouts, 1);
     assert_eq!(idp.last_id_token_hint(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// The device authorization grant (RFC 8628)
+
+const DEVICE_CLIENT: &str = "cli";
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+async fn device_provider() -> FakeOidcProvider {
+    FakeOidcProvider::start(OidcConfig {
+        device_poll_interval: Duration::from_secs(1),
+        device_code_lifetime: Duration::from_secs(60),
+        ..OidcConfig::default()
+            .client(Client::new(DEVICE_CLIENT, "", ClientAuth::None))
+            .client(Client::new(
+                POST_CLIENT,
+                POST_SECRET,
+                ClientAuth::ClientSecretPost,
+            ))
+            .user(User::new("alice", "wonderland"))
+    })
+    .await
+}
+
+/// A device authorization request (RFC 8628 3.1) as form fields: status and JSON body.
+async fn device_authorization(
+    http: &reqwest::Client,
+    idp: &FakeOidcProvider,
+    form: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let response = http
+        .post(idp.device_authorization_endpoint())
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn poll(
+    http: &reqwest::Client,
+    idp: &FakeOidcProvider,
+    device_code: &str,
+) -> (StatusCode, Value) {
+    let form = [
+        ("grant_type", DEVICE_GRANT),
+        ("device_code", device_code),
+        ("client_id", DEVICE_CLIENT),
+    ];
+    let response = http
+        .post(idp.token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_names_the_device_endpoint_and_grant() {
+    let idp = device_provider().await;
+    let doc: Value = http()
+        .get(idp.discovery_url())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["device_authorization_endpoint"],
+        idp.device_authorization_endpoint()
+    );
+    assert!(doc["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(DEVICE_GRANT)));
+    assert!(doc["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("none")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_code_is_pending_then_slowed_then_redeemed_once_after_approval() {
+    let idp = device_provider().await;
+    let http = http();
+    let (status, answer) = device_authorization(
+        &http,
+        &idp,
+        &[
+            ("client_id", DEVICE_CLIENT),
+            ("scope", "openid offline_access"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // RFC 8628 3.2: every field, the user code short and typeable.
+    let user_code = answer["user_code"].as_str().unwrap();
+    assert_eq!(user_code.len(), 9);
+    assert_eq!(
+        answer["verification_uri"],
+        format!("{}/device", idp.issuer())
+    );
+    assert!(answer["verification_uri_complete"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("user_code={user_code}")));
+    assert_eq!(answer["expires_in"], 60);
+    assert_eq!(answer["interval"], 1);
+    let device_code = answer["device_code"].as_str().unwrap();
+
+    let (status, body) = poll(&http, &idp, device_code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authorization_pending"))
+    );
+    // Again at once, sooner than the interval: slow down (and 5 s more from now on).
+    let (_, body) = poll(&http, &idp, device_code).await;
+    assert_eq!(body["error"], "slow_down");
+    assert_eq!(idp.pending_user_codes(), [user_code]);
+
+    // The person types the code in lower case without the dash, and approves.
+    let typed = user_code.replace('-', "").to_lowercase();
+    assert!(idp.approve_device(&typed, "alice"));
+    // (Approved, the answer is the tokens however soon the poll comes.)
+    let (status, tokens) = poll(&http, &idp, device_code).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert!(tokens["refresh_token"].is_string());
+    let claims = verify_id_token(
+        &http,
+        &idp,
+        tokens["id_token"].as_str().unwrap(),
+        DEVICE_CLIENT,
+    )
+    .await;
+    assert_eq!(claims["preferred_username"], "alice");
+    // Spent.
+    let (_, body) = poll(&http, &idp, device_code).await;
+    assert_eq!(body["error"], "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_or_expired_device_code_says_so() {
+    let idp = device_provider().await;
+    let http = http();
+    let (_, denied) = device_authorization(&http, &idp, &[("client_id", DEVICE_CLIENT)]).await;
+    assert!(idp.deny_device(denied["user_code"].as_str().unwrap()));
+    let (_, body) = poll(&http, &idp, denied["device_code"].as_str().unwrap()).await;
+    assert_eq!(body["error"], "access_denied");
+
+    let (_, late) = device_authorization(&http, &idp, &[("client_id", DEVICE_CLIENT)]).await;
+    idp.advance_clock(Duration::from_secs(61));
+    let (_, body) = poll(&http, &idp, late["device_code"].as_str().unwrap()).await;
+    assert_eq!(body["error"], "expired_token");
+    // An expired code can no longer be approved either.
+    assert!(!idp.approve_device(late["user_code"].as_str().unwrap(), "alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_endpoint_authenticates_clients_as_the_token_endpoint_does() {
+    let idp = device_provider().await;
+    let http = http();
+    for form in [
+        vec![("client_id", "nobody")],
+        // A confidential client without its secret.
+        vec![("client_id", POST_CLIENT)],
+        vec![],
+    ] {
+        let (status, body) = device_authorization(&http, &idp, &form).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{form:?}: {body}");
+        assert_eq!(body["error"], "invalid_client");
+    }
+    let (status, _) = device_authorization(
+        &http,
+        &idp,
+        &[("client_id", POST_CLIENT), ("client_secret", POST_SECRET)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verification_page_is_a_form_a_person_fills_in() {
+    let idp = device_provider().await;
+    let http = http();
+    let (_, answer) = device_authorization(&http, &idp, &[("client_id", DEVICE_CLIENT)]).await;
+    let page = http
+        .get(answer["verification_uri_complete"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let user_code = answer["user_code"].as_str().unwrap();
+    assert!(page.contains(&format!("value=\"{user_code}\"")), "{page}");
+    for id in ["username", "password", "approve", "deny"] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id}: {page}");
+    }
+    let submit = |password: &'static str| {
+        http.post(format!("{}/device", idp.issuer())).form(&[
+            ("user_code", user_code),
+            ("username", "alice"),
+            ("password", password),
+            ("action", "approve"),
+        ])
+    };
+    let wrong = submit("nope").send().await.unwrap().text().await.unwrap();
+    assert!(wrong.contains("Invalid username or password"), "{wrong}");
+    let right = submit("wonderland")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(right.contains("The device is connected"), "{right}");
+    assert_eq!(idp.stats().device_approvals, 1);
 }

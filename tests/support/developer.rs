@@ -186,3 +186,32 @@ pub fn git_answer(out: &Output) -> std::collections::HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// Whether `program` runs (`program VERSION_ARGS`); without it a test is skipped with a
+/// loud note, and fails under `CI=true`, where `.ci/run` installs it.
+pub fn require_program(program: &str, version_args: &[&str]) -> bool {
+    let runs = Command::new(program)
+        .args(version_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !runs {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{program} is required under CI=true; .ci/run installs it");
+        }
+        eprintln!("\nSKIPPED: `{program}` is not installed (apt-get install it, or run .ci/run)\n");
+    }
+    runs
+}
+
+/// kubectl's client minor version (`kubectl version --client -o json`).
+pub fn kubectl_minor() -> Option<u32> {
+    let out = Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let minor = v.pointer("/clientVersion/minor")?.as_str()?;
+    minor.trim_end_matches('+').parse().ok()
+}
