@@ -44,6 +44,11 @@ async fn provider() -> FakeOidcProvider {
     .await
 }
 
+/// `GET url`, its JSON body.
+async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(redirect::Policy::none())
@@ -312,14 +317,7 @@ async fn discovery_document_names_its_endpoints_and_capabilities_under_its_issue
         .as_array()
         .unwrap()
         .contains(&"openid".into()));
-    let jwks: Value = http()
-        .get(idp.jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = get_json(idp.jwks_url()).await;
     assert_eq!(jwks, support::tokens::jwks(&["rsa-a"]));
 }
 
@@ -906,14 +904,7 @@ async fn poll(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_names_the_device_endpoint_and_grant() {
     let idp = device_provider().await;
-    let doc: Value = http()
-        .get(idp.discovery_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(idp.discovery_url()).await;
     assert_eq!(
         doc["device_authorization_endpoint"],
         idp.device_authorization_endpoint()

@@ -4,33 +4,19 @@
 //! `authorization_pending`, 5 seconds more after `slow_down`, a stop at `access_denied`,
 //! `expired_token` or the code's `expires_in`.
 
-use super::provider::{token_error, tokens, Bounded, OidcTokenResponse};
+use super::provider::{token_error, tokens, Bounded, OauthClient};
 use super::{OidcError, Provider, Tokens};
-use oauth2::basic::{
-    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
-};
 use oauth2::{
-    AsyncHttpClient, Client, DeviceAuthorizationUrl, DeviceCodeErrorResponse,
-    DeviceCodeErrorResponseType, EndpointNotSet, EndpointSet, RequestTokenError, Scope,
-    StandardDeviceAuthorizationResponse, StandardRevocableToken, TokenUrl,
+    AsyncHttpClient, DeviceAuthorizationUrl, DeviceCodeErrorResponse, DeviceCodeErrorResponseType,
+    EndpointNotSet, EndpointSet, RequestTokenError, Scope, StandardDeviceAuthorizationResponse,
+    TokenUrl,
 };
 use std::time::Duration;
 
 /// Longest wait for the person, whatever `expires_in` the IdP gives.
 const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
 
-type DeviceClient = Client<
-    BasicErrorResponse,
-    OidcTokenResponse,
-    BasicTokenIntrospectionResponse,
-    StandardRevocableToken,
-    BasicRevocationErrorResponse,
-    EndpointNotSet,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
->;
+type DeviceClient = OauthClient<EndpointNotSet, EndpointSet, EndpointSet>;
 
 /// A device sign-in started: what to show the person, and what to poll with.
 pub struct DeviceAuthorization {

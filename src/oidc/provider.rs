@@ -91,31 +91,23 @@ impl std::fmt::Debug for IdTokenFields {
 impl ExtraTokenFields for IdTokenFields {}
 
 pub(super) type OidcTokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
-/// The oauth2 client with no endpoint set.
-pub(super) type BareClient = Client<
+/// The oauth2 client of an OIDC token response, with the endpoints `A` (authorization),
+/// `D` (device authorization) and `T` (token) set or not.
+pub(super) type OauthClient<A, D, T> = Client<
     BasicErrorResponse,
     OidcTokenResponse,
     BasicTokenIntrospectionResponse,
     StandardRevocableToken,
     BasicRevocationErrorResponse,
+    A,
+    D,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
+    T,
 >;
-type TokenClient = Client<
-    BasicErrorResponse,
-    OidcTokenResponse,
-    BasicTokenIntrospectionResponse,
-    StandardRevocableToken,
-    BasicRevocationErrorResponse,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
->;
+/// No endpoint set yet.
+pub(super) type BareClient = OauthClient<EndpointNotSet, EndpointNotSet, EndpointNotSet>;
+type TokenClient = OauthClient<EndpointSet, EndpointNotSet, EndpointSet>;
 
 /// One issuer's IdP, for browser sign-in.
 pub struct Provider {

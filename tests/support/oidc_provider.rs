@@ -528,6 +528,18 @@ impl Shared {
     fn now(&self) -> u64 {
         tokens::now() + self.clock_offset.load(Ordering::SeqCst)
     }
+
+    /// Whether `username` signs in with `password`; a failure is counted.
+    fn password_ok(&self, username: &str, password: &str) -> bool {
+        let known = self
+            .users
+            .get(username)
+            .is_some_and(|user| user.password == password);
+        if !known {
+            self.lock().stats.failed_logins += 1;
+        }
+        known
+    }
 }
 
 /// The discovery document (Discovery 1.0 section 3). `request_uri_parameter_supported`
@@ -953,12 +965,7 @@ async fn authorize_submit(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     }
     let username = params.one("username").ok().flatten().unwrap_or_default();
     let password = params.one("password").ok().flatten().unwrap_or_default();
-    let known = shared
-        .users
-        .get(username)
-        .is_some_and(|user| user.password == password);
-    if !known {
-        shared.lock().stats.failed_logins += 1;
+    if !shared.password_ok(username, password) {
         return login_page(&request, username, Some("Invalid username or password."));
     }
     if shared.deny_next.swap(false, Ordering::SeqCst) {

@@ -1,7 +1,7 @@
 //! The poll loop against a scripted token endpoint, on tokio's paused clock.
 
 use super::*;
-use oauth2::{AuthType, ClientId, HttpRequest, HttpResponse};
+use oauth2::{AuthType, Client, ClientId, HttpRequest, HttpResponse};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;

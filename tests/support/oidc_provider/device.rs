@@ -290,12 +290,7 @@ pub(super) async fn submit(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
     let field = |name: &str| params.one(name).ok().flatten().unwrap_or_default();
     let (user_code, username, password) =
         (field("user_code"), field("username"), field("password"));
-    let known = shared
-        .users
-        .get(username)
-        .is_some_and(|user| user.password == password);
-    if !known {
-        shared.lock().stats.failed_logins += 1;
+    if !shared.password_ok(username, password) {
         return verification_form(user_code, username, Some("Invalid username or password."));
     }
     let decided = if field("action") == "deny" {
