@@ -108,6 +108,10 @@ struct CheckArgs {
     /// File holding the bearer token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Send the token as git does: the password of HTTP Basic (for routes with
+    /// `token_from: [basic]`).
+    #[arg(long)]
+    basic: bool,
     /// HTTP method.
     #[arg(long, default_value = "GET")]
     method: String,
@@ -378,7 +382,17 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         (None, None) => None,
     };
     if let Some(t) = &token {
-        headers.insert("authorization".into(), format!("Bearer {t}"));
+        let value = if args.basic {
+            use base64::Engine;
+            let pair = format!("git:{t}");
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        } else {
+            format!("Bearer {t}")
+        };
+        headers.insert("authorization".into(), value);
     }
     let redactor = Redactor::new(&config, &args.path, &headers, token.as_deref());
     let mut context_extensions = HashMap::new();
@@ -510,8 +524,21 @@ impl Redactor {
             // cookie's value (`a=1; b=2`). Not the scheme: "Bearer" is no secret.
             match name {
                 "authorization" | "proxy-authorization" => {
-                    if let Some((_, credential)) = value.trim().split_once(' ') {
+                    if let Some((scheme, credential)) = value.trim().split_once(' ') {
                         secrets.push(credential.trim().to_string());
+                        // Basic's password (a token, on `token_from: [basic]` routes).
+                        if scheme.eq_ignore_ascii_case("basic") {
+                            use base64::Engine;
+                            let decoded = base64::engine::general_purpose::STANDARD
+                                .decode(credential.trim())
+                                .ok()
+                                .and_then(|b| String::from_utf8(b).ok());
+                            if let Some((_, password)) =
+                                decoded.as_deref().and_then(|d| d.split_once(':'))
+                            {
+                                secrets.push(password.to_string());
+                            }
+                        }
                     }
                 }
                 "cookie" => secrets.extend(

@@ -492,3 +492,90 @@ fn serve_drains_and_exits_zero_on_sigterm() {
     assert!(saw_not_ready, "readiness never went false before exit");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[test]
+fn check_sends_the_token_as_git_does_with_basic_and_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo("examples/quickstart/jwks.json"),
+        dir.path().join("jwks.json"),
+    )
+    .unwrap();
+    let config = dir.path().join("git.yaml");
+    std::fs::write(
+        &config,
+        r#"
+issuers:
+  - issuer: https://idp.demo.mesh-authz.invalid
+    audiences: [mesh-authz-demo]
+    jwks: {file: jwks.json}
+    user_claim: preferred_username
+routes:
+  - name: gerrit-git
+    match: {hosts: [gerrit.example.com], path: {segment_prefix: /a}}
+    token_from: [basic]
+    allow: authenticated
+    inject: {user: x-forwarded-user}
+"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        bin()
+            .args([
+                "check",
+                "--host",
+                "gerrit.example.com",
+                "--path",
+                "/a/team-a/repo.git/info/refs",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--token-file")
+            .arg(repo("examples/quickstart/alice.jwt"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let token = std::fs::read_to_string(repo("examples/quickstart/alice.jwt")).unwrap();
+    let out = run(&["--basic"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("set     x-forwarded-user: alice"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("remove  authorization"), "{stdout}");
+    assert!(!stdout.contains(token.trim()), "the token is never shown");
+    // As a Bearer token, the git route refuses it and says which schemes it takes.
+    let out = run(&[]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("neither a Bearer token nor Basic credentials"),
+        "{stdout}"
+    );
+    // Basic credentials given as a header: the password inside is not shown either.
+    use base64::Engine;
+    let pair = format!("alice:{}", token.trim());
+    let header = format!(
+        "authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    );
+    let out = bin()
+        .args([
+            "check",
+            "--host",
+            "gerrit.example.com",
+            "--path",
+            "/a/x",
+            "-H",
+            &header,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains(token.trim()), "{stdout}");
+}
