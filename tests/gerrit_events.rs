@@ -104,7 +104,7 @@ async fn a_removal_from_a_group_takes_effect_at_its_ref_updated_event() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         json(&body),
-        serde_json::json!({"events": 1, "groups_changed": 1, "entries_dropped": 1, "additions_pending": 1})
+        serde_json::json!({"events": 1, "groups_changed": 1, "entries_dropped": 1, "additions_pending": 1, "changes_dropped": 0})
     );
     assert_eq!(team_a(&s, "alice").await, DENIED);
     assert_eq!(gerrit.group_lists_for("alice"), 2);
@@ -195,7 +195,7 @@ async fn events_relayed_from_stream_events_one_per_line_are_all_applied() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         json(&body),
-        serde_json::json!({"events": 3, "groups_changed": 2, "entries_dropped": 2, "additions_pending": 2})
+        serde_json::json!({"events": 3, "groups_changed": 2, "entries_dropped": 2, "additions_pending": 2, "changes_dropped": 0})
     );
     events_done(&s, 2).await;
     assert_eq!(team_a(&s, "alice").await, DENIED);

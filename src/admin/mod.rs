@@ -290,8 +290,9 @@ async fn gerrit_events(
             return (StatusCode::BAD_REQUEST, format!("{e}\n"));
         }
     };
-    // Events that change no group (every push fires ref-updated) are not passed on.
-    let forwarding = if changes.groups.is_empty() {
+    // Events that change no group and no change under review (a push to a branch) are
+    // not passed on.
+    let forwarding = if changes.groups.is_empty() && changes.changes.is_empty() {
         None
     } else {
         state.start_forward(&arrival, &uri, &headers, body)

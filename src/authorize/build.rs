@@ -137,6 +137,10 @@ impl Authorizer {
                 Some(GroupCache::new(Arc::new(client), gerrit.cache))
             }
         };
+        let changes = groups
+            .as_ref()
+            .and_then(GroupCache::gerrit)
+            .map(|client| crate::gerrit::ChangeCache::new(client.clone()));
         let group_events = match (&config.groups, &groups) {
             (Some(GroupsConfig::Gerrit(gerrit)), Some(cache)) => match &gerrit.events {
                 Some(e) => {
@@ -144,11 +148,15 @@ impl Authorizer {
                         check_token_file(file)
                             .map_err(|reason| problem("gerrit.events.token_file", reason))?;
                     }
-                    Some(GroupEvents::new(
+                    let events = GroupEvents::new(
                         cache.clone(),
                         e.all_users_project.clone(),
                         e.token_file.clone(),
-                    ))
+                    );
+                    Some(match &changes {
+                        Some(changes) => events.with_changes(changes.clone()),
+                        None => events,
+                    })
                 }
                 None => None,
             },
@@ -158,6 +166,7 @@ impl Authorizer {
             verifier,
             groups,
             group_events,
+            changes,
             routes: config.routes.clone(),
             browser: config
                 .browser
@@ -255,6 +264,11 @@ fn claims_used(routes: &RouteTable) -> BTreeSet<String> {
         }
         if !rule.scopes.is_empty() {
             names.extend(["scope".to_string(), "scp".to_string()]);
+        }
+        if let Some(crate::policy::change_gate::ChangeSource::Claim(c)) =
+            rule.change.as_ref().map(|c| &c.from)
+        {
+            names.insert(c.clone());
         }
     }
     names

@@ -16,6 +16,7 @@ use crate::signin::{BrowserSignIn, Reserved, SessionCheck};
 use std::sync::Arc;
 
 mod build;
+mod change;
 #[cfg(test)]
 mod tests;
 pub mod verdict;
@@ -33,6 +34,8 @@ pub struct Authorizer {
     verifier: Arc<TokenVerifier>,
     groups: Option<GroupCache>,
     group_events: Option<GroupEvents>,
+    /// Gerrit changes, for change-gated rules (with `gerrit:` only).
+    changes: Option<crate::gerrit::ChangeCache>,
     routes: RouteTable,
     /// Browser sign-in, if configured.
     browser: Option<Arc<BrowserSignIn>>,
@@ -294,6 +297,29 @@ impl Authorizer {
                 continue;
             }
             if !rule.token {
+                if let Some(condition) = &rule.change {
+                    match change::check(
+                        condition,
+                        self.changes.as_ref(),
+                        req,
+                        None,
+                        rule.as_user.as_deref(),
+                        steps,
+                    )
+                    .await
+                    {
+                        change::ChangeOutcome::Holds => {}
+                        change::ChangeOutcome::Unmet(why) => {
+                            steps.note(|| format!("{label}: {why}"));
+                            fail(Denial::ChangeUnmet(why), &mut denial);
+                            continue;
+                        }
+                        change::ChangeOutcome::Undecided(reason) => {
+                            undecided = Some(reason);
+                            continue;
+                        }
+                    }
+                }
                 steps.note(|| {
                     format!(
                         "{label}: calling workload {} is allowed{}",
@@ -342,6 +368,31 @@ impl Authorizer {
             } else {
                 rule.check_identity(&identity, membership.as_deref())
             };
+            if checked.is_ok() {
+                if let Some(condition) = &rule.change {
+                    match change::check(
+                        condition,
+                        self.changes.as_ref(),
+                        req,
+                        Some(&identity),
+                        None,
+                        steps,
+                    )
+                    .await
+                    {
+                        change::ChangeOutcome::Holds => {}
+                        change::ChangeOutcome::Unmet(why) => {
+                            steps.note(|| format!("{label}: {why}"));
+                            fail(Denial::ChangeUnmet(why), &mut denial);
+                            continue;
+                        }
+                        change::ChangeOutcome::Undecided(reason) => {
+                            undecided = Some(reason);
+                            continue;
+                        }
+                    }
+                }
+            }
             match checked {
                 Ok(_) => {
                     steps.note(|| format!("{label}: holds"));

@@ -93,6 +93,9 @@ pub enum Denial {
     /// The kube policy does not allow this apiserver request (HTTP 403); says which
     /// request, as the developer sent it.
     KubeForbidden(String),
+    /// The Gerrit change the request acts for is not as a rule requires (HTTP 403); says
+    /// why ("change 1234 is not merged").
+    ChangeUnmet(String),
 }
 
 impl Denial {
@@ -122,6 +125,7 @@ impl Verdict {
             Verdict::Deny(Denial::UnsafeHeaderValue) => "unsafe_header_value",
             Verdict::Deny(Denial::GroupsTooLarge) => "groups_too_large",
             Verdict::Deny(Denial::KubeForbidden(_)) => "kube_forbidden",
+            Verdict::Deny(Denial::ChangeUnmet(_)) => "change_unmet",
             Verdict::Answer(answer) => answer.reason,
             Verdict::Unavailable(_) => "unavailable",
         }

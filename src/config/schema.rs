@@ -644,6 +644,46 @@ pub struct RawRule {
     pub scopes: Vec<String>,
     /// For a workload-only rule: the user the workload acts as upstream.
     pub as_user: Option<String>,
+    /// The request must act for a Gerrit change in a given state (needs `gerrit`).
+    pub change: Option<Box<RawChangeCondition>>,
+}
+
+/// `allow[].change`: the Gerrit change the request acts for, and the state it must be in.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RawChangeCondition {
+    /// The request header naming the change: `1234`, `project~1234` or
+    /// `project~branch~Change-Id` (exactly one of `header` and `claim`).
+    pub header: Option<String>,
+    /// The token claim naming the change (the rule then needs a token).
+    pub claim: Option<String>,
+    /// Projects allowed: `name`, `prefix*` or `*`; empty: any.
+    pub projects: Vec<String>,
+    /// Target branches allowed (without `refs/heads/`), same patterns; empty: any.
+    pub branches: Vec<String>,
+    /// `merged`, or `submittable` (every submit requirement satisfied, or merged).
+    pub state: String,
+    /// A request header that must equal the change's current revision (its merged commit
+    /// once merged), so a pipeline cannot act on a patch set nobody approved.
+    pub revision_header: Option<String>,
+    /// An approval the change must carry: the label's highest vote by someone who is not
+    /// the change's owner or the caller.
+    pub approval: Option<RawApproval>,
+}
+
+/// `allow[].change.approval`.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct RawApproval {
+    /// The label whose highest value approves (`Code-Review`, for +2).
+    #[serde(default = "default_approval_label")]
+    pub label: String,
+    /// Whose votes do not count: `owner`, `caller`.
+    #[serde(default)]
+    pub not_by: Vec<String>,
+}
+
+fn default_approval_label() -> String {
+    "Code-Review".into()
 }
 
 /// A condition on one claim: exactly one of `equals`, `one_of`, `contains`.

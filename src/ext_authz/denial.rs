@@ -64,6 +64,7 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
             "the token does not carry what this route requires".into(),
         ),
         Denial::KubeForbidden(what) => ("access_denied", format!("kube: {what}")),
+        Denial::ChangeUnmet(why) => ("access_denied", why.clone()),
         Denial::GroupsTooLarge => (
             "access_denied",
             "too many groups to pass to the upstream; the route should list the groups it needs"

@@ -369,7 +369,7 @@ impl GerritClient {
 
     /// GETs a JSON resource and parses it (`None` on 404), with bounded concurrency and
     /// retries of transient failures.
-    async fn get<T>(
+    pub(super) async fn get<T>(
         &self,
         url: &Url,
         parse: fn(&[u8]) -> Result<T, GerritError>,
@@ -463,7 +463,7 @@ impl GerritClient {
     }
 
     /// `{base}/a/{segments...}`, each segment URL-encoded as one path segment.
-    fn url(&self, segments: &[&str], query: Option<&str>) -> Result<Url, GerritError> {
+    pub(super) fn url(&self, segments: &[&str], query: Option<&str>) -> Result<Url, GerritError> {
         let mut url = self.settings.base.as_str().to_string();
         if !url.ends_with('/') {
             url.push('/');
@@ -564,7 +564,7 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
 }
 
 /// The JSON text of a Gerrit response, without the `)]}'` line.
-fn json_text(body: &[u8]) -> Result<&str, GerritError> {
+pub(super) fn json_text(body: &[u8]) -> Result<&str, GerritError> {
     let text = std::str::from_utf8(body).map_err(|_| GerritError::Response("not UTF-8".into()))?;
     Ok(text.strip_prefix(XSSI_PREFIX).unwrap_or(text))
 }

@@ -1,4 +1,9 @@
-//! Gerrit events that change group membership.
+//! Gerrit events that change group membership, or a change under review.
+//!
+//! A change's NoteDb ref `refs/changes/<last two digits>/<number>/meta` moves with every
+//! vote, patch set, merge or abandon, firing `ref-updated`; the change events themselves
+//! (`change-merged`, `comment-added`, `patchset-created`, ...) name it too. Either drops
+//! the change from the change cache.
 //!
 //! Gerrit keeps each group in NoteDb under `refs/groups/<first two chars>/<UUID>` in the
 //! `All-Users` project (`refs/deleted-groups/...` once deleted), so any change to a
@@ -48,6 +53,25 @@ struct Event {
     /// `batch-ref-updated` (newer Gerrit): several refs in one event.
     #[serde(rename = "refUpdates", default)]
     ref_updates: Vec<RefUpdate>,
+    /// A change event's change.
+    change: Option<ChangeAttribute>,
+}
+
+/// The change of a change event (stream-events' change attribute); older Gerrit sends
+/// the number as a string.
+#[derive(Deserialize)]
+struct ChangeAttribute {
+    number: Option<serde_json::Value>,
+}
+
+impl ChangeAttribute {
+    fn number(&self) -> Option<u64> {
+        match self.number.as_ref()? {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 impl Event {
@@ -76,6 +100,8 @@ pub struct GroupChanges {
     pub ignored: usize,
     /// UUIDs of the groups that changed, first occurrence order, without repeats.
     pub groups: Vec<String>,
+    /// Numbers of the changes under review that moved, without repeats.
+    pub changes: Vec<u64>,
 }
 
 /// Reads one JSON event or newline-delimited events and picks out group changes in
@@ -98,7 +124,13 @@ pub fn group_changes(body: &[u8], all_users: &str) -> Result<GroupChanges, Event
             .filter(|u| u.project == all_users)
             .filter_map(|u| group_uuid(&u.ref_name))
             .collect();
-        if uuids.is_empty() {
+        let numbers: Vec<u64> = event
+            .updates()
+            .iter()
+            .filter_map(|u| change_number(&u.ref_name))
+            .chain(event.change.as_ref().and_then(ChangeAttribute::number))
+            .collect();
+        if uuids.is_empty() && numbers.is_empty() {
             changes.ignored += 1;
         }
         for uuid in uuids {
@@ -106,8 +138,24 @@ pub fn group_changes(body: &[u8], all_users: &str) -> Result<GroupChanges, Event
                 changes.groups.push(uuid.to_string());
             }
         }
+        for number in numbers {
+            if !changes.changes.contains(&number) {
+                changes.changes.push(number);
+            }
+        }
     }
     Ok(changes)
+}
+
+/// The change number of a change ref: `refs/changes/34/1234/meta` (or `/1`, a patch
+/// set) → 1234.
+fn change_number(ref_name: &str) -> Option<u64> {
+    let rest = ref_name.strip_prefix("refs/changes/")?;
+    let mut parts = rest.split('/');
+    let (shard, number) = (parts.next()?, parts.next()?);
+    let n: u64 = number.parse().ok()?;
+    let expected = format!("{:02}", n % 100);
+    (shard == expected).then_some(n)
 }
 
 /// The group UUID of a group ref: `refs/groups/6a/6a1e...` → `6a1e...`.
@@ -131,6 +179,8 @@ pub struct Applied {
     /// Changed groups whose members are being listed in the background: users added to
     /// them get access once Gerrit answers.
     pub additions_pending: usize,
+    /// Changes under review dropped from the change cache.
+    pub changes_dropped: usize,
 }
 
 /// Applies Gerrit group changes to the group cache.
@@ -139,6 +189,8 @@ pub struct GroupEvents {
     cache: GroupCache,
     all_users: String,
     token_file: Option<PathBuf>,
+    /// Changes under review, dropped when they move.
+    changes: Option<super::ChangeCache>,
 }
 
 impl GroupEvents {
@@ -153,7 +205,14 @@ impl GroupEvents {
             cache,
             all_users: all_users.into(),
             token_file,
+            changes: None,
         }
+    }
+
+    /// Also drops moved changes from `changes`.
+    pub fn with_changes(mut self, changes: super::ChangeCache) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Whether a token file is configured.
@@ -228,7 +287,18 @@ impl GroupEvents {
             groups_changed: changes.groups.len(),
             entries_dropped: 0,
             additions_pending: changes.groups.len(),
+            changes_dropped: 0,
         };
+        if let Some(cache) = &self.changes {
+            for number in &changes.changes {
+                cache.forget(*number);
+                tracing::info!(
+                    change = number,
+                    "Gerrit change moved: dropped from the change cache"
+                );
+            }
+            applied.changes_dropped = changes.changes.len();
+        }
         for uuid in &changes.groups {
             let dropped = self.cache.invalidate_holders(uuid).await;
             tracing::info!(group = %uuid, dropped, "Gerrit group changed: cached holders dropped");
@@ -293,6 +363,29 @@ mod tests {
     }
 
     #[test]
+    fn a_change_meta_ref_or_change_event_names_the_change() {
+        let meta = ref_updated("infra/deploy", "refs/changes/34/1234/meta");
+        let patch_set = ref_updated("infra/deploy", "refs/changes/34/1234/2");
+        let merged = serde_json::json!({
+            "type": "change-merged",
+            "change": {"project": "infra/deploy", "branch": "main", "number": 77},
+            "eventCreatedOn": 1_764_000_000,
+        })
+        .to_string();
+        let old_style = r#"{"type":"comment-added","change":{"number":"78"}}"#;
+        let body = [meta, patch_set, merged, old_style.to_string()].join("\n");
+        let got = group_changes(body.as_bytes(), "All-Users").unwrap();
+        assert_eq!(got.changes, [1234, 77, 78]);
+        assert_eq!((got.events, got.ignored), (4, 0));
+        // A shard that does not fit the number is no change ref.
+        let odd = ref_updated("p", "refs/changes/99/1234/meta");
+        assert!(group_changes(odd.as_bytes(), "All-Users")
+            .unwrap()
+            .changes
+            .is_empty());
+    }
+
+    #[test]
     fn a_group_ref_update_in_all_users_names_the_group() {
         let body = ref_updated("All-Users", &format!("refs/groups/6a/{UUID}"));
         let got = group_changes(body.as_bytes(), "All-Users").unwrap();
@@ -301,7 +394,8 @@ mod tests {
             GroupChanges {
                 events: 1,
                 ignored: 0,
-                groups: vec![UUID.into()]
+                groups: vec![UUID.into()],
+                changes: Vec::new(),
             }
         );
         let deleted = ref_updated("All-Users", &format!("refs/deleted-groups/6a/{UUID}"));

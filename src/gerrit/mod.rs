@@ -1,7 +1,8 @@
-//! Gerrit group membership: the REST client, the per-user group cache, and the Gerrit
-//! events that invalidate it.
+//! Gerrit as mesh-authz reads it: group membership (the REST client, the per-user group
+//! cache, and the events that invalidate it) and changes under review.
 
 mod cache;
+mod change;
 mod client;
 mod events;
 mod metrics;
@@ -9,6 +10,10 @@ mod secret;
 
 pub use crate::identity::{AccountForm, GerritAccount, Group, Membership};
 pub use cache::{CacheSettings, GroupCache, GroupSource, StaticGroups};
+pub use change::{
+    ChangeAccount, ChangeCache, ChangeId, ChangeIdError, ChangeInfo, ChangeStatus, LabelInfo,
+    SubmitRequirement, Vote,
+};
 pub use client::{
     GerritClient, GerritCredentials, GerritSettings, Member, DEFAULT_MAX_RESPONSE_BYTES,
 };

@@ -3,6 +3,7 @@
 //! Rules are compiled from the config once (the matchers' constructors reject anything
 //! invalid), then evaluated with pure functions on every Check.
 
+pub mod change_gate;
 mod group_ref;
 mod inject;
 pub mod kube;
@@ -12,6 +13,7 @@ pub mod overlap;
 mod requirement;
 mod route;
 
+pub use change_gate::{ChangeCondition, ChangeFacts};
 pub use group_ref::GroupRef;
 pub use inject::{
     upstream_changes, HeaderChanges, Impersonation, InjectError, IMPERSONATE_GROUP,

@@ -65,6 +65,8 @@ pub struct Rule {
     /// For a rule on workloads only: the user the workload acts as upstream (e.g. the
     /// Gerrit account of the CI runner).
     pub as_user: Option<String>,
+    /// The request must act for a Gerrit change in a given state.
+    pub change: Option<super::ChangeCondition>,
 }
 
 impl Rule {

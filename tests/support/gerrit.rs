@@ -27,8 +27,13 @@
 //! makes at start and every minute, is counted apart ([`FakeGerrit::self_requests`]) from
 //! the requests about users.
 //!
+//! - `GET /a/changes/{change-id}`: `ChangeInfo` with submit requirements and votes
+//!   (`gerrit/changes.rs`).
+//!
 //! It can also misbehave ([`Fault`]), serve over TLS with a private CA, and write the
 //! `ref-updated` event Gerrit fires when a group changes.
+
+pub mod changes;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -115,6 +120,10 @@ struct GerritState {
     callers: Mutex<Vec<String>>,
     /// `GET /a/accounts/self` requests (the service account checking itself).
     self_requests: AtomicUsize,
+    /// Changes under review.
+    changes: Mutex<Vec<changes::FakeChange>>,
+    /// Change requests, by change number.
+    change_requests: Mutex<HashMap<u64, usize>>,
 }
 
 impl GerritState {
@@ -460,6 +469,7 @@ fn router(state: Arc<GerritState>) -> Router {
         .route("/a/accounts/{account}", get(account_info))
         .route("/a/accounts/{account}/groups/", get(account_groups))
         .route("/a/groups/{group}/members/", get(group_members))
+        .route("/a/changes/{change}", get(changes::get_change))
         .with_state(state)
 }
 

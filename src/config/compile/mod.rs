@@ -219,6 +219,16 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
                 p.add(format!("{path}.allow"), "needs a token, but no `issuers` are configured");
             }
             check_route_issuers(&path, route, needs_token, &raw.issuers, p);
+            if raw.gerrit.is_none() {
+                for (i, rule) in rules.iter().enumerate() {
+                    if rule.change.is_some() {
+                        p.add(
+                            format!("{path}.allow{}.change", rule_index(&route.allow, i)),
+                            "reads the change from Gerrit, but `gerrit` is not configured",
+                        );
+                    }
+                }
+            }
             let no_group_source = raw.gerrit.is_none() && raw.static_groups.is_none();
             if no_group_source {
                 for (i, rule) in rules.iter().enumerate() {

@@ -17,6 +17,7 @@ pub(super) fn raw_rule_needs_token(r: &RawRule) -> bool {
         || !r.groups_all_of.is_empty()
         || !r.claims.is_empty()
         || !r.scopes.is_empty()
+        || r.change.as_ref().is_some_and(|c| c.claim.is_some())
 }
 
 pub(super) fn compile_route(path: &str, raw: &RawRoute, p: &mut Problems) -> Option<RouteRule> {
@@ -363,5 +364,94 @@ pub(super) fn compile_rule(path: &str, raw: &RawRule, p: &mut Problems) -> Rule 
         claims,
         scopes: raw.scopes.clone(),
         as_user: raw.as_user.clone(),
+        change: raw
+            .change
+            .as_ref()
+            .and_then(|c| compile_change(&format!("{path}.change"), c, p)),
     }
+}
+
+/// `allow[].change`.
+fn compile_change(
+    path: &str,
+    raw: &crate::config::schema::RawChangeCondition,
+    p: &mut Problems,
+) -> Option<crate::policy::ChangeCondition> {
+    use crate::policy::change_gate::{Approval, ChangeSource, NamePattern, NotBy, RequiredState};
+    let before = p.0.len();
+    let from = match (&raw.header, &raw.claim) {
+        (Some(h), None) => match header_name(h) {
+            Ok(h) => Some(ChangeSource::Header(h)),
+            Err(e) => {
+                p.add(format!("{path}.header"), e.to_string());
+                None
+            }
+        },
+        (None, Some(c)) if !c.is_empty() => Some(ChangeSource::Claim(c.clone())),
+        _ => {
+            p.add(
+                path.to_string(),
+                "set exactly one of `header` and `claim`: where the request names its change",
+            );
+            None
+        }
+    };
+    let patterns = |list: &[String], field: &str, p: &mut Problems| -> Vec<NamePattern> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                NamePattern::parse(s)
+                    .map_err(|e| p.add(format!("{path}.{field}[{i}]"), e))
+                    .ok()
+            })
+            .collect()
+    };
+    let projects = patterns(&raw.projects, "projects", p);
+    let branches = patterns(&raw.branches, "branches", p);
+    let state = match raw.state.as_str() {
+        "merged" => Some(RequiredState::Merged),
+        "submittable" => Some(RequiredState::Submittable),
+        other => {
+            p.add(
+                format!("{path}.state"),
+                format!("{other:?} is not `merged` or `submittable`"),
+            );
+            None
+        }
+    };
+    let revision_header = raw.revision_header.as_ref().and_then(|h| {
+        header_name(h)
+            .map_err(|e| p.add(format!("{path}.revision_header"), e.to_string()))
+            .ok()
+    });
+    let approval = raw.approval.as_ref().map(|a| Approval {
+        label: a.label.clone(),
+        not_by: a
+            .not_by
+            .iter()
+            .enumerate()
+            .filter_map(|(i, who)| match who.as_str() {
+                "owner" => Some(NotBy::Owner),
+                "caller" => Some(NotBy::Caller),
+                other => {
+                    p.add(
+                        format!("{path}.approval.not_by[{i}]"),
+                        format!("{other:?} is not `owner` or `caller`"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    });
+    if p.0.len() > before {
+        return None;
+    }
+    Some(crate::policy::ChangeCondition {
+        from: from?,
+        projects,
+        branches,
+        state: state?,
+        revision_header,
+        approval,
+    })
 }

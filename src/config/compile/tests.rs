@@ -308,3 +308,39 @@ fn the_builtin_quickstart_config_compiles() {
     let c = super::super::builtin().unwrap();
     assert!(!c.routes.routes().is_empty());
 }
+
+#[test]
+fn change_conditions_report_every_problem_with_its_field() {
+    let bad = r#"
+issuers:
+  - issuer: https://idp.example.com
+    audiences: [mesh]
+    jwks: {file: jwks.json}
+static_groups: {alice: [team-a]}
+routes:
+  - name: a
+    allow:
+      - authenticated: true
+        change: {header: x-change, claim: change, state: done, projects: ["a*b"]}
+      - authenticated: true
+        change:
+          header: "bad header"
+          state: merged
+          revision_header: "x y"
+          approval: {not_by: [owner, boss]}
+      - {authenticated: true, change: {state: merged}}
+"#;
+    let got = problems(bad);
+    for want in [
+        "routes[0].allow[0].change: reads the change from Gerrit, but `gerrit` is not configured",
+        "routes[0].allow[0].change: set exactly one of `header` and `claim`",
+        "routes[0].allow[0].change.projects[0]: \"a*b\" is not `name`, `prefix*` or `*`",
+        "routes[0].allow[0].change.state: \"done\" is not `merged` or `submittable`",
+        "routes[0].allow[1].change.header: invalid header name",
+        "routes[0].allow[1].change.revision_header: invalid header name",
+        "routes[0].allow[1].change.approval.not_by[1]: \"boss\" is not `owner` or `caller`",
+        "routes[0].allow[2].change: set exactly one of `header` and `claim`",
+    ] {
+        assert!(got.iter().any(|p| p.starts_with(want)), "{want}\nin {got:#?}");
+    }
+}
