@@ -341,6 +341,9 @@ routes:
         "routes[0].allow[1].change.approval.not_by[1]: \"boss\" is not `owner` or `caller`",
         "routes[0].allow[2].change: set exactly one of `header` and `claim`",
     ] {
-        assert!(got.iter().any(|p| p.starts_with(want)), "{want}\nin {got:#?}");
+        assert!(
+            got.iter().any(|p| p.starts_with(want)),
+            "{want}\nin {got:#?}"
+        );
     }
 }

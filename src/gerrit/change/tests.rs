@@ -136,6 +136,9 @@ fn a_merged_change_is_kept_for_an_hour_and_any_other_for_seconds() {
     let at = std::time::Instant::now();
     let id = ChangeId::Number(3965);
     assert_eq!(ByState.expire_after_create(&id, &open, at), Some(OPEN_TTL));
-    assert_eq!(ByState.expire_after_create(&id, &merged, at), Some(MERGED_TTL));
+    assert_eq!(
+        ByState.expire_after_create(&id, &merged, at),
+        Some(MERGED_TTL)
+    );
     assert!(OPEN_TTL <= std::time::Duration::from_secs(10));
 }
