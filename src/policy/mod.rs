@@ -4,6 +4,7 @@
 //! invalid), then evaluated with pure functions on every Check.
 
 pub mod change_gate;
+pub mod grants;
 mod group_ref;
 mod inject;
 pub mod kube;
