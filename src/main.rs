@@ -354,6 +354,13 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = load(args.config.as_ref())?;
     let authorizer = Authorizer::from_config(&config, mesh_authz::server::http_client()?)?;
+    if let Some(grants) = authorizer.grants() {
+        // Read now, so the decision sees the grants in force (the server reads them at
+        // start and on events).
+        if let Err(e) = grants.refresh().await {
+            eprintln!("warning: the grants file could not be read: {e}");
+        }
+    }
     for store in authorizer.verifier().stores() {
         if !store.is_loaded() {
             // One fetch, bounded, so a dead IdP gives an answer rather than a hang.

@@ -292,11 +292,12 @@ async fn gerrit_events(
     };
     // Events that change no group and no change under review (a push to a branch) are
     // not passed on.
-    let forwarding = if changes.groups.is_empty() && changes.changes.is_empty() {
-        None
-    } else {
-        state.start_forward(&arrival, &uri, &headers, body)
-    };
+    let forwarding =
+        if changes.groups.is_empty() && changes.changes.is_empty() && changes.heads.is_empty() {
+            None
+        } else {
+            state.start_forward(&arrival, &uri, &headers, body)
+        };
     // In a task of its own: a sender that hangs up does not stop it half-way.
     let applied = tokio::spawn(async move { events.apply(changes).await }).await;
     let applied = match applied {

@@ -141,6 +141,28 @@ impl Authorizer {
             .as_ref()
             .and_then(GroupCache::gerrit)
             .map(|client| crate::gerrit::ChangeCache::new(client.clone()));
+        let grants = match (&config.grants, groups.as_ref().and_then(GroupCache::gerrit)) {
+            (Some(g), Some(client)) => {
+                // A reload with the same grants source keeps the set already read.
+                let kept = previous
+                    .and_then(|p| p.grants.as_ref())
+                    .filter(|(store, _)| store.settings() == &g.settings)
+                    .map(|(store, _)| store.clone());
+                let store = kept.unwrap_or_else(|| {
+                    let store = Arc::new(crate::gerrit::GrantStore::new(
+                        client.clone(),
+                        g.settings.clone(),
+                    ));
+                    // Outside a runtime (benches, `check`) the caller refreshes it.
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        store.spawn_refresher();
+                    }
+                    store
+                });
+                Some((store, g.how_to_ask.clone()))
+            }
+            _ => None,
+        };
         let group_events = match (&config.groups, &groups) {
             (Some(GroupsConfig::Gerrit(gerrit)), Some(cache)) => match &gerrit.events {
                 Some(e) => {
@@ -153,8 +175,12 @@ impl Authorizer {
                         e.all_users_project.clone(),
                         e.token_file.clone(),
                     );
-                    Some(match &changes {
+                    let events = match &changes {
                         Some(changes) => events.with_changes(changes.clone()),
+                        None => events,
+                    };
+                    Some(match &grants {
+                        Some((store, _)) => events.with_grants(store.clone()),
                         None => events,
                     })
                 }
@@ -167,6 +193,7 @@ impl Authorizer {
             groups,
             group_events,
             changes,
+            grants,
             routes: config.routes.clone(),
             browser: config
                 .browser

@@ -36,12 +36,24 @@ pub struct Authorizer {
     group_events: Option<GroupEvents>,
     /// Gerrit changes, for change-gated rules (with `gerrit:` only).
     changes: Option<crate::gerrit::ChangeCache>,
+    /// Grants approved as reviews, with what a denial says to do.
+    grants: Option<(Arc<crate::gerrit::GrantStore>, Option<String>)>,
     routes: RouteTable,
     /// Browser sign-in, if configured.
     browser: Option<Arc<BrowserSignIn>>,
     /// The config parts the verifier and the group cache were built from, so a reload
     /// can tell what it may keep.
     sources: Sources,
+}
+
+/// How a rule's grant condition came out.
+enum GrantOutcome {
+    /// A grant allows it: how, for the rule label (and so the audit line).
+    Granted(String),
+    /// No grant does.
+    Denied(Denial),
+    /// The grants are not known: cannot decide.
+    Undecided(String),
 }
 
 /// What is known about the caller, found at most once per request and only when a rule
@@ -122,6 +134,11 @@ impl Authorizer {
     /// The receiver of Gerrit group events, if enabled.
     pub fn group_events(&self) -> Option<&GroupEvents> {
         self.group_events.as_ref()
+    }
+
+    /// The grants store, if configured (refreshed by events and its own timer).
+    pub fn grants(&self) -> Option<&Arc<crate::gerrit::GrantStore>> {
+        self.grants.as_ref().map(|(store, _)| store)
     }
 
     /// The token verifier (readiness, key refreshers).
@@ -320,6 +337,26 @@ impl Authorizer {
                         }
                     }
                 }
+                let mut label = label;
+                if rule.grant {
+                    let caller = crate::policy::grants::Caller {
+                        user: rule.as_user.as_deref(),
+                        membership: None,
+                        principal: req.principal,
+                    };
+                    match self.grant_for(route, req, &caller, steps) {
+                        GrantOutcome::Granted(by) => label.push_str(&by),
+                        GrantOutcome::Denied(d) => {
+                            fail(d, &mut denial);
+                            continue;
+                        }
+                        GrantOutcome::Undecided(reason) => {
+                            undecided = Some(reason);
+                            continue;
+                        }
+                    }
+                }
+                let granted = rule.grant;
                 steps.note(|| {
                     format!(
                         "{label}: calling workload {} is allowed{}",
@@ -335,7 +372,7 @@ impl Authorizer {
                     .as_ref()
                     .map(|user| Arc::new(Identity::workload(req.principal, user)));
                 return self
-                    .finish(route, label, identity, None, facts, steps)
+                    .finish(route, label, identity, None, granted, facts, steps)
                     .await;
             }
             let identity = match facts.identity(steps).await {
@@ -393,11 +430,53 @@ impl Authorizer {
                     }
                 }
             }
+            let (mut label, mut membership) = (label, membership);
+            if checked.is_ok() && rule.grant {
+                // Grants that name groups need the caller's.
+                let names_groups = self
+                    .grants
+                    .as_ref()
+                    .and_then(|(store, _)| store.current().ok())
+                    .is_some_and(|set| set.names_groups(&route.name));
+                if membership.is_none() && names_groups {
+                    match facts.membership(&identity, steps).await {
+                        Ok(m) => membership = Some(m),
+                        Err(reason) => {
+                            undecided = Some(reason);
+                            continue;
+                        }
+                    }
+                }
+                let caller = crate::policy::grants::Caller {
+                    user: Some(&identity.user),
+                    membership: membership.as_deref(),
+                    principal: req.principal,
+                };
+                match self.grant_for(route, req, &caller, steps) {
+                    GrantOutcome::Granted(by) => label.push_str(&by),
+                    GrantOutcome::Denied(d) => {
+                        fail(d, &mut denial);
+                        continue;
+                    }
+                    GrantOutcome::Undecided(reason) => {
+                        undecided = Some(reason);
+                        continue;
+                    }
+                }
+            }
             match checked {
                 Ok(_) => {
                     steps.note(|| format!("{label}: holds"));
                     return self
-                        .finish(route, label, Some(identity), membership, facts, steps)
+                        .finish(
+                            route,
+                            label,
+                            Some(identity),
+                            membership,
+                            rule.grant,
+                            facts,
+                            steps,
+                        )
                         .await;
                 }
                 Err(unmet) => {
@@ -422,15 +501,30 @@ impl Authorizer {
 
     /// Allows by `rule`: on a kube route if the kube policy allows the apiserver request
     /// too; fetching the groups first if the route injects them or the policy needs them.
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         route: &RouteRule,
         mut rule: String,
         identity: Option<Arc<Identity>>,
         membership: Option<Arc<Membership>>,
+        by_grant: bool,
         facts: &mut Facts<'_>,
         steps: &mut Trace,
     ) -> (Option<String>, Verdict) {
+        if by_grant && route.kube.is_some() {
+            // The grant's narrowing was the kube rule: the user alone is impersonated.
+            let impersonation = Impersonation { group: None };
+            let verdict = allow(
+                route,
+                facts.req,
+                identity,
+                membership,
+                Some(impersonation),
+                steps,
+            );
+            return (Some(rule), verdict);
+        }
         let wants_groups =
             route.inject.groups.is_some() || route.kube.as_ref().is_some_and(|k| k.needs_groups());
         let membership = match (&membership, &identity, wants_groups) {
@@ -481,6 +575,62 @@ impl Authorizer {
                     None,
                     Verdict::Deny(Denial::KubeForbidden(denial.to_string())),
                 )
+            }
+        }
+    }
+
+    /// Whether an active grant names `caller` for `route` (and, on a kube route, covers
+    /// the apiserver request).
+    fn grant_for(
+        &self,
+        route: &RouteRule,
+        req: &RequestView<'_>,
+        caller: &crate::policy::grants::Caller<'_>,
+        steps: &mut Trace,
+    ) -> GrantOutcome {
+        let Some((store, how_to_ask)) = &self.grants else {
+            // Config compilation refuses this; stay closed if it ever happens.
+            return GrantOutcome::Undecided("no grants configured".into());
+        };
+        let set = match store.current() {
+            Ok(set) => set,
+            Err(reason) => {
+                steps.note(|| format!("grants: {reason}: cannot decide"));
+                return GrantOutcome::Undecided(reason);
+            }
+        };
+        let request = route
+            .kube
+            .as_ref()
+            .map(|_| kube::parse(req.method, req.path, req.query));
+        let now = crate::authn::unix_now();
+        match set.find(&route.name, caller, request.as_ref(), now) {
+            Some(g) => {
+                let by = format!(
+                    ", grant {} at {} ({})",
+                    g.id,
+                    &set.revision[..set.revision.len().min(12)],
+                    g.reason
+                );
+                steps.note(|| {
+                    format!(
+                        "grant {:?} (until {}) allows it: {}",
+                        g.id, g.until, g.reason
+                    )
+                });
+                GrantOutcome::Granted(by)
+            }
+            None => {
+                steps.note(|| {
+                    format!(
+                        "no active grant at revision {} names this caller for route {:?}",
+                        set.revision, &*route.name
+                    )
+                });
+                GrantOutcome::Denied(Denial::NoGrant {
+                    route: route.name.to_string(),
+                    how_to_ask: how_to_ask.clone(),
+                })
             }
         }
     }

@@ -96,6 +96,13 @@ pub enum Denial {
     /// The Gerrit change the request acts for is not as a rule requires (HTTP 403); says
     /// why ("change 1234 is not merged").
     ChangeUnmet(String),
+    /// No active grant names the caller for this route and request (HTTP 403).
+    NoGrant {
+        /// The route.
+        route: String,
+        /// How to ask for a grant, as configured.
+        how_to_ask: Option<String>,
+    },
 }
 
 impl Denial {
@@ -126,6 +133,7 @@ impl Verdict {
             Verdict::Deny(Denial::GroupsTooLarge) => "groups_too_large",
             Verdict::Deny(Denial::KubeForbidden(_)) => "kube_forbidden",
             Verdict::Deny(Denial::ChangeUnmet(_)) => "change_unmet",
+            Verdict::Deny(Denial::NoGrant { .. }) => "no_grant",
             Verdict::Answer(answer) => answer.reason,
             Verdict::Unavailable(_) => "unavailable",
         }

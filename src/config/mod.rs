@@ -12,8 +12,8 @@ pub mod schema;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    AuditOutput, Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig,
-    ServerSettings,
+    AuditOutput, Config, GerritConfig, GerritEventsConfig, GrantsConfig, GroupsConfig,
+    IssuerConfig, ServerSettings,
 };
 
 use std::path::{Path, PathBuf};

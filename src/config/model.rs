@@ -36,6 +36,17 @@ pub struct Config {
     pub audit: Option<AuditOutput>,
     /// Browser sign-in, if an issuer has a `browser_client`.
     pub browser: Option<crate::signin::BrowserSignInConfig>,
+    /// Grants approved as reviews, if configured.
+    pub grants: Option<GrantsConfig>,
+}
+
+/// `grants:` as checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantsConfig {
+    /// Where the file is and how it is kept.
+    pub settings: crate::gerrit::GrantsSettings,
+    /// What a denial tells the developer to do.
+    pub how_to_ask: Option<String>,
 }
 
 /// Listen addresses and shutdown timing.

@@ -38,6 +38,52 @@ pub struct RawConfig {
     /// the paths mesh-authz answers itself. Needed when an issuer has a
     /// `browser_client`.
     pub browser_sessions: Option<RawBrowserSessions>,
+    /// Time-bounded grants approved as reviews: a file in a Gerrit project (needs
+    /// `gerrit`).
+    pub grants: Option<RawGrants>,
+}
+
+/// `grants:`: where the reviewed grants file is, and how it is kept.
+#[derive(Debug, Deserialize)]
+pub struct RawGrants {
+    /// The Gerrit project holding the file, e.g. `access-grants`.
+    pub project: String,
+    /// Its branch.
+    #[serde(default = "default_grants_branch")]
+    pub branch: String,
+    /// The file's path in the branch.
+    #[serde(default = "default_grants_file")]
+    pub file: String,
+    /// Longest a grant may last (`until - from`); longer entries are skipped.
+    #[serde(default = "default_grants_max_duration", with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// How often the branch is read when no event says it moved.
+    #[serde(default = "default_grants_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// How long the last good grants stay in force while Gerrit cannot be read; then
+    /// rules on grants cannot decide.
+    #[serde(default = "default_grants_staleness", with = "humantime_serde")]
+    pub max_staleness: Duration,
+    /// What a denial on a grant rule tells the developer: how to ask for a grant (a URL
+    /// to the project's changes, a runbook).
+    #[serde(default)]
+    pub how_to_ask: Option<String>,
+}
+
+fn default_grants_branch() -> String {
+    "main".into()
+}
+fn default_grants_file() -> String {
+    "grants.yaml".into()
+}
+fn default_grants_max_duration() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_grants_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_grants_staleness() -> Duration {
+    Duration::from_secs(900)
 }
 
 /// `browser_sessions:` the stateless session cookie of browser sign-in.
@@ -646,6 +692,8 @@ pub struct RawRule {
     pub as_user: Option<String>,
     /// The request must act for a Gerrit change in a given state (needs `gerrit`).
     pub change: Option<Box<RawChangeCondition>>,
+    /// An active grant from the `grants:` file must name the caller and this route.
+    pub grant: bool,
 }
 
 /// `allow[].change`: the Gerrit change the request acts for, and the state it must be in.

@@ -65,6 +65,15 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
         ),
         Denial::KubeForbidden(what) => ("access_denied", format!("kube: {what}")),
         Denial::ChangeUnmet(why) => ("access_denied", why.clone()),
+        Denial::NoGrant { route, how_to_ask } => (
+            "access_denied",
+            match how_to_ask {
+                Some(how) => format!(
+                    "no active grant lets you do this on route {route:?}; to ask for one: {how}"
+                ),
+                None => format!("no active grant lets you do this on route {route:?}"),
+            },
+        ),
         Denial::GroupsTooLarge => (
             "access_denied",
             "too many groups to pass to the upstream; the route should list the groups it needs"

@@ -102,6 +102,9 @@ pub struct GroupChanges {
     pub groups: Vec<String>,
     /// Numbers of the changes under review that moved, without repeats.
     pub changes: Vec<u64>,
+    /// Branches that moved (`(project, ref)` of `ref-updated` under `refs/heads/`); kept
+    /// by [`GroupEvents::read`] only for the grants branch.
+    pub heads: Vec<(String, String)>,
 }
 
 /// Reads one JSON event or newline-delimited events and picks out group changes in
@@ -141,6 +144,12 @@ pub fn group_changes(body: &[u8], all_users: &str) -> Result<GroupChanges, Event
         for number in numbers {
             if !changes.changes.contains(&number) {
                 changes.changes.push(number);
+            }
+        }
+        for update in event.updates() {
+            let head = (update.project.clone(), update.ref_name.clone());
+            if update.ref_name.starts_with("refs/heads/") && !changes.heads.contains(&head) {
+                changes.heads.push(head);
             }
         }
     }
@@ -191,6 +200,8 @@ pub struct GroupEvents {
     token_file: Option<PathBuf>,
     /// Changes under review, dropped when they move.
     changes: Option<super::ChangeCache>,
+    /// The grants, read again when their branch moves.
+    grants: Option<std::sync::Arc<super::GrantStore>>,
 }
 
 impl GroupEvents {
@@ -206,7 +217,14 @@ impl GroupEvents {
             all_users: all_users.into(),
             token_file,
             changes: None,
+            grants: None,
         }
+    }
+
+    /// Also reads the grants again when their branch moves.
+    pub fn with_grants(mut self, grants: std::sync::Arc<super::GrantStore>) -> Self {
+        self.grants = Some(grants);
+        self
     }
 
     /// Also drops moved changes from `changes`.
@@ -266,7 +284,15 @@ impl GroupEvents {
 
     /// Reads a body of events: the group changes in it, or why it is not Gerrit events.
     pub fn read(&self, body: &[u8]) -> Result<GroupChanges, EventError> {
-        let changes = group_changes(body, &self.all_users);
+        let mut changes = group_changes(body, &self.all_users);
+        if let Ok(changes) = &mut changes {
+            // Only the grants branch matters; every other push is no business of ours.
+            changes.heads.retain(|(project, name)| {
+                self.grants
+                    .as_ref()
+                    .is_some_and(|g| g.is_moved_by(project, name))
+            });
+        }
         if let Some(m) = self.metrics() {
             match &changes {
                 Ok(changes) => m.events("ignored", changes.ignored),
@@ -289,6 +315,10 @@ impl GroupEvents {
             additions_pending: changes.groups.len(),
             changes_dropped: 0,
         };
+        if let (Some(grants), false) = (&self.grants, changes.heads.is_empty()) {
+            let grants = grants.clone();
+            tokio::spawn(async move { grants.refresh_and_log().await });
+        }
         if let Some(cache) = &self.changes {
             for number in &changes.changes {
                 cache.forget(*number);
@@ -396,6 +426,7 @@ mod tests {
                 ignored: 0,
                 groups: vec![UUID.into()],
                 changes: Vec::new(),
+                heads: Vec::new(),
             }
         );
         let deleted = ref_updated("All-Users", &format!("refs/deleted-groups/6a/{UUID}"));

@@ -5,6 +5,7 @@ mod cache;
 mod change;
 mod client;
 mod events;
+mod grants;
 mod metrics;
 mod secret;
 
@@ -18,6 +19,7 @@ pub use client::{
     GerritClient, GerritCredentials, GerritSettings, Member, DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use events::{group_changes, Applied, EventError, GroupChanges, GroupEvents};
+pub use grants::{GrantStore, GrantsSettings, Refreshed};
 pub use metrics::GerritMetrics;
 pub use secret::Secret;
 

@@ -222,6 +222,14 @@ impl GrantSet {
         })
     }
 
+    /// Whether some grant for `route` names groups (only then are the caller's groups
+    /// needed to decide).
+    pub fn names_groups(&self, route: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| !g.groups.is_empty() && g.routes.iter().any(|r| r == route))
+    }
+
     /// How many grants are active at `now`.
     pub fn active(&self, now: u64) -> usize {
         self.grants.iter().filter(|g| g.is_active(now)).count()

@@ -67,6 +67,8 @@ pub struct Rule {
     pub as_user: Option<String>,
     /// The request must act for a Gerrit change in a given state.
     pub change: Option<super::ChangeCondition>,
+    /// An active grant must name the caller and the route.
+    pub grant: bool,
 }
 
 impl Rule {

@@ -29,11 +29,14 @@
 //!
 //! - `GET /a/changes/{change-id}`: `ChangeInfo` with submit requirements and votes
 //!   (`gerrit/changes.rs`).
+//! - `GET /a/projects/{p}/branches/{b}` and `.../commits/{c}/files/{f}/content`: branches
+//!   and base64 file content (`gerrit/projects.rs`).
 //!
 //! It can also misbehave ([`Fault`]), serve over TLS with a private CA, and write the
 //! `ref-updated` event Gerrit fires when a group changes.
 
 pub mod changes;
+mod projects;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -124,6 +127,9 @@ struct GerritState {
     changes: Mutex<Vec<changes::FakeChange>>,
     /// Change requests, by change number.
     change_requests: Mutex<HashMap<u64, usize>>,
+    /// Branches and files.
+    repositories: Mutex<projects::Repositories>,
+    branch_requests: AtomicUsize,
 }
 
 impl GerritState {
@@ -470,6 +476,14 @@ fn router(state: Arc<GerritState>) -> Router {
         .route("/a/accounts/{account}/groups/", get(account_groups))
         .route("/a/groups/{group}/members/", get(group_members))
         .route("/a/changes/{change}", get(changes::get_change))
+        .route(
+            "/a/projects/{project}/branches/{branch}",
+            get(projects::get_branch),
+        )
+        .route(
+            "/a/projects/{project}/commits/{commit}/files/{file}/content",
+            get(projects::get_file_content),
+        )
         .with_state(state)
 }
 

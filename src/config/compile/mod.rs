@@ -16,8 +16,8 @@ use kube::compile_kube;
 use route::{check_route_issuers, compile_route, group_refs, raw_rule_needs_token, rule_index};
 
 use super::model::{
-    AuditOutput, Config, GerritConfig, GerritEventsConfig, GroupsConfig, IssuerConfig,
-    ServerSettings,
+    AuditOutput, Config, GerritConfig, GerritEventsConfig, GrantsConfig, GroupsConfig,
+    IssuerConfig, ServerSettings,
 };
 use super::schema::{
     RawAllow, RawConfig, RawGerrit, RawIssuer, RawKube, RawKubeRule, RawRoute, RawRule,
@@ -219,6 +219,16 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
                 p.add(format!("{path}.allow"), "needs a token, but no `issuers` are configured");
             }
             check_route_issuers(&path, route, needs_token, &raw.issuers, p);
+            if raw.grants.is_none() {
+                for (i, rule) in rules.iter().enumerate() {
+                    if rule.grant {
+                        p.add(
+                            format!("{path}.allow{}.grant", rule_index(&route.allow, i)),
+                            "needs the `grants:` section: where the grants file is",
+                        );
+                    }
+                }
+            }
             if raw.gerrit.is_none() {
                 for (i, rule) in rules.iter().enumerate() {
                     if rule.change.is_some() {
@@ -279,11 +289,62 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
             .map(|f| files.resolve(f)),
     );
     let browser = compile_browser(&raw, files, &mut referenced, p);
+    let grants = raw.grants.as_ref().and_then(|g| {
+        if raw.gerrit.is_none() {
+            p.add(
+                "grants",
+                "grants are read from Gerrit, but `gerrit` is not configured",
+            );
+        }
+        let mut ok = true;
+        for (field, value) in [
+            ("project", &g.project),
+            ("branch", &g.branch),
+            ("file", &g.file),
+        ] {
+            if value.is_empty() || value.starts_with('/') || value.split('/').any(|s| s == "..") {
+                p.add(
+                    format!("grants.{field}"),
+                    format!("{value:?} is not a {field} name"),
+                );
+                ok = false;
+            }
+        }
+        for (field, d) in [
+            ("max_duration", g.max_duration),
+            ("refresh_interval", g.refresh_interval),
+            ("max_staleness", g.max_staleness),
+        ] {
+            if d.is_zero() {
+                p.add(format!("grants.{field}"), "must be greater than zero");
+                ok = false;
+            }
+        }
+        if g.max_staleness < g.refresh_interval {
+            p.add(
+                "grants.max_staleness",
+                "shorter than refresh_interval: the grants would go stale between two reads",
+            );
+            ok = false;
+        }
+        (ok && raw.gerrit.is_some()).then(|| GrantsConfig {
+            settings: crate::gerrit::GrantsSettings {
+                project: g.project.clone(),
+                branch: g.branch.trim_start_matches("refs/heads/").to_string(),
+                file: g.file.clone(),
+                max_duration: g.max_duration,
+                refresh_interval: g.refresh_interval,
+                max_staleness: g.max_staleness,
+            },
+            how_to_ask: g.how_to_ask.clone(),
+        })
+    });
     Config {
         source: name.to_string(),
         path: None,
         files: referenced,
         browser,
+        grants,
         server,
         issuers,
         groups,

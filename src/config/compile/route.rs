@@ -368,6 +368,7 @@ pub(super) fn compile_rule(path: &str, raw: &RawRule, p: &mut Problems) -> Rule 
             .change
             .as_ref()
             .and_then(|c| compile_change(&format!("{path}.change"), c, p)),
+        grant: raw.grant,
     }
 }
 
