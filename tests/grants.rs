@@ -156,6 +156,17 @@ async fn a_grant_opens_its_route_when_it_merges_narrowed_to_its_kube_rule() {
     assert_eq!(set["impersonate-user"].value, "agent-7");
     assert!(!set.contains_key("impersonate-group"), "the user alone");
     assert!(!revision.is_empty());
+    assert!(
+        s.metric("mesh_authz_grant_allows_total{grant=\"INC-4711\"}")
+            .await
+            >= 2.0
+    );
+    assert_eq!(s.metric("mesh_authz_grants_active").await, 1.0);
+    assert!(
+        s.metric("mesh_authz_grant_reads_total{result=\"read\"}")
+            .await
+            >= 2.0
+    );
 
     // Narrowed: another namespace, another verb, another user.
     assert!(!is_allowed(&delete_pod(&s, "agent-7", "kube-system").await));
@@ -209,8 +220,14 @@ async fn an_expired_or_over_long_grant_allows_nothing_and_a_broken_file_keeps_th
         gerrit.branch_requests() > 1
     })
     .await;
-    support::clock::real_sleep(Duration::from_millis(200)).await;
+    until("the entry reported skipped", || async {
+        s.metric("mesh_authz_grants_skipped{grant=\"INC-4711\"}")
+            .await
+            == 1.0
+    })
+    .await;
     assert!(!is_allowed(&delete_pod(&s, "agent-7", "payments").await));
+    assert_eq!(s.metric("mesh_authz_grants_active").await, 0.0);
 
     // A good grant, then a file that does not parse: the good one stays.
     gerrit.merge_file(
@@ -244,7 +261,12 @@ async fn an_expired_or_over_long_grant_allows_nothing_and_a_broken_file_keeps_th
         gerrit.branch_requests() > reads
     })
     .await;
-    support::clock::real_sleep(Duration::from_millis(200)).await;
+    until("the broken file refused", || async {
+        s.metric("mesh_authz_grant_reads_total{result=\"refused\"}")
+            .await
+            == 1.0
+    })
+    .await;
     assert!(is_allowed(&delete_pod(&s, "agent-7", "payments").await));
 }
 

@@ -618,6 +618,7 @@ impl Authorizer {
                         g.id, g.until, g.reason
                     )
                 });
+                store.count_allow(&g.id);
                 GrantOutcome::Granted(by)
             }
             None => {

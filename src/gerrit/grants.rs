@@ -144,8 +144,10 @@ impl GrantStore {
         match GrantSet::parse(&text, &revision, s.max_duration) {
             Ok((set, skipped)) => {
                 let grants = set.grants.len();
+                let set = Arc::new(set);
+                self.client.metrics().grants_in_force(set.clone(), &skipped);
                 self.loaded.store(Some(Arc::new(Loaded {
-                    set: Arc::new(set),
+                    set,
                     confirmed_at: now,
                 })));
                 Ok(Refreshed::Read {
@@ -172,7 +174,14 @@ impl GrantStore {
 
     /// Refreshes now and logs what came of it.
     pub async fn refresh_and_log(&self) {
-        match self.refresh().await {
+        let result = self.refresh().await;
+        self.client.metrics().grant_read(match &result {
+            Ok(Refreshed::Unchanged) => "unchanged",
+            Ok(Refreshed::Read { .. }) => "read",
+            Ok(Refreshed::Refused { .. }) => "refused",
+            Err(_) => "failed",
+        });
+        match result {
             Ok(Refreshed::Unchanged) => {}
             Ok(Refreshed::Read {
                 revision,
@@ -204,6 +213,11 @@ impl GrantStore {
                 tokio::time::sleep(every).await;
             }
         });
+    }
+
+    /// Counts a request allowed by grant `id`.
+    pub fn count_allow(&self, id: &str) {
+        self.client.metrics().grant_allowed(id);
     }
 
     /// Whether a `ref-updated` of `project` and `ref_name` moves the grants branch.

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Label of a Gerrit request's outcome.
@@ -39,9 +40,29 @@ pub struct TriggerLabel {
     pub trigger: &'static str,
 }
 
+/// Label of a grants file read.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantReadLabel {
+    /// `read` (a new revision), `unchanged`, `refused` (the file does not parse: the
+    /// previous set stays) or `failed` (Gerrit could not be read).
+    pub result: &'static str,
+}
+
+/// Label naming one grant entry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabel {
+    /// The entry's id.
+    pub grant: String,
+}
+
 /// Gerrit request and group cache metrics.
 #[derive(Clone, Debug)]
 pub struct GerritMetrics {
+    grant_reads: Family<GrantReadLabel, Counter>,
+    grants_skipped: Family<GrantLabel, Gauge>,
+    grant_allows: Family<GrantLabel, Counter>,
+    /// The grants in force, counted active at each scrape.
+    grants_in_force: Arc<arc_swap::ArcSwapOption<crate::policy::grants::GrantSet>>,
     requests: Family<OutcomeLabel, Counter>,
     latency: Histogram,
     lookups: Family<CacheLabel, Counter>,
@@ -66,7 +87,38 @@ impl Default for GerritMetrics {
             url_wrong: Gauge::default(),
             events: Family::default(),
             dropped: Family::default(),
+            grant_reads: Family::default(),
+            grants_skipped: Family::default(),
+            grant_allows: Family::default(),
+            grants_in_force: Arc::default(),
         }
+    }
+}
+
+/// `grants_active`, counted against the clock when scraped: a grant stops counting the
+/// second it ends, with no refresh.
+#[derive(Debug)]
+struct GrantsCollector(Arc<arc_swap::ArcSwapOption<crate::policy::grants::GrantSet>>);
+
+impl prometheus_client::collector::Collector for GrantsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let active = self
+            .0
+            .load()
+            .as_ref()
+            .map_or(0, |set| set.active(crate::authn::unix_now()));
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new(active as i64);
+        let metric = encoder.encode_descriptor(
+            "grants_active",
+            "Grants from the reviewed grants file in force now",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
     }
 }
 
@@ -118,6 +170,55 @@ impl GerritMetrics {
             "Group cache entries dropped by invalidation, by trigger",
             self.dropped.clone(),
         );
+        registry.register(
+            "grant_reads",
+            "Reads of the grants file from Gerrit, by result",
+            self.grant_reads.clone(),
+        );
+        registry.register(
+            "grants_skipped",
+            "1 for each entry of the grants file in force that was skipped as invalid (see the warning log line for why)",
+            self.grants_skipped.clone(),
+        );
+        registry.register(
+            "grant_allows",
+            "Requests allowed by a grant, by grant",
+            self.grant_allows.clone(),
+        );
+        registry.register_collector(Box::new(GrantsCollector(self.grants_in_force.clone())));
+    }
+
+    /// Records a read of the grants file.
+    pub fn grant_read(&self, result: &'static str) {
+        self.grant_reads
+            .get_or_create(&GrantReadLabel { result })
+            .inc();
+    }
+
+    /// A new grants set is in force, with these entries skipped.
+    pub fn grants_in_force(
+        &self,
+        set: Arc<crate::policy::grants::GrantSet>,
+        skipped: &[crate::policy::grants::Skipped],
+    ) {
+        self.grants_in_force.store(Some(set));
+        self.grants_skipped.clear();
+        for s in skipped {
+            self.grants_skipped
+                .get_or_create(&GrantLabel {
+                    grant: s.entry.clone(),
+                })
+                .set(1);
+        }
+    }
+
+    /// Counts a request a grant allowed.
+    pub fn grant_allowed(&self, grant: &str) {
+        self.grant_allows
+            .get_or_create(&GrantLabel {
+                grant: grant.to_string(),
+            })
+            .inc();
     }
 
     pub(super) fn request(&self, outcome: &'static str, elapsed: Duration) {
