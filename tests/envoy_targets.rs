@@ -211,9 +211,13 @@ async fn kube_request_in_a_namespace_the_user_does_not_own_is_denied_saying_what
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let body: Value = resp.json().await.unwrap();
+    // A Kubernetes Status, so kubectl prints "Error from server (Forbidden): <message>".
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "Forbidden");
+    assert_eq!(body["code"], 403);
     assert_eq!(body["error"], "access_denied");
     assert_eq!(
-        body["reason"],
+        body["message"],
         "kube: no rule allows list pods in namespace team-b"
     );
     assert_eq!(stack.upstream_requests(), 0);

@@ -96,6 +96,32 @@ pub fn denial_body(denial: &Denial, request_id: Option<&str>) -> String {
     body(error, &reason, request_id)
 }
 
+/// The body on a kube route: a Kubernetes `Status`, as the apiserver answers, so kubectl
+/// prints the reason (`Error from server (Forbidden): ...`) rather than "unknown"; with
+/// mesh-authz's own fields beside it.
+fn kube_status_body(status: u16, error: &str, reason: &str, request_id: Option<&str>) -> String {
+    let kind = match status {
+        401 => "Unauthorized",
+        400 => "BadRequest",
+        _ => "Forbidden",
+    };
+    let mut out = String::with_capacity(192 + reason.len());
+    out.push_str(
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"#,
+    );
+    json_string(&mut out, reason);
+    out.push_str(r#","reason":"#);
+    json_string(&mut out, kind);
+    out.push_str(&format!(r#","code":{status},"error":"#));
+    json_string(&mut out, error);
+    if let Some(id) = request_id {
+        out.push_str(r#","request_id":"#);
+        json_string(&mut out, id);
+    }
+    out.push('}');
+    out
+}
+
 /// Writes the body directly, each value a JSON string literal: denials from a flood of
 /// unauthenticated clients should cost little.
 fn body(error: &str, reason: &str, request_id: Option<&str>) -> String {
@@ -157,6 +183,7 @@ fn www_authenticate(denial: &Denial, challenge: Challenge) -> Option<String> {
 pub fn denied_response(
     denial: &Denial,
     challenge: Challenge,
+    kube: bool,
     request_id: Option<&str>,
 ) -> CheckResponse {
     let status = http_status(denial);
@@ -184,7 +211,11 @@ pub fn denied_response(
                 code: http_code as i32,
             }),
             headers,
-            body: body(error, &reason, request_id),
+            body: if kube {
+                kube_status_body(status, error, &reason, request_id)
+            } else {
+                body(error, &reason, request_id)
+            },
         })),
         dynamic_metadata: None,
     }
@@ -265,8 +296,41 @@ mod tests {
     }
 
     #[test]
+    fn a_kube_route_denies_with_a_kubernetes_status_kubectl_can_print() {
+        let d = Denial::KubeForbidden("no rule allows delete pods in namespace payments".into());
+        let r = denied_response(&d, Challenge::Bearer, true, Some("req-\"1"));
+        let Some(HttpResponse::DeniedResponse(denied)) = r.http_response else {
+            panic!()
+        };
+        let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "kube: no rule allows delete pods in namespace payments",
+                "reason": "Forbidden", "code": 403,
+                "error": "access_denied", "request_id": "req-\"1"
+            })
+        );
+        let unauthenticated = denied_response(
+            &Denial::Unauthenticated(AuthnError::Expired),
+            Challenge::Bearer,
+            true,
+            None,
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = unauthenticated.http_response else {
+            panic!()
+        };
+        let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
+        assert_eq!(
+            (body["reason"].as_str(), body["code"].as_u64()),
+            (Some("Unauthorized"), Some(401))
+        );
+    }
+
+    #[test]
     fn group_denial_is_403_without_challenge() {
-        let r = denied_response(&Denial::NotInGroup, Challenge::Basic, None);
+        let r = denied_response(&Denial::NotInGroup, Challenge::Basic, false, None);
         let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
             panic!()
         };

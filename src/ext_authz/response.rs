@@ -82,6 +82,7 @@ pub fn render(
         Verdict::Deny(denial) => Ok(super::denial::denied_response(
             &denial,
             super::denial::Challenge::of(route),
+            route.is_some_and(|r| r.kube.is_some()),
             request_id,
         )),
         Verdict::Answer(answer) => Ok(super::answer::answered_response(answer)),

@@ -28,7 +28,12 @@ impl FakeGerrit {
     pub fn merge_file(&self, project: &str, branch: &str, path: &str, content: &str) -> String {
         let mut repos = self.state.repositories.lock().unwrap();
         repos.commits += 1;
-        let commit = format!("{:040x}", 0xC0FFEE_u64 * 1_000 + repos.commits);
+        // A commit id as git would show it: 40 hex digits, different for each commit.
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            format!("{project}\n{branch}\n{path}\n{}\n{content}", repos.commits).as_bytes(),
+        );
+        let commit: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let key = (project.to_string(), branch.to_string());
         repos.branches.retain(|(k, _)| *k != key);
         repos.branches.push((key, commit.clone()));
