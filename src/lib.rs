@@ -11,14 +11,15 @@
 //!                        │           service.rs: audit, metrics), render (response.rs)
 //!                        ▼
 //!                       authorize    the decision: path → route → rules → token → groups
-//!                        │           → verdict (Decision, Verdict, Denial)
+//!                        │           → change → grant → verdict (Decision, Verdict, Denial)
 //!                        ├─ request  RequestView, and the path routes see (RFC 3986
 //!                        │           normal form; paths an upstream could resolve
 //!                        │           elsewhere refused)
 //!                        ├─ policy   routes (host/path/method/principal matchers), rules,
 //!                        │           group references (uuid: or name:), the upstream
 //!                        │           header changes (inject), kube-apiserver requests and
-//!                        │           their access rules
+//!                        │           their access rules, change conditions judged on
+//!                        │           plain facts (change_gate), the grants file (grants)
 //!                        ├─ signin   browser sign-in: which requests are page loads, the
 //!                        │           OIDC code flow with PKCE answered at the gateway
 //!                        │           (start, callback, sign-out), sealed session cookies
@@ -28,7 +29,8 @@
 //!                        ├─ authn    token extraction, JWT verification, JWKS store,
 //!                        │           ID tokens for sign-in
 //!                        ├─ gerrit   REST client (accounts resolved by exact query),
-//!                        │           per-user group cache, group events
+//!                        │           per-user group cache, changes and their cache, the
+//!                        │           grants store, events (groups, changes, grants branch)
 //!                        └─ identity who the caller is, whatever the source: Identity,
 //!                                    the Gerrit account it names, its groups (Membership)
 //!                        │

@@ -33,6 +33,11 @@ routes:
         state: merged
         revision_header: x-gerrit-revision
     inject: {user: x-forwarded-user}
+  - name: pipeline
+    match: {hosts: [pipeline.example.com]}
+    allow:
+      authenticated: true
+      change: {claim: gerrit_change, state: merged}
   - name: apply
     match: {hosts: [apply.example.com]}
     allow:
@@ -244,5 +249,59 @@ async fn gerrit_down_is_cannot_decide_never_allow() {
     assert!(
         status.message().contains("change lookup failed"),
         "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_change_can_come_from_a_claim_of_the_callers_token() {
+    let gerrit = gerrit_with_people().await;
+    gerrit.put_change(
+        FakeChange::new(55, "infra/deploy", "olivia")
+            .approved_by("rita")
+            .merged(),
+    );
+    gerrit.put_change(FakeChange::new(56, "infra/deploy", "olivia"));
+    let s = server(&gerrit).await;
+    let call = |change: serde_json::Value| {
+        let mut claims = tokens::claims("ci");
+        claims["gerrit_change"] = change;
+        let token = tokens::bearer(&tokens::sign("rsa-a", &claims));
+        let req = check_request(
+            "POST",
+            "pipeline.example.com",
+            "/promote",
+            &[("authorization", &token)],
+        );
+        let client = s.client.clone();
+        async move { client.clone().check(req).await.unwrap().into_inner() }
+    };
+    assert!(allowed(&call(serde_json::json!("infra/deploy~55")).await));
+    assert!(allowed(&call(serde_json::json!(55)).await));
+    let d = denied(&call(serde_json::json!(56)).await);
+    assert_eq!(d.json["reason"], "change 56 is not merged");
+    // A header naming another change does not count: the claim is the source.
+    let mut claims = tokens::claims("ci");
+    claims["gerrit_change"] = serde_json::json!(56);
+    let token = tokens::bearer(&tokens::sign("rsa-a", &claims));
+    let req = check_request(
+        "POST",
+        "pipeline.example.com",
+        "/promote",
+        &[("authorization", &token), ("x-gerrit-change", "55")],
+    );
+    assert!(!allowed(
+        &s.client.clone().check(req).await.unwrap().into_inner()
+    ));
+    let no_claim = tokens::bearer(&tokens::token_for("ci"));
+    let req = check_request(
+        "POST",
+        "pipeline.example.com",
+        "/promote",
+        &[("authorization", &no_claim)],
+    );
+    let d = denied(&s.client.clone().check(req).await.unwrap().into_inner());
+    assert_eq!(
+        d.json["reason"],
+        "the request names no Gerrit change (claim gerrit_change)"
     );
 }

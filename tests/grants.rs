@@ -126,8 +126,10 @@ async fn a_grant_opens_its_route_when_it_merges_narrowed_to_its_kube_rule() {
     // Before the grant: 403, saying how to ask.
     let d = denied(&delete_pod(&s, "agent-7", "payments").await.unwrap());
     assert_eq!(d.http_status, 403);
+    // A kube route answers a Kubernetes Status: kubectl prints its message.
+    assert_eq!(d.json["reason"], "Forbidden");
     assert_eq!(
-        d.json["reason"],
+        d.json["message"],
         "no active grant lets you do this on route \"kube\"; to ask for one: https://gerrit.example.com/q/project:access-grants"
     );
 
