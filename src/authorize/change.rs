@@ -1,22 +1,12 @@
 //! Change-gated rules at work: the change the request names, fetched from Gerrit (through
 //! the change cache), turned into the plain facts the policy judges.
 
-use super::Trace;
+use super::{Denial, Outcome, Trace};
 use crate::gerrit::{ChangeCache, ChangeId, ChangeInfo, ChangeStatus};
 use crate::identity::{GerritAccount, Identity};
 use crate::policy::change_gate::{ChangeSource, ChangeState, VoteFact};
 use crate::policy::{ChangeCondition, ChangeFacts};
 use crate::request::RequestView;
-
-/// How a rule's change condition came out.
-pub(super) enum ChangeOutcome {
-    /// It holds.
-    Holds,
-    /// It does not: why, for the developer.
-    Unmet(String),
-    /// Gerrit could not say: cannot decide.
-    Undecided(String),
-}
 
 /// Judges `condition` for `req`, whose caller is `identity` (a token's user) or
 /// `acting_as` (a workload's `as_user`).
@@ -27,7 +17,7 @@ pub(super) async fn check(
     identity: Option<&Identity>,
     acting_as: Option<&str>,
     steps: &mut Trace,
-) -> ChangeOutcome {
+) -> Outcome {
     let named = match &condition.from {
         ChangeSource::Header(h) => req.header(h).map(str::to_string),
         ChangeSource::Claim(c) => identity
@@ -43,22 +33,25 @@ pub(super) async fn check(
             ChangeSource::Header(h) => format!("header {h}"),
             ChangeSource::Claim(c) => format!("claim {c}"),
         };
-        return ChangeOutcome::Unmet(format!("the request names no Gerrit change ({place})"));
+        return unmet(
+            format!("the request names no Gerrit change ({place})"),
+            steps,
+        );
     };
     let id = match ChangeId::parse(named.trim()) {
         Ok(id) => id,
-        Err(e) => return ChangeOutcome::Unmet(e.to_string()),
+        Err(e) => return unmet(e.to_string(), steps),
     };
     let Some(changes) = changes else {
         // Config compilation refuses this; stay closed if it ever happens.
-        return ChangeOutcome::Undecided("no Gerrit configured for changes".into());
+        return Outcome::Undecided("no Gerrit configured for changes".into());
     };
     let change = match changes.change(&id).await {
         Ok(Some(change)) => change,
-        Ok(None) => return ChangeOutcome::Unmet(format!("change {id} was not found in Gerrit")),
+        Ok(None) => return unmet(format!("change {id} was not found in Gerrit"), steps),
         Err(e) => {
             steps.note(|| format!("change {id}: {e}: cannot decide"));
-            return ChangeOutcome::Undecided(format!("change lookup failed: {e}"));
+            return Outcome::Undecided(format!("change lookup failed: {e}"));
         }
     };
     let facts = facts(&change);
@@ -76,13 +69,16 @@ pub(super) async fn check(
                     facts.number, facts.project, facts.branch
                 )
             });
-            ChangeOutcome::Holds
+            Outcome::Holds(String::new())
         }
-        Err(why) => {
-            steps.note(|| why.clone());
-            ChangeOutcome::Unmet(why)
-        }
+        Err(why) => unmet(why, steps),
     }
+}
+
+/// The condition does not hold, for this reason.
+fn unmet(why: String, steps: &mut Trace) -> Outcome {
+    steps.note(|| why.clone());
+    Outcome::Fails(Denial::ChangeUnmet(why))
 }
 
 /// The facts the policy judges, from Gerrit's `ChangeInfo`.

@@ -46,14 +46,41 @@ pub struct Authorizer {
     sources: Sources,
 }
 
-/// How a rule's grant condition came out.
-enum GrantOutcome {
-    /// A grant allows it: how, for the rule label (and so the audit line).
-    Granted(String),
-    /// No grant does.
-    Denied(Denial),
-    /// The grants are not known: cannot decide.
+/// How one of a rule's conditions that Gerrit answers (a change, a grant) came out.
+enum Outcome {
+    /// It holds; the text is added to the rule's label (and so to the audit line).
+    Holds(String),
+    /// It does not.
+    Fails(Denial),
+    /// Gerrit could not say: cannot decide.
     Undecided(String),
+}
+
+/// Keeps `d` as the denial to report if it says more than the one kept (see
+/// [`Denial::rank`]).
+fn keep_closest(d: Denial, denial: &mut Option<Denial>) {
+    if denial.as_ref().is_none_or(|old| d.rank() >= old.rank()) {
+        *denial = Some(d);
+    }
+}
+
+/// Records a failed or undecided `outcome`; the label text of one that holds.
+fn settle(
+    outcome: Outcome,
+    denial: &mut Option<Denial>,
+    undecided: &mut Option<String>,
+) -> Option<String> {
+    match outcome {
+        Outcome::Holds(by) => Some(by),
+        Outcome::Fails(d) => {
+            keep_closest(d, denial);
+            None
+        }
+        Outcome::Undecided(reason) => {
+            *undecided = Some(reason);
+            None
+        }
+    }
 }
 
 /// What is known about the caller, found at most once per request and only when a rule
@@ -292,11 +319,7 @@ impl Authorizer {
         };
         let mut denial: Option<Denial> = None;
         let mut undecided: Option<String> = None;
-        let fail = |d: Denial, denial: &mut Option<Denial>| {
-            if denial.as_ref().is_none_or(|old| d.rank() >= old.rank()) {
-                *denial = Some(d);
-            }
-        };
+        let fail = keep_closest;
         for (i, rule) in rules.iter().enumerate() {
             let label = if rules.len() == 1 {
                 "allow".to_string()
@@ -314,8 +337,9 @@ impl Authorizer {
                 continue;
             }
             if !rule.token {
+                let mut label = label;
                 if let Some(condition) = &rule.change {
-                    match change::check(
+                    let outcome = change::check(
                         condition,
                         self.changes.as_ref(),
                         req,
@@ -323,38 +347,23 @@ impl Authorizer {
                         rule.as_user.as_deref(),
                         steps,
                     )
-                    .await
-                    {
-                        change::ChangeOutcome::Holds => {}
-                        change::ChangeOutcome::Unmet(why) => {
-                            steps.note(|| format!("{label}: {why}"));
-                            fail(Denial::ChangeUnmet(why), &mut denial);
-                            continue;
-                        }
-                        change::ChangeOutcome::Undecided(reason) => {
-                            undecided = Some(reason);
-                            continue;
-                        }
-                    }
+                    .await;
+                    let Some(by) = settle(outcome, &mut denial, &mut undecided) else {
+                        continue;
+                    };
+                    label.push_str(&by);
                 }
-                let mut label = label;
                 if rule.grant {
                     let caller = crate::policy::grants::Caller {
                         user: rule.as_user.as_deref(),
                         membership: None,
                         principal: req.principal,
                     };
-                    match self.grant_for(route, req, &caller, steps) {
-                        GrantOutcome::Granted(by) => label.push_str(&by),
-                        GrantOutcome::Denied(d) => {
-                            fail(d, &mut denial);
-                            continue;
-                        }
-                        GrantOutcome::Undecided(reason) => {
-                            undecided = Some(reason);
-                            continue;
-                        }
-                    }
+                    let outcome = self.grant_for(route, req, &caller, steps);
+                    let Some(by) = settle(outcome, &mut denial, &mut undecided) else {
+                        continue;
+                    };
+                    label.push_str(&by);
                 }
                 let granted = rule.grant;
                 steps.note(|| {
@@ -405,9 +414,11 @@ impl Authorizer {
             } else {
                 rule.check_identity(&identity, membership.as_deref())
             };
+            let (mut label, mut membership) = (label, membership);
+            // Conditions Gerrit answers come last: only for a caller who passed the rest.
             if checked.is_ok() {
                 if let Some(condition) = &rule.change {
-                    match change::check(
+                    let outcome = change::check(
                         condition,
                         self.changes.as_ref(),
                         req,
@@ -415,22 +426,13 @@ impl Authorizer {
                         None,
                         steps,
                     )
-                    .await
-                    {
-                        change::ChangeOutcome::Holds => {}
-                        change::ChangeOutcome::Unmet(why) => {
-                            steps.note(|| format!("{label}: {why}"));
-                            fail(Denial::ChangeUnmet(why), &mut denial);
-                            continue;
-                        }
-                        change::ChangeOutcome::Undecided(reason) => {
-                            undecided = Some(reason);
-                            continue;
-                        }
-                    }
+                    .await;
+                    let Some(by) = settle(outcome, &mut denial, &mut undecided) else {
+                        continue;
+                    };
+                    label.push_str(&by);
                 }
             }
-            let (mut label, mut membership) = (label, membership);
             if checked.is_ok() && rule.grant {
                 // Grants that name groups need the caller's.
                 let names_groups = self
@@ -452,17 +454,11 @@ impl Authorizer {
                     membership: membership.as_deref(),
                     principal: req.principal,
                 };
-                match self.grant_for(route, req, &caller, steps) {
-                    GrantOutcome::Granted(by) => label.push_str(&by),
-                    GrantOutcome::Denied(d) => {
-                        fail(d, &mut denial);
-                        continue;
-                    }
-                    GrantOutcome::Undecided(reason) => {
-                        undecided = Some(reason);
-                        continue;
-                    }
-                }
+                let outcome = self.grant_for(route, req, &caller, steps);
+                let Some(by) = settle(outcome, &mut denial, &mut undecided) else {
+                    continue;
+                };
+                label.push_str(&by);
             }
             match checked {
                 Ok(_) => {
@@ -587,16 +583,16 @@ impl Authorizer {
         req: &RequestView<'_>,
         caller: &crate::policy::grants::Caller<'_>,
         steps: &mut Trace,
-    ) -> GrantOutcome {
+    ) -> Outcome {
         let Some((store, how_to_ask)) = &self.grants else {
             // Config compilation refuses this; stay closed if it ever happens.
-            return GrantOutcome::Undecided("no grants configured".into());
+            return Outcome::Undecided("no grants configured".into());
         };
         let set = match store.current() {
             Ok(set) => set,
             Err(reason) => {
                 steps.note(|| format!("grants: {reason}: cannot decide"));
-                return GrantOutcome::Undecided(reason);
+                return Outcome::Undecided(reason);
             }
         };
         let request = route
@@ -619,7 +615,7 @@ impl Authorizer {
                     )
                 });
                 store.count_allow(&g.id);
-                GrantOutcome::Granted(by)
+                Outcome::Holds(by)
             }
             None => {
                 steps.note(|| {
@@ -628,7 +624,7 @@ impl Authorizer {
                         set.revision, &*route.name
                     )
                 });
-                GrantOutcome::Denied(Denial::NoGrant {
+                Outcome::Fails(Denial::NoGrant {
                     route: route.name.to_string(),
                     how_to_ask: how_to_ask.clone(),
                 })
