@@ -1506,3 +1506,137 @@ fn the_shipped_protoset_is_the_descriptor_set_the_server_serves() {
         "benches/ghz/authz.protoset is stale: copy authz_descriptor.bin from the build's OUT_DIR"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The container image recipe.
+
+/// The instructions of `Containerfile`, as `(stage, INSTRUCTION, arguments)`, with
+/// continuation lines joined and comments left out.
+fn containerfile() -> Vec<(usize, String, String)> {
+    let text = read(&root().join("Containerfile"));
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(line);
+                if !current.trim().is_empty() {
+                    joined.push(std::mem::take(&mut current));
+                }
+            }
+        }
+    }
+    let mut stage = 0;
+    joined
+        .into_iter()
+        .map(|l| {
+            let (word, rest) = l.trim().split_once(' ').unwrap_or((l.trim(), ""));
+            let word = word.to_ascii_uppercase();
+            if word == "FROM" {
+                stage += 1;
+            }
+            (stage, word, rest.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_image_builds_locked_and_runs_without_a_shell_as_the_deployments_user() {
+    let steps = containerfile();
+    let last = steps.iter().map(|(s, _, _)| *s).max().unwrap();
+    assert!(last >= 2, "a multi-stage build");
+    let of = |stage: usize, word: &str| -> Vec<&str> {
+        steps
+            .iter()
+            .filter(|(s, w, _)| *s == stage && w == word)
+            .map(|(_, _, rest)| rest.as_str())
+            .collect()
+    };
+    // The build: a locked release build of the binary.
+    let build_runs = of(1, "RUN").join("\n");
+    assert!(
+        build_runs.contains("cargo build --release --locked"),
+        "{build_runs}"
+    );
+    // The runtime: distroless (no shell, no package manager), nothing run in it.
+    let runtime = of(last, "FROM");
+    assert!(runtime[0].starts_with("gcr.io/distroless/"), "{runtime:?}");
+    assert!(
+        of(last, "RUN").is_empty(),
+        "a RUN would need a shell in the runtime image"
+    );
+    // Its user: numeric, the Deployment's runAsUser and runAsGroup.
+    let user = of(last, "USER");
+    let deploy = deployment();
+    let sc = &container(&deploy)["securityContext"];
+    assert_eq!(
+        user,
+        [format!(
+            "{}:{}",
+            sc["runAsUser"].as_u64().unwrap(),
+            sc["runAsGroup"].as_u64().unwrap()
+        )]
+    );
+    // Version and commit in OCI labels, from build arguments.
+    let labels = of(last, "LABEL").join(" ");
+    for label in [
+        "org.opencontainers.image.version=\"${VERSION}\"",
+        "org.opencontainers.image.revision=\"${REVISION}\"",
+    ] {
+        assert!(labels.contains(label), "{label} in {labels}");
+    }
+    // The ports it exposes are the container ports of the Deployment.
+    let exposed: Vec<u64> = of(last, "EXPOSE")
+        .join(" ")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let ports: Vec<u64> = seq(&container(&deploy)["ports"], "ports")
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(exposed, ports);
+    // The binary the entrypoint names is the one copied from the build.
+    let copied = of(last, "COPY").join("\n");
+    let entry = of(last, "ENTRYPOINT").join("");
+    assert!(
+        entry.contains("/usr/local/bin/mesh-authz") && copied.contains("/usr/local/bin/mesh-authz")
+    );
+}
+
+#[test]
+fn the_build_context_leaves_out_build_output_and_keeps_what_the_build_reads() {
+    let ignore = read(&root().join(".dockerignore"));
+    let ignored: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for out in ["target/", ".venv/", ".git/"] {
+        assert!(ignored.contains(&out), "{out} is left out of the context");
+    }
+    for copied in containerfile()
+        .iter()
+        .filter(|(_, w, rest)| w == "COPY" && !rest.starts_with("--from"))
+        .flat_map(|(_, _, rest)| {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            parts[..parts.len() - 1]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        })
+    {
+        assert!(
+            !ignored
+                .iter()
+                .any(|i| i.trim_end_matches('/') == copied.trim_end_matches('/')),
+            "{copied} is copied but left out of the context"
+        );
+        assert!(root().join(&copied).exists(), "{copied} exists");
+    }
+}
