@@ -1640,3 +1640,64 @@ fn the_build_context_leaves_out_build_output_and_keeps_what_the_build_reads() {
         assert!(root().join(&copied).exists(), "{copied} exists");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Alerts and the dashboard.
+
+/// Every `mesh_authz_*` metric name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let re = regex::Regex::new(r"mesh_authz_[a-z0-9_]+").unwrap();
+    re.find_iter(text).map(|m| m.as_str().to_string()).collect()
+}
+
+#[tokio::test]
+async fn every_metric_the_alerts_and_the_dashboard_name_exists_on_a_running_server() {
+    // A server with every metric family: Gerrit (groups, grants), audit on.
+    let gerrit = support::gerrit::FakeGerrit::start().await;
+    let s = support::server::start_with_gerrit(
+        &gerrit.url(),
+        |yaml| {
+            format!("{yaml}\naudit: {{output: audit.log}}\ngrants: {{project: access-grants}}\n")
+        },
+        &[],
+    )
+    .await;
+    // Families show once they have a sample: an allowed and a denied check make them.
+    gerrit.add_account("alice", &["team-a"]);
+    assert_eq!(support::server::check_team_a(&s, "alice").await.unwrap(), 0);
+    let no_token = support::server::check_request("GET", support::server::HOST, "/a/x", &[]);
+    s.client.clone().check(no_token).await.unwrap();
+    let exposed = s.metrics().await;
+    let families: std::collections::BTreeSet<&str> = exposed
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let exists = |name: &str| {
+        families.contains(name)
+            || ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| {
+                    name.strip_suffix(suffix)
+                        .is_some_and(|b| families.contains(b))
+                })
+    };
+    let monitoring = root().join("manifests/monitoring");
+    let mut named = 0;
+    for file in ["prometheusrule.yaml", "dashboard.json"] {
+        let text = read(&monitoring.join(file));
+        let names = metric_names(&text);
+        assert!(!names.is_empty(), "{file} names metrics");
+        for name in names {
+            named += 1;
+            assert!(
+                exists(&name),
+                "{file} names {name}, which /metrics does not have:\n{exposed}"
+            );
+        }
+    }
+    assert!(named > 10);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read(&monitoring.join("dashboard.json"))).unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 6);
+}

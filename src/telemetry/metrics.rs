@@ -136,6 +136,11 @@ impl Metrics {
             dry_run.clone(),
         );
         let reloads = Family::<ResultLabel, Counter>::default();
+        // Both series from the start, at 0: an alert on `increase(...{result="refused"})`
+        // then sees the first refusal rather than a series appearing.
+        for result in ["applied", "refused"] {
+            reloads.get_or_create(&ResultLabel { result });
+        }
         registry.register(
             "config_reloads",
             "Config file changes by result: applied, or refused (the previous config keeps serving)",
