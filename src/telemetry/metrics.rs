@@ -139,7 +139,7 @@ impl Metrics {
         // Both series from the start, at 0: an alert on `increase(...{result="refused"})`
         // then sees the first refusal rather than a series appearing.
         for result in ["applied", "refused"] {
-            reloads.get_or_create(&ResultLabel { result });
+            let _ = reloads.get_or_create(&ResultLabel { result });
         }
         registry.register(
             "config_reloads",
