@@ -1701,3 +1701,67 @@ async fn every_metric_the_alerts_and_the_dashboard_name_exists_on_a_running_serv
         serde_json::from_str(&read(&monitoring.join("dashboard.json"))).unwrap();
     assert!(dashboard["panels"].as_array().unwrap().len() >= 6);
 }
+
+#[test]
+fn the_autoscaler_targets_the_deployment_on_cpu_and_keeps_two_replicas() {
+    let hpa = load_kind("horizontalpodautoscaler.yaml", "HorizontalPodAutoscaler");
+    let deploy = deployment();
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        deploy["metadata"]["name"]
+    );
+    assert!(hpa["spec"]["minReplicas"].as_u64() >= Some(2));
+    let metric = &seq(&hpa["spec"]["metrics"], "metrics")[0];
+    assert_eq!(metric["resource"]["name"], "cpu");
+    // Utilization is a share of the request: the container must have one.
+    assert!(container(&deploy)["resources"]["requests"]["cpu"].is_string());
+}
+
+#[test]
+fn the_network_policy_selects_the_pods_and_opens_only_named_ports() {
+    let policy = load_kind("networkpolicy.yaml", "NetworkPolicy");
+    let deploy = deployment();
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(
+            &labels[k.as_str().unwrap()],
+            v,
+            "the policy selects the pods"
+        );
+    }
+    let container_ports: Vec<&str> = seq(&container(&deploy)["ports"], "ports")
+        .iter()
+        .map(|p| str_of(&p["name"], "port name"))
+        .collect();
+    for rule in seq(&policy["spec"]["ingress"], "ingress") {
+        for port in seq(&rule["ports"], "ports") {
+            let name = str_of(&port["port"], "ingress port");
+            assert!(
+                container_ports.contains(&name),
+                "ingress to unnamed port {name}"
+            );
+        }
+    }
+    let types = seq(&policy["spec"]["policyTypes"], "policyTypes");
+    assert!(types.iter().any(|t| t == "Egress"), "egress is limited too");
+}
+
+#[test]
+fn replicas_spread_across_zones_and_nodes() {
+    let deploy = deployment();
+    let keys: Vec<&str> = seq(
+        &deploy["spec"]["template"]["spec"]["topologySpreadConstraints"],
+        "topologySpreadConstraints",
+    )
+    .iter()
+    .map(|c| str_of(&c["topologyKey"], "topologyKey"))
+    .collect();
+    assert_eq!(
+        keys,
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    );
+}
