@@ -139,7 +139,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
     };
     // Gerrit's metrics are registered whether or not Gerrit is configured now: a reload
     // may add it.
-    let metrics = Arc::new(Metrics::new(Some(&shared.gerrit_metrics), audit.as_ref()));
+    let metrics = Arc::new(
+        Metrics::new(Some(&shared.gerrit_metrics), audit.as_ref()).with_issuers(current.clone()),
+    );
     let readiness = Arc::new(Readiness::new(current.clone()));
 
     let peers = if config.server.peers.is_empty() {

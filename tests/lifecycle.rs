@@ -59,12 +59,25 @@ async fn health_follows_key_availability() {
     let s = TestServer::start(&yaml, &[]).await;
     assert_eq!(health(&s, "").await, ServingStatus::NotServing);
     assert_eq!(health(&s, CHECK_SERVICE).await, ServingStatus::NotServing);
+    // The metric the alerts watch says the same, per issuer.
+    let loaded = format!(
+        "mesh_authz_jwks_keys_loaded{{issuer=\"{}\"}}",
+        tokens::ISSUER
+    );
+    let age = format!(
+        "mesh_authz_jwks_age_seconds{{issuer=\"{}\"}}",
+        tokens::ISSUER
+    );
+    assert!(s.metrics().await.contains(&format!("{loaded} 0")));
+    assert!(!s.metrics().await.contains(&age), "never fetched: no age");
     idp.set_failing(false);
     until("health SERVING once keys load", || async {
         health(&s, CHECK_SERVICE).await == ServingStatus::Serving
     })
     .await;
     assert_eq!(health(&s, "").await, ServingStatus::Serving);
+    assert_eq!(s.metric(&loaded).await, 1.0);
+    assert!(s.metrics().await.contains(&age), "fetched: its age");
 }
 
 #[tokio::test]

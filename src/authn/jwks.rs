@@ -415,6 +415,18 @@ impl JwksStore {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// How long ago the key set was last fetched successfully (`None`: never, or a
+    /// static set, which does not age).
+    pub fn age(&self) -> Option<std::time::Duration> {
+        let current = self.current.read().ok()?;
+        current.as_ref()?.fetched_at.map(|at| at.elapsed())
+    }
+
+    /// The bound past which the last good set is no longer used.
+    pub fn max_staleness(&self) -> std::time::Duration {
+        self.timing.max_staleness
+    }
+
     /// Whether a usable key set is loaded.
     pub fn is_loaded(&self) -> bool {
         self.key_set().is_some()

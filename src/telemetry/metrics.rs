@@ -69,6 +69,51 @@ impl Collector for AuditCollector {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabel {
+    issuer: String,
+}
+
+/// The signing keys of each issuer of the authorizer in force, read at scrape time (a
+/// reload changes the issuers): whether each has usable keys, and how old they are.
+#[derive(Debug)]
+struct IssuerKeysCollector(crate::authorize::CurrentAuthorizer);
+
+impl Collector for IssuerKeysCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let authorizer = self.0.load();
+        let stores: Vec<_> = authorizer.verifier().stores().cloned().collect();
+        let mut loaded = encoder.encode_descriptor(
+            "jwks_keys_loaded",
+            "1 while the issuer's signing keys are usable; 0 when never fetched or older than jwks.max_staleness (its tokens cannot be checked)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for store in &stores {
+            let label = IssuerLabel {
+                issuer: store.issuer().to_string(),
+            };
+            ConstGauge::new(i64::from(store.is_loaded())).encode(loaded.encode_family(&label)?)?;
+        }
+        let mut age = encoder.encode_descriptor(
+            "jwks_age_seconds",
+            "Seconds since the issuer's keys were last fetched successfully (fetched issuers only)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for store in &stores {
+            if let Some(a) = store.age() {
+                let label = IssuerLabel {
+                    issuer: store.issuer().to_string(),
+                };
+                ConstGauge::new(a.as_secs_f64()).encode(age.encode_family(&label)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// All metrics of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -90,6 +135,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds the issuers' key metrics (`jwks_keys_loaded`, `jwks_age_seconds`) of the
+    /// authorizer in force, whatever a reload makes it.
+    pub fn with_issuers(mut self, current: crate::authorize::CurrentAuthorizer) -> Self {
+        self.registry
+            .register_collector(Box::new(IssuerKeysCollector(current)));
+        self
+    }
+
     /// Registers every metric, including Gerrit's when groups come from Gerrit and the
     /// audit log's when there is one.
     pub fn new(gerrit: Option<&GerritMetrics>, audit: Option<&AuditLog>) -> Self {
