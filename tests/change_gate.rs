@@ -8,10 +8,8 @@ mod support;
 use support::gerrit::changes::FakeChange;
 use support::gerrit::FakeGerrit;
 use support::responses::denied;
-use support::server::{
-    check_request, config_with_routes, gerrit_section, with_events_token, TestServer, EVENTS_TOKEN,
-    EVENTS_TOKEN_FILE,
-};
+
+use support::server::{check_request, post_gerrit_events, start_with_gerrit_routes, TestServer};
 use support::tokens;
 
 type CheckResponse = envoy_types::pb::envoy::service::auth::v3::CheckResponse;
@@ -50,34 +48,7 @@ routes:
 "#;
 
 async fn server(gerrit: &FakeGerrit) -> TestServer {
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let yaml = with_events_token(config_with_routes(
-        "file: jwks.json",
-        &gerrit_section(&gerrit.url()),
-        ROUTES,
-    ));
-    TestServer::start(
-        &yaml,
-        &[
-            ("jwks.json", jwks.as_str()),
-            ("gerrit-password", support::gerrit::PASSWORD),
-            EVENTS_TOKEN_FILE,
-        ],
-    )
-    .await
-}
-
-/// POSTs Gerrit events to the admin port as the webhooks plugin would.
-async fn post_events(s: &TestServer, body: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}/gerrit/events", s.admin_url()))
-        .bearer_auth(EVENTS_TOKEN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    start_with_gerrit_routes(&gerrit.url(), ROUTES).await
 }
 
 async fn gerrit_with_people() -> FakeGerrit {
@@ -134,7 +105,7 @@ async fn a_pipeline_may_act_for_a_merged_change_at_its_merged_commit_only() {
     gerrit.put_change(change.clone().merged());
     // The open state was cached for seconds; a change event drops it at once.
     let event = gerrit.change_ref_updated_event(1234);
-    assert_eq!(post_events(&s, &event).await, 200);
+    assert_eq!(post_gerrit_events(&s, &event).await, 200);
     assert!(allowed(&deploy(&s, "1234", Some(&revision)).await));
     assert!(allowed(
         &deploy(&s, "infra/deploy~1234", Some(&revision)).await

@@ -12,10 +12,7 @@ use support::developer::require_program;
 use support::envoy::{require_envoy, start_upstream, Envoy};
 use support::gerrit::FakeGerrit;
 use support::pki::TestCa;
-use support::server::{
-    config_with_routes, gerrit_section, with_events_token, TestServer, EVENTS_TOKEN,
-    EVENTS_TOKEN_FILE,
-};
+use support::server::{post_gerrit_events, start_with_gerrit_routes};
 use support::tokens;
 
 const ROUTES: &str = r#"
@@ -50,21 +47,7 @@ async fn an_agent_may_delete_a_pod_only_while_its_reviewed_grant_lasts() {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("agent-7", &[]);
     gerrit.merge_file("access-grants", "main", "grants.yaml", "grants: []\n");
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let yaml = with_events_token(config_with_routes(
-        "file: jwks.json",
-        &gerrit_section(&gerrit.url()),
-        ROUTES,
-    ));
-    let s = TestServer::start(
-        &yaml,
-        &[
-            ("jwks.json", jwks.as_str()),
-            ("gerrit-password", support::gerrit::PASSWORD),
-            EVENTS_TOKEN_FILE,
-        ],
-    )
-    .await;
+    let s = start_with_gerrit_routes(&gerrit.url(), ROUTES).await;
     let (upstream, seen) = start_upstream().await;
     let ca = TestCa::new();
     let envoy = Envoy::start_for_browser(
@@ -119,14 +102,11 @@ async fn an_agent_may_delete_a_pod_only_while_its_reviewed_grant_lasts() {
         rfc3339(now + 4)
     );
     gerrit.merge_file("access-grants", "main", "grants.yaml", &file);
-    let status = reqwest::Client::new()
-        .post(format!("{}/gerrit/events", s.admin_url()))
-        .bearer_auth(EVENTS_TOKEN)
-        .body(gerrit.branch_ref_updated_event("access-grants", "main"))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = post_gerrit_events(
+        &s,
+        &gerrit.branch_ref_updated_event("access-grants", "main"),
+    )
+    .await;
     assert_eq!(status, 200);
     support::clock::until("the grant in force", || async {
         s.metric("mesh_authz_grants_active").await == 1.0

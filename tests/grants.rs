@@ -11,10 +11,8 @@ use std::time::Duration;
 use support::clock::{manual_clock, until};
 use support::gerrit::FakeGerrit;
 use support::responses::{allowed, denied, header_options};
-use support::server::{
-    check_request, config_with_routes, gerrit_section, with_events_token, TestServer, EVENTS_TOKEN,
-    EVENTS_TOKEN_FILE,
-};
+
+use support::server::{check_request, post_gerrit_events, start_with_gerrit_routes, TestServer};
 use support::tokens;
 
 const ROUTES: &str = r#"
@@ -35,33 +33,7 @@ routes:
 "#;
 
 async fn server(gerrit: &FakeGerrit) -> TestServer {
-    let jwks = tokens::jwks(&["rsa-a"]).to_string();
-    let yaml = with_events_token(config_with_routes(
-        "file: jwks.json",
-        &gerrit_section(&gerrit.url()),
-        ROUTES,
-    ));
-    TestServer::start(
-        &yaml,
-        &[
-            ("jwks.json", jwks.as_str()),
-            ("gerrit-password", support::gerrit::PASSWORD),
-            EVENTS_TOKEN_FILE,
-        ],
-    )
-    .await
-}
-
-async fn post_events(s: &TestServer, body: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}/gerrit/events", s.admin_url()))
-        .bearer_auth(EVENTS_TOKEN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    start_with_gerrit_routes(&gerrit.url(), ROUTES).await
 }
 
 /// `user` deletes a pod in `namespace` through the kube route.
@@ -142,7 +114,7 @@ async fn a_grant_opens_its_route_when_it_merges_narrowed_to_its_kube_rule() {
         &grants_file(now - 60, now + 3600),
     );
     assert_eq!(
-        post_events(
+        post_gerrit_events(
             &s,
             &gerrit.branch_ref_updated_event("access-grants", "main")
         )
@@ -213,7 +185,7 @@ async fn an_expired_or_over_long_grant_allows_nothing_and_a_broken_file_keeps_th
         "grants.yaml",
         &grants_file(now - 60, now + 9 * 3600),
     );
-    post_events(
+    post_gerrit_events(
         &s,
         &gerrit.branch_ref_updated_event("access-grants", "main"),
     )
@@ -238,7 +210,7 @@ async fn an_expired_or_over_long_grant_allows_nothing_and_a_broken_file_keeps_th
         "grants.yaml",
         &grants_file(now - 60, now + 3600),
     );
-    post_events(
+    post_gerrit_events(
         &s,
         &gerrit.branch_ref_updated_event("access-grants", "main"),
     )
@@ -254,7 +226,7 @@ async fn an_expired_or_over_long_grant_allows_nothing_and_a_broken_file_keeps_th
         "grants.yaml",
         "grants: {this is: [not a list\n",
     );
-    post_events(
+    post_gerrit_events(
         &s,
         &gerrit.branch_ref_updated_event("access-grants", "main"),
     )

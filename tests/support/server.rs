@@ -230,6 +230,41 @@ pub async fn start_with_events_token(
     .await
 }
 
+/// A server on `routes` (a whole `routes:` section, maybe with other top-level sections)
+/// asking the Gerrit at `gerrit_url`, with `gerrit.events` and its token on: the rsa-a
+/// JWKS and the service account's password beside it.
+pub async fn start_with_gerrit_routes(gerrit_url: &str, routes: &str) -> TestServer {
+    let jwks = super::tokens::jwks(&["rsa-a"]).to_string();
+    let yaml = with_events_token(config_with_routes(
+        "file: jwks.json",
+        &gerrit_section(gerrit_url),
+        routes,
+    ));
+    TestServer::start(
+        &yaml,
+        &[
+            ("jwks.json", jwks.as_str()),
+            ("gerrit-password", super::gerrit::PASSWORD),
+            EVENTS_TOKEN_FILE,
+        ],
+    )
+    .await
+}
+
+/// POSTs Gerrit events to the admin port with the events token, as the webhooks plugin
+/// would: the status.
+pub async fn post_gerrit_events(s: &TestServer, body: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/gerrit/events", s.admin_url()))
+        .bearer_auth(EVENTS_TOKEN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// POSTs to the cache invalidation endpoint (`query` is `""` or `"?user=NAME"`) with
 /// `token` as the bearer token, if given: status and body.
 pub async fn invalidate(s: &TestServer, query: &str, token: Option<&str>) -> (u16, String) {
