@@ -83,3 +83,4 @@ pub mod request;
 pub mod server;
 pub mod signin;
 pub mod telemetry;
+pub mod trace;

@@ -256,8 +256,14 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 async fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<ExitCode> {
-    telemetry::init_logging(log_format);
     let config = load(path.as_ref())?;
+    let traces =
+        telemetry::traces::TraceExport::resolve(&config.traces, |name| std::env::var(name).ok())?;
+    let provider = traces.as_ref().map(|t| t.start()).transpose()?;
+    telemetry::init_logging(log_format, provider.as_ref());
+    if let Some(t) = &traces {
+        tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, "exporting traces");
+    }
     if path.is_none() {
         tracing::warn!(
             "serving the built-in quickstart config: its demo tokens are public, never expose this server"
@@ -272,6 +278,10 @@ async fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<E
     shutdown_signal().await;
     tracing::info!("signal received");
     server.shutdown().await?;
+    if let Some(provider) = provider {
+        // Sends what is queued; the batch thread blocks, so not on a runtime thread.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

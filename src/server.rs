@@ -188,11 +188,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, ServerError> {
         _ => None,
     };
 
-    let check = CheckServer::new(CheckService::new(
-        current.clone(),
-        metrics.clone(),
-        audit.clone(),
-    ));
+    let check = CheckServer::new(
+        CheckService::new(current.clone(), metrics.clone(), audit.clone())
+            .with_user_in_traces(config.traces.include_user),
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener).map(|conn| {
         conn.map(|stream| {
             // Checks are small request/response pairs: Nagle only adds latency.
@@ -313,6 +312,7 @@ impl Reloader {
                 let restart_only = [
                     ("server", config.server != self.running.server),
                     ("audit", config.audit != self.running.audit),
+                    ("telemetry", config.traces != self.running.traces),
                 ];
                 for (section, changed) in restart_only {
                     if changed {

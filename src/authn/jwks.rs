@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use url::Url;
 
 /// Why a JWKS could not be loaded.
@@ -470,7 +471,19 @@ impl JwksStore {
     }
 
     async fn fetch_and_store(&self) -> Result<Option<Duration>, JwksError> {
-        let Fetched { set, max_age } = self.fetch().await?;
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "JWKS fetch",
+            otel.kind = "client",
+            mesh_authz.issuer = %self.issuer,
+            mesh_authz.outcome = tracing::field::Empty,
+        );
+        let fetched = self.fetch().instrument(span.clone()).await;
+        span.record(
+            "mesh_authz.outcome",
+            if fetched.is_ok() { "ok" } else { "error" },
+        );
+        let Fetched { set, max_age } = fetched?;
         if let Ok(mut current) = self.current.write() {
             let changed = current.as_ref().is_none_or(|c| c.set.digest != set.digest);
             if changed {
@@ -548,8 +561,7 @@ async fn get_limited(
         url: url.to_string(),
         reason,
     };
-    let mut resp = http
-        .get(url.clone())
+    let mut resp = crate::trace::propagate(http.get(url.clone()))
         .header("accept", "application/json")
         .timeout(timeout)
         .send()

@@ -13,7 +13,7 @@ pub mod schema;
 pub use error::{ConfigError, Problem};
 pub use model::{
     AuditOutput, Config, GerritConfig, GerritEventsConfig, GrantsConfig, GroupsConfig,
-    IssuerConfig, ServerSettings,
+    IssuerConfig, OtlpProtocol, ServerSettings, TracesSettings,
 };
 
 use std::path::{Path, PathBuf};

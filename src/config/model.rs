@@ -38,6 +38,50 @@ pub struct Config {
     pub browser: Option<crate::signin::BrowserSignInConfig>,
     /// Grants approved as reviews, if configured.
     pub grants: Option<GrantsConfig>,
+    /// `telemetry.traces` as written; the `OTEL_*` variables fill in the rest at start.
+    pub traces: TracesSettings,
+}
+
+/// `telemetry.traces` as checked: what the config says, each `None` left to the
+/// standard `OTEL_*` variable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TracesSettings {
+    /// Export forced on or off.
+    pub enabled: Option<bool>,
+    /// The collector's URL.
+    pub endpoint: Option<url::Url>,
+    /// How spans are sent.
+    pub protocol: Option<OtlpProtocol>,
+    /// `service.name`.
+    pub service_name: Option<String>,
+    /// Share of parentless Checks traced, 0 to 1.
+    pub sample_ratio: Option<f64>,
+    /// Whether the Check span names the user.
+    pub include_user: bool,
+    /// Spans waiting for export, at most.
+    pub max_queue_size: Option<usize>,
+    /// Longest export.
+    pub export_timeout: Option<Duration>,
+}
+
+/// OTLP's two transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `grpc`: the collector's TraceService, usually port 4317.
+    Grpc,
+    /// `http/protobuf`: POST to `/v1/traces`, usually port 4318.
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The protocol an `OTEL_EXPORTER_OTLP_*PROTOCOL` value or the config names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
 }
 
 /// `grants:` as checked.

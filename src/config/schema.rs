@@ -41,6 +41,53 @@ pub struct RawConfig {
     /// Time-bounded grants approved as reviews: a file in a Gerrit project (needs
     /// `gerrit`).
     pub grants: Option<RawGrants>,
+    /// Telemetry beyond logs and metrics: OTLP trace export.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// `telemetry:` what is exported besides `/metrics` and the audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTelemetry {
+    /// OTLP traces. Without this section the standard `OTEL_*` variables decide; each
+    /// field set here wins over its variable.
+    pub traces: Option<RawTraces>,
+}
+
+/// `telemetry.traces:` one span per Check (a child of Envoy's span), with child spans for
+/// token verification, JWKS fetches and Gerrit requests, exported as OTLP off the request
+/// path.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTraces {
+    /// Export on or off. Default: on when an endpoint is set here or in
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// (and `OTEL_SDK_DISABLED` is not `true`).
+    pub enabled: Option<bool>,
+    /// The collector: `http://collector:4317` for `grpc`; for `http/protobuf` the full
+    /// URL, `http://collector:4318/v1/traces`. Default from the `OTEL_*` variables.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`. Default: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, then `grpc`.
+    pub protocol: Option<String>,
+    /// `service.name` of the spans. Default: `OTEL_SERVICE_NAME`, then `mesh-authz`.
+    pub service_name: Option<String>,
+    /// Share of Checks traced when the caller's trace context does not decide (0 to 1).
+    /// A Check whose parent is sampled (or not) follows its parent, as Envoy decided.
+    /// Default: `OTEL_TRACES_SAMPLER`/`_ARG`, then 1.
+    pub sample_ratio: Option<f64>,
+    /// Put the caller's user name in the Check span (`enduser.id`). Off by default: it is
+    /// personal data, and trace stores are often kept longer and seen by more people.
+    pub include_user: bool,
+    /// Spans waiting for export, at most; a span beyond it is dropped and counted in
+    /// `mesh_authz_trace_spans_dropped_total`. Default: `OTEL_BSP_MAX_QUEUE_SIZE`, then
+    /// 2048.
+    pub max_queue_size: Option<usize>,
+    /// Time an export may take before it is abandoned (its spans dropped). Default:
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, then `10s`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub export_timeout: Option<Duration>,
 }
 
 /// `grants:`: where the reviewed grants file is, and how it is kept.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 /// The Check service.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct CheckService {
     authorizer: CurrentAuthorizer,
     metrics: Arc<Metrics>,
     audit: Option<AuditLog>,
+    /// Whether the Check span names the user (`telemetry.traces.include_user`).
+    user_in_traces: bool,
 }
 
 impl CheckService {
@@ -37,7 +40,14 @@ impl CheckService {
             authorizer,
             metrics,
             audit,
+            user_in_traces: false,
         }
+    }
+
+    /// Lets the Check span name the user.
+    pub fn with_user_in_traces(mut self, on: bool) -> Self {
+        self.user_in_traces = on;
+        self
     }
 }
 
@@ -64,6 +74,8 @@ impl CheckService {
             ));
         }
         let (metadata, _, CheckCall(bytes)) = request.into_parts();
+        // A disabled span with export off; the parent is only read when it is not.
+        let span = crate::trace::check_span();
         let fields = CheckFields::parse(&bytes).map_err(|e| {
             Status::invalid_argument(format!("not an envoy.service.auth.v3.CheckRequest: {e}"))
         })?;
@@ -71,7 +83,14 @@ impl CheckService {
         let view = request::view(&fields, raw.as_ref());
         // The authorizer in force now; a reload meanwhile does not affect this check.
         let authorizer = self.authorizer.load_full();
-        let decision = authorizer.decide(&view).await;
+        if !span.is_disabled() {
+            // Envoy's ext_authz span (in the call's metadata when Envoy traces) first,
+            // else the span the request itself carries.
+            let parent = crate::trace::parent_from(|name| metadata.get(name)?.to_str().ok())
+                .or_else(|| crate::trace::parent_from(|name| view.header(name)));
+            crate::trace::set_parent(&span, parent);
+        }
+        let decision = authorizer.decide(&view).instrument(span.clone()).await;
         let elapsed = started.elapsed();
         self.metrics.observe(&decision, elapsed);
         let request_id = view.header("x-request-id");
@@ -88,6 +107,17 @@ impl CheckService {
             host = view.host,
             path = view.path,
             "check"
+        );
+        crate::trace::record_decision(
+            &span,
+            crate::trace::DecisionAttributes {
+                route,
+                rule: decision.rule.as_deref(),
+                decision: decision.verdict.kind(),
+                reason: decision.verdict.reason(),
+                dry_run: decision.dry_run(),
+                user: user.filter(|_| self.user_in_traces),
+            },
         );
         if let Some(audit) = &self.audit {
             audit.record(&AuditRecord {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use url::Url;
 
 /// Gerrit prefixes JSON with this line to defeat XSSI; it must be stripped.
@@ -405,9 +406,19 @@ impl GerritClient {
         parse: fn(&[u8]) -> Result<T, GerritError>,
     ) -> Result<Option<T>, GerritError> {
         let started = tokio::time::Instant::now();
+        // Named by the REST collection only: the rest of the path names accounts.
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "Gerrit GET",
+            otel.kind = "client",
+            http.request.method = "GET",
+            gerrit.collection = collection(url),
+            mesh_authz.outcome = tracing::field::Empty,
+        );
         // The timeout covers the body too: a Gerrit that sends headers and then stalls
         // must not hold the check.
-        let result = match tokio::time::timeout(self.settings.timeout, self.get_once(url)).await {
+        let attempt = tokio::time::timeout(self.settings.timeout, self.get_once(url));
+        let result = match attempt.instrument(span.clone()).await {
             Ok(Ok(Some(body))) => parse(&body).map(Some),
             Ok(other) => other.map(|_| None),
             Err(_) => Err(GerritError::Unreachable("request timed out".into())),
@@ -417,6 +428,7 @@ impl GerritClient {
             Ok(None) => "not_found",
             Err(e) => e.code(),
         };
+        span.record("mesh_authz.outcome", outcome);
         if let Err(GerritError::Credentials(status)) = &result {
             let how = if self.settings.trusted_user_header.is_some() {
                 "check that the account exists and gerrit.trusted_user_header matches Gerrit's auth.httpHeader"
@@ -435,9 +447,7 @@ impl GerritClient {
 
     async fn get_once(&self, url: &Url) -> Result<Option<Vec<u8>>, GerritError> {
         let auth = &*self.settings;
-        let mut req = self
-            .http
-            .get(url.clone())
+        let mut req = crate::trace::propagate(self.http.get(url.clone()))
             .header("accept", "application/json");
         if let Some(password) = self.current_password() {
             req = req.basic_auth(&auth.username, Some(password.expose()));
@@ -521,6 +531,25 @@ fn with_registered_users(groups: &mut Vec<Group>) {
 
 /// The UUID of Gerrit's system group of all signed-in accounts.
 const REGISTERED_USERS: &str = "global:Registered-Users";
+
+/// The REST collection a Gerrit URL reads (`accounts`, `groups`, `changes`,
+/// `projects`): what a span may say of it.
+fn collection(url: &Url) -> &'static str {
+    let mut segments = url.path_segments().into_iter().flatten();
+    // `{base}/a/{collection}/...`; the base may have a path of its own.
+    while let Some(segment) = segments.next() {
+        if segment == "a" {
+            return match segments.next() {
+                Some("accounts") => "accounts",
+                Some("groups") => "groups",
+                Some("changes") => "changes",
+                Some("projects") => "projects",
+                _ => "other",
+            };
+        }
+    }
+    "other"
+}
 
 /// reqwest errors print the URL, which is harmless here but noisy; keep the cause.
 fn without_url(e: reqwest::Error) -> String {

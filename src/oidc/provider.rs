@@ -201,9 +201,7 @@ impl Provider {
             "{}/.well-known/openid-configuration",
             self.client.issuer.trim_end_matches('/')
         );
-        let response = self
-            .http
-            .get(&url)
+        let response = crate::trace::propagate(self.http.get(&url))
             .send()
             .await
             .map_err(|e| OidcError::Unavailable(format!("discovery: {}", without_url(e))))?;
@@ -367,7 +365,11 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Bounded<'_> {
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let request = reqwest::Request::try_from(request).map_err(Box::new)?;
+            let mut request = reqwest::Request::try_from(request).map_err(Box::new)?;
+            // The IdP's own trace joins the check's (sign-in callbacks and refreshes).
+            if let Some(value) = crate::trace::traceparent() {
+                request.headers_mut().insert("traceparent", value);
+            }
             let mut response = self.0.execute(request).await.map_err(Box::new)?;
             let mut builder = oauth2::http::Response::builder().status(response.status());
             for (name, value) in response.headers() {

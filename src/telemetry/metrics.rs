@@ -211,6 +211,22 @@ impl Metrics {
             "Checks answered DEADLINE_EXCEEDED without a decision: they waited past their grpc-timeout (Envoy had given up on them)",
             expired.clone(),
         );
+        let traces = &super::traces::COUNTERS;
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped because telemetry.traces.max_queue_size spans were waiting for export (the collector is slow or down); decisions are unaffected",
+            traces.dropped.clone(),
+        );
+        registry.register(
+            "trace_spans_exported",
+            "Spans the OTLP collector accepted",
+            traces.exported.clone(),
+        );
+        registry.register(
+            "trace_spans_export_failed",
+            "Spans in OTLP exports that failed (collector down, refused or timed out); they are not retried",
+            traces.failed.clone(),
+        );
         let last_reload = Gauge::default();
         registry.register(
             "config_last_reload_success_timestamp_seconds",

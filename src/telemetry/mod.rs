@@ -1,7 +1,8 @@
-//! Logs and metrics.
+//! Logs, metrics, the audit log and trace export.
 
 pub mod audit;
 mod metrics;
+pub mod traces;
 
 pub use metrics::Metrics;
 
@@ -14,18 +15,34 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber; `RUST_LOG` overrides the default `info`.
-pub fn init_logging(format: LogFormat) {
+/// Installs the global tracing subscriber: log lines on stderr (`RUST_LOG` overrides
+/// the default `info`), and OTLP spans through `traces` when export is on.
+pub fn init_logging(
+    format: LogFormat,
+    traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The request path's spans are for the OTLP layer only: in log lines they would
+    // prefix every event and cost on every check.
+    let filter = match format!("{}=off", crate::trace::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal; in a pod they would litter the log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // `try_init`: a second call (tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
     };
+    // `try_init`: a second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(traces.map(traces::layer))
+        .try_init();
 }

@@ -121,6 +121,7 @@ struct GerritState {
     max_in_flight: AtomicUsize,
     /// The identity of each request, as Gerrit saw it (username), in order.
     callers: Mutex<Vec<String>>,
+    traceparents: Mutex<Vec<String>>,
     /// `GET /a/accounts/self` requests (the service account checking itself).
     self_requests: AtomicUsize,
     /// Changes under review.
@@ -452,6 +453,11 @@ impl FakeGerrit {
         self.state.self_requests.load(Ordering::SeqCst)
     }
 
+    /// The `traceparent` of every request, in order (`-` where there was none).
+    pub fn traceparents(&self) -> Vec<String> {
+        self.state.traceparents.lock().unwrap().clone()
+    }
+
     /// Who each request about users authenticated as, in order.
     pub fn callers(&self) -> Vec<String> {
         self.state.callers.lock().unwrap().clone()
@@ -484,7 +490,27 @@ fn router(state: Arc<GerritState>) -> Router {
             "/a/projects/{project}/commits/{commit}/files/{file}/content",
             get(projects::get_file_content),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_traceparent,
+        ))
         .with_state(state)
+}
+
+/// Keeps each request's `traceparent` (or `-` without one), for the trace tests.
+async fn record_traceparent(
+    State(state): State<Arc<GerritState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let value = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    state.traceparents.lock().unwrap().push(value);
+    next.run(request).await
 }
 
 /// Gerrit numbers accounts from 1000000 up; the service account is the first.

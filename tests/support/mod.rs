@@ -20,6 +20,9 @@
 //!   is shared with the load bench), a Check tap and an echo upstream.
 //! - [`pausable`]: a proxy in front of a replica's admin port that can stop answering,
 //!   like a replica stopped with SIGSTOP, and answer again.
+//! - [`otlp`]: an OTLP trace receiver (gRPC `TraceService` and HTTP `/v1/traces`).
+//! - [`serve`]: the real `mesh-authz serve` as a process of its own, with its `OTEL_*`
+//!   environment.
 //! - [`server`]: starts the real mesh-authz server on ephemeral ports with a gRPC client.
 //! - [`istio`]: CheckRequests shaped like an Istio gateway's (shared with the benches).
 //! - [`responses`]: reads CheckResponses as Envoy acts on them (allowed or denied).
@@ -39,8 +42,10 @@ pub mod git_http;
 pub mod idp;
 pub mod istio;
 pub mod oidc_provider;
+pub mod otlp;
 pub mod pausable;
 pub mod pki;
 pub mod responses;
+pub mod serve;
 pub mod server;
 pub mod tokens;

@@ -17,10 +17,10 @@ use route::{check_route_issuers, compile_route, group_refs, raw_rule_needs_token
 
 use super::model::{
     AuditOutput, Config, GerritConfig, GerritEventsConfig, GrantsConfig, GroupsConfig,
-    IssuerConfig, ServerSettings,
+    IssuerConfig, OtlpProtocol, ServerSettings, TracesSettings,
 };
 use super::schema::{
-    RawAllow, RawConfig, RawGerrit, RawIssuer, RawKube, RawKubeRule, RawRoute, RawRule,
+    RawAllow, RawConfig, RawGerrit, RawIssuer, RawKube, RawKubeRule, RawRoute, RawRule, RawTraces,
 };
 use super::{ConfigError, FileResolver, Problem};
 use crate::authn::{IssuerSettings, JwksSource, JwksTiming, KeySet, TokenSource};
@@ -357,6 +357,7 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
                 .into_iter()
                 .collect::<Vec<_>>(),
         ),
+        traces: compile_traces(raw.telemetry.traces.as_ref(), p),
         token_cache_entries: raw.token_cache.max_entries,
         max_token_bytes: raw.max_token_bytes,
         audit: raw.audit.as_ref().and_then(|a| match a.output.as_str() {
@@ -367,6 +368,69 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
             "stdout" => Some(AuditOutput::Stdout),
             path => Some(AuditOutput::File(files.resolve(std::path::Path::new(path)))),
         }),
+    }
+}
+
+/// `telemetry.traces`: each field checked here, so a typo does not silently fall back to
+/// the `OTEL_*` variables.
+fn compile_traces(raw: Option<&RawTraces>, p: &mut Problems) -> TracesSettings {
+    let Some(raw) = raw else {
+        return TracesSettings::default();
+    };
+    let endpoint = raw
+        .endpoint
+        .as_deref()
+        .and_then(|e| match url::Url::parse(e) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
+            _ => {
+                p.add(
+                    "telemetry.traces.endpoint",
+                    format!("{e:?} is not an http:// or https:// URL"),
+                );
+                None
+            }
+        });
+    let protocol = raw.protocol.as_deref().and_then(|name| {
+        let protocol = OtlpProtocol::parse(name);
+        if protocol.is_none() {
+            p.add(
+                "telemetry.traces.protocol",
+                format!("{name:?}: `grpc` or `http/protobuf`"),
+            );
+        }
+        protocol
+    });
+    if let Some(ratio) = raw.sample_ratio {
+        if !(0.0..=1.0).contains(&ratio) {
+            p.add(
+                "telemetry.traces.sample_ratio",
+                format!("{ratio} is not between 0 and 1"),
+            );
+        }
+    }
+    if raw.max_queue_size == Some(0) {
+        p.add("telemetry.traces.max_queue_size", "must be at least 1");
+    }
+    if raw.export_timeout.is_some_and(|t| t.is_zero()) {
+        p.add(
+            "telemetry.traces.export_timeout",
+            "must be greater than zero",
+        );
+    }
+    if raw.service_name.as_deref() == Some("") {
+        p.add("telemetry.traces.service_name", "must not be empty");
+    }
+    TracesSettings {
+        enabled: raw.enabled,
+        endpoint,
+        protocol,
+        service_name: raw.service_name.clone(),
+        sample_ratio: raw.sample_ratio,
+        include_user: raw.include_user,
+        max_queue_size: raw.max_queue_size,
+        export_timeout: raw.export_timeout,
     }
 }
 

@@ -1,0 +1,498 @@
+//! OTLP trace export: the config's `telemetry.traces` merged with the standard `OTEL_*`
+//! variables (the config wins), the SDK's batch exporter behind a bounded, counted
+//! queue, and the `tracing` layer that turns [`crate::trace`]'s spans into OTLP spans.
+
+use crate::config::{OtlpProtocol, TracesSettings};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
+};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+/// Why trace export cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum TracesError {
+    /// An `OTEL_*` variable holds something unusable.
+    #[error("{variable}: {problem}")]
+    Variable {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The exporter could not be built.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+}
+
+/// Where and how spans go, once the config and the environment are merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceExport {
+    /// The collector URL the exporter is given.
+    pub endpoint: String,
+    /// gRPC or HTTP.
+    pub protocol: OtlpProtocol,
+    /// `service.name`, when set here or in the config (else the SDK reads
+    /// `OTEL_SERVICE_NAME`, and mesh-authz's name is the fallback).
+    pub service_name: Option<String>,
+    /// A parent-based ratio sampler; `None` leaves `OTEL_TRACES_SAMPLER` to the SDK.
+    pub sample_ratio: Option<f64>,
+    /// Spans waiting for export, at most.
+    pub max_queue_size: usize,
+    /// The config's export timeout (else `OTEL_EXPORTER_OTLP_TIMEOUT`, read by the SDK).
+    pub export_timeout: Option<Duration>,
+    /// Whether Check spans name the user.
+    pub include_user: bool,
+}
+
+/// The SDK's default queue (`OTEL_BSP_MAX_QUEUE_SIZE`).
+const DEFAULT_QUEUE: usize = 2048;
+
+impl TraceExport {
+    /// What `settings` and the variables `env` reads say; `None` when export is off.
+    pub fn resolve(
+        settings: &TracesSettings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, TracesError> {
+        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let disabled_by_env = set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true")
+            || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none");
+        let protocol = match settings.protocol {
+            Some(p) => p,
+            None => match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v))
+                .or_else(|| {
+                    set("OTEL_EXPORTER_OTLP_PROTOCOL").map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL", v))
+                }) {
+                Some((variable, value)) => {
+                    OtlpProtocol::parse(value.trim()).ok_or_else(|| TracesError::Variable {
+                        variable,
+                        problem: format!("{value:?}: `grpc` or `http/protobuf`"),
+                    })?
+                }
+                None => OtlpProtocol::Grpc,
+            },
+        };
+        // The signal-specific variable is the whole URL; the general one is a base to
+        // which HTTP appends the signal's path (OTLP exporter spec).
+        let endpoint = match &settings.endpoint {
+            Some(url) => Some(url.as_str().to_string()),
+            None => set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
+                set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| match protocol {
+                    OtlpProtocol::Grpc => base,
+                    OtlpProtocol::HttpProtobuf => {
+                        format!("{}/v1/traces", base.trim_end_matches('/'))
+                    }
+                })
+            }),
+        };
+        let on = match settings.enabled {
+            Some(on) => on,
+            None => endpoint.is_some() && !disabled_by_env,
+        };
+        if !on {
+            return Ok(None);
+        }
+        let endpoint = endpoint.unwrap_or_else(|| match protocol {
+            OtlpProtocol::Grpc => "http://localhost:4317".into(),
+            OtlpProtocol::HttpProtobuf => "http://localhost:4318/v1/traces".into(),
+        });
+        let max_queue_size = match settings.max_queue_size {
+            Some(n) => n,
+            None => match set("OTEL_BSP_MAX_QUEUE_SIZE") {
+                Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    TracesError::Variable {
+                        variable: "OTEL_BSP_MAX_QUEUE_SIZE",
+                        problem: format!("{v:?} is not a positive number"),
+                    }
+                })?,
+                None => DEFAULT_QUEUE,
+            },
+        };
+        Ok(Some(Self {
+            endpoint,
+            protocol,
+            service_name: settings.service_name.clone().or_else(|| {
+                set("OTEL_SERVICE_NAME")
+                    .is_none()
+                    .then(|| "mesh-authz".into())
+            }),
+            sample_ratio: settings.sample_ratio,
+            max_queue_size,
+            export_timeout: settings.export_timeout,
+            include_user: settings.include_user,
+        }))
+    }
+
+    /// Builds the exporter and its provider. Must run inside the tokio runtime: the gRPC
+    /// and HTTP clients send from it, not from the batch thread.
+    pub fn start(&self) -> Result<SdkTracerProvider, TracesError> {
+        let exporter = match self.protocol {
+            OtlpProtocol::Grpc => {
+                let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&self.endpoint);
+                if let Some(timeout) = self.export_timeout {
+                    builder = builder.with_timeout(timeout);
+                }
+                builder.build()
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_http_client(RuntimeHttpClient::new())
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(&self.endpoint);
+                if let Some(timeout) = self.export_timeout {
+                    builder = builder.with_timeout(timeout);
+                }
+                builder.build()
+            }
+        }
+        .map_err(|e| TracesError::Exporter(e.to_string()))?;
+        let in_queue = Arc::new(AtomicUsize::new(0));
+        let batch = BatchSpanProcessor::builder(CountedExporter {
+            inner: exporter,
+            in_queue: in_queue.clone(),
+        })
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(self.max_queue_size)
+                .build(),
+        )
+        .build();
+        let mut resource = opentelemetry_sdk::Resource::builder().with_attribute(
+            opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        );
+        if let Some(name) = &self.service_name {
+            resource = resource.with_service_name(name.clone());
+        }
+        let mut provider = SdkTracerProvider::builder()
+            .with_span_processor(BoundedQueue {
+                inner: batch,
+                in_queue,
+                capacity: self.max_queue_size,
+            })
+            .with_resource(resource.build());
+        if let Some(ratio) = self.sample_ratio {
+            provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+                Sampler::TraceIdRatioBased(ratio),
+            )));
+        }
+        Ok(provider.build())
+    }
+}
+
+/// The `tracing` layer exporting [`crate::trace::TARGET`]'s spans through `provider`,
+/// and nothing else (no log events, no other crate's spans).
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("mesh-authz"))
+        // Each of these would add attributes or clock reads to every span.
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false)
+        .with_tracked_inactivity(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() && meta.target() == crate::trace::TARGET
+        }))
+}
+
+/// Trace export's own counters, shown on `/metrics` whether export is on or not.
+#[derive(Debug, Default)]
+pub struct TraceCounters {
+    /// Spans dropped because the queue was full.
+    pub dropped: Counter,
+    /// Spans the collector accepted.
+    pub exported: Counter,
+    /// Spans in exports that failed (collector down, refused, timed out).
+    pub failed: Counter,
+}
+
+/// The process's trace counters (one exporter per process).
+pub static COUNTERS: LazyLock<TraceCounters> = LazyLock::new(TraceCounters::default);
+
+/// The SDK's batch processor, behind a count of the spans it holds: a span beyond
+/// `capacity` is dropped here, where it can be counted. The batch processor's own
+/// queue has the same size, so it never drops one itself.
+#[derive(Debug)]
+struct BoundedQueue {
+    inner: BatchSpanProcessor,
+    in_queue: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl SpanProcessor for BoundedQueue {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let taken = self
+            .in_queue
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => self.inner.on_end(span),
+            Err(_) => {
+                COUNTERS.dropped.inc();
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, releasing the queue's count of each batch once it is sent (or
+/// given up on) and counting the outcome.
+#[derive(Debug)]
+struct CountedExporter<E> {
+    inner: E,
+    in_queue: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountedExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        let result = self.inner.export(batch).await;
+        self.in_queue.fetch_sub(n, Ordering::AcqRel);
+        let counter = if result.is_ok() {
+            &COUNTERS.exported
+        } else {
+            &COUNTERS.failed
+        };
+        counter.inc_by(n as u64);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// OTLP/HTTP through the reqwest mesh-authz already uses. The batch processor exports
+/// from its own thread, where no tokio runtime runs, so each request is spawned onto
+/// the runtime the exporter was built in.
+#[derive(Debug)]
+struct RuntimeHttpClient {
+    http: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RuntimeHttpClient {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+/// Collector answers are small; a larger one is not read.
+const MAX_COLLECTOR_ANSWER: usize = 64 * 1024;
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for RuntimeHttpClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let http = self.http.clone();
+        let request = reqwest::Request::try_from(request)?;
+        let sent = self.runtime.spawn(async move {
+            let mut response = http.execute(request).await?;
+            let mut answer = http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                answer = answer.header(name, value);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if body.len() + chunk.len() > MAX_COLLECTOR_ANSWER {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, opentelemetry_http::HttpError>(answer.body(bytes::Bytes::from(body))?)
+        });
+        sent.await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(
+        settings: &TracesSettings,
+        vars: &[(&str, &str)],
+    ) -> Result<Option<TraceExport>, TracesError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TraceExport::resolve(settings, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn export_is_off_without_an_endpoint_anywhere() {
+        assert_eq!(resolve(&TracesSettings::default(), &[]).unwrap(), None);
+        assert_eq!(
+            resolve(&TracesSettings::default(), &[("OTEL_SERVICE_NAME", "x")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_standard_variables_turn_export_on() {
+        let grpc = resolve(
+            &TracesSettings::default(),
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(grpc.endpoint, "http://collector:4317");
+        assert_eq!(grpc.protocol, OtlpProtocol::Grpc);
+        assert_eq!(grpc.service_name.as_deref(), Some("mesh-authz"));
+        assert_eq!(grpc.max_queue_size, 2048);
+        // HTTP appends the signal's path to the general endpoint, not to the specific one.
+        let http = resolve(
+            &TracesSettings::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_SERVICE_NAME", "authz-eu"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(http.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(http.protocol, OtlpProtocol::HttpProtobuf);
+        // The SDK reads OTEL_SERVICE_NAME itself.
+        assert_eq!(http.service_name, None);
+        assert_eq!(http.max_queue_size, 100);
+        let specific = resolve(
+            &TracesSettings::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://general:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://traces:4318/custom",
+                ),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(specific.endpoint, "http://traces:4318/custom");
+        assert_eq!(specific.protocol, OtlpProtocol::HttpProtobuf);
+    }
+
+    #[test]
+    fn the_config_wins_over_the_variables() {
+        let settings = TracesSettings {
+            endpoint: Some(url::Url::parse("http://from-config:4317").unwrap()),
+            protocol: Some(OtlpProtocol::Grpc),
+            service_name: Some("authz".into()),
+            max_queue_size: Some(10),
+            ..TracesSettings::default()
+        };
+        let export = resolve(
+            &settings,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://from-env:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_SERVICE_NAME", "env-name"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "99"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(export.endpoint, "http://from-config:4317/");
+        assert_eq!(export.protocol, OtlpProtocol::Grpc);
+        assert_eq!(export.service_name.as_deref(), Some("authz"));
+        assert_eq!(export.max_queue_size, 10);
+        let off = TracesSettings {
+            enabled: Some(false),
+            ..TracesSettings::default()
+        };
+        assert_eq!(
+            resolve(&off, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_sdk_switches_turn_variable_driven_export_off_but_not_the_configs() {
+        for vars in [
+            [("OTEL_SDK_DISABLED", "true")],
+            [("OTEL_TRACES_EXPORTER", "none")],
+        ] {
+            let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")];
+            all.extend(vars);
+            assert_eq!(resolve(&TracesSettings::default(), &all).unwrap(), None);
+            let forced = TracesSettings {
+                enabled: Some(true),
+                ..TracesSettings::default()
+            };
+            assert!(resolve(&forced, &all).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn unusable_variables_are_errors_that_name_them() {
+        let e = resolve(
+            &TracesSettings::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\": `grpc` or `http/protobuf`"
+        );
+        let e = resolve(
+            &TracesSettings::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OTEL_BSP_MAX_QUEUE_SIZE"), "{e}");
+    }
+}

@@ -1,0 +1,272 @@
+//! Trace context: the parent a Check's span joins (what Envoy sent, W3C or B3), the
+//! spans of the request path, and the `traceparent` that Gerrit and IdP requests carry.
+//!
+//! Spans are `tracing` spans with target [`TARGET`]. Only the OTLP layer
+//! (`telemetry::traces`) enables that target, so with export off every span here is a
+//! disabled callsite: one relaxed load, no allocation.
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The `tracing` target of every span exported as OTLP.
+pub const TARGET: &str = "mesh_authz::trace";
+
+/// The span of one Check call; its parent is set with [`set_parent`] and its
+/// attributes when the decision is known ([`record_decision`]).
+pub fn check_span() -> tracing::Span {
+    tracing::info_span!(
+        target: TARGET,
+        "envoy.service.auth.v3.Authorization/Check",
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "envoy.service.auth.v3.Authorization",
+        rpc.method = "Check",
+        mesh_authz.route = tracing::field::Empty,
+        mesh_authz.rule = tracing::field::Empty,
+        mesh_authz.decision = tracing::field::Empty,
+        mesh_authz.reason = tracing::field::Empty,
+        mesh_authz.dry_run = tracing::field::Empty,
+        enduser.id = tracing::field::Empty,
+    )
+}
+
+/// Makes `span` a child of `parent`, when that names a valid span.
+pub fn set_parent(span: &tracing::Span, parent: Option<Context>) {
+    if let Some(parent) = parent {
+        // Fails only for a disabled span (export off), where there is nothing to join.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// What a decision records on its Check span. No header value, token or cookie:
+/// the route and rule are the config's names, the reason one of mesh-authz's codes.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionAttributes<'a> {
+    /// The route's name, if one matched.
+    pub route: Option<&'a str>,
+    /// The rule or grant that decided, if any.
+    pub rule: Option<&'a str>,
+    /// `allow`, `deny`, `unavailable`, ...
+    pub decision: &'a str,
+    /// The reason code.
+    pub reason: &'a str,
+    /// Whether the route only observes.
+    pub dry_run: bool,
+    /// The caller, only when the config lets traces carry it (personal data).
+    pub user: Option<&'a str>,
+}
+
+/// Records the decision's attributes on `span` (a no-op on a disabled span).
+pub fn record_decision(span: &tracing::Span, attributes: DecisionAttributes<'_>) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("mesh_authz.route", attributes.route);
+    span.record("mesh_authz.rule", attributes.rule);
+    span.record("mesh_authz.decision", attributes.decision);
+    span.record("mesh_authz.reason", attributes.reason);
+    span.record("mesh_authz.dry_run", attributes.dry_run);
+    span.record("enduser.id", attributes.user);
+}
+
+/// The parent named by trace headers: W3C `traceparent` (with `tracestate`) first, then
+/// B3 (the single `b3` header, then `x-b3-*`). `None` when none is valid.
+pub fn parent_from<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Context> {
+    w3c_parent(&header).or_else(|| b3_parent(&header))
+}
+
+fn w3c_parent<'a>(header: &impl Fn(&str) -> Option<&'a str>) -> Option<Context> {
+    struct W3c<'a> {
+        traceparent: &'a str,
+        tracestate: Option<&'a str>,
+    }
+    impl Extractor for W3c<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                "traceparent" => Some(self.traceparent),
+                "tracestate" => self.tracestate,
+                _ => None,
+            }
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent", "tracestate"]
+        }
+    }
+    let headers = W3c {
+        traceparent: header("traceparent")?,
+        tracestate: header("tracestate"),
+    };
+    let cx = TraceContextPropagator::new().extract(&headers);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// B3 as Zipkin defines it (openzipkin/b3-propagation): 16 or 32 hex trace id, 16 hex
+/// span id; sampled `1`/`0` (`d` or `x-b3-flags: 1`, debug, means sampled); absent
+/// sampling leaves the decision to the sampler (here: sampled, as Envoy would record).
+fn b3_parent<'a>(header: &impl Fn(&str) -> Option<&'a str>) -> Option<Context> {
+    let (trace_id, span_id, sampled) = match header("b3") {
+        Some(single) => {
+            let mut parts = single.split('-');
+            let trace_id = parts.next()?;
+            let span_id = parts.next()?;
+            let sampled = parts.next();
+            (trace_id, span_id, sampled)
+        }
+        None => {
+            let sampled = match header("x-b3-flags") {
+                Some("1") => Some("d"),
+                _ => header("x-b3-sampled"),
+            };
+            (header("x-b3-traceid")?, header("x-b3-spanid")?, sampled)
+        }
+    };
+    let sampled = match sampled {
+        None | Some("1" | "d" | "true") => true,
+        Some("0" | "false") => false,
+        Some(_) => return None,
+    };
+    let trace_id = match trace_id.len() {
+        16 | 32 if is_lower_hex(trace_id) => TraceId::from_hex(trace_id).ok()?,
+        _ => return None,
+    };
+    if span_id.len() != 16 || !is_lower_hex(span_id) {
+        return None;
+    }
+    let span_id = SpanId::from_hex(span_id).ok()?;
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let context = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    context
+        .is_valid()
+        .then(|| Context::new().with_remote_span_context(context))
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The `traceparent` for an outgoing request made inside the current span, so the
+/// Gerrit's or IdP's own trace joins this one. `None` with export off.
+pub fn traceparent() -> Option<http::HeaderValue> {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return None;
+    }
+    let cx = span.context();
+    let context = cx.span().span_context().clone();
+    if !context.is_valid() {
+        return None;
+    }
+    let value = format!(
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    );
+    http::HeaderValue::from_str(&value).ok()
+}
+
+/// Adds [`traceparent`] to an outgoing request, when there is one.
+pub fn propagate(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match traceparent() {
+        Some(value) => request.header("traceparent", value),
+        None => request,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const SPAN: &str = "00f067aa0ba902b7";
+
+    fn parent(headers: &[(&str, &str)]) -> Option<SpanContext> {
+        let map: HashMap<&str, &str> = headers.iter().copied().collect();
+        parent_from(|name| map.get(name).copied()).map(|cx| cx.span().span_context().clone())
+    }
+
+    #[test]
+    fn traceparent_names_the_parent_and_its_sampling() {
+        let sampled = parent(&[("traceparent", &format!("00-{TRACE}-{SPAN}-01"))]).unwrap();
+        assert_eq!(sampled.trace_id().to_string(), TRACE);
+        assert_eq!(sampled.span_id().to_string(), SPAN);
+        assert!(sampled.is_sampled() && sampled.is_remote());
+        let unsampled = parent(&[("traceparent", &format!("00-{TRACE}-{SPAN}-00"))]).unwrap();
+        assert!(!unsampled.is_sampled());
+    }
+
+    #[test]
+    fn a_valid_traceparent_wins_over_b3_and_a_broken_one_falls_through() {
+        let b3 = [
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ];
+        let w3c = format!("00-{TRACE}-{SPAN}-01");
+        let both = parent(&[("traceparent", w3c.as_str()), b3[0], b3[1]]).unwrap();
+        assert_eq!(both.trace_id().to_string(), TRACE);
+        let broken = parent(&[("traceparent", "00-zz-yy-01"), b3[0], b3[1]]).unwrap();
+        assert_eq!(
+            broken.trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
+    }
+
+    #[test]
+    fn b3_multi_and_single_headers_name_the_parent() {
+        let multi = parent(&[
+            ("x-b3-traceid", "80f198ee56343ba8"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "0"),
+        ])
+        .unwrap();
+        // A 64-bit trace id is the low half of the 128-bit one.
+        assert_eq!(
+            multi.trace_id().to_string(),
+            "000000000000000080f198ee56343ba8"
+        );
+        assert!(!multi.is_sampled());
+        let debug = parent(&[
+            ("x-b3-traceid", "80f198ee56343ba8"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "0"),
+            ("x-b3-flags", "1"),
+        ])
+        .unwrap();
+        assert!(debug.is_sampled());
+        let single = parent(&[("b3", &format!("{TRACE}-{SPAN}-1-05e3ac9a4f6e3b90"))]).unwrap();
+        assert_eq!(single.span_id().to_string(), SPAN);
+        assert!(single.is_sampled());
+    }
+
+    #[test]
+    fn malformed_or_all_zero_ids_name_no_parent() {
+        let zero_trace = "0".repeat(32);
+        for headers in [
+            vec![("traceparent", "garbage")],
+            vec![("traceparent", &*format!("00-{zero_trace}-{SPAN}-01"))],
+            vec![("b3", "0")],
+            vec![("b3", &*format!("{TRACE}-{SPAN}-maybe"))],
+            vec![("x-b3-traceid", "80F198EE56343BA8"), ("x-b3-spanid", SPAN)],
+            vec![("x-b3-traceid", "80f198ee56343ba8")],
+            vec![("x-b3-traceid", "80f198ee5634"), ("x-b3-spanid", SPAN)],
+            vec![("x-b3-traceid", TRACE), ("x-b3-spanid", "0000000000000000")],
+        ] {
+            assert!(parent(&headers).is_none(), "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn without_export_nothing_is_propagated() {
+        let span = check_span();
+        let _entered = span.enter();
+        assert!(traceparent().is_none());
+    }
+}
