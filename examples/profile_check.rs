@@ -13,6 +13,9 @@
 //! # browser sign-in: the same server config, alice by session cookie, then by token
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit session
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit session bearer
+//! # OTLP traces on, every Check sampled, spans discarded where the exporter would send them
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces10  # 10 %
 //! ```
 
 #[path = "../benches/common/mod.rs"]
@@ -70,6 +73,13 @@ fn main() {
         http.headers.remove("authorization");
     }
     let bytes = bytes::Bytes::from(request.encode_to_vec());
+    let _provider = if has("traces") {
+        Some(install_traces(1.0))
+    } else if has("traces10") {
+        Some(install_traces(0.1))
+    } else {
+        None
+    };
     // As the quickstart ships: audit on (to /dev/null here, so only its cost counts).
     let audit = has("audit").then(|| {
         AuditLog::start(AuditOutput::File("/dev/null".into())).expect("audit to /dev/null")
@@ -124,4 +134,34 @@ fn without_dynamic_metadata() -> mesh_authz::authorize::Authorizer {
         .expect("compiles");
     mesh_authz::authorize::Authorizer::from_config(&config, reqwest::Client::new())
         .expect("authorizer builds")
+}
+
+/// Trace export as `serve` installs it (the layer, the bounded batch queue), a `ratio` of
+/// Checks sampled, with an exporter that discards what it is handed.
+fn install_traces(ratio: f64) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use mesh_authz::telemetry::traces::{layer, TraceExport};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    #[derive(Debug)]
+    struct Discard;
+    impl opentelemetry_sdk::trace::SpanExporter for Discard {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            drop(batch);
+            Ok(())
+        }
+    }
+    let settings = mesh_authz::config::TracesSettings {
+        enabled: Some(true),
+        sample_ratio: Some(ratio),
+        ..Default::default()
+    };
+    let export = TraceExport::resolve(&settings, |_| None)
+        .expect("settings resolve")
+        .expect("export on");
+    let provider = export.provider(Discard);
+    tracing_subscriber::registry().with(layer(&provider)).init();
+    provider
 }

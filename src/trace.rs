@@ -14,31 +14,75 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The `tracing` target of every span exported as OTLP.
 pub const TARGET: &str = "mesh_authz::trace";
 
-/// The span of one Check call; its parent is set with [`set_parent`] and its
-/// attributes when the decision is known ([`record_decision`]).
-pub fn check_span() -> tracing::Span {
-    tracing::info_span!(
+/// How Checks are sampled. Decided here, before any span exists, so that an unsampled
+/// Check costs what it costs with export off (a span in `tracing` costs even when the
+/// SDK would drop it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Share of Checks traced, 0 to 1: of all of them, or of those whose caller's trace
+    /// context does not decide.
+    pub ratio: f64,
+    /// Whether a caller's sampled flag decides (`parentbased_*`).
+    pub follow_parent: bool,
+}
+
+impl Sampling {
+    /// Whether a Check with `parent` is traced.
+    fn samples(&self, parent: Option<&Context>) -> bool {
+        if self.follow_parent {
+            if let Some(parent) = parent {
+                return parent.span().span_context().is_sampled();
+            }
+        }
+        self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand::f64() < self.ratio)
+    }
+}
+
+/// Set once, when export starts; unset, nothing is traced.
+static SAMPLING: std::sync::OnceLock<Sampling> = std::sync::OnceLock::new();
+
+/// Turns tracing on with `sampling` (once per process; later calls change nothing).
+pub fn start_sampling(sampling: Sampling) {
+    let _ = SAMPLING.set(sampling);
+}
+
+/// The span of one Check call when it is sampled (else a disabled span), a child of the
+/// span `parent` names. `parent` is only read with export on. Its attributes are
+/// recorded when the decision is known ([`record_decision`]).
+pub fn check_span(parent: impl FnOnce() -> Option<Context>) -> tracing::Span {
+    let Some(sampling) = SAMPLING.get() else {
+        return tracing::Span::none();
+    };
+    let parent = parent();
+    if !sampling.samples(parent.as_ref()) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
         target: TARGET,
         "envoy.service.auth.v3.Authorization/Check",
         otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = "envoy.service.auth.v3.Authorization",
-        rpc.method = "Check",
         mesh_authz.route = tracing::field::Empty,
         mesh_authz.rule = tracing::field::Empty,
         mesh_authz.decision = tracing::field::Empty,
         mesh_authz.reason = tracing::field::Empty,
         mesh_authz.dry_run = tracing::field::Empty,
         enduser.id = tracing::field::Empty,
-    )
-}
-
-/// Makes `span` a child of `parent`, when that names a valid span.
-pub fn set_parent(span: &tracing::Span, parent: Option<Context>) {
+    );
     if let Some(parent) = parent {
-        // Fails only for a disabled span (export off), where there is nothing to join.
+        // Fails only for a disabled span, where there is nothing to join.
         let _ = span.set_parent(parent);
     }
+    span
+}
+
+/// A span inside a traced Check: `make`'s span when the current span is one (the Check
+/// is sampled), else a disabled span. Work outside a Check (the JWKS refresher) and in
+/// unsampled Checks makes none.
+pub fn child(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if SAMPLING.get().is_none() || tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    make()
 }
 
 /// What a decision records on its Check span. No header value, token or cookie:
@@ -59,17 +103,33 @@ pub struct DecisionAttributes<'a> {
     pub user: Option<&'a str>,
 }
 
-/// Records the decision's attributes on `span` (a no-op on a disabled span).
+/// Records the decision's attributes on `span` in one callback (a no-op on a disabled
+/// span).
 pub fn record_decision(span: &tracing::Span, attributes: DecisionAttributes<'_>) {
-    if span.is_disabled() {
+    use tracing::field::Value;
+    let Some(metadata) = span.metadata() else {
         return;
-    }
-    span.record("mesh_authz.route", attributes.route);
-    span.record("mesh_authz.rule", attributes.rule);
-    span.record("mesh_authz.decision", attributes.decision);
-    span.record("mesh_authz.reason", attributes.reason);
-    span.record("mesh_authz.dry_run", attributes.dry_run);
-    span.record("enduser.id", attributes.user);
+    };
+    let fields = metadata.fields();
+    let field = |name: &str| fields.field(name);
+    let (Some(route), Some(rule), Some(decision), Some(reason), Some(dry_run), Some(user)) = (
+        field("mesh_authz.route"),
+        field("mesh_authz.rule"),
+        field("mesh_authz.decision"),
+        field("mesh_authz.reason"),
+        field("mesh_authz.dry_run"),
+        field("enduser.id"),
+    ) else {
+        return;
+    };
+    span.record_all(&fields.value_set(&[
+        (&route, attributes.route.as_ref().map(|v| v as &dyn Value)),
+        (&rule, attributes.rule.as_ref().map(|v| v as &dyn Value)),
+        (&decision, Some(&attributes.decision as &dyn Value)),
+        (&reason, Some(&attributes.reason as &dyn Value)),
+        (&dry_run, Some(&attributes.dry_run as &dyn Value)),
+        (&user, attributes.user.as_ref().map(|v| v as &dyn Value)),
+    ]));
 }
 
 /// The parent named by trace headers: W3C `traceparent` (with `tracestate`) first, then
@@ -116,11 +176,14 @@ fn b3_parent<'a>(header: &impl Fn(&str) -> Option<&'a str>) -> Option<Context> {
             (trace_id, span_id, sampled)
         }
         None => {
+            // The ids first: a request without B3 costs one more lookup, not three.
+            let trace_id = header("x-b3-traceid")?;
+            let span_id = header("x-b3-spanid")?;
             let sampled = match header("x-b3-flags") {
                 Some("1") => Some("d"),
                 _ => header("x-b3-sampled"),
             };
-            (header("x-b3-traceid")?, header("x-b3-spanid")?, sampled)
+            (trace_id, span_id, sampled)
         }
     };
     let sampled = match sampled {
@@ -265,8 +328,39 @@ mod tests {
 
     #[test]
     fn without_export_nothing_is_propagated() {
-        let span = check_span();
+        let span = check_span(|| panic!("the parent is not read with export off"));
         let _entered = span.enter();
+        assert!(span.is_disabled());
         assert!(traceparent().is_none());
+    }
+
+    #[test]
+    fn parent_based_sampling_follows_the_callers_flag_and_the_ratio_decides_the_rest() {
+        let sampled = parent_from(|n| {
+            (n == "traceparent")
+                .then_some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        });
+        let unsampled = parent_from(|n| {
+            (n == "traceparent")
+                .then_some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+        });
+        let never = Sampling {
+            ratio: 0.0,
+            follow_parent: true,
+        };
+        assert!(never.samples(sampled.as_ref()));
+        assert!(!never.samples(unsampled.as_ref()));
+        assert!(!never.samples(None));
+        let always = Sampling {
+            ratio: 1.0,
+            follow_parent: false,
+        };
+        assert!(always.samples(unsampled.as_ref()));
+        let tenth = Sampling {
+            ratio: 0.1,
+            follow_parent: true,
+        };
+        let traced = (0..10_000).filter(|_| tenth.samples(None)).count();
+        assert!((700..1300).contains(&traced), "{traced} of 10000");
     }
 }

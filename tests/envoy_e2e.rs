@@ -405,3 +405,68 @@ async fn with_envoy_tracing_the_audit_line_carries_the_trace_the_upstream_reques
     assert_eq!(line["decision"], "allow", "{audit}");
     assert_eq!(line["trace_id"], upstream_trace.as_str(), "{audit}");
 }
+
+#[tokio::test]
+async fn envoys_ext_authz_span_is_the_parent_of_the_check_span_mesh_authz_exports() {
+    // Envoy (OpenTelemetry tracer) and mesh-authz (OTLP from the variables) export to one
+    // collector: the gateway's trace holds the Check as its ext_authz call's child.
+    let Some(binary) = require_envoy() else {
+        return;
+    };
+    let receiver = support::otlp::Receiver::start().await;
+    let jwks = tokens::jwks(&["rsa-a"]).to_string();
+    let served = support::serve::Served::start(
+        &server::config("file: jwks.json", STATIC_GROUPS),
+        &[("jwks.json", &jwks)],
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://{}", receiver.grpc),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let (upstream, seen) = start_upstream().await;
+    let envoy = Envoy::start_with_tracing_to(&binary, served.grpc, upstream, receiver.grpc).await;
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}{TEAM_A}", envoy.listener))
+        .header("host", HOST)
+        .bearer_auth(tokens::token_for("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let spans = receiver
+        .wait_for("the Check span and its parent from Envoy", |spans| {
+            spans.iter().any(|check| {
+                check.service == "mesh-authz"
+                    && check.kind == 2
+                    && spans.iter().any(|s| s.span_id == check.parent_span_id)
+            })
+        })
+        .await;
+    let check = spans
+        .iter()
+        .find(|s| s.service == "mesh-authz" && s.kind == 2)
+        .unwrap();
+    let parent = spans
+        .iter()
+        .find(|s| s.span_id == check.parent_span_id)
+        .unwrap();
+    assert_eq!(parent.service, "ingress-gateway", "{parent:#?}");
+    assert_eq!(parent.trace_id, check.trace_id);
+    assert!(
+        parent.name.contains("envoy.service.auth.v3.Authorization"),
+        "Envoy's ext_authz call span: {parent:#?}"
+    );
+    assert_eq!(check.attribute("mesh_authz.decision"), Some("allow"));
+    // The upstream request is in the same trace.
+    let traceparent = seen.last_request().header("traceparent");
+    match traceparent.as_deref() {
+        Some([value]) => assert!(value.contains(&check.trace_id), "{value}"),
+        other => panic!("the upstream request has no single traceparent: {other:?}"),
+    }
+    drop(envoy);
+    assert!(served.stop().await);
+}

@@ -165,6 +165,18 @@ async fn the_check_span_joins_envoys_trace_with_token_jwks_and_gerrit_spans_belo
         }
     }
 
+    // A caller that did not sample its trace: the Check follows it and exports nothing.
+    let unsampled_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    served
+        .client()
+        .await
+        .check(team_a_check(
+            &token,
+            Some(&format!("00-{unsampled_trace}-{ENVOY_SPAN}-00")),
+        ))
+        .await
+        .unwrap();
+
     // Later Checks: the token comes from the cache, still with its span. (The first
     // re-verifies once: its entry predates the key set it fetched.)
     let next = format!("00-{TRACE}-{}-01", "1111111111111111");
@@ -193,6 +205,11 @@ async fn the_check_span_joins_envoys_trace_with_token_jwks_and_gerrit_spans_belo
         .expect("the cache hit's parent");
     assert_eq!(parent.kind, 2, "a Check span: {parent:#?}");
     assert_eq!(parent.parent_span_id, "1111111111111111");
+    // Exported in order: the unsampled Check's spans would have come before these.
+    assert!(
+        !spans.iter().any(|s| s.trace_id == unsampled_trace),
+        "an unsampled caller's Check was exported"
+    );
     assert!(served.stop().await);
 }
 

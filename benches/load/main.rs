@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench load` runs every part and prints a ghz-like report per run and a
 //! summary of ratios against the no-op baseline with the performance issue's targets
-//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|soak|manifests|overload|envoy|memory` runs
+//! (reported, never enforced). `cargo bench --bench load -- warm|cold|rate|soak|manifests|overload|envoy|memory|session|traces` runs
 //! some parts; `--quick` makes every part short (a smoke run).
 //!
 //! - **warm**: h2load (c8, m16, one framed 1.35 KB Istio-like CheckRequest, the one
@@ -35,6 +35,9 @@
 //!
 //! Ratios are medians of per-round ratios: round i of mesh-authz and of the baseline ran
 //! back to back, so a drift of the shared machine's speed mostly cancels within a pair.
+//! - **traces**: the quickstart as shipped (audit on) with OTLP trace export on, every
+//!   Check sampled (`OTEL_TRACES_SAMPLER=always_on`), to a collector in a process of its
+//!   own, against the same config with export off and the no-op: what traces cost.
 //! - **memory**: RSS of mesh-authz with default cache bounds after a million distinct
 //!   EdDSA tokens from 100,000 users, groups from a fake Gerrit.
 //!
@@ -80,9 +83,10 @@ enum Part {
     Envoy,
     Memory,
     Session,
+    Traces,
 }
 
-const ALL_PARTS: [Part; 9] = [
+const ALL_PARTS: [Part; 10] = [
     Part::Warm,
     Part::Cold,
     Part::Rate,
@@ -92,6 +96,7 @@ const ALL_PARTS: [Part; 9] = [
     Part::Envoy,
     Part::Memory,
     Part::Session,
+    Part::Traces,
 ];
 
 /// How much each part sends.
@@ -204,6 +209,9 @@ struct Bench {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == servers::OTLP_SINK_FLAG) {
+        servers::serve_otlp_sink();
+    }
     if args.iter().any(|a| a == servers::NOOP_FLAG) {
         servers::serve_noop(args.iter().any(|a| a == servers::UNDECODED_FLAG));
     }
@@ -252,6 +260,7 @@ fn main() {
             Part::Envoy => envoy_part(&mut bench),
             Part::Memory => memory_part(&mut bench),
             Part::Session => session_part(&mut bench),
+            Part::Traces => traces_part(&mut bench),
         }
         eprintln!("part {part:?} took {}", report::human(t.elapsed()));
     }
@@ -1126,4 +1135,100 @@ fn memory_part(bench: &mut Bench) {
         bench.scale.memory.tokens,
         bench.scale.memory.users
     ));
+}
+
+/// The traces part: the quickstart as shipped (audit on) exporting every Check's spans
+/// over OTLP/gRPC to a sink process, against the same with export off, and the no-op.
+fn traces_part(bench: &mut Bench) {
+    println!(
+        "\n=== traces: h2load, the quickstart as shipped (audit on) with OTLP export on (OTEL_EXPORTER_OTLP_ENDPOINT; OTEL_TRACES_SAMPLER=always_on: a Check span and a token span per check; and traceidratio 0.1) against the same with export off\n"
+    );
+    let sink = servers::start_otlp_sink(&bench.dir.join("otlp-sink.log"));
+    let off = bench.start_quickstart("traces-off", true);
+    let traced = |part: &str, name: &'static str, sampler: &[(&str, String)]| {
+        let dir = bench.dir.join(part);
+        std::fs::create_dir_all(&dir).expect("creating the part's directory");
+        write_file(
+            &dir,
+            "jwks.json",
+            include_bytes!("../../examples/quickstart/jwks.json"),
+        );
+        let config = write_file(
+            &dir,
+            "config.yaml",
+            servers::quickstart_config(true).as_bytes(),
+        );
+        let mut env = vec![(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", sink.grpc),
+        )];
+        env.extend(sampler.iter().map(|(k, v)| (*k, v.clone())));
+        servers::start_mesh_authz_with_env(
+            name,
+            &config,
+            &dir.join("mesh-authz.log"),
+            &dir.join("stdout.jsonl"),
+            &env,
+        )
+    };
+    let all = traced(
+        "traces-all",
+        "mesh-authz quickstart, audit on, traces on (100 %)",
+        &[("OTEL_TRACES_SAMPLER", "always_on".into())],
+    );
+    let tenth = traced(
+        "traces-tenth",
+        "mesh-authz quickstart, audit on, traces on (10 %)",
+        &[
+            ("OTEL_TRACES_SAMPLER", "traceidratio".into()),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1".into()),
+        ],
+    );
+    let noop = bench.start_noop("traces");
+    let allow = common::istio_check_request(Some(&bench.alice));
+    let body = body_file(&bench.dir, "traces-allow.bin", &allow);
+    let servers = [&all, &tenth, &off, &noop];
+    bench.check_and_warm(&servers, &allow, Expect::Allow, &body);
+    let mut rounds: [Vec<Stats>; 4] = Default::default();
+    for round in 0..bench.scale.rounds * 2 {
+        for k in 0..servers.len() {
+            let i = (round + k) % servers.len();
+            rounds[i].push(bench.h2load(servers[i], &body));
+        }
+    }
+    let note = "HTTP-level: h2load does not read gRPC trailers; the decision was asserted with a gRPC client first";
+    for (server, runs) in servers.iter().zip(&rounds) {
+        let title = format!("traces part, h2load: {}", server.name);
+        println!("{}", report::rounds_block(&title, runs, note));
+    }
+    let [all_runs, tenth_runs, off_runs, noop_runs] = &rounds;
+    let part = "warm allow, traces on at 100 % / traces off (baseline column: traces off)";
+    bench.rows.extend([
+        Row::rps(part, all_runs, off_runs, Target::AtLeast(0.90)),
+        Row::cpu(part, all_runs, off_runs, Target::None),
+    ]);
+    let part = "warm allow, traces on at 10 % / traces off (baseline column: traces off)";
+    bench.rows.extend([
+        Row::rps(part, tenth_runs, off_runs, Target::None),
+        Row::cpu(part, tenth_runs, off_runs, Target::None),
+    ]);
+    let part = "warm allow, quickstart audit on, traces off";
+    bench.rows.extend([
+        Row::rps(part, off_runs, noop_runs, Target::None),
+        Row::cpu(part, off_runs, noop_runs, Target::None),
+    ]);
+    std::thread::sleep(Duration::from_secs(6));
+    for server in [&all, &tenth] {
+        let text = bench.runtime.block_on(servers::metrics_text(server));
+        let sample = |name: &str| servers::metric_sum(&text, |n| n == name);
+        let checks = servers::metric_sum(&text, |name| name.starts_with("mesh_authz_checks_total"));
+        bench.notes.push(format!(
+            "traces ({}): {checks} checks, {} spans exported, {} dropped (queue full), {} in failed exports",
+            server.name,
+            sample("mesh_authz_trace_spans_exported_total"),
+            sample("mesh_authz_trace_spans_dropped_total"),
+            sample("mesh_authz_trace_spans_export_failed_total"),
+        ));
+    }
+    drop(sink);
 }

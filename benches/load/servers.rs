@@ -90,6 +90,97 @@ pub fn start_mesh_authz(
     }
 }
 
+/// Like [`start_mesh_authz`], with `env` added to its environment.
+pub fn start_mesh_authz_with_env(
+    name: &'static str,
+    config: &Path,
+    log: &Path,
+    stdout: &Path,
+    env: &[(&str, String)],
+) -> ServerProcess {
+    let mut command = Command::new(mesh_authz_binary());
+    command.arg("serve").arg("--config").arg(config);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    spawn_to_file(name, command, log, stdout)
+}
+
+/// The argument that makes the bench binary serve an OTLP collector that counts and
+/// discards spans.
+pub const OTLP_SINK_FLAG: &str = "--serve-otlp-sink";
+
+/// Starts the OTLP sink ([`OTLP_SINK_FLAG`]): a process of its own, so its CPU is not
+/// charged to the server under test.
+pub fn start_otlp_sink(log: &Path) -> ServerProcess {
+    let exe = std::env::current_exe().expect("the bench binary knows its own path");
+    let mut command = Command::new(exe);
+    command.arg(OTLP_SINK_FLAG);
+    spawn("OTLP sink", command, log)
+}
+
+/// A collector's TraceService that decodes each export (as a collector must) and keeps
+/// only the count, printed to stderr at each thousandth export.
+struct OtlpSink(std::sync::atomic::AtomicU64);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for OtlpSink
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let spans: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        let total = self
+            .0
+            .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed)
+            + spans as u64;
+        eprintln!("spans received: {total}");
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Serves [`OtlpSink`] until killed; prints `grpc_listen=ADDR` once listening.
+pub fn serve_otlp_sink() -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the OTLP sink");
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("grpc_listen={}", listener.local_addr()?);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                    OtlpSink(Default::default()),
+                ),
+            )
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(std::io::Error::other)
+    });
+    if let Err(e) = result {
+        eprintln!("OTLP sink failed: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0)
+}
+
 /// Starts the no-op baseline: this bench binary with [`NOOP_FLAG`].
 pub fn start_noop(log: &Path) -> ServerProcess {
     let exe = std::env::current_exe().expect("the bench binary knows its own path");

@@ -471,13 +471,15 @@ impl JwksStore {
     }
 
     async fn fetch_and_store(&self) -> Result<Option<Duration>, JwksError> {
-        let span = tracing::info_span!(
-            target: crate::trace::TARGET,
-            "JWKS fetch",
-            otel.kind = "client",
-            mesh_authz.issuer = %self.issuer,
-            mesh_authz.outcome = tracing::field::Empty,
-        );
+        let span = crate::trace::child(|| {
+            tracing::info_span!(
+                target: crate::trace::TARGET,
+                "JWKS fetch",
+                otel.kind = "client",
+                mesh_authz.issuer = %self.issuer,
+                mesh_authz.outcome = tracing::field::Empty,
+            )
+        });
         let fetched = self.fetch().instrument(span.clone()).await;
         span.record(
             "mesh_authz.outcome",

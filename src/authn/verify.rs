@@ -1,7 +1,7 @@
 //! Verifying a JWT: issuer selection, key lookup, signature and claims.
 
 use super::jwks::{JwksStore, KeySet, VerifyKey};
-use super::token_cache::{token_key, unix_now, VerifiedTokenCache};
+use super::token_cache::{token_key, unix_now, TokenKey, VerifiedTokenCache};
 use super::{AuthnError, Identity};
 use crate::identity::{AccountForm, GerritAccount};
 use base64::Engine;
@@ -118,39 +118,49 @@ impl TokenVerifier {
     }
 
     /// Verifies `token` and returns the caller's identity.
+    ///
+    /// With trace export on, each call has a span (`verify token`), cache hit or not. A
+    /// hit's span is opened and closed around the lookup, never entered: it is most
+    /// checks, and each callback into the trace layer costs.
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
-        // A span of its own (cache hit or not) when traces are exported.
-        let span = tracing::info_span!(
-            target: crate::trace::TARGET,
-            "verify token",
-            mesh_authz.token_cache = tracing::field::Empty,
-            mesh_authz.issuer = tracing::field::Empty,
-        );
-        if span.is_disabled() {
-            return self.verify_in(token, &span).await;
-        }
-        self.verify_in(token, &span).instrument(span.clone()).await
-    }
-
-    async fn verify_in(
-        &self,
-        token: &str,
-        span: &tracing::Span,
-    ) -> Result<Arc<Identity>, AuthnError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthnError::TooLarge);
         }
         let cached = self.cache.as_ref().map(|c| (c, token_key(token)));
         if let Some((cache, key)) = &cached {
             if let Some(identity) = cache.get(key, unix_now()) {
-                span.record("mesh_authz.token_cache", "hit");
+                let _span = crate::trace::child(|| {
+                    tracing::info_span!(
+                        target: crate::trace::TARGET,
+                        "verify token",
+                        mesh_authz.token_cache = "hit",
+                    )
+                });
                 return Ok(identity);
             }
         }
-        span.record(
-            "mesh_authz.token_cache",
-            if cached.is_some() { "miss" } else { "off" },
-        );
+        let span = crate::trace::child(|| {
+            tracing::info_span!(
+                target: crate::trace::TARGET,
+                "verify token",
+                mesh_authz.token_cache = if cached.is_some() { "miss" } else { "off" },
+                mesh_authz.issuer = tracing::field::Empty,
+            )
+        });
+        if span.is_disabled() {
+            return self.verify_uncached(token, cached, &span).await;
+        }
+        self.verify_uncached(token, cached, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        cached: Option<(&VerifiedTokenCache, TokenKey)>,
+        span: &tracing::Span,
+    ) -> Result<Arc<Identity>, AuthnError> {
         reject_critical_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| header_error(token))?;
         // The issuer is chosen from the unverified payload; nothing else in it is trusted

@@ -74,8 +74,7 @@ impl CheckService {
             ));
         }
         let (metadata, _, CheckCall(bytes)) = request.into_parts();
-        // A disabled span with export off; the parent is only read when it is not.
-        let span = crate::trace::check_span();
+
         let fields = CheckFields::parse(&bytes).map_err(|e| {
             Status::invalid_argument(format!("not an envoy.service.auth.v3.CheckRequest: {e}"))
         })?;
@@ -83,13 +82,12 @@ impl CheckService {
         let view = request::view(&fields, raw.as_ref());
         // The authorizer in force now; a reload meanwhile does not affect this check.
         let authorizer = self.authorizer.load_full();
-        if !span.is_disabled() {
-            // Envoy's ext_authz span (in the call's metadata when Envoy traces) first,
-            // else the span the request itself carries.
-            let parent = crate::trace::parent_from(|name| metadata.get(name)?.to_str().ok())
-                .or_else(|| crate::trace::parent_from(|name| view.header(name)));
-            crate::trace::set_parent(&span, parent);
-        }
+        // Envoy's ext_authz span (in the call's metadata when Envoy traces) first, else
+        // the span the request itself carries; read only with export on.
+        let span = crate::trace::check_span(|| {
+            crate::trace::parent_from(|name| metadata.get(name)?.to_str().ok())
+                .or_else(|| crate::trace::parent_from(|name| view.header(name)))
+        });
         let decision = authorizer.decide(&view).instrument(span.clone()).await;
         let elapsed = started.elapsed();
         self.metrics.observe(&decision, elapsed);

@@ -407,14 +407,16 @@ impl GerritClient {
     ) -> Result<Option<T>, GerritError> {
         let started = tokio::time::Instant::now();
         // Named by the REST collection only: the rest of the path names accounts.
-        let span = tracing::info_span!(
-            target: crate::trace::TARGET,
-            "Gerrit GET",
-            otel.kind = "client",
-            http.request.method = "GET",
-            gerrit.collection = collection(url),
-            mesh_authz.outcome = tracing::field::Empty,
-        );
+        let span = crate::trace::child(|| {
+            tracing::info_span!(
+                target: crate::trace::TARGET,
+                "Gerrit GET",
+                otel.kind = "client",
+                http.request.method = "GET",
+                gerrit.collection = collection(url),
+                mesh_authz.outcome = tracing::field::Empty,
+            )
+        });
         // The timeout covers the body too: a Gerrit that sends headers and then stalls
         // must not hold the check.
         let attempt = tokio::time::timeout(self.settings.timeout, self.get_once(url));

@@ -3,6 +3,7 @@
 //! queue, and the `tracing` layer that turns [`crate::trace`]'s spans into OTLP spans.
 
 use crate::config::{OtlpProtocol, TracesSettings};
+use crate::trace::Sampling;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -41,8 +42,9 @@ pub struct TraceExport {
     /// `service.name`, when set here or in the config (else the SDK reads
     /// `OTEL_SERVICE_NAME`, and mesh-authz's name is the fallback).
     pub service_name: Option<String>,
-    /// A parent-based ratio sampler; `None` leaves `OTEL_TRACES_SAMPLER` to the SDK.
-    pub sample_ratio: Option<f64>,
+    /// Which Checks are traced: the config's ratio (parent-based), else
+    /// `OTEL_TRACES_SAMPLER`/`_ARG`, else every Check whose caller does not say no.
+    pub sampling: Sampling,
     /// Spans waiting for export, at most.
     pub max_queue_size: usize,
     /// The config's export timeout (else `OTEL_EXPORTER_OTLP_TIMEOUT`, read by the SDK).
@@ -123,7 +125,13 @@ impl TraceExport {
                     .is_none()
                     .then(|| "mesh-authz".into())
             }),
-            sample_ratio: settings.sample_ratio,
+            sampling: match settings.sample_ratio {
+                Some(ratio) => Sampling {
+                    ratio,
+                    follow_parent: true,
+                },
+                None => env_sampling(&set)?,
+            },
             max_queue_size,
             export_timeout: settings.export_timeout,
             include_user: settings.include_user,
@@ -156,6 +164,12 @@ impl TraceExport {
             }
         }
         .map_err(|e| TracesError::Exporter(e.to_string()))?;
+        Ok(self.provider(exporter))
+    }
+
+    /// The provider exporting through `exporter` (the OTLP one in [`TraceExport::start`];
+    /// another for profiling).
+    pub fn provider(&self, exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
         let in_queue = Arc::new(AtomicUsize::new(0));
         let batch = BatchSpanProcessor::builder(CountedExporter {
             inner: exporter,
@@ -173,20 +187,57 @@ impl TraceExport {
         if let Some(name) = &self.service_name {
             resource = resource.with_service_name(name.clone());
         }
-        let mut provider = SdkTracerProvider::builder()
+        let provider = SdkTracerProvider::builder()
             .with_span_processor(BoundedQueue {
                 inner: batch,
                 in_queue,
                 capacity: self.max_queue_size,
             })
             .with_resource(resource.build());
-        if let Some(ratio) = self.sample_ratio {
-            provider = provider.with_sampler(Sampler::ParentBased(Box::new(
-                Sampler::TraceIdRatioBased(ratio),
-            )));
-        }
-        Ok(provider.build())
+        // Which Checks are traced is decided before their spans exist (crate::trace);
+        // every span that exists is exported.
+        crate::trace::start_sampling(self.sampling);
+        provider.with_sampler(Sampler::AlwaysOn).build()
     }
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` (and `OTEL_TRACES_SAMPLER_ARG`) names, as the SDK
+/// spec defines them; `parentbased_always_on` when unset.
+fn env_sampling(set: &impl Fn(&str) -> Option<String>) -> Result<Sampling, TracesError> {
+    let ratio = || -> Result<f64, TracesError> {
+        match set("OTEL_TRACES_SAMPLER_ARG") {
+            None => Ok(1.0),
+            Some(arg) => arg
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| TracesError::Variable {
+                    variable: "OTEL_TRACES_SAMPLER_ARG",
+                    problem: format!("{arg:?} is not a ratio between 0 and 1"),
+                }),
+        }
+    };
+    let (ratio, follow_parent) = match set("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+        None | Some("parentbased_always_on") => (1.0, true),
+        Some("parentbased_always_off") => (0.0, true),
+        Some("parentbased_traceidratio") => (ratio()?, true),
+        Some("always_on") => (1.0, false),
+        Some("always_off") => (0.0, false),
+        Some("traceidratio") => (ratio()?, false),
+        Some(other) => {
+            return Err(TracesError::Variable {
+                variable: "OTEL_TRACES_SAMPLER",
+                problem: format!(
+                    "{other:?}: always_on, always_off, traceidratio or their parentbased_ forms"
+                ),
+            })
+        }
+    };
+    Ok(Sampling {
+        ratio,
+        follow_parent,
+    })
 }
 
 /// The `tracing` layer exporting [`crate::trace::TARGET`]'s spans through `provider`,
@@ -494,5 +545,48 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("OTEL_BSP_MAX_QUEUE_SIZE"), "{e}");
+        let e = resolve(
+            &TracesSettings::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OTEL_TRACES_SAMPLER:"), "{e}");
+    }
+
+    #[test]
+    fn the_sampler_variables_and_the_configs_ratio_decide_sampling() {
+        let sampling = |settings: &TracesSettings, vars: &[(&str, &str)]| {
+            let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")];
+            all.extend_from_slice(vars);
+            let s = resolve(settings, &all).unwrap().unwrap().sampling;
+            (s.ratio, s.follow_parent)
+        };
+        let none = TracesSettings::default();
+        assert_eq!(sampling(&none, &[]), (1.0, true));
+        assert_eq!(
+            sampling(&none, &[("OTEL_TRACES_SAMPLER", "always_on")]),
+            (1.0, false)
+        );
+        assert_eq!(
+            sampling(
+                &none,
+                &[
+                    ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "0.25")
+                ]
+            ),
+            (0.25, true)
+        );
+        let configured = TracesSettings {
+            sample_ratio: Some(0.5),
+            ..TracesSettings::default()
+        };
+        assert_eq!(
+            sampling(&configured, &[("OTEL_TRACES_SAMPLER", "always_off")]),
+            (0.5, true)
+        );
     }
 }

@@ -417,13 +417,16 @@ fn transport_socket(tls: Option<&DownstreamTls>, dir: &Path) -> String {
     )
 }
 
-/// With `tracing`: the OpenTelemetry tracer on every request, exporting to a cluster
-/// nobody listens on (the spans are not what the tests look at; the context Envoy
-/// propagates is).
-fn tracing_config(tracing: bool) -> (&'static str, &'static str) {
-    if !tracing {
-        return ("", "");
-    }
+/// With `tracing`: the OpenTelemetry tracer on every request, exporting its spans over
+/// OTLP/gRPC to `sink`, or to a port nobody listens on (when the test looks only at the
+/// context Envoy propagates).
+fn tracing_config(tracing: Option<Option<SocketAddr>>) -> (String, String) {
+    let Some(sink) = tracing else {
+        return (String::new(), String::new());
+    };
+    let (address, port) = sink.map_or(("127.0.0.1".to_string(), 9), |a| {
+        (a.ip().to_string(), a.port())
+    });
     let hcm = r#"
           tracing:
             random_sampling: {value: 100}
@@ -432,20 +435,23 @@ fn tracing_config(tracing: bool) -> (&'static str, &'static str) {
               typed_config:
                 "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
                 grpc_service: {envoy_grpc: {cluster_name: trace_sink}, timeout: 0.25s}
-                service_name: ingress-gateway"#;
-    let cluster = r#"
+                service_name: ingress-gateway"#
+        .to_string();
+    let cluster = format!(
+        r#"
   - name: trace_sink
     type: STATIC
     connect_timeout: 0.25s
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
+        explicit_http_config: {{http2_protocol_options: {{}}}}
     load_assignment:
       cluster_name: trace_sink
       endpoints:
       - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9}}}"#;
+        - endpoint: {{address: {{socket_address: {{address: {address}, port_value: {port}}}}}}}"#
+    );
     (hcm, cluster)
 }
 
@@ -454,7 +460,7 @@ fn bootstrap(
     upstream: SocketAddr,
     transport_socket: &str,
     raw_headers: bool,
-    tracing: bool,
+    tracing: Option<Option<SocketAddr>>,
 ) -> String {
     let (tracing, trace_sink) = tracing_config(tracing);
     format!(
@@ -524,7 +530,8 @@ struct Options<'a> {
     tls: Option<&'a DownstreamTls>,
     browser_tls: Option<&'a CertAndKey>,
     raw_headers: bool,
-    tracing: bool,
+    /// The OpenTelemetry tracer on, exporting to the address if any.
+    tracing: Option<Option<SocketAddr>>,
 }
 
 impl Envoy {
@@ -557,7 +564,22 @@ impl Envoy {
         upstream: SocketAddr,
     ) -> Self {
         let options = Options {
-            tracing: true,
+            tracing: Some(None),
+            ..Options::default()
+        };
+        Self::launch(binary, authz, upstream, options).await
+    }
+
+    /// Like [`Envoy::start_with_tracing`], exporting Envoy's spans over OTLP/gRPC to
+    /// `sink`.
+    pub async fn start_with_tracing_to(
+        binary: &Path,
+        authz: SocketAddr,
+        upstream: SocketAddr,
+        sink: SocketAddr,
+    ) -> Self {
+        let options = Options {
+            tracing: Some(Some(sink)),
             ..Options::default()
         };
         Self::launch(binary, authz, upstream, options).await
