@@ -52,7 +52,11 @@
 //! - [`admin`]: `/healthz`, `/readyz` and gRPC health from one readiness state,
 //!   `/metrics`, authenticated group cache invalidation and Gerrit's group events, passed
 //!   on to the other replicas first and retried (`admin::Peers`).
-//! - [`telemetry`]: logging setup, Prometheus metrics, the audit log.
+//! - [`telemetry`]: logging setup, Prometheus metrics, the audit log, OTLP trace export
+//!   (`traces.rs`: the config over the `OTEL_*` variables, the bounded batch queue).
+//! - [`trace`]: the request path's spans and their sampling, the parent Envoy sends (W3C or
+//!   B3), the `traceparent` of Gerrit and IdP requests; used by the modules above, imports
+//!   none of them.
 //! - [`credential`]: the developer's side, for git and kubectl: `login` (the device
 //!   grant), the token store, git's credential helper and kubectl's exec plugin.
 //! - `main.rs`: the CLI (`serve`, `validate` with route overlap findings, `check`,
