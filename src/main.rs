@@ -442,6 +442,13 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     if decision.dry_run() {
         say("dry-run:  yes: the server reports this decision and allows the request".into());
+        match &decision.dry_run_headers {
+            Some(changes) => {
+                say("          the server passes it on as it came (Authorization and the route's remove_headers kept), without identity headers:".into());
+                print_header_changes(changes, &say);
+            }
+            None => say("          an allowed request gets its identity headers; Authorization and the route's remove_headers are kept until the route enforces".into()),
+        }
     }
     let code = match &decision.verdict {
         Verdict::Allow { headers, .. } => {

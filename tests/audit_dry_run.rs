@@ -173,7 +173,7 @@ async fn the_audit_trace_id_is_envoys_span_from_the_call_metadata_before_the_req
 }
 
 #[tokio::test]
-async fn a_dry_run_route_allows_what_it_would_deny_anonymously_and_reports_it() {
+async fn a_dry_run_route_passes_what_it_would_deny_as_it_came_without_identity_and_reports_it() {
     let s = start(|y| {
         y.replace(
             "    allow: {groups_any_of: [team-a]}\n",
@@ -194,20 +194,31 @@ async fn a_dry_run_route_allows_what_it_would_deny_anonymously_and_reports_it() 
         header_options(&ok.headers).is_empty(),
         "no identity is passed on: {ok:?}"
     );
-    for h in ["x-forwarded-user", "x-forwarded-groups", "authorization"] {
+    for h in ["x-forwarded-user", "x-forwarded-groups"] {
         assert!(
             ok.headers_to_remove.iter().any(|r| r == h),
             "{h} removed: {ok:?}"
         );
     }
-    // Would-be allows are allowed as usual, with the identity.
+    // Shadow mode changes no traffic: the caller's own credentials go on (the route
+    // removes Authorization only once it enforces).
+    assert!(
+        !ok.headers_to_remove.iter().any(|r| r == "authorization"),
+        "{ok:?}"
+    );
+    // Would-be allows get the identity, and keep their Authorization too.
     let alice = tokens::bearer(&tokens::token_for("alice"));
     let resp = check(&s, TEAM_A, &[("authorization", &alice)])
         .await
         .unwrap();
+    let ok = allowed(&resp);
     assert_eq!(
-        header_options(&allowed(&resp).headers)["x-forwarded-user"].value,
+        header_options(&ok.headers)["x-forwarded-user"].value,
         "alice"
+    );
+    assert!(
+        !ok.headers_to_remove.iter().any(|r| r == "authorization"),
+        "{ok:?}"
     );
     // A request without a token (a 401 elsewhere) is let through too, anonymously.
     allowed(&check(&s, TEAM_A, &[]).await.unwrap());

@@ -579,3 +579,47 @@ routes:
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(!stdout.contains(token.trim()), "{stdout}");
 }
+
+#[test]
+fn check_shows_what_a_dry_run_route_passes_upstream() {
+    // The quickstart's team-a route in dry-run: bob would be denied, alice allowed.
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(repo("examples/quickstart/config.yaml"))
+        .unwrap()
+        .replacen(
+            "    allow:\n      groups_any_of: [team-a]\n",
+            "    allow:\n      groups_any_of: [team-a]\n    dry_run: true\n",
+            1,
+        );
+    assert!(config.contains("dry_run: true"), "the quickstart changed");
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    std::fs::copy(
+        repo("examples/quickstart/jwks.json"),
+        dir.path().join("jwks.json"),
+    )
+    .unwrap();
+    let run = |token: &str| {
+        bin()
+            .args(["check", "--config"])
+            .arg(dir.path().join("config.yaml"))
+            .args(["--method", "GET", "--host", "gerrit.example.com"])
+            .args(["--path", "/a/projects/team-a/branches", "--token-file"])
+            .arg(repo(token))
+            .output()
+            .unwrap()
+    };
+    let out = run("examples/quickstart/bob.jwt");
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("decision: DENY (HTTP 403)"), "{stdout}");
+    assert!(stdout.contains("passes it on as it came"), "{stdout}");
+    assert!(stdout.contains("remove  x-forwarded-user"), "{stdout}");
+    assert!(!stdout.contains("remove  authorization"), "{stdout}");
+    let out = run("examples/quickstart/alice.jwt");
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("decision: ALLOW"), "{stdout}");
+    assert!(
+        stdout.contains("set     x-forwarded-user: alice"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("remove  authorization"), "{stdout}");
+}

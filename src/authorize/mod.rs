@@ -269,6 +269,9 @@ impl Authorizer {
         } = &mut verdict
         {
             set_cookies.append(&mut facts.set_cookies);
+            if route.dry_run {
+                crate::policy::as_dry_run(route, headers);
+            }
             self.strip_session_cookies(req, headers);
         }
         let caller = match &verdict {
@@ -284,9 +287,11 @@ impl Authorizer {
                 )
             });
             if !matches!(verdict, Verdict::Allow { .. }) {
-                // Allowed as if public: no identity reaches the upstream.
+                // Passed on as it came, but for the identity headers an upstream trusts
+                // from mesh-authz alone: no identity reaches the upstream.
                 dry_run_headers = upstream_changes(route, None, None, None, req.headers).ok();
                 if let Some(headers) = &mut dry_run_headers {
+                    crate::policy::as_dry_run(route, headers);
                     self.strip_session_cookies(req, headers);
                 }
             }

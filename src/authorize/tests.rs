@@ -100,18 +100,22 @@ async fn a_rule_that_cannot_be_checked_makes_the_answer_cannot_decide_not_deny()
     );
 }
 
+/// A dry-run route that removes `Authorization` when enforcing, and a second route whose
+/// upstream trusts `x-gerrit-user`.
+const DRY_RUN_ROUTES: &str = "  - name: trial\n    match: {path: {prefix: /x}}\n    dry_run: true\n    allow: {groups_any_of: [team-a]}\n    inject: {user: x-forwarded-user}\n    remove_headers: [authorization, x-debug]\n  - name: other\n    allow: authenticated\n    inject: {user: x-gerrit-user}\n";
+
 #[tokio::test]
-async fn a_dry_run_route_reports_its_verdict_and_sends_the_request_on_anonymously() {
-    let a = authorizer(
-        STATIC,
-        "  - name: trial\n    dry_run: true\n    allow: {groups_any_of: [team-a]}\n    inject: {user: x-forwarded-user}\n",
-    );
+async fn a_dry_run_route_passes_a_would_be_denied_request_as_it_came_but_for_identity_headers() {
+    let a = authorizer(STATIC, DRY_RUN_ROUTES);
     let d = decide(
         &a,
         "/x",
         &[
             ("authorization", &bearer(BOB)),
+            ("x-debug", "1"),
             ("x-forwarded-user", "admin"),
+            ("x-gerrit-user", "admin"),
+            ("impersonate-user", "system:admin"),
         ],
     )
     .await;
@@ -121,14 +125,39 @@ async fn a_dry_run_route_reports_its_verdict_and_sends_the_request_on_anonymousl
         "{:?}",
         d.verdict
     );
-    let headers = d.dry_run_headers.expect("allowed as if public");
+    let headers = d.dry_run_headers.expect("passed on");
     assert!(headers.set.is_empty(), "{headers:?}");
-    assert!(
-        headers.remove.iter().any(|h| h == "x-forwarded-user"),
-        "{headers:?}"
-    );
-    // What would be allowed is allowed as usual, with the identity.
-    let d = decide(&a, "/x", &[("authorization", &bearer(ALICE))]).await;
+    // What the upstream trusts from mesh-authz alone is never passed on as sent.
+    for forged in ["x-forwarded-user", "x-gerrit-user", "impersonate-user"] {
+        assert!(
+            headers.remove.iter().any(|h| h == forged),
+            "{forged} reaches the upstream: {headers:?}"
+        );
+    }
+    // The rest of the request is as without mesh-authz: the caller's own credentials
+    // stay (Gerrit may still authenticate them itself), the route's removals wait until
+    // it enforces.
+    for own in ["authorization", "x-debug"] {
+        assert!(
+            !headers.remove.iter().any(|h| h == own),
+            "{own} removed in dry-run: {headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_route_injects_a_would_be_allowed_callers_identity_and_takes_nothing_away() {
+    let a = authorizer(STATIC, DRY_RUN_ROUTES);
+    let d = decide(
+        &a,
+        "/x",
+        &[
+            ("authorization", &bearer(ALICE)),
+            ("x-gerrit-user", "admin"),
+        ],
+    )
+    .await;
+    assert!(d.dry_run());
     assert!(d.dry_run_headers.is_none());
     let Verdict::Allow { headers, .. } = &d.verdict else {
         panic!("{:?}", d.verdict)
@@ -136,6 +165,27 @@ async fn a_dry_run_route_reports_its_verdict_and_sends_the_request_on_anonymousl
     assert_eq!(
         headers.set,
         vec![("x-forwarded-user".into(), "alice".into())]
+    );
+    assert!(
+        headers.remove.iter().any(|h| h == "x-gerrit-user"),
+        "{headers:?}"
+    );
+    assert!(
+        !headers
+            .remove
+            .iter()
+            .any(|h| h == "authorization" || h == "x-debug"),
+        "{headers:?}"
+    );
+    // The same route enforcing removes them.
+    let enforcing = authorizer(STATIC, &DRY_RUN_ROUTES.replace("    dry_run: true\n", ""));
+    let d = decide(&enforcing, "/x", &[("authorization", &bearer(ALICE))]).await;
+    let Verdict::Allow { headers, .. } = &d.verdict else {
+        panic!("{:?}", d.verdict)
+    };
+    assert!(
+        headers.remove.iter().any(|h| h == "authorization"),
+        "{headers:?}"
     );
 }
 

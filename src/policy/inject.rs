@@ -159,6 +159,22 @@ pub fn upstream_changes(
     Ok(changes)
 }
 
+/// A dry-run route's changes: of what `changes` removes, only the headers an upstream
+/// trusts from mesh-authz alone (this route's identity headers, those other routes
+/// inject or Gerrit trusts, `Impersonate-*`) are still removed. The caller's own headers,
+/// `Authorization` among them, reach the upstream as they would without mesh-authz; the
+/// route's `remove_headers` wait until it enforces. Query tokens are still removed.
+pub fn as_dry_run(route: &RouteRule, changes: &mut HeaderChanges) {
+    changes.remove.retain(|h| {
+        route.inject.names().any(|n| n.eq_ignore_ascii_case(h))
+            || route
+                .foreign_identity_headers
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(h))
+            || h.to_ascii_lowercase().starts_with("impersonate-")
+    });
+}
+
 /// The groups header value: the user's group names the route passes on, comma-separated,
 /// within the route's size bound.
 fn groups_value(header: &GroupsHeader, m: &Membership) -> Result<String, InjectError> {

@@ -17,7 +17,7 @@ mod route;
 pub use change_gate::{ChangeCondition, ChangeFacts};
 pub use group_ref::GroupRef;
 pub use inject::{
-    upstream_changes, HeaderChanges, Impersonation, InjectError, IMPERSONATE_GROUP,
+    as_dry_run, upstream_changes, HeaderChanges, Impersonation, InjectError, IMPERSONATE_GROUP,
     IMPERSONATE_USER, MAX_INJECTED_BYTES,
 };
 pub use matcher::{HostMatcher, MethodSet, PathMatcher, PrincipalMatcher};
