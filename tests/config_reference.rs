@@ -632,3 +632,154 @@ fn section_title(section: &Section) -> String {
         .map_or(section.heading.len(), |(i, _)| i + 1);
     section.heading[..end].to_string()
 }
+
+/// Every page under `docs/` names only real config fields: each dotted path in code that
+/// starts at a top-level field (`gerrit.url`, `issuers[].jwks.url`) and each key of a
+/// ```` ```yaml ```` block whose top-level keys are config fields must be one the schema
+/// accepts. (A bare name such as `leeway` is not checked: it could belong anywhere.)
+#[test]
+fn docs_pages_name_only_real_config_fields() {
+    let fields = schema_fields();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut problems = Vec::new();
+    let mut pages = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for unknown in unknown_fields_in_page(&text, &fields) {
+                problems.push(format!("{}: {unknown}", path.display()));
+            }
+        }
+    }
+    assert!(pages > 0, "no pages under docs/");
+    assert!(
+        problems.is_empty(),
+        "docs name config fields the schema does not have:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn a_misspelt_field_in_a_docs_page_is_reported() {
+    let fields = schema_fields();
+    let page = "Set `gerrit.urll` and `issuers[].jwks.url`.\n\n```yaml\nissuers:\n  - issuer: https://idp\n    audience: [x]\n    jwks: {url: https://idp/keys}\nroutes:\n  - name: a\n    allow: {claims: {team: {one_of: [a]}}}\n```\n";
+    assert_eq!(
+        unknown_fields_in_page(page, &fields),
+        vec![
+            "`gerrit.urll` in text".to_string(),
+            "`issuers[].audience` in a yaml block".to_string()
+        ]
+    );
+}
+
+/// The fields `page` names that the schema lacks, as `` `path` in text`` or
+/// `` `path` in a yaml block``.
+fn unknown_fields_in_page(page: &str, fields: &BTreeSet<String>) -> Vec<String> {
+    // Compared without `[]`; a `*` segment (a map key) accepts any name.
+    let known: Vec<Vec<&str>> = fields
+        .iter()
+        .map(|f| f.split('.').map(|s| s.trim_end_matches("[]")).collect())
+        .collect();
+    let top: BTreeSet<&str> = known.iter().map(|k| k[0]).collect();
+    let is_known = |path: &[&str]| {
+        known
+            .iter()
+            .any(|k| k.len() >= path.len() && k.iter().zip(path).all(|(k, p)| *k == "*" || k == p))
+    };
+    let mut unknown = Vec::new();
+    let mut prose = String::new();
+    let mut yaml: Option<String> = None;
+    for line in page.lines() {
+        if let Some(block) = &mut yaml {
+            if line.starts_with("```") {
+                let block = yaml.take().unwrap_or_default();
+                check_yaml_block(&block, &top, &is_known, &mut unknown);
+            } else {
+                block.push_str(line);
+                block.push('\n');
+            }
+        } else if line.trim_start().starts_with("```yaml") {
+            yaml = Some(String::new());
+        } else {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    for span in code_spans(&prose) {
+        let looks_like_path = span.contains('.')
+            && span
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.' || c == '[' || c == ']');
+        // Host names look like paths too (`gerrit.gerrit.svc.cluster.local`).
+        let host = [".local", ".com", ".org", ".net", ".io", ".test", ".invalid"]
+            .iter()
+            .any(|tld| span.ends_with(tld));
+        if !looks_like_path || host {
+            continue;
+        }
+        let path: Vec<&str> = span.split('.').map(|s| s.trim_end_matches("[]")).collect();
+        if top.contains(path[0]) && !is_known(&path) {
+            unknown.push(format!("`{span}` in text"));
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    unknown
+}
+
+/// Checks a yaml block that is a config (or a fragment of one: every top-level key a
+/// config field); other blocks (Gerrit's, Istio's, Dex's) are left alone.
+fn check_yaml_block(
+    block: &str,
+    top: &BTreeSet<&str>,
+    is_known: &impl Fn(&[&str]) -> bool,
+    unknown: &mut Vec<String>,
+) {
+    let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str::<serde_yaml::Value>(block)
+    else {
+        return;
+    };
+    let keys: Vec<&str> = map.keys().filter_map(|k| k.as_str()).collect();
+    if keys.is_empty() || !keys.iter().all(|k| top.contains(k)) {
+        return;
+    }
+    fn walk(
+        value: &serde_yaml::Value,
+        path: &mut Vec<String>,
+        shown: &str,
+        is_known: &impl Fn(&[&str]) -> bool,
+        unknown: &mut Vec<String>,
+    ) {
+        match value {
+            serde_yaml::Value::Mapping(map) => {
+                for (key, value) in map {
+                    let Some(key) = key.as_str() else { continue };
+                    path.push(key.to_string());
+                    let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+                    let shown = format!("{shown}.{key}");
+                    if is_known(&refs) {
+                        walk(value, path, &shown, is_known, unknown);
+                    } else {
+                        unknown.push(format!("`{}` in a yaml block", &shown[1..]));
+                    }
+                    path.pop();
+                }
+            }
+            serde_yaml::Value::Sequence(items) => {
+                for item in items {
+                    walk(item, path, &format!("{shown}[]"), is_known, unknown);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(
+        &serde_yaml::Value::Mapping(map),
+        &mut Vec::new(),
+        "",
+        is_known,
+        unknown,
+    );
+}
