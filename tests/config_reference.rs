@@ -783,3 +783,34 @@ fn check_yaml_block(
         unknown,
     );
 }
+
+#[test]
+fn every_section_is_read_on_its_own_when_the_file_does_not_deserialize() {
+    // config::schema::SECTIONS drives the piecewise reader that reports every broken
+    // section at once; a section missing from it would be reported as unknown there.
+    let top: BTreeSet<String> = schema_fields()
+        .iter()
+        .map(|f| f.split(['.', '[']).next().unwrap().to_string())
+        .collect();
+    let listed: BTreeSet<String> = mesh_authz::config::schema::SECTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(listed, top);
+    // Each listed section is read: a file broken in every one of them reports each.
+    let broken: String = mesh_authz::config::schema::SECTIONS
+        .iter()
+        .map(|s| format!("{s}: 12:34\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, &broken).unwrap();
+    let err = mesh_authz::config::load(&file).unwrap_err().to_string();
+    for section in mesh_authz::config::schema::SECTIONS {
+        assert!(
+            err.lines().any(|l| l.contains(&format!(": {section}"))),
+            "{section} not reported:\n{err}"
+        );
+        assert!(!err.contains(&format!("{section}: unknown field")), "{err}");
+    }
+}

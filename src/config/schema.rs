@@ -10,6 +10,23 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The top-level fields of [`RawConfig`]: each is read on its own when the whole file
+/// does not deserialize, so that every broken section is reported at once
+/// (`tests/config_reference.rs` checks this list against the struct).
+pub const SECTIONS: &[&str] = &[
+    "server",
+    "issuers",
+    "gerrit",
+    "static_groups",
+    "routes",
+    "token_cache",
+    "max_token_bytes",
+    "audit",
+    "browser_sessions",
+    "grants",
+    "telemetry",
+];
+
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
 pub struct RawConfig {

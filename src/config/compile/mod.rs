@@ -6,6 +6,7 @@ mod gerrit;
 mod issuer;
 mod kube;
 mod route;
+pub mod structure;
 #[cfg(test)]
 mod tests;
 
@@ -76,8 +77,25 @@ pub(super) fn compile_str(
     let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
-            problems.add("", e.to_string());
-            return Err(invalid(problems.0));
+            // serde stopped at the first error: read each piece on its own for the rest.
+            let mut all = Problems::default();
+            let first = e.to_string();
+            let found = structure::problems(text);
+            if found.is_empty() {
+                all.add("", structure::with_hint(&first));
+            }
+            // The piecewise read has no line numbers; the first error has one.
+            let located = first
+                .split_once(": ")
+                .filter(|(path, _)| !path.contains(' '));
+            for (path, reason) in found {
+                let reason = match located {
+                    Some((at, whole)) if at == path => structure::with_hint(whole),
+                    _ => reason,
+                };
+                all.add(path, reason);
+            }
+            return Err(invalid(all.0));
         }
     };
     let config = compile(name, raw, files, &mut problems);
