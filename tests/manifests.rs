@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use mesh_authz::authorize::{Authorizer, Denial, Verdict};
 use mesh_authz::config::{self, Config, GerritConfig, GroupsConfig};
-use mesh_authz::policy::{GroupRef, PrincipalMatcher, Requirement, Rule};
+use mesh_authz::policy::{GroupRef, HostMatcher, PrincipalMatcher, Requirement, Rule};
 use mesh_authz::request::{routing_path, RequestView};
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -347,6 +347,15 @@ const NOT_OBJECTS: [&str; 3] = [
     "istio/mesh-config-snippet.yaml",
 ];
 
+/// Files under `manifests/kube` that are not Kubernetes objects: the kustomization, the
+/// fragment of mesh-authz's config, and the two files for developers' machines.
+const KUBE_NOT_OBJECTS: [&str; 4] = [
+    "kustomization.yaml",
+    "config-routes.yaml",
+    "developer-kubeconfig.yaml",
+    "developer-client.yaml",
+];
+
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -367,8 +376,12 @@ fn every_manifest_parses_and_every_object_is_named() {
     for file in &files {
         let docs = documents(file);
         assert!(!docs.is_empty(), "{}: no YAML document", file.display());
-        let relative = file.strip_prefix(base()).unwrap_or(file);
-        if NOT_OBJECTS.iter().any(|n| Path::new(n) == relative) {
+        let not_object = match (file.strip_prefix(base()), file.strip_prefix(kube_dir())) {
+            (Ok(relative), _) => NOT_OBJECTS.iter().any(|n| Path::new(n) == relative),
+            (_, Ok(relative)) => KUBE_NOT_OBJECTS.iter().any(|n| Path::new(n) == relative),
+            _ => false,
+        };
+        if not_object {
             continue;
         }
         for doc in docs {
@@ -1763,5 +1776,1061 @@ fn replicas_spread_across_zones_and_nodes() {
     assert_eq!(
         keys,
         ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// kubectl through the gateway: `manifests/kube` (opt-in), and the kube route it needs in
+// mesh-authz's config (`kube/config-routes.yaml`, merged into `base/config.yaml` by hand).
+//
+// The credential story these tests hold together: the gateway calls the apiserver with
+// the client certificate in the Secret that destinationrule.yaml names (credentialName,
+// in the gateway's namespace). manifests/README.md issues that certificate with the CN
+// `mesh-authz-gateway` and no O, so the apiserver authenticates it as that User, in no
+// group; clusterrolebinding.yaml binds that User to clusterrole.yaml, which lets it
+// impersonate exactly what mesh-authz sends for the kube route and nothing else; and
+// authorizationpolicy.yaml makes sure mesh-authz, not the client, wrote those headers.
+
+fn kube_dir() -> PathBuf {
+    root().join("manifests/kube")
+}
+
+/// The single document in a file under `manifests/kube`.
+fn kube_load(name: &str) -> Value {
+    let mut docs = documents(&kube_dir().join(name));
+    assert_eq!(
+        docs.len(),
+        1,
+        "kube/{name}: expected exactly one YAML document"
+    );
+    docs.remove(0)
+}
+
+/// The namespace of the ingress gateway the kube objects configure (the CUSTOM policy's).
+fn kube_gateway_namespace() -> String {
+    str_of(
+        &kube_load("authorizationpolicy.yaml")["metadata"]["namespace"],
+        "kube/authorizationpolicy.yaml namespace",
+    )
+    .to_string()
+}
+
+/// `base/config.yaml` with `kube/config-routes.yaml` merged in the way that file says:
+/// each of its issuers' `audiences` added to the base issuer with the same `issuer`, its
+/// routes appended. Nothing else may be in the fragment (the merge would drop it).
+fn kube_config_text() -> String {
+    let fragment = kube_load("config-routes.yaml");
+    let keys: BTreeSet<&str> = fragment
+        .as_mapping()
+        .expect("kube/config-routes.yaml: a mapping")
+        .keys()
+        .map(|k| str_of(k, "key"))
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["issuers", "routes"]),
+        "kube/config-routes.yaml: only `issuers` (audiences) and `routes` are merged"
+    );
+    let mut merged: Value = serde_yaml::from_str(&read(&base().join("config.yaml")))
+        .unwrap_or_else(|e| panic!("manifests/base/config.yaml: {e}"));
+    for issuer in seq(&fragment["issuers"], "kube/config-routes.yaml issuers") {
+        let fields: BTreeSet<&str> = issuer
+            .as_mapping()
+            .expect("kube/config-routes.yaml: an issuer entry is a mapping")
+            .keys()
+            .map(|k| str_of(k, "key"))
+            .collect();
+        assert_eq!(
+            fields,
+            BTreeSet::from(["issuer", "audiences"]),
+            "kube/config-routes.yaml: an issuer entry only adds audiences"
+        );
+        let target = merged["issuers"]
+            .as_sequence_mut()
+            .expect("base/config.yaml issuers")
+            .iter_mut()
+            .find(|i| i["issuer"] == issuer["issuer"])
+            .unwrap_or_else(|| {
+                panic!(
+                    "kube/config-routes.yaml: base/config.yaml has no issuer {:?}",
+                    issuer["issuer"]
+                )
+            });
+        let audiences = target["audiences"]
+            .as_sequence_mut()
+            .expect("base/config.yaml issuer audiences");
+        for audience in seq(&issuer["audiences"], "kube/config-routes.yaml audiences") {
+            if !audiences.contains(audience) {
+                audiences.push(audience.clone());
+            }
+        }
+    }
+    merged["routes"]
+        .as_sequence_mut()
+        .expect("base/config.yaml routes")
+        .extend(
+            seq(&fragment["routes"], "kube/config-routes.yaml routes")
+                .iter()
+                .cloned(),
+        );
+    serde_yaml::to_string(&merged).unwrap()
+}
+
+/// The merged config, compiled as `base/config.yaml` (so paths resolve as there).
+fn kube_config() -> Config {
+    config::from_file_text(&base().join("config.yaml"), &kube_config_text())
+        .unwrap_or_else(|e| panic!("base/config.yaml with kube/config-routes.yaml merged in: {e}"))
+}
+
+/// The routes of `config` that lead to a kube-apiserver.
+fn kube_routes(config: &Config) -> Vec<std::sync::Arc<mesh_authz::policy::RouteRule>> {
+    config
+        .routes
+        .routes()
+        .iter()
+        .filter(|r| r.kube.is_some())
+        .cloned()
+        .collect()
+}
+
+/// The hosts the kube routes of `kube/config-routes.yaml` name, lower case. Exact hosts
+/// only: the Gateway, the VirtualService and the kubeconfig name one host each.
+fn kube_hosts() -> Vec<String> {
+    let fragment = kube_load("config-routes.yaml");
+    let mut hosts = Vec::new();
+    for route in seq(&fragment["routes"], "kube/config-routes.yaml routes") {
+        assert!(
+            route["kube"].is_mapping(),
+            "kube/config-routes.yaml: route {:?} is not a kube route",
+            route["name"]
+        );
+        for host in seq(&route["match"]["hosts"], "kube/config-routes.yaml hosts") {
+            let host = str_of(host, "host");
+            assert!(
+                !host.contains('*') && !host.contains(':'),
+                "kube/config-routes.yaml: name the kube host exactly, not {host:?}"
+            );
+            hosts.push(host.to_ascii_lowercase());
+        }
+    }
+    assert!(!hosts.is_empty(), "kube/config-routes.yaml: no kube host");
+    hosts
+}
+
+/// The text of the manifests/README.md section headed `## heading`.
+fn readme_section(heading: &str) -> String {
+    let text = read(&root().join("manifests/README.md"));
+    text.split("\n## ")
+        .find(|s| s.lines().next().is_some_and(|l| l.trim() == heading))
+        .unwrap_or_else(|| panic!("manifests/README.md: no section `## {heading}`"))
+        .to_string()
+}
+
+const KUBE_README: &str = "kubectl through the gateway (`kube/`)";
+const KUBE_ROLLBACK_README: &str = "Rolling back kubectl through the gateway";
+
+/// The in-cluster apiserver's Service, and the names its serving certificate carries
+/// for it.
+const APISERVER_SERVICE: &str = "kubernetes.default.svc.cluster.local";
+const APISERVER_SERVICE_NAMES: [&str; 4] = [
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    APISERVER_SERVICE,
+];
+
+#[test]
+fn kube_route_merges_into_the_base_config_and_takes_only_kubectls_tokens() {
+    // `validate` accepts the merged file (overlaps and unreachable routes included).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, kube_config_text()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-authz"))
+        .args(["validate", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "validate refused base/config.yaml with kube/config-routes.yaml merged in:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let config = kube_config();
+    let kube = kube_routes(&config);
+    assert!(!kube.is_empty(), "kube/config-routes.yaml: no kube route");
+    let hosts = kube_hosts();
+    for route in &kube {
+        for h in &route.hosts {
+            assert!(
+                matches!(h, HostMatcher::Exact(name) if hosts.contains(name)),
+                "route {}: host {h:?} is not one of {hosts:?}",
+                route.name
+            );
+        }
+    }
+    // Every request for the kube host, with or without a port, is decided by a kube
+    // route (the base routes name no such host, and none catches all hosts).
+    let empty: HashMap<String, String> = HashMap::new();
+    for host in &hosts {
+        for authority in [host.clone(), format!("{host}:443")] {
+            for (method, path) in [
+                ("GET", "/api"),
+                ("GET", "/api/v1/namespaces/team-a/pods"),
+                ("POST", "/apis/apps/v1/namespaces/team-a/deployments"),
+                ("DELETE", "/api/v1/nodes/n1"),
+            ] {
+                let view = RequestView::http(method, &authority, path, &empty);
+                let routing = routing_path(view.path).unwrap();
+                let view = RequestView {
+                    path: &routing,
+                    ..view
+                };
+                let route = config
+                    .routes
+                    .find(&view)
+                    .unwrap_or_else(|| panic!("no route decides {method} {authority}{path}"));
+                assert!(
+                    route.kube.is_some(),
+                    "{method} {authority}{path} is decided by route {:?}, not a kube route",
+                    &*route.name
+                );
+            }
+        }
+    }
+
+    let cli_audiences: BTreeSet<&str> = kube
+        .iter()
+        .flat_map(|r| r.audiences.iter().map(String::as_str))
+        .collect();
+    for route in &kube {
+        // The gateway authenticates with its own certificate; the developer's token
+        // stays at the edge.
+        assert!(
+            route.remove_headers.iter().any(|h| h == "authorization"),
+            "route {}: the bearer token would reach the apiserver",
+            route.name
+        );
+        assert!(
+            !route.audiences.is_empty(),
+            "route {}: name the audience of kubectl's tokens",
+            route.name
+        );
+    }
+    // The CLI's tokens open the apiserver and nothing else: every other route that takes
+    // tokens names audiences of its own.
+    for route in config.routes.routes().iter().filter(|r| r.kube.is_none()) {
+        if route.requirement.needs_token() {
+            assert!(
+                !route.audiences.is_empty()
+                    && route
+                        .audiences
+                        .iter()
+                        .all(|a| !cli_audiences.contains(a.as_str())),
+                "route {} accepts kubectl's tokens (audiences {:?})",
+                route.name,
+                route.audiences
+            );
+        }
+    }
+}
+
+#[test]
+fn kube_custom_policy_sends_every_request_for_the_kube_host_to_mesh_authz() {
+    let policy = kube_load("authorizationpolicy.yaml");
+    let gerrit_policy = load("istio/authorizationpolicy.yaml");
+    assert_eq!(policy["kind"], "AuthorizationPolicy");
+    let spec = &policy["spec"];
+    assert_eq!(spec["action"], "CUSTOM");
+    // One provider per workload: Istio answers a second with a deny-all filter.
+    assert_eq!(spec["provider"]["name"], provider()["name"]);
+    // The gateway that base/istio/authorizationpolicy.yaml guards, by a policy of its
+    // own: applying or deleting this one leaves Gerrit's alone.
+    assert_eq!(
+        policy["metadata"]["namespace"],
+        gerrit_policy["metadata"]["namespace"]
+    );
+    assert_eq!(spec["selector"], gerrit_policy["spec"]["selector"]);
+    assert_ne!(
+        policy["metadata"]["name"],
+        gerrit_policy["metadata"]["name"]
+    );
+
+    // Whole hosts: nothing narrows the rules, so no request for the host skips the check.
+    let mut hosts = BTreeSet::new();
+    for rule in seq(&spec["rules"], "kube/authorizationpolicy.yaml rules") {
+        assert!(
+            rule["from"].is_null() && rule["when"].is_null(),
+            "kube/authorizationpolicy.yaml narrows {rule:?}"
+        );
+        for to in seq(&rule["to"], "to") {
+            let op = &to["operation"];
+            for narrowing in [
+                "paths",
+                "notPaths",
+                "methods",
+                "notMethods",
+                "ports",
+                "notPorts",
+                "notHosts",
+            ] {
+                assert!(
+                    op[narrowing].is_null(),
+                    "kube/authorizationpolicy.yaml narrows hosts by {narrowing}"
+                );
+            }
+            for h in seq(&op["hosts"], "hosts") {
+                hosts.insert(str_of(h, "host").to_ascii_lowercase());
+            }
+        }
+    }
+    for host in kube_hosts() {
+        assert!(
+            hosts.contains(&host),
+            "kube/authorizationpolicy.yaml does not cover {host}"
+        );
+        assert!(
+            hosts.contains(&format!("{host}:*")),
+            "kube/authorizationpolicy.yaml does not cover {host}:<port>"
+        );
+    }
+}
+
+#[test]
+fn kube_gateway_and_virtual_service_route_the_kube_host_to_the_apiserver_unchanged() {
+    let hosts = kube_hosts();
+    let namespace = kube_gateway_namespace();
+    let policy = kube_load("authorizationpolicy.yaml");
+
+    let gateway = kube_load("gateway.yaml");
+    assert_eq!(gateway["kind"], "Gateway");
+    assert_eq!(gateway["metadata"]["namespace"], namespace.as_str());
+    assert_eq!(
+        gateway["spec"]["selector"], policy["spec"]["selector"]["matchLabels"],
+        "kube/gateway.yaml configures another workload than the CUSTOM policy guards"
+    );
+    let servers = seq(&gateway["spec"]["servers"], "kube/gateway.yaml servers");
+    assert_eq!(servers.len(), 1, "kube/gateway.yaml: one server");
+    let server = &servers[0];
+    assert_eq!(server["port"]["protocol"], "HTTPS");
+    assert_eq!(server["port"]["number"].as_u64(), Some(443));
+    assert_eq!(server["tls"]["mode"], "SIMPLE");
+    assert!(
+        server["tls"]["credentialName"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "kube/gateway.yaml: the server certificate's Secret"
+    );
+    let server_hosts: Vec<String> = seq(&server["hosts"], "kube/gateway.yaml hosts")
+        .iter()
+        .map(|h| {
+            let h = str_of(h, "host");
+            let (vs_namespace, name) = h.split_once('/').unwrap_or_else(|| {
+                panic!(
+                    "kube/gateway.yaml: {h}: say whose VirtualServices may attach (`{namespace}/`)"
+                )
+            });
+            assert_eq!(
+                vs_namespace, namespace,
+                "kube/gateway.yaml: VirtualServices of {vs_namespace} may attach to {name}"
+            );
+            name.to_ascii_lowercase()
+        })
+        .collect();
+    assert_eq!(
+        server_hosts, hosts,
+        "kube/gateway.yaml hosts vs the kube route's in config-routes.yaml"
+    );
+
+    let vs = kube_load("virtualservice.yaml");
+    assert_eq!(vs["kind"], "VirtualService");
+    assert_eq!(vs["metadata"]["namespace"], namespace.as_str());
+    let vs_hosts: Vec<String> = seq(&vs["spec"]["hosts"], "kube/virtualservice.yaml hosts")
+        .iter()
+        .map(|h| str_of(h, "host").to_ascii_lowercase())
+        .collect();
+    assert_eq!(
+        vs_hosts, hosts,
+        "kube/virtualservice.yaml hosts vs the kube route's in config-routes.yaml"
+    );
+    let gateways: Vec<String> = seq(&vs["spec"]["gateways"], "kube/virtualservice.yaml gateways")
+        .iter()
+        .map(|g| str_of(g, "gateway").to_string())
+        .collect();
+    assert_eq!(
+        gateways,
+        vec![format!(
+            "{namespace}/{}",
+            str_of(&gateway["metadata"]["name"], "gateway name")
+        )],
+        "kube/virtualservice.yaml is bound to the gateway only (not `mesh`)"
+    );
+    assert!(
+        vs["spec"]["tcp"].is_null() && vs["spec"]["tls"].is_null(),
+        "kube/virtualservice.yaml: HTTP only, where mesh-authz decides"
+    );
+    let http = seq(&vs["spec"]["http"], "kube/virtualservice.yaml http");
+    assert_eq!(http.len(), 1, "kube/virtualservice.yaml: one route");
+    // mesh-authz decided on the request as the client sent it: headers set here would
+    // name anyone to the apiserver after the check, a rewrite would send another path
+    // than the one decided, a mirror would send the request elsewhere too.
+    for field in ["headers", "rewrite", "mirror", "mirrors", "delegate"] {
+        assert!(
+            http[0][field].is_null(),
+            "kube/virtualservice.yaml: `{field}` changes the request after mesh-authz decided"
+        );
+    }
+    let destinations = seq(&http[0]["route"], "kube/virtualservice.yaml route");
+    assert_eq!(destinations.len(), 1);
+    assert!(
+        destinations[0]["headers"].is_null(),
+        "kube/virtualservice.yaml: `headers` on the destination changes the request after mesh-authz decided"
+    );
+    let se = kube_load("serviceentry.yaml");
+    assert_eq!(
+        destinations[0]["destination"]["host"], se["spec"]["hosts"][0],
+        "kube/virtualservice.yaml does not lead to serviceentry.yaml's apiserver"
+    );
+    assert_eq!(
+        destinations[0]["destination"]["port"]["number"],
+        se["spec"]["ports"][0]["number"]
+    );
+}
+
+#[test]
+fn kube_apiserver_is_the_in_cluster_service_reached_with_the_gateways_client_certificate() {
+    let namespace = kube_gateway_namespace();
+
+    let se = kube_load("serviceentry.yaml");
+    assert_eq!(se["kind"], "ServiceEntry");
+    assert_eq!(se["metadata"]["namespace"], namespace.as_str());
+    let hosts = seq(&se["spec"]["hosts"], "kube/serviceentry.yaml hosts");
+    assert_eq!(hosts.len(), 1, "kube/serviceentry.yaml: one host");
+    let host = str_of(&hosts[0], "host");
+    // A private name: Istio prefers the Kubernetes Service for the Service's own name,
+    // and the client certificate must not apply to every other caller of the apiserver.
+    assert!(
+        !APISERVER_SERVICE_NAMES.contains(&host),
+        "kube/serviceentry.yaml: {host} is the Service's own name"
+    );
+    let only_here = serde_yaml::to_value(["."]).unwrap();
+    assert_eq!(
+        se["spec"]["exportTo"], only_here,
+        "kube/serviceentry.yaml: known to the gateway's namespace only"
+    );
+    assert_eq!(se["spec"]["location"], "MESH_EXTERNAL");
+    assert_eq!(se["spec"]["resolution"], "DNS");
+    let endpoints = seq(&se["spec"]["endpoints"], "kube/serviceentry.yaml endpoints");
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(
+        endpoints[0]["address"], APISERVER_SERVICE,
+        "kube/serviceentry.yaml: the in-cluster apiserver"
+    );
+    assert!(endpoints[0]["ports"].is_null());
+    let ports = seq(&se["spec"]["ports"], "kube/serviceentry.yaml ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["number"].as_u64(), Some(443), "the Service's port");
+    assert!(ports[0]["targetPort"].is_null());
+    assert_eq!(ports[0]["protocol"], "HTTPS");
+
+    let dr = kube_load("destinationrule.yaml");
+    assert_eq!(dr["kind"], "DestinationRule");
+    // credentialName is read from the namespace of the proxy that uses it: the gateway's.
+    assert_eq!(dr["metadata"]["namespace"], namespace.as_str());
+    assert_eq!(dr["spec"]["host"], host);
+    assert_eq!(dr["spec"]["exportTo"], only_here);
+    assert!(
+        dr["spec"]["subsets"].is_null()
+            && dr["spec"]["trafficPolicy"]["portLevelSettings"].is_null(),
+        "kube/destinationrule.yaml: one TLS setting for the host, nothing overriding it"
+    );
+    let tls = &dr["spec"]["trafficPolicy"]["tls"];
+    assert_eq!(
+        tls["mode"], "MUTUAL",
+        "the apiserver must authenticate the gateway"
+    );
+    assert!(
+        !str_of(&tls["credentialName"], "credentialName").is_empty(),
+        "kube/destinationrule.yaml: credentialName"
+    );
+    for file_field in ["clientCertificate", "privateKey", "caCertificates"] {
+        assert!(
+            tls[file_field].is_null(),
+            "kube/destinationrule.yaml: the credential comes from credentialName, not {file_field}"
+        );
+    }
+    // The apiserver is verified: against the CA in the credential, by a name its serving
+    // certificate carries (not kube.example.com, which Istio would derive from the Host).
+    assert_ne!(tls["insecureSkipVerify"].as_bool(), Some(true));
+    assert_eq!(tls["sni"], APISERVER_SERVICE);
+    let sans = seq(
+        &tls["subjectAltNames"],
+        "kube/destinationrule.yaml subjectAltNames",
+    );
+    assert!(!sans.is_empty());
+    for san in sans {
+        let san = str_of(san, "subjectAltName");
+        assert!(
+            APISERVER_SERVICE_NAMES.contains(&san),
+            "kube/destinationrule.yaml: the apiserver's certificate does not name {san}"
+        );
+    }
+}
+
+#[test]
+fn kube_binding_names_the_user_of_the_client_certificate_the_destination_rule_presents() {
+    let dr = kube_load("destinationrule.yaml");
+    let credential = str_of(
+        &dr["spec"]["trafficPolicy"]["tls"]["credentialName"],
+        "credentialName",
+    );
+    let dr_namespace = str_of(&dr["metadata"]["namespace"], "namespace");
+    let role = kube_load("clusterrole.yaml");
+    let binding = kube_load("clusterrolebinding.yaml");
+    assert_eq!(binding["kind"], "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    // The certificate's user and nobody else: a client certificate authenticates the
+    // User its CN names (and the groups its O names: none here).
+    let subjects = seq(
+        &binding["subjects"],
+        "kube/clusterrolebinding.yaml subjects",
+    );
+    assert_eq!(
+        subjects.len(),
+        1,
+        "kube/clusterrolebinding.yaml: one subject"
+    );
+    assert_eq!(subjects[0]["kind"], "User");
+    assert_eq!(subjects[0]["apiGroup"], "rbac.authorization.k8s.io");
+    assert!(subjects[0]["namespace"].is_null());
+    let user = str_of(&subjects[0]["name"], "subject name");
+    assert!(
+        !user.starts_with("system:"),
+        "kube/clusterrolebinding.yaml: {user}: `system:` names are Kubernetes' own"
+    );
+
+    // manifests/README.md issues the certificate for that user, by the client signer the
+    // apiserver trusts, and puts it into the Secret destinationrule.yaml names, in its
+    // namespace, under the keys Istio reads.
+    let section = readme_section(KUBE_README);
+    let subject = section
+        .split_once("-subj \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(subject, _)| subject)
+        .expect("manifests/README.md: the kube section issues no certificate (`-subj \"...\"`)");
+    assert_eq!(
+        subject,
+        format!("/CN={user}"),
+        "manifests/README.md: the certificate's subject must be the bound user alone (an O would be a group)"
+    );
+    for needle in [
+        "signerName: kubernetes.io/kube-apiserver-client".to_string(),
+        "usages: [client auth]".to_string(),
+        format!("kubectl -n {dr_namespace} create secret generic {credential} "),
+        "--from-file=cert=".to_string(),
+        "--from-file=key=".to_string(),
+        "--from-file=cacert=".to_string(),
+    ] {
+        assert!(
+            section.contains(&needle),
+            "manifests/README.md `## {KUBE_README}`: no `{needle}`"
+        );
+    }
+}
+
+#[test]
+fn kube_cluster_role_lets_the_gateway_impersonate_only_what_mesh_authz_sends() {
+    use mesh_authz::identity::{Credential, GerritAccount, Identity};
+    use mesh_authz::policy::kube_access::{ImpersonateGroup, KubeTarget};
+    use mesh_authz::policy::{
+        upstream_changes, Impersonation, IMPERSONATE_GROUP, IMPERSONATE_USER,
+    };
+    use mesh_authz::request::Pairs;
+
+    let config = kube_config();
+    let kube = kube_routes(&config);
+    assert!(!kube.is_empty());
+
+    // What the role grants: resource -> resourceNames (None: any name).
+    let role = kube_load("clusterrole.yaml");
+    assert_eq!(role["kind"], "ClusterRole");
+    assert!(role["aggregationRule"].is_null());
+    let mut granted: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+    for rule in seq(&role["rules"], "kube/clusterrole.yaml rules") {
+        assert_eq!(
+            rule["verbs"],
+            serde_yaml::to_value(["impersonate"]).unwrap(),
+            "kube/clusterrole.yaml: only `impersonate`: {rule:?}"
+        );
+        assert_eq!(
+            rule["apiGroups"],
+            serde_yaml::to_value([""]).unwrap(),
+            "kube/clusterrole.yaml: users and groups are in the core group: {rule:?}"
+        );
+        assert!(rule["nonResourceURLs"].is_null());
+        let names = match &rule["resourceNames"] {
+            Value::Null => None,
+            v => Some(
+                seq(v, "resourceNames")
+                    .iter()
+                    .map(|n| str_of(n, "resourceName").to_string())
+                    .collect::<BTreeSet<String>>(),
+            ),
+        };
+        assert!(
+            names.as_ref().is_none_or(|n| !n.is_empty()),
+            "kube/clusterrole.yaml: an empty resourceNames means any name"
+        );
+        for resource in seq(&rule["resources"], "resources") {
+            let resource = str_of(resource, "resource").to_string();
+            assert!(
+                granted.insert(resource.clone(), names.clone()).is_none(),
+                "kube/clusterrole.yaml: {resource} in two rules"
+            );
+        }
+    }
+
+    // The groups mesh-authz can impersonate on the kube routes: with `granting`, the
+    // group that allowed (a rule's groups_any_of match, or a namespace's owner group);
+    // `fixed:NAME`: NAME; `none`: none. (Grants impersonate the user alone.)
+    let mut groups: BTreeSet<String> = BTreeSet::new();
+    for route in &kube {
+        let policy = route.kube.as_ref().unwrap();
+        match &policy.impersonate_group {
+            ImpersonateGroup::None => {}
+            ImpersonateGroup::Fixed(g) => {
+                groups.insert(g.clone());
+            }
+            ImpersonateGroup::Granting => {
+                for (i, rule) in policy.rules.iter().enumerate() {
+                    if let KubeTarget::Resources { scope, .. } = &rule.target {
+                        assert!(
+                            scope.namespace_group.is_none(),
+                            "route {}: kube.rules[{i}] impersonates a namespace's owner group, \
+                             which can be any name, and RBAC cannot list it: name the groups \
+                             outright (see kube/config-routes.yaml)",
+                            route.name
+                        );
+                    }
+                    groups.extend(rule.groups_any_of.iter().map(|g| g.value().to_string()));
+                }
+            }
+        }
+    }
+    for g in &groups {
+        assert!(
+            !g.starts_with("system:"),
+            "the kube route would impersonate {g}"
+        );
+    }
+
+    // The Impersonate-* headers mesh-authz sets on an allowed kube request; the client's
+    // own are overwritten or removed, so the gateway's credential lends nothing else.
+    let identity = Identity {
+        issuer: "https://idp.example.com".into(),
+        user: "alice".into(),
+        email: None,
+        gerrit_account: GerritAccount::Username("alice".into()),
+        display_name: None,
+        claims: std::sync::Arc::new(serde_json::Map::new()),
+        credential: Credential::Token,
+    };
+    let forged = [
+        ("impersonate-user", "system:admin"),
+        ("impersonate-group", "system:masters"),
+        ("impersonate-uid", "0"),
+        ("impersonate-extra-scopes", "all"),
+    ];
+    let group = groups.iter().next().map(String::as_str);
+    let mut sent: BTreeSet<String> = BTreeSet::new();
+    for route in &kube {
+        let changes = upstream_changes(
+            route,
+            Some(&identity),
+            None,
+            Some(Impersonation { group }),
+            Pairs::List(&forged[..]),
+        )
+        .unwrap_or_else(|e| panic!("route {}: {e}", route.name));
+        for (name, value) in &changes.set {
+            if name.starts_with("impersonate-") {
+                assert!(
+                    value == "alice" || Some(value.as_str()) == group,
+                    "route {}: {name}: {value}",
+                    route.name
+                );
+                sent.insert(name.clone());
+            }
+        }
+        for (name, _) in forged {
+            assert!(
+                changes.set.iter().any(|(n, _)| n == name)
+                    || changes.remove.iter().any(|n| n == name),
+                "route {}: the client's {name} reaches the apiserver",
+                route.name
+            );
+        }
+    }
+    let needed: BTreeSet<&str> = sent
+        .iter()
+        .map(|header| match header.as_str() {
+            h if h == IMPERSONATE_USER => "users",
+            h if h == IMPERSONATE_GROUP => "groups",
+            other => panic!(
+                "mesh-authz sends {other}: kube/clusterrole.yaml must grant its resource \
+                 (Impersonate-Uid: `uids`, Impersonate-Extra-*: `userextras/*`, in \
+                 authentication.k8s.io)"
+            ),
+        })
+        .collect();
+    let resources: BTreeSet<&str> = granted.keys().map(String::as_str).collect();
+    assert_eq!(
+        resources, needed,
+        "kube/clusterrole.yaml resources vs the Impersonate-* headers mesh-authz sets"
+    );
+
+    // Groups: exactly those the kube rules grant by. One missing, and the apiserver
+    // refuses its members; one more, or any group, and the gateway's certificate could be
+    // used as it (`system:masters` skips authorization altogether).
+    if !groups.is_empty() {
+        match &granted["groups"] {
+            Some(names) => assert_eq!(
+                names, &groups,
+                "kube/clusterrole.yaml groups resourceNames vs the groups kube/config-routes.yaml's kube rules grant by"
+            ),
+            None => panic!(
+                "kube/clusterrole.yaml lets the gateway impersonate any group, system:masters \
+                 included: list {groups:?} as resourceNames"
+            ),
+        }
+    }
+
+    // Users: whoever signs in, when a rule takes a token (no list can name them all, and a
+    // list would have the apiserver refuse everyone not on it); else exactly the
+    // `as_user` names of the workload rules.
+    let token_users = kube
+        .iter()
+        .any(|r| r.requirement.rules().iter().any(|rule| rule.token));
+    let as_users: BTreeSet<String> = kube
+        .iter()
+        .flat_map(|r| {
+            r.requirement
+                .rules()
+                .iter()
+                .filter_map(|rule| rule.as_user.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    match &granted["users"] {
+        None => assert!(
+            token_users,
+            "kube/clusterrole.yaml lets the gateway impersonate any user, but the kube routes \
+             only act as {as_users:?}: list them as resourceNames"
+        ),
+        Some(names) => {
+            assert!(
+                !token_users,
+                "kube/clusterrole.yaml lists the users {names:?}, but the kube routes \
+                 impersonate whoever signs in: the apiserver would refuse everyone else"
+            );
+            assert_eq!(names, &as_users);
+        }
+    }
+}
+
+/// The kubeconfig stanza README.md's "git and kubectl" documents: its `exec`.
+fn readme_exec_stanza() -> Value {
+    let text = read(&root().join("README.md"));
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("git and kubectl"))
+        .expect("README.md: no `## git and kubectl`");
+    let block = section
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("command: mesh-authz"))
+        .expect("README.md `## git and kubectl`: no kubeconfig stanza");
+    let doc: Value =
+        serde_yaml::from_str(block).unwrap_or_else(|e| panic!("README.md kubeconfig stanza: {e}"));
+    let exec = doc["users"][0]["user"]["exec"].clone();
+    assert!(
+        exec.is_mapping(),
+        "README.md kubeconfig stanza: no users[0].user.exec"
+    );
+    exec
+}
+
+#[test]
+fn developer_kubeconfig_runs_the_credential_plugin_against_the_kube_host() {
+    use mesh_authz::credential::config::{ClientConfig, TokenKind};
+    use mesh_authz::credential::kubectl::{ExecInfo, V1};
+
+    let kubeconfig = kube_load("developer-kubeconfig.yaml");
+    assert_eq!(kubeconfig["apiVersion"], "v1");
+    assert_eq!(kubeconfig["kind"], "Config");
+    let current = str_of(&kubeconfig["current-context"], "current-context");
+    let context = seq(&kubeconfig["contexts"], "contexts")
+        .iter()
+        .find(|c| c["name"] == current)
+        .unwrap_or_else(|| panic!("developer-kubeconfig.yaml: no context {current}"));
+    let cluster = seq(&kubeconfig["clusters"], "clusters")
+        .iter()
+        .find(|c| c["name"] == context["context"]["cluster"])
+        .expect("developer-kubeconfig.yaml: the context's cluster");
+    let user = seq(&kubeconfig["users"], "users")
+        .iter()
+        .find(|u| u["name"] == context["context"]["user"])
+        .expect("developer-kubeconfig.yaml: the context's user");
+
+    // The exec plugin exactly as README.md documents it, and no credential beside it.
+    let fields: BTreeSet<&str> = user["user"]
+        .as_mapping()
+        .expect("developer-kubeconfig.yaml: users[].user")
+        .keys()
+        .map(|k| str_of(k, "field"))
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["exec"]),
+        "developer-kubeconfig.yaml: the plugin's token only"
+    );
+    let exec = &user["user"]["exec"];
+    assert_eq!(
+        exec,
+        &readme_exec_stanza(),
+        "developer-kubeconfig.yaml vs README.md"
+    );
+    assert_eq!(exec["apiVersion"], V1);
+    assert_eq!(exec["command"], "mesh-authz");
+    assert_eq!(
+        exec["args"],
+        serde_yaml::to_value(["kubectl-credential"]).unwrap()
+    );
+    // Without `--host`, the plugin signs in for the cluster's server, which kubectl tells
+    // it only with provideClusterInfo.
+    assert_eq!(exec["provideClusterInfo"], Value::Bool(true));
+    assert_eq!(exec["interactiveMode"], "Never");
+
+    // The server is the gateway's kube host: the VirtualService's, the Gateway's and the
+    // kube route's (the other kube tests tie those together).
+    let server = str_of(&cluster["cluster"]["server"], "server");
+    let url = url::Url::parse(server).unwrap_or_else(|e| panic!("{server}: {e}"));
+    assert_eq!(url.scheme(), "https");
+    assert_eq!(url.port(), None, "the gateway's HTTPS server is on 443");
+    assert_eq!(url.path(), "/", "the apiserver is at the root of the host");
+    let host = url.host_str().unwrap().to_string();
+    let vs = kube_load("virtualservice.yaml");
+    let vs_hosts: Vec<&str> = seq(&vs["spec"]["hosts"], "hosts")
+        .iter()
+        .map(|h| str_of(h, "host"))
+        .collect();
+    assert_eq!(
+        vs_hosts,
+        [host.as_str()],
+        "developer-kubeconfig.yaml server vs kube/virtualservice.yaml hosts"
+    );
+    assert!(kube_hosts().contains(&host));
+    assert_ne!(
+        cluster["cluster"]["insecure-skip-tls-verify"].as_bool(),
+        Some(true),
+        "developer-kubeconfig.yaml: the token would go to whoever answers"
+    );
+
+    // What the plugin makes of it: kubectl passes the exec apiVersion and the server in
+    // KUBERNETES_EXEC_INFO.
+    let exec_info = serde_json::json!({
+        "apiVersion": exec["apiVersion"].as_str(),
+        "kind": "ExecCredential",
+        "spec": {"cluster": {"server": server}, "interactive": false}
+    });
+    let exec_info = exec_info.to_string();
+    let info = ExecInfo::parse(Some(exec_info.as_str())).unwrap();
+    assert_eq!(info.api_version, V1);
+    assert_eq!(info.server_host.as_deref(), Some(host.as_str()));
+
+    // The developer's client config signs that host in at the server's issuer, with the
+    // client whose ID tokens (`aud`: the client id) the kube route accepts.
+    let path = kube_dir().join("developer-client.yaml");
+    let client = ClientConfig::parse(&path, &read(&path)).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = client
+        .choose(info.server_host.as_deref())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(gateway.token, TokenKind::IdToken);
+    let config = kube_config();
+    let route = kube_routes(&config)
+        .into_iter()
+        .find(|r| r.hosts.iter().any(|h| h.matches(&host)))
+        .unwrap_or_else(|| panic!("no kube route for {host}"));
+    assert!(
+        route.audiences.contains(&gateway.client.client_id),
+        "route {} does not take tokens for {} (audiences {:?})",
+        route.name,
+        gateway.client.client_id,
+        route.audiences
+    );
+    let issuer = config
+        .issuers
+        .iter()
+        .find(|i| i.settings.issuer == gateway.client.issuer)
+        .unwrap_or_else(|| {
+            panic!(
+                "developer-client.yaml: issuer {} is not the server's",
+                gateway.client.issuer
+            )
+        });
+    assert!(issuer
+        .settings
+        .audiences
+        .contains(&gateway.client.client_id));
+}
+
+#[test]
+fn kube_kustomization_applies_the_check_first_and_the_binding_last() {
+    let k = kube_load("kustomization.yaml");
+    assert_eq!(k["kind"], "Kustomization");
+    // The default (legacy) order puts RBAC before the Istio objects: the binding before
+    // the check.
+    assert_eq!(k["sortOptions"]["order"], "fifo");
+    assert!(
+        k["namespace"].is_null(),
+        "kube/kustomization.yaml: the objects name their own namespace"
+    );
+    let resources: Vec<String> = seq(&k["resources"], "kube/kustomization.yaml resources")
+        .iter()
+        .map(|r| str_of(r, "resource").to_string())
+        .collect();
+    for r in &resources {
+        assert!(
+            kube_dir().join(r).is_file(),
+            "kube/kustomization.yaml: missing {r}"
+        );
+        assert!(
+            !KUBE_NOT_OBJECTS.contains(&r.as_str()),
+            "kube/kustomization.yaml applies {r}"
+        );
+    }
+    for entry in std::fs::read_dir(kube_dir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && !KUBE_NOT_OBJECTS.contains(&name.as_str()) {
+            assert!(
+                resources.contains(&name),
+                "kube/kustomization.yaml: {name} not listed"
+            );
+        }
+    }
+    let kinds: Vec<Value> = resources.iter().map(|r| kube_load(r)).collect();
+    assert_eq!(kinds[0]["kind"], "AuthorizationPolicy");
+    assert_eq!(
+        kinds[0]["spec"]["action"], "CUSTOM",
+        "the check comes first"
+    );
+    assert_eq!(
+        kinds.last().unwrap()["kind"],
+        "ClusterRoleBinding",
+        "the binding comes last"
+    );
+    let namespace = kube_gateway_namespace();
+    for (r, doc) in resources.iter().zip(&kinds) {
+        let cluster_scoped = doc["kind"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("Cluster"));
+        if cluster_scoped {
+            assert!(doc["metadata"]["namespace"].is_null(), "kube/{r}");
+        } else {
+            assert_eq!(
+                doc["metadata"]["namespace"],
+                namespace.as_str(),
+                "kube/{r}: not in the gateway's namespace"
+            );
+        }
+    }
+
+    // Rendered, where kubectl is installed: the order survives.
+    let out = match std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(kube_dir())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped rendering: cannot run kubectl: {e}");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize manifests/kube:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rendered: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let rendered_kinds: Vec<&Value> = rendered.iter().map(|o| &o["kind"]).collect();
+    let listed_kinds: Vec<&Value> = kinds.iter().map(|o| &o["kind"]).collect();
+    assert_eq!(
+        rendered_kinds, listed_kinds,
+        "kubectl kustomize reorders kube/"
+    );
+}
+
+#[test]
+fn kube_rollout_checks_the_host_before_routing_it_and_rollback_unbinds_first() {
+    let steps = readme_steps(KUBE_README);
+    let route = steps_naming(&steps, "config-routes.yaml");
+    let check = steps_naming(
+        &steps,
+        "kubectl apply -f manifests/kube/authorizationpolicy.yaml",
+    );
+    let apply = steps_naming(&steps, "kubectl apply -k manifests/kube");
+    assert_eq!(
+        check.len(),
+        1,
+        "the CUSTOM policy is applied in steps {check:?}"
+    );
+    assert_eq!(
+        apply.len(),
+        1,
+        "`kubectl apply -k manifests/kube` in steps {apply:?}"
+    );
+    assert!(
+        check[0] < apply[0],
+        "the route to the apiserver (step {}) comes before the check of its host (step {}): \
+         in between, clients' own Impersonate-* headers reach the apiserver",
+        apply[0],
+        check[0]
+    );
+    assert!(
+        !route.is_empty() && route.iter().all(|&r| r < apply[0]),
+        "mesh-authz gets the kube route (steps {route:?}) after the gateway sends it the host \
+         (step {})",
+        apply[0]
+    );
+
+    let back = readme_steps(KUBE_ROLLBACK_README);
+    let unbind = steps_naming(
+        &back,
+        "kubectl delete -f manifests/kube/clusterrolebinding.yaml",
+    );
+    assert_eq!(
+        unbind,
+        vec![1usize],
+        "rolling back does not start by deleting the binding (steps {unbind:?})"
+    );
+    let unroute = steps_naming(&back, "manifests/kube/virtualservice.yaml");
+    let rest = steps_naming(&back, "kubectl delete -k manifests/kube");
+    assert_eq!(
+        rest.len(),
+        1,
+        "`kubectl delete -k manifests/kube` in steps {rest:?}"
+    );
+    assert!(
+        unroute.len() == 1 && unroute[0] < rest[0],
+        "the route (steps {unroute:?}) must go before `kubectl delete -k` (step {}), which \
+         deletes the check first",
+        rest[0]
     );
 }
