@@ -54,6 +54,7 @@
 //!   on to the other replicas first and retried (`admin::Peers`).
 //! - [`telemetry`]: logging setup, Prometheus metrics, the audit log, OTLP trace export
 //!   (`traces.rs`: the config over the `OTEL_*` variables, the bounded batch queue).
+//! - [`outbound`]: what mesh-authz's own requests share (how their errors read).
 //! - [`trace`]: the request path's spans and their sampling, the parent Envoy sends (W3C or
 //!   B3), the `traceparent` of Gerrit and IdP requests; used by the modules above, imports
 //!   none of them.
@@ -82,6 +83,7 @@ pub mod ext_authz;
 pub mod gerrit;
 pub mod identity;
 pub mod oidc;
+pub mod outbound;
 pub mod policy;
 pub mod request;
 pub mod server;

@@ -541,6 +541,76 @@ async fn token_signed_with_a_newly_published_key_is_accepted_after_one_jwks_refe
 }
 
 #[tokio::test]
+async fn a_slow_refetch_for_a_new_key_answers_within_the_check_budget_and_lands_for_later_checks() {
+    // Envoy gives a Check 0.5 s (the shipped provider timeout); jwks.timeout is 5 s.
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let s = idp_server_with(&idp, ", check_timeout: 300ms", |y| y).await;
+    wait_ready(&s).await;
+    idp.set_delay(Duration::from_millis(1500));
+    idp.publish(tokens::jwks(&["rsa-a", "rsa-b"]));
+    let rotated = bearer(&tokens::sign("rsa-b", &tokens::claims("alice")));
+    let started = std::time::Instant::now();
+    let err = check(&s, "GET", HOST, SIGNED_IN, &[("authorization", &rotated)])
+        .await
+        .expect_err("the key is not known yet: cannot decide, never a 401 that blames the caller");
+    let waited = started.elapsed();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        waited < Duration::from_millis(450),
+        "the Check waited {waited:?} for the IdP, past Envoy's 0.5 s"
+    );
+    // The fetch went on without the Check: once it lands the key verifies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match check(&s, "GET", HOST, SIGNED_IN, &[("authorization", &rotated)]).await {
+            Ok(resp) => {
+                allowed(&resp);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                assert!(std::time::Instant::now() < deadline, "the key never landed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idp_with_a_private_ca_is_trusted_through_jwks_ca_file_and_only_then() {
+    let (idp, ca_pem) = FakeIdp::start_tls(tokens::jwks(&["rsa-a"])).await;
+    let yaml = config(
+        &format!("url: \"{}\", ca_file: idp-ca.pem", idp.jwks_url()),
+        STATIC_GROUPS,
+    );
+    let s = TestServer::start(&yaml, &[("idp-ca.pem", &ca_pem)]).await;
+    wait_ready(&s).await;
+    let token = bearer(&tokens::token_for("alice"));
+    allowed(&get(&s, SIGNED_IN, &[("authorization", &token)]).await);
+
+    // Without it the built-in roots do not know the CA: no keys, cannot decide.
+    let untrusted = TestServer::start(
+        &config(&format!("url: \"{}\"", idp.jwks_url()), STATIC_GROUPS),
+        &[],
+    )
+    .await;
+    // Its first fetches (at start, then after 0.5 s) fail in the TLS handshake.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let err = check(
+        &untrusted,
+        "GET",
+        HOST,
+        SIGNED_IN,
+        &[("authorization", &token)],
+    )
+    .await
+    .expect_err("no keys");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let (status, _) = readyz(&untrusted).await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
 async fn tokens_with_random_unknown_kids_cost_at_most_one_jwks_fetch_per_refetch_interval() {
     let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
     let s = idp_server(&idp).await;

@@ -166,6 +166,8 @@ pub enum JwksSource {
         url: Url,
         /// Timeout of one fetch.
         timeout: Duration,
+        /// CA certificates (PEM) trusted instead of the built-in roots.
+        ca: Option<Arc<[u8]>>,
     },
     /// OIDC discovery: `{issuer}/.well-known/openid-configuration` names the `jwks_uri`,
     /// looked up again on every fetch.
@@ -174,6 +176,8 @@ pub enum JwksSource {
         issuer: String,
         /// Timeout of each of the two requests.
         timeout: Duration,
+        /// CA certificates (PEM) trusted instead of the built-in roots.
+        ca: Option<Arc<[u8]>>,
     },
     /// Read once from a file at config load; `name` is the path, for messages.
     Static {
@@ -204,8 +208,10 @@ struct SourceFetch {
 impl KeyFetch for SourceFetch {
     async fn fetch(&self) -> Result<Fetched, JwksError> {
         match &self.source {
-            JwksSource::Url { url, timeout } => fetch_jwks(&self.http, url, *timeout).await,
-            JwksSource::Discovery { issuer, timeout } => {
+            JwksSource::Url { url, timeout, .. } => fetch_jwks(&self.http, url, *timeout).await,
+            JwksSource::Discovery {
+                issuer, timeout, ..
+            } => {
                 let jwks_uri = discover(&self.http, issuer, *timeout).await?;
                 fetch_jwks(&self.http, &jwks_uri, *timeout).await
             }
@@ -225,22 +231,26 @@ impl JwksSource {
                 JwksSource::Url {
                     url: a,
                     timeout: ta,
+                    ca: ca_a,
                 },
                 JwksSource::Url {
                     url: b,
                     timeout: tb,
+                    ca: ca_b,
                 },
-            ) => a == b && ta == tb,
+            ) => a == b && ta == tb && ca_a == ca_b,
             (
                 JwksSource::Discovery {
                     issuer: a,
                     timeout: ta,
+                    ca: ca_a,
                 },
                 JwksSource::Discovery {
                     issuer: b,
                     timeout: tb,
+                    ca: ca_b,
                 },
-            ) => a == b && ta == tb,
+            ) => a == b && ta == tb && ca_a == ca_b,
             (JwksSource::Static { document: a, .. }, JwksSource::Static { document: b, .. }) => {
                 a == b
             }
@@ -248,6 +258,10 @@ impl JwksSource {
         }
     }
 }
+
+/// A refetch for a new `kid` that did not finish within `check_timeout`; it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefetchPending;
 
 /// When a fetched key set is refreshed and how long it may serve while the IdP fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +276,8 @@ pub struct JwksTiming {
     pub min_refetch_interval: Duration,
     /// How long after the last successful fetch the key set may still be used.
     pub max_staleness: Duration,
+    /// How long a Check waits for a refetch its token's unknown `kid` started.
+    pub check_timeout: Duration,
 }
 
 impl Default for JwksTiming {
@@ -272,6 +288,7 @@ impl Default for JwksTiming {
             max_refresh_interval: Duration::from_secs(3600),
             min_refetch_interval: Duration::from_secs(30),
             max_staleness: Duration::from_secs(24 * 3600),
+            check_timeout: Duration::from_millis(300),
         }
     }
 }
@@ -345,6 +362,12 @@ impl JwksStore {
         http: reqwest::Client,
         timing: JwksTiming,
     ) -> Result<Self, JwksError> {
+        let http = match &source {
+            JwksSource::Url { ca: Some(pem), .. } | JwksSource::Discovery { ca: Some(pem), .. } => {
+                with_roots(pem)?
+            }
+            _ => http,
+        };
         let fetcher = Arc::new(SourceFetch {
             source: source.clone(),
             http,
@@ -439,11 +462,28 @@ impl JwksStore {
 
     /// Called when a token names a `kid` the current set lacks. Fetches again unless a
     /// refetch started less than `min_refetch_interval` ago; callers that arrive while a
-    /// fetch runs wait for it instead of starting their own. Returns the newest set.
-    pub async fn refetch_for_unknown_kid(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+    /// fetch runs wait for it instead of starting their own. Returns the newest set, or
+    /// [`RefetchPending`] when the fetch takes longer than `check_timeout`: the Check
+    /// stops waiting, the fetch goes on for the checks after it.
+    pub async fn refetch_for_unknown_kid(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+    ) -> Result<Option<Arc<KeySet>>, RefetchPending> {
         if self.is_static() {
-            return self.key_set();
+            return Ok(self.key_set());
         }
+        let store = self.clone();
+        let kid = kid.map(str::to_owned);
+        let fetch = tokio::spawn(async move { store.refetch(kid.as_deref()).await });
+        match tokio::time::timeout(self.timing.check_timeout, fetch).await {
+            Ok(Ok(set)) => Ok(set),
+            // The task panicked (it does not): the set as it is.
+            Ok(Err(_)) => Ok(self.key_set()),
+            Err(_) => Err(RefetchPending),
+        }
+    }
+
+    async fn refetch(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
         let mut last = self.last_kid_refetch.lock().await;
         if let Some(set) = self.key_set() {
             if set.find(kid).is_some() {
@@ -541,6 +581,20 @@ async fn refresh_loop(store: std::sync::Weak<JwksStore>) {
     }
 }
 
+/// A client trusting only the CA certificates in `pem` (`jwks.ca_file`), for an IdP with
+/// a private CA.
+fn with_roots(pem: &[u8]) -> Result<reqwest::Client, JwksError> {
+    let roots = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| JwksError::Invalid(format!("ca_file: {e}")))?;
+    let mut builder = reqwest::Client::builder().tls_built_in_root_certs(false);
+    for root in roots {
+        builder = builder.add_root_certificate(root);
+    }
+    builder
+        .build()
+        .map_err(|e| JwksError::Invalid(format!("cannot build the HTTP client: {e}")))
+}
+
 /// `max-age` from a `Cache-Control` header.
 fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
@@ -568,13 +622,17 @@ async fn get_limited(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(crate::outbound::error_text(e)))?;
     if !resp.status().is_success() {
         return Err(err(format!("HTTP {}", resp.status())));
     }
     let max_age = max_age(resp.headers());
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| err(crate::outbound::error_text(e)))?
+    {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
             return Err(err(format!("document larger than {MAX_JWKS_BYTES} bytes")));
         }
@@ -712,6 +770,7 @@ mod tests {
             JwksSource::Url {
                 url: "https://idp.invalid/jwks".parse().unwrap(),
                 timeout: Duration::from_secs(1),
+                ca: None,
             },
             Arc::new(ScriptedFetch(script.clone())),
             timing,

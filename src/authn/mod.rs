@@ -14,8 +14,8 @@ pub use verify::{IssuerSettings, TokenVerifier, VerifiedIdToken};
 
 /// Why a request could not be authenticated.
 ///
-/// Every variant but [`AuthnError::KeysUnavailable`] is the caller's problem (HTTP 401);
-/// that one means mesh-authz cannot decide.
+/// Every variant but [`AuthnError::KeysUnavailable`] and [`AuthnError::KeyFetchPending`]
+/// is the caller's problem (HTTP 401); those mean mesh-authz cannot decide.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthnError {
     /// No `Authorization` header.
@@ -82,6 +82,10 @@ pub enum AuthnError {
     /// The issuer's keys have never been loaded: cannot decide.
     #[error("signing keys for the issuer are not available")]
     KeysUnavailable,
+    /// The token names a key the issuer's set lacks, and the refetch for it did not
+    /// finish within `jwks.check_timeout`: cannot decide (it goes on for later checks).
+    #[error("the token's signing key is still being fetched from the IdP")]
+    KeyFetchPending,
     /// An ID token's `nonce` is not the one its sign-in sent.
     #[error("ID token nonce does not match the sign-in")]
     Nonce,
@@ -122,6 +126,7 @@ impl AuthnError {
             AuthnError::Audience => "audience",
             AuthnError::Claim(_) => "claim",
             AuthnError::KeysUnavailable => "keys_unavailable",
+            AuthnError::KeyFetchPending => "key_fetch_pending",
             AuthnError::Nonce => "nonce",
             AuthnError::AuthorizedParty => "authorized_party",
             AuthnError::SessionInvalid => "session_invalid",

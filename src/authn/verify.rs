@@ -302,7 +302,10 @@ impl IssuerVerifier {
         let set = self.store.key_set().ok_or(AuthnError::KeysUnavailable)?;
         let set = match set.find(kid) {
             Some(_) => set,
-            None => self.store.refetch_for_unknown_kid(kid).await.unwrap_or(set),
+            None => match self.store.refetch_for_unknown_kid(kid).await {
+                Ok(newer) => newer.unwrap_or(set),
+                Err(_) => return Err(AuthnError::KeyFetchPending),
+            },
         };
         find_fitting(&set, kid, alg).cloned()
     }

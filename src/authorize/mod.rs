@@ -121,6 +121,9 @@ impl<'a> Facts<'a> {
             Err(AuthnError::KeysUnavailable) => {
                 steps.note(|| "issuer signing keys have not been loaded yet: cannot decide".into())
             }
+            Err(AuthnError::KeyFetchPending) => steps.note(|| {
+                "the token's key is new and the IdP has not sent it within jwks.check_timeout: cannot decide".into()
+            }),
             Err(e) => steps.note(|| format!("token rejected: {e}")),
         }
         self.identity = Some(result.clone());
@@ -393,6 +396,13 @@ impl Authorizer {
                 Ok(identity) => identity,
                 Err(AuthnError::KeysUnavailable) => {
                     undecided = Some("issuer signing keys not loaded".into());
+                    continue;
+                }
+                Err(AuthnError::KeyFetchPending) => {
+                    undecided = Some(
+                        "the token's signing key is new and still being fetched from the IdP"
+                            .into(),
+                    );
                     continue;
                 }
                 Err(e) => {

@@ -436,6 +436,15 @@ pub struct RawJwks {
     /// Timeout of one JWKS (or discovery) request.
     #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How long a Check waits for the refetch a token with a new `kid` started. The fetch
+    /// goes on (up to `timeout`) for the checks after it; this one cannot be decided
+    /// (gRPC UNAVAILABLE). Keep it below Envoy's ext_authz timeout (the Istio provider's
+    /// `timeout`, 0.5 s in the shipped manifests), or Envoy gives up on the Check first.
+    #[serde(default = "default_jwks_check_timeout", with = "humantime_serde")]
+    pub check_timeout: Duration,
+    /// PEM file of the CA certificates trusted for the IdP's `https` JWKS and discovery
+    /// URLs, instead of the built-in roots (an IdP with a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_jwks_refresh() -> Duration {
@@ -455,6 +464,9 @@ fn default_jwks_max_staleness() -> Duration {
 }
 fn default_jwks_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_jwks_check_timeout() -> Duration {
+    Duration::from_millis(300)
 }
 
 /// `gerrit:` the REST endpoint and its group cache.

@@ -204,7 +204,9 @@ impl Provider {
         let response = crate::trace::propagate(self.http.get(&url))
             .send()
             .await
-            .map_err(|e| OidcError::Unavailable(format!("discovery: {}", without_url(e))))?;
+            .map_err(|e| {
+                OidcError::Unavailable(format!("discovery: {}", crate::outbound::error_text(e)))
+            })?;
         if !response.status().is_success() {
             return Err(OidcError::Unavailable(format!(
                 "discovery answered HTTP {}",
@@ -217,10 +219,9 @@ impl Provider {
         {
             return Err(OidcError::Discovery("document too large".into()));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| OidcError::Unavailable(format!("discovery: {}", without_url(e))))?;
+        let body = response.bytes().await.map_err(|e| {
+            OidcError::Unavailable(format!("discovery: {}", crate::outbound::error_text(e)))
+        })?;
         if body.len() > MAX_DISCOVERY_BYTES {
             return Err(OidcError::Discovery("document too large".into()));
         }
@@ -412,24 +413,6 @@ pub(super) fn token_error<RE: std::error::Error + 'static>(
         }
         RequestTokenError::Other(e) => OidcError::Unavailable(format!("token endpoint: {e}")),
     }
-}
-
-/// A reqwest error without its URL: the message says what failed, the log line's
-/// context says where.
-pub(super) fn without_url(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    // reqwest says "error sending request"; the cause (refused, DNS, TLS) is below it.
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        let said = c.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

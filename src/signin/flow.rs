@@ -382,7 +382,7 @@ impl BrowserSignIn {
             .await
         {
             Ok(v) => v,
-            Err(AuthnError::KeysUnavailable) => return failed(
+            Err(AuthnError::KeysUnavailable | AuthnError::KeyFetchPending) => return failed(
                 503,
                 "The identity provider's signing keys are not available yet; try again shortly.",
                 spent,

@@ -15,6 +15,8 @@ struct IdpState {
     jwks: Mutex<Value>,
     fetches: AtomicUsize,
     failing: AtomicBool,
+    /// Milliseconds each JWKS answer waits.
+    delay_ms: AtomicUsize,
 }
 
 /// A running fake IdP.
@@ -22,6 +24,7 @@ pub struct FakeIdp {
     state: Arc<IdpState>,
     addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    scheme: &'static str,
 }
 
 impl FakeIdp {
@@ -49,17 +52,44 @@ impl FakeIdp {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { state, addr, task }
+        Self {
+            state,
+            addr,
+            task,
+            scheme: "http",
+        }
+    }
+
+    /// Like [`FakeIdp::start`], over HTTPS with a certificate from a CA of its own: the
+    /// IdP and that CA's PEM. Its issuer and JWKS URLs are `https://127.0.0.1:PORT/...`.
+    pub async fn start_tls(jwks: Value) -> (Self, String) {
+        let state = Arc::new(IdpState {
+            jwks: Mutex::new(jwks),
+            ..Default::default()
+        });
+        let app = Router::new()
+            .route("/jwks.json", get(serve_jwks))
+            .with_state(state.clone());
+        let (addr, ca_pem, task) = super::pki::serve_https(app).await;
+        (
+            Self {
+                state,
+                addr,
+                task,
+                scheme: "https",
+            },
+            ca_pem,
+        )
     }
 
     /// The issuer URL its discovery document names (`http://127.0.0.1:PORT`).
     pub fn issuer(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The JWKS URL.
     pub fn jwks_url(&self) -> String {
-        format!("http://{}/jwks.json", self.addr)
+        format!("{}://{}/jwks.json", self.scheme, self.addr)
     }
 
     /// Replaces the published key set.
@@ -70,6 +100,12 @@ impl FakeIdp {
     /// Makes every fetch answer HTTP 500 (or serve again).
     pub fn set_failing(&self, failing: bool) {
         self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes every JWKS answer wait `delay` first (a slow IdP).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = usize::try_from(delay.as_millis()).unwrap();
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many times the JWKS was fetched.
@@ -86,6 +122,10 @@ impl Drop for FakeIdp {
 
 async fn serve_jwks(State(state): State<Arc<IdpState>>) -> Response {
     state.fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay as u64)).await;
+    }
     if state.failing.load(Ordering::SeqCst) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "IdP is down").into_response();
     }

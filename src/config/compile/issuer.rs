@@ -61,11 +61,46 @@ pub(super) fn compile_issuer(
             ),
         }
     }
+    let ca = raw.jwks.ca_file.as_deref().and_then(|file| {
+        let shown = files.display(file);
+        let bad = |reason: String| format!("{shown}: {reason}");
+        let pem = match files.read(file) {
+            Ok(pem) => pem,
+            Err(e) => {
+                p.add(
+                    format!("{path}.jwks.ca_file"),
+                    bad(format!("cannot read: {e}")),
+                );
+                return None;
+            }
+        };
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => Some(Arc::<[u8]>::from(pem)),
+            Ok(_) => {
+                p.add(
+                    format!("{path}.jwks.ca_file"),
+                    bad("no PEM certificate in it".into()),
+                );
+                None
+            }
+            Err(e) => {
+                p.add(format!("{path}.jwks.ca_file"), bad(e.to_string()));
+                None
+            }
+        }
+    });
+    if raw.jwks.ca_file.is_some() && raw.jwks.file.is_some() {
+        p.add(
+            format!("{path}.jwks.ca_file"),
+            "only used when keys are fetched (`url` or `discovery`)",
+        );
+    }
     let jwks = match (&raw.jwks.url, &raw.jwks.file) {
         (None, None) if raw.jwks.discovery => http_url(&raw.issuer, &format!("{path}.issuer"), p)
             .map(|_| JwksSource::Discovery {
                 issuer: raw.issuer.clone(),
                 timeout: raw.jwks.timeout,
+                ca: ca.clone(),
             }),
         (Some(_), None) | (None, Some(_)) if raw.jwks.discovery => {
             p.add(
@@ -78,6 +113,7 @@ pub(super) fn compile_issuer(
             http_url(url, &format!("{path}.jwks.url"), p).map(|url| JwksSource::Url {
                 url,
                 timeout: raw.jwks.timeout,
+                ca: ca.clone(),
             })
         }
         (None, Some(file)) => {
@@ -129,6 +165,7 @@ pub(super) fn compile_issuer(
         ("min_refetch_interval", j.min_refetch_interval),
         ("max_staleness", j.max_staleness),
         ("timeout", j.timeout),
+        ("check_timeout", j.check_timeout),
     ] {
         if value.is_zero() {
             p.add(format!("{path}.jwks.{field}"), "must be greater than zero");
@@ -165,6 +202,7 @@ pub(super) fn compile_issuer(
             max_refresh_interval: j.max_refresh_interval,
             min_refetch_interval: j.min_refetch_interval,
             max_staleness: j.max_staleness,
+            check_timeout: j.check_timeout,
         },
     })
 }
