@@ -119,8 +119,12 @@ async fn every_decision_is_one_audit_line_with_who_what_and_why_and_no_secrets()
     assert_eq!(lines[1]["reason"], "not_in_group");
     assert_eq!(lines[1]["user"], "bob");
     assert_eq!(lines[1]["rule"], Value::Null);
+    // And what was missing, for whoever reads the line: which group.
+    assert_eq!(lines[1]["detail"], "not a member of name:team-a");
     assert_eq!(lines[2]["reason"], "missing_token");
+    assert_eq!(lines[2]["detail"], "no token in the request");
     assert_eq!(lines[2]["user"], Value::Null);
+    assert_eq!(allow["detail"], Value::Null);
 }
 
 #[tokio::test]

@@ -492,9 +492,11 @@ impl Authorizer {
                 }
                 Err(unmet) => {
                     fail(
-                        match unmet {
-                            Unmet::Groups(_) => Denial::NotInGroup,
-                            Unmet::Claim(_) | Unmet::Scope(_) => Denial::ClaimUnmet,
+                        match &unmet {
+                            Unmet::Groups(_) => Denial::NotInGroup(unmet.to_string()),
+                            Unmet::Claim(_) | Unmet::Scope(_) => {
+                                Denial::ClaimUnmet(unmet.to_string())
+                            }
                         },
                         &mut denial,
                     );

@@ -63,7 +63,7 @@ async fn the_denial_of_the_rule_that_got_furthest_is_the_answer() {
     // A valid token without the group: 403 not in group, not 401.
     let d = decide(&a, "/x", &[("authorization", &bearer(BOB))]).await;
     assert!(
-        matches!(d.verdict, Verdict::Deny(Denial::NotInGroup)),
+        matches!(d.verdict, Verdict::Deny(Denial::NotInGroup(_))),
         "{:?}",
         d.verdict
     );
@@ -121,7 +121,7 @@ async fn a_dry_run_route_passes_a_would_be_denied_request_as_it_came_but_for_ide
     .await;
     assert!(d.dry_run());
     assert!(
-        matches!(d.verdict, Verdict::Deny(Denial::NotInGroup)),
+        matches!(d.verdict, Verdict::Deny(Denial::NotInGroup(_))),
         "{:?}",
         d.verdict
     );

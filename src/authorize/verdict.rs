@@ -82,10 +82,11 @@ pub enum Denial {
     NoRoute,
     /// The calling workload is not one the route allows (HTTP 403).
     PrincipalNotAllowed,
-    /// The caller is not in the required groups (HTTP 403).
-    NotInGroup,
-    /// A claim condition or a scope does not hold (HTTP 403).
-    ClaimUnmet,
+    /// The caller is not in the required groups (HTTP 403); says which (for the audit
+    /// log: "not a member of name:team-a").
+    NotInGroup(String),
+    /// A claim condition or a scope does not hold (HTTP 403); says which.
+    ClaimUnmet(String),
     /// The identity cannot be expressed as an HTTP header value (HTTP 403).
     UnsafeHeaderValue,
     /// The user's groups do not fit into the groups header (HTTP 403).
@@ -119,6 +120,34 @@ impl Denial {
 }
 
 impl Verdict {
+    /// What the reason code leaves out, for the audit log: which group or claim was
+    /// missing, which kube request or change failed, why a Check could not be decided.
+    /// Names from the config and the request, never a token or header value.
+    pub fn detail(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        match self {
+            Verdict::Allow { .. } | Verdict::Answer(_) => None,
+            Verdict::Deny(Denial::Unauthenticated(e)) => Some(Cow::Owned(e.to_string())),
+            Verdict::Deny(Denial::UnsafePath(e)) => Some(Cow::Owned(e.to_string())),
+            Verdict::Deny(
+                Denial::NotInGroup(what)
+                | Denial::ClaimUnmet(what)
+                | Denial::KubeForbidden(what)
+                | Denial::ChangeUnmet(what),
+            ) => Some(Cow::Borrowed(what)),
+            Verdict::Deny(Denial::NoGrant { route, .. }) => {
+                Some(Cow::Owned(format!("no active grant for route {route:?}")))
+            }
+            Verdict::Deny(
+                Denial::NoRoute
+                | Denial::PrincipalNotAllowed
+                | Denial::UnsafeHeaderValue
+                | Denial::GroupsTooLarge,
+            ) => None,
+            Verdict::Unavailable(reason) => Some(Cow::Borrowed(reason)),
+        }
+    }
+
     /// A short stable reason label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -127,8 +156,8 @@ impl Verdict {
             Verdict::Deny(Denial::UnsafePath(_)) => "unnormalized_path",
             Verdict::Deny(Denial::NoRoute) => "no_route",
             Verdict::Deny(Denial::PrincipalNotAllowed) => "principal_not_allowed",
-            Verdict::Deny(Denial::NotInGroup) => "not_in_group",
-            Verdict::Deny(Denial::ClaimUnmet) => "claim_unmet",
+            Verdict::Deny(Denial::NotInGroup(_)) => "not_in_group",
+            Verdict::Deny(Denial::ClaimUnmet(_)) => "claim_unmet",
             Verdict::Deny(Denial::UnsafeHeaderValue) => "unsafe_header_value",
             Verdict::Deny(Denial::GroupsTooLarge) => "groups_too_large",
             Verdict::Deny(Denial::KubeForbidden(_)) => "kube_forbidden",

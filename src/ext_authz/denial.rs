@@ -59,7 +59,7 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
             "access_denied",
             "the calling workload is not allowed on this route".into(),
         ),
-        Denial::ClaimUnmet => (
+        Denial::ClaimUnmet(_) => (
             "access_denied",
             "the token does not carry what this route requires".into(),
         ),
@@ -79,7 +79,7 @@ fn error_and_reason(denial: &Denial) -> (&'static str, String) {
             "too many groups to pass to the upstream; the route should list the groups it needs"
                 .into(),
         ),
-        Denial::NotInGroup => (
+        Denial::NotInGroup(_) => (
             "access_denied",
             "not a member of any group allowed on this route".into(),
         ),
@@ -330,7 +330,12 @@ mod tests {
 
     #[test]
     fn group_denial_is_403_without_challenge() {
-        let r = denied_response(&Denial::NotInGroup, Challenge::Basic, false, None);
+        let r = denied_response(
+            &Denial::NotInGroup("not a member of team-a".into()),
+            Challenge::Basic,
+            false,
+            None,
+        );
         let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
             panic!()
         };

@@ -136,6 +136,7 @@ impl CheckService {
                 rule: decision.rule.as_deref(),
                 decision: decision.verdict.kind(),
                 reason: decision.verdict.reason(),
+                detail: decision.verdict.detail().as_deref(),
                 dry_run: decision.dry_run(),
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             });

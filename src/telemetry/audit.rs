@@ -72,6 +72,9 @@ pub struct AuditRecord<'a> {
     pub decision: &'static str,
     /// Short stable reason code, e.g. `not_in_group`.
     pub reason: &'a str,
+    /// What the code leaves out: which group or claim was missing, why a Check could not
+    /// be decided (`not a member of name:team-a`); none on an allow.
+    pub detail: Option<&'a str>,
     /// The route is in dry-run: `decision` is what would have happened; the request was
     /// allowed.
     pub dry_run: bool,
@@ -104,7 +107,8 @@ impl AuditRecord<'_> {
                 + self.path.len()
                 + self.route.map_or(0, str::len)
                 + self.rule.map_or(0, str::len)
-                + self.reason.len(),
+                + self.reason.len()
+                + self.detail.map_or(0, str::len),
         );
         field(out, b",\"request_id\":", self.request_id);
         field(out, b",\"trace_id\":", self.trace_id);
@@ -119,6 +123,7 @@ impl AuditRecord<'_> {
         field(out, b",\"rule\":", self.rule);
         field(out, b",\"decision\":", Some(self.decision));
         field(out, b",\"reason\":", Some(self.reason));
+        field(out, b",\"detail\":", self.detail);
         out.extend_from_slice(b",\"dry_run\":");
         out.extend_from_slice(if self.dry_run { b"true" } else { b"false" });
         out.extend_from_slice(b",\"latency_us\":");
@@ -730,6 +735,7 @@ mod tests {
             rule: Some("allow[1]"),
             decision: "deny",
             reason: "not_in_group",
+            detail: Some("not a member of name:team-a"),
             dry_run: false,
             latency_us: 42,
         }
@@ -837,7 +843,7 @@ mod tests {
                 r#""principal":"spiffe://cluster.local/ns/web/sa/frontend","credential":"token","#,
                 r#""method":"GET","#,
                 r#""host":"git.example","path":"/a/changes/","route":"gerrit","rule":"allow[1]","#,
-                r#""decision":"deny","reason":"not_in_group","dry_run":false,"latency_us":42}"#
+                r#""decision":"deny","reason":"not_in_group","detail":"not a member of name:team-a","dry_run":false,"latency_us":42}"#
             )]
         );
     }
