@@ -269,6 +269,9 @@ async fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<E
             "serving the built-in quickstart config: its demo tokens are public, never expose this server"
         );
     }
+    for (field, why) in config.timing_warnings() {
+        tracing::warn!(field, "{why}");
+    }
     let server = mesh_authz::server::start(&config).await?;
     // Printed for scripts and tests that start the server on port 0.
     println!(
@@ -343,6 +346,9 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
                         format!("{prefix}x"),
                     ),
                 }
+            }
+            for (field, why) in c.timing_warnings() {
+                eprintln!("{file}: warning: {field}: {why}");
             }
             if errors > 0 {
                 return Ok(ExitCode::FAILURE);

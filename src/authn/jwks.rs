@@ -474,7 +474,11 @@ impl JwksStore {
         }
         let store = self.clone();
         let kid = kid.map(str::to_owned);
-        let fetch = tokio::spawn(async move { store.refetch(kid.as_deref()).await });
+        // In the Check's span, so the fetch is its child in the trace even when it
+        // outlives the Check.
+        let fetch = tokio::spawn(
+            async move { store.refetch(kid.as_deref()).await }.instrument(tracing::Span::current()),
+        );
         match tokio::time::timeout(self.timing.check_timeout, fetch).await {
             Ok(Ok(set)) => Ok(set),
             // The task panicked (it does not): the set as it is.

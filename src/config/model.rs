@@ -42,6 +42,52 @@ pub struct Config {
     pub traces: TracesSettings,
 }
 
+impl Config {
+    /// Lookup budgets that cannot fit in the time Envoy gives a Check
+    /// (`server.envoy_timeout`), each as `(field, why)`: Envoy would give up on the Check
+    /// before mesh-authz could answer "cannot decide" itself. Warnings, not errors: the
+    /// config works, its failures just read as Envoy timeouts.
+    pub fn timing_warnings(&self) -> Vec<(String, String)> {
+        let deadline = self.server.envoy_timeout;
+        let shown = |d: Duration| humantime::format_duration(d).to_string();
+        let mut warnings = Vec::new();
+        if let Some(GroupsConfig::Gerrit(gerrit)) = &self.groups {
+            let s = &gerrit.settings;
+            // Each try may take `timeout`; the backoff before try n is `retry_backoff`
+            // times 2^(n-1), with up to +50 % jitter (gerrit::client).
+            let backoff: Duration = (0..s.retries.min(10))
+                .map(|n| s.retry_backoff.saturating_mul(1 << n).mul_f64(1.5))
+                .sum();
+            let worst = s.timeout.saturating_mul(s.retries + 1) + backoff;
+            if worst >= deadline {
+                warnings.push((
+                    "gerrit.timeout".to_string(),
+                    format!(
+                        "one Gerrit lookup may take {} ({} tries of {} and their backoff), not less than server.envoy_timeout ({}): Envoy gives up first; lower gerrit.timeout or gerrit.retries",
+                        shown(worst),
+                        s.retries + 1,
+                        shown(s.timeout),
+                        shown(deadline)
+                    ),
+                ));
+            }
+        }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if issuer.timing.check_timeout >= deadline {
+                warnings.push((
+                    format!("issuers[{i}].jwks.check_timeout"),
+                    format!(
+                        "{} is not less than server.envoy_timeout ({}): a Check waiting for a new key is timed out by Envoy first",
+                        shown(issuer.timing.check_timeout),
+                        shown(deadline)
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+}
+
 /// `telemetry.traces` as checked: what the config says, each `None` left to the
 /// standard `OTEL_*` variable.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -114,6 +160,8 @@ pub struct ServerSettings {
     pub max_concurrent_checks: usize,
     /// HTTP/2 streams per gRPC connection.
     pub max_concurrent_streams: u32,
+    /// How long Envoy waits for a Check (`server.envoy_timeout`).
+    pub envoy_timeout: Duration,
 }
 
 /// One issuer: verification settings plus where its keys come from.

@@ -322,6 +322,12 @@ pub struct RawServer {
     /// HTTP/2 streams one gRPC connection may have open at once (announced to Envoy as
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`; Envoy holds further checks itself).
     pub max_concurrent_streams: u32,
+    /// How long Envoy waits for a Check: the Istio extension provider's `timeout` (its
+    /// ext_authz `grpc_service.timeout`). Not enforced here; `validate` and `serve` warn
+    /// when a lookup budget (`gerrit.timeout` with its retries, `jwks.check_timeout`)
+    /// cannot fit in it, since Envoy would give up first.
+    #[serde(with = "humantime_serde")]
+    pub envoy_timeout: Duration,
 }
 
 impl Default for RawServer {
@@ -336,6 +342,7 @@ impl Default for RawServer {
             config_check_interval: Duration::from_secs(10),
             max_concurrent_checks: 4096,
             max_concurrent_streams: 128,
+            envoy_timeout: Duration::from_millis(500),
         }
     }
 }

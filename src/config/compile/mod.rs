@@ -137,6 +137,7 @@ fn compile(name: &str, raw: RawConfig, files: &FileResolver, p: &mut Problems) -
         peers: raw.server.peers.clone(),
         max_concurrent_checks: raw.server.max_concurrent_checks,
         max_concurrent_streams: raw.server.max_concurrent_streams,
+        envoy_timeout: raw.server.envoy_timeout,
     };
     if raw.server.max_concurrent_checks == 0 {
         p.add("server.max_concurrent_checks", "must be at least 1");

@@ -347,3 +347,28 @@ routes:
         );
     }
 }
+
+#[test]
+fn a_lookup_budget_that_cannot_fit_in_envoys_timeout_is_warned_about() {
+    let with = |gerrit_extra: &str, top: &str| {
+        let gerrit = format!(
+            "gerrit:\n  url: https://review.example.com\n  username: svc\n  trusted_user_header: X-Gerrit-Service\n{gerrit_extra}{top}"
+        );
+        let yaml = GOOD.replace("static_groups:\n  alice: [team-a]\n", &gerrit);
+        compile_str("t.yaml", &yaml, &FileResolver::Builtin)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .timing_warnings()
+    };
+    // Defaults: 2 s a try, one retry: over 4 s against Envoy's 0.5 s.
+    let warnings = with("", "");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, "gerrit.timeout");
+    assert!(
+        warnings[0].1.contains("4s 75ms") && warnings[0].1.contains("500ms"),
+        "{warnings:?}"
+    );
+    // The shipped manifests' bounds fit: 200 ms, one retry after 50 ms (75 with jitter).
+    assert_eq!(with("  timeout: 200ms\n", ""), vec![]);
+    // A longer Envoy timeout makes room.
+    assert_eq!(with("", "server:\n  envoy_timeout: 5s\n"), vec![]);
+}
