@@ -358,7 +358,7 @@ async fn closing(mut phase: watch::Receiver<Phase>) {
 /// holds only one such frame at a time: each answer over 256 bytes (a denial with its
 /// JSON body, an allow with identity headers and dynamic metadata) costs a `writev` of
 /// its own. Copied, the answers of concurrent checks go out together. Measured under
-/// h2load (c8, m16): 1.7 `writev` per check before, see the README's Performance.
+/// h2load (c8, m16): 1.7 `writev` per check before, see docs/performance.md.
 #[derive(Debug)]
 struct Unvectored(tokio::net::TcpStream);
 

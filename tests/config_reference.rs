@@ -41,8 +41,8 @@ fn every_schema_field_has_a_row_in_the_readme_configuration_reference() {
     let missing = undocumented_fields(&readme, &schema_fields());
     assert!(
         missing.is_empty(),
-        "README.md \"## Configuration reference\" does not document these config fields \
-         (doc comments in src/config/schema.rs say what they mean):\n{}",
+        "docs/configuration.md \"## Configuration reference\" does not document these \
+         config fields (doc comments in src/config/schema.rs say what they mean):\n{}",
         missing.join("\n")
     );
 }
@@ -444,7 +444,7 @@ impl<'de> MapAccess<'de> for OneEntry<'_> {
 }
 
 fn read_readme() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -683,6 +683,12 @@ fn unknown_fields_in_page(page: &str, fields: &BTreeSet<String>) -> Vec<String> 
         .map(|f| f.split('.').map(|s| s.trim_end_matches("[]")).collect())
         .collect();
     let top: BTreeSet<&str> = known.iter().map(|k| k[0]).collect();
+    // Top-level fields that are lists (`routes[]`): a block with a list under another
+    // one (the grants file's `grants:`) is not a config.
+    let lists: BTreeSet<&str> = fields
+        .iter()
+        .filter_map(|f| f.split('.').next()?.strip_suffix("[]"))
+        .collect();
     let is_known = |path: &[&str]| {
         known
             .iter()
@@ -695,7 +701,7 @@ fn unknown_fields_in_page(page: &str, fields: &BTreeSet<String>) -> Vec<String> 
         if let Some(block) = &mut yaml {
             if line.starts_with("```") {
                 let block = yaml.take().unwrap_or_default();
-                check_yaml_block(&block, &top, &is_known, &mut unknown);
+                check_yaml_block(&block, &top, &lists, &is_known, &mut unknown);
             } else {
                 block.push_str(line);
                 block.push('\n');
@@ -712,10 +718,14 @@ fn unknown_fields_in_page(page: &str, fields: &BTreeSet<String>) -> Vec<String> 
             && span
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.' || c == '[' || c == ']');
-        // Host names look like paths too (`gerrit.gerrit.svc.cluster.local`).
-        let host = [".local", ".com", ".org", ".net", ".io", ".test", ".invalid"]
-            .iter()
-            .any(|tld| span.ends_with(tld));
+        // Host and file names look like paths too (`gerrit.gerrit.svc.cluster.local`,
+        // `grants.yaml`).
+        let host = [
+            ".local", ".com", ".org", ".net", ".io", ".test", ".invalid", ".yaml", ".yml", ".json",
+            ".pem", ".md",
+        ]
+        .iter()
+        .any(|suffix| span.ends_with(suffix));
         if !looks_like_path || host {
             continue;
         }
@@ -734,6 +744,7 @@ fn unknown_fields_in_page(page: &str, fields: &BTreeSet<String>) -> Vec<String> 
 fn check_yaml_block(
     block: &str,
     top: &BTreeSet<&str>,
+    lists: &BTreeSet<&str>,
     is_known: &impl Fn(&[&str]) -> bool,
     unknown: &mut Vec<String>,
 ) {
@@ -743,6 +754,13 @@ fn check_yaml_block(
     };
     let keys: Vec<&str> = map.keys().filter_map(|k| k.as_str()).collect();
     if keys.is_empty() || !keys.iter().all(|k| top.contains(k)) {
+        return;
+    }
+    let shaped_like_config = map.iter().all(|(key, value)| {
+        let is_list = key.as_str().is_some_and(|k| lists.contains(k));
+        !value.is_sequence() || is_list
+    });
+    if !shaped_like_config {
         return;
     }
     fn walk(

@@ -82,8 +82,8 @@ fn git(dev: &Developer, dir: &Path, args: &[&str]) -> Output {
 }
 
 /// The developer's `~/.gitconfig`: trust the test CA, reach the gateway host on the
-/// loopback listener, a commit identity; and, when `helper`, the one line the README
-/// asks for (with this build's binary).
+/// loopback listener, a commit identity; and, when `helper`, the one line
+/// docs/git-and-kubectl.md asks for (with this build's binary).
 fn write_gitconfig(dev: &Developer, ca: &Path, origin_host: &str, port: u16, helper: bool) {
     let mut config = format!(
         "[http]\n\tsslCAInfo = {}\n\tcurloptResolve = {GERRIT}:{port}:127.0.0.1\n[user]\n\tname = Dev\n\temail = dev@example.com\n",
@@ -241,8 +241,8 @@ async fn kubectl_calls_the_apiserver_as_the_signed_in_user_within_their_namespac
     if !require_program("kubectl", &["version", "--client"]) {
         return;
     }
-    // The README's stanza (v1, kubectl 1.22 and later); Debian bookworm's kubectl 1.20
-    // speaks v1beta1 and knows no interactiveMode.
+    // The stanza of docs/git-and-kubectl.md (v1, kubectl 1.22 and later); Debian
+    // bookworm's kubectl 1.20 speaks v1beta1 and knows no interactiveMode.
     let (api_version, interactive) = match kubectl_minor() {
         Some(minor) if minor < 22 => ("v1beta1", ""),
         _ => ("v1", "\n      interactiveMode: Never"),
@@ -266,7 +266,7 @@ async fn kubectl_calls_the_apiserver_as_the_signed_in_user_within_their_namespac
     assert!(login.status.success(), "{:?}", text(&login));
     let ca_file = dev.home.path().join("ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    // The README's kubeconfig, pointed at this gateway and this build's binary.
+    // The kubeconfig of docs/git-and-kubectl.md, pointed at this gateway and this build's binary.
     let kubeconfig = dev.home.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,

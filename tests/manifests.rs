@@ -685,11 +685,19 @@ fn istio_provider_times_out_explicitly_and_fails_closed() {
         timeout <= Duration::from_secs(2),
         "provider timeout {timeout:?}: a check should never hold a request that long"
     );
-    let gerrit = gerrit_timeout(&config());
+    let config = config();
+    let gerrit = gerrit_timeout(&config);
     assert!(
         gerrit < timeout,
         "config.yaml gerrit.timeout {gerrit:?} must stay below the provider timeout {timeout:?}"
     );
+    // The config knows the provider's timeout, and every lookup budget fits in it
+    // (validate would warn otherwise).
+    assert_eq!(
+        config.server.envoy_timeout, timeout,
+        "config.yaml server.envoy_timeout must be the provider's timeout"
+    );
+    assert_eq!(config.timing_warnings(), vec![]);
     assert_eq!(grpc["failOpen"], Value::Bool(false));
     assert_eq!(
         grpc["port"].as_u64(),
@@ -2540,25 +2548,25 @@ fn kube_cluster_role_lets_the_gateway_impersonate_only_what_mesh_authz_sends() {
     }
 }
 
-/// The kubeconfig stanza README.md's "git and kubectl" documents: its `exec`.
+/// The kubeconfig stanza docs/git-and-kubectl.md's "git and kubectl" documents: its `exec`.
 fn readme_exec_stanza() -> Value {
-    let text = read(&root().join("README.md"));
+    let text = read(&root().join("docs/git-and-kubectl.md"));
     let section = text
         .split("\n## ")
         .find(|s| s.starts_with("git and kubectl"))
-        .expect("README.md: no `## git and kubectl`");
+        .expect("docs/git-and-kubectl.md: no `## git and kubectl`");
     let block = section
         .split("```yaml\n")
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .find(|b| b.contains("command: mesh-authz"))
-        .expect("README.md `## git and kubectl`: no kubeconfig stanza");
-    let doc: Value =
-        serde_yaml::from_str(block).unwrap_or_else(|e| panic!("README.md kubeconfig stanza: {e}"));
+        .expect("docs/git-and-kubectl.md `## git and kubectl`: no kubeconfig stanza");
+    let doc: Value = serde_yaml::from_str(block)
+        .unwrap_or_else(|e| panic!("docs/git-and-kubectl.md kubeconfig stanza: {e}"));
     let exec = doc["users"][0]["user"]["exec"].clone();
     assert!(
         exec.is_mapping(),
-        "README.md kubeconfig stanza: no users[0].user.exec"
+        "docs/git-and-kubectl.md kubeconfig stanza: no users[0].user.exec"
     );
     exec
 }

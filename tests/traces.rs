@@ -130,7 +130,7 @@ async fn the_check_span_joins_envoys_trace_with_token_jwks_and_gerrit_spans_belo
     }
     let collections: Vec<&str> = gerrit_spans
         .iter()
-        .filter_map(|s| s.attribute("gerrit.collection"))
+        .filter_map(|s| s.attribute("mesh_authz.gerrit_collection"))
         .collect();
     assert!(collections.contains(&"accounts"), "{collections:?}");
     // Gerrit's own trace joins: each of its requests named one of these spans as parent.

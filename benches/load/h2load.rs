@@ -42,7 +42,7 @@ impl Settings {
     }
 }
 
-/// The deadline Envoy puts on each Check: its ext_authz `timeout` (0.5 s, as the README
+/// The deadline Envoy puts on each Check: its ext_authz `timeout` (0.5 s, as docs/istio.md
 /// configures Istio) as `grpc-timeout` (measured: Envoy 1.40 sends `grpc-timeout: 500m`).
 pub const GRPC_TIMEOUT: &str = "500m";
 

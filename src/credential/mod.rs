@@ -30,7 +30,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// No client config file.
-    #[error("no client config at {0}: create it (see the README, \"git and kubectl\") or pass --client-config")]
+    #[error(
+        "no client config at {0}: create it (see docs/git-and-kubectl.md) or pass --client-config"
+    )]
     NoConfig(PathBuf),
     /// The client config is not valid.
     #[error("{path}: {message}")]

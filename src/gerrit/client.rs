@@ -413,7 +413,7 @@ impl GerritClient {
                 "Gerrit GET",
                 otel.kind = "client",
                 http.request.method = "GET",
-                gerrit.collection = collection(url),
+                mesh_authz.gerrit_collection = collection(url),
                 mesh_authz.outcome = tracing::field::Empty,
             )
         });

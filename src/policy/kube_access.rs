@@ -265,7 +265,7 @@ mod tests {
         }
     }
 
-    /// The policy of the README's example: read anything in namespaces your groups own,
+    /// The policy of docs/configuration.md's example: read anything in namespaces your groups own,
     /// everything in `sandbox`, platform may list namespaces, everyone may discover APIs.
     fn policy() -> KubePolicy {
         KubePolicy {
