@@ -450,26 +450,9 @@ fn kustomization_lists_every_object_except_the_secret_and_generates_the_config()
 /// check the same files without rendering).
 #[test]
 fn kustomize_renders_the_base_with_the_generated_config_mounted() {
-    let out = match std::process::Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(base())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("skipped: cannot run kubectl: {e}");
-            return;
-        }
+    let Some(objects) = kustomize(&base()) else {
+        return;
     };
-    assert!(
-        out.status.success(),
-        "kubectl kustomize manifests/base:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
     let namespace = kustomization()["namespace"].clone();
     for o in &objects {
         if o["kind"] != "Namespace" {
@@ -2757,26 +2740,9 @@ fn kube_kustomization_applies_the_check_first_and_the_binding_last() {
     }
 
     // Rendered, where kubectl is installed: the order survives.
-    let out = match std::process::Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(kube_dir())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("skipped rendering: cannot run kubectl: {e}");
-            return;
-        }
+    let Some(rendered) = kustomize(&kube_dir()) else {
+        return;
     };
-    assert!(
-        out.status.success(),
-        "kubectl kustomize manifests/kube:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let rendered: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
     let rendered_kinds: Vec<&Value> = rendered.iter().map(|o| &o["kind"]).collect();
     let listed_kinds: Vec<&Value> = kinds.iter().map(|o| &o["kind"]).collect();
     assert_eq!(
@@ -2841,4 +2807,32 @@ fn kube_rollout_checks_the_host_before_routing_it_and_rollback_unbinds_first() {
          deletes the check first",
         rest[0]
     );
+}
+
+/// The objects `kubectl kustomize DIR` renders, in order; `None` (with a note) where
+/// kubectl cannot run.
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let out = match std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped rendering: cannot run kubectl: {e}");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect(),
+    )
 }

@@ -26,6 +26,21 @@ fn config(idp: &FakeIdp, gerrit: &FakeGerrit, extra: &str) -> String {
     format!("{yaml}\n{extra}")
 }
 
+/// `serve` with alice in team-a at a fake Gerrit, keys from a fake IdP, and `telemetry`
+/// (a `telemetry:` section) exporting every 50 ms.
+async fn serve_with_telemetry(telemetry: &str) -> (Served, FakeGerrit, FakeIdp) {
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let served = Served::start(
+        &config(&idp, &gerrit, telemetry),
+        &[("gerrit-password", gerrit::PASSWORD)],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+    )
+    .await;
+    (served, gerrit, idp)
+}
+
 fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
@@ -284,17 +299,9 @@ async fn a_stalled_collector_changes_no_decision_and_its_dropped_spans_are_count
             open.push(socket);
         }
     });
-    let gerrit = FakeGerrit::start().await;
-    gerrit.add_account("alice", &["team-a"]);
-    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
-    let telemetry = format!(
+    let (served, _gerrit, _idp) = serve_with_telemetry(&format!(
         "telemetry:\n  traces:\n    endpoint: http://{stalled_addr}\n    max_queue_size: 8\n    export_timeout: 30s\n"
-    );
-    let served = Served::start(
-        &config(&idp, &gerrit, &telemetry),
-        &[("gerrit-password", gerrit::PASSWORD)],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
-    )
+    ))
     .await;
     let token = tokens::token_for("alice");
     let mut client = served.client().await;
@@ -335,17 +342,9 @@ async fn with_no_collector_listening_checks_are_answered_and_failed_exports_coun
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let gerrit = FakeGerrit::start().await;
-    gerrit.add_account("alice", &["team-a"]);
-    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
-    let telemetry = format!(
+    let (served, _gerrit, _idp) = serve_with_telemetry(&format!(
         "telemetry:\n  traces:\n    endpoint: http://{closed}/v1/traces\n    protocol: http/protobuf\n"
-    );
-    let served = Served::start(
-        &config(&idp, &gerrit, &telemetry),
-        &[("gerrit-password", gerrit::PASSWORD)],
-        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
-    )
+    ))
     .await;
     let token = tokens::token_for("alice");
     let mut client = served.client().await;
