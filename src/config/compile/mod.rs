@@ -77,23 +77,35 @@ pub(super) fn compile_str(
     let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
-            // serde stopped at the first error: read each piece on its own for the rest.
+            // serde stopped at the first error: read each piece on its own for the rest,
+            // then check what the pieces that read say, all in this one run.
             let mut all = Problems::default();
             let first = e.to_string();
-            let found = structure::problems(text);
-            if found.is_empty() {
+            let reading = structure::read(text);
+            if reading.problems.is_empty() {
                 all.add("", structure::with_hint(&first));
             }
             // The piecewise read has no line numbers; the first error has one.
             let located = first
                 .split_once(": ")
                 .filter(|(path, _)| !path.contains(' '));
-            for (path, reason) in found {
+            for (path, reason) in &reading.problems {
                 let reason = match located {
                     Some((at, whole)) if at == path => structure::with_hint(whole),
-                    _ => reason,
+                    _ => reason.clone(),
                 };
-                all.add(path, reason);
+                all.add(path.clone(), reason);
+            }
+            let rest = reading
+                .salvaged
+                .clone()
+                .and_then(|v| serde_yaml::from_value::<RawConfig>(v).ok());
+            if let Some(raw) = rest {
+                let mut meaning = Problems::default();
+                let _ = compile(name, raw, files, &mut meaning);
+                for problem in meaning.0 {
+                    all.add(reading.original_path(&problem.path), problem.reason);
+                }
             }
             return Err(invalid(all.0));
         }

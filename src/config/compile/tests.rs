@@ -99,9 +99,11 @@ routes:
 #[test]
 fn type_errors_name_the_field_and_line() {
     let got = problems("server: {drain_delay: soon}\nroutes: []\n");
-    assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].contains("server.drain_delay"), "{got:?}");
     assert!(got[0].contains("line 1"), "{got:?}");
+    // What the rest says is checked in the same run.
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[1].starts_with("routes: at least one route"), "{got:?}");
 }
 
 #[test]
@@ -371,4 +373,35 @@ fn a_lookup_budget_that_cannot_fit_in_envoys_timeout_is_warned_about() {
     assert_eq!(with("  timeout: 200ms\n", ""), vec![]);
     // A longer Envoy timeout makes room.
     assert_eq!(with("", "server:\n  envoy_timeout: 5s\n"), vec![]);
+}
+
+#[test]
+fn a_file_broken_in_structure_and_meaning_shows_both_in_one_run() {
+    // A wrong duration (structure) and a bad host pattern in another route (meaning):
+    // one run names both, the route with its number in the file.
+    let yaml = GOOD
+        .replace(
+            "static_groups:",
+            "server:\n  drain_delay: 5\nstatic_groups:",
+        )
+        .replace(
+            "  - name: open\n",
+            "  - broken: true\n  - name: bad-host\n    match: {hosts: [\"a.*.com\"]}\n    allow: public\n  - name: open\n",
+        );
+    let got = problems(&yaml);
+    assert!(
+        got.iter()
+            .any(|p| p.starts_with("server.drain_delay: ") && p.contains("`30s`")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|p| p.starts_with("routes[1]: missing field `name`")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|p| p.starts_with("routes[2].match.hosts[0]: ")),
+        "the meaning of the rest, numbered as in the file: {got:#?}"
+    );
 }
