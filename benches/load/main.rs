@@ -391,6 +391,22 @@ impl Bench {
     /// Starts mesh-authz with the built-in quickstart config as shipped, its standard
     /// output (the audit lines) going to `part/stdout.jsonl`; or the same without audit.
     fn start_quickstart(&self, part: &str, audit: bool) -> ServerProcess {
+        let name = if audit {
+            "mesh-authz quickstart, audit on"
+        } else {
+            "mesh-authz quickstart, audit off"
+        };
+        self.start_quickstart_with_env(part, audit, name, &[])
+    }
+
+    /// Like [`Bench::start_quickstart`], as `name` with `env` added to its environment.
+    fn start_quickstart_with_env(
+        &self,
+        part: &str,
+        audit: bool,
+        name: &'static str,
+        env: &[(&str, String)],
+    ) -> ServerProcess {
         let dir = self.dir.join(part);
         std::fs::create_dir_all(&dir).expect("creating the part's directory");
         let write = |name: &str, content: &[u8]| {
@@ -402,16 +418,12 @@ impl Bench {
             include_bytes!("../../examples/quickstart/jwks.json"),
         );
         write("config.yaml", servers::quickstart_config(audit).as_bytes());
-        let name = if audit {
-            "mesh-authz quickstart, audit on"
-        } else {
-            "mesh-authz quickstart, audit off"
-        };
-        servers::start_mesh_authz(
+        servers::start_mesh_authz_with_env(
             name,
             &dir.join("config.yaml"),
             &dir.join("mesh-authz.log"),
             Some(&dir.join("stdout.jsonl")),
+            env,
         )
     }
 
@@ -1146,30 +1158,12 @@ fn traces_part(bench: &mut Bench) {
     let sink = servers::start_otlp_sink(&bench.dir.join("otlp-sink.log"));
     let off = bench.start_quickstart("traces-off", true);
     let traced = |part: &str, name: &'static str, sampler: &[(&str, String)]| {
-        let dir = bench.dir.join(part);
-        std::fs::create_dir_all(&dir).expect("creating the part's directory");
-        write_file(
-            &dir,
-            "jwks.json",
-            include_bytes!("../../examples/quickstart/jwks.json"),
-        );
-        let config = write_file(
-            &dir,
-            "config.yaml",
-            servers::quickstart_config(true).as_bytes(),
-        );
         let mut env = vec![(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://{}", sink.grpc),
         )];
         env.extend(sampler.iter().map(|(k, v)| (*k, v.clone())));
-        servers::start_mesh_authz_with_env(
-            name,
-            &config,
-            &dir.join("mesh-authz.log"),
-            &dir.join("stdout.jsonl"),
-            &env,
-        )
+        bench.start_quickstart_with_env(part, true, name, &env)
     };
     let all = traced(
         "traces-all",

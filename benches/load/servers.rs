@@ -82,20 +82,16 @@ pub fn start_mesh_authz(
     log: &Path,
     stdout: Option<&Path>,
 ) -> ServerProcess {
-    let mut command = Command::new(mesh_authz_binary());
-    command.arg("serve").arg("--config").arg(config);
-    match stdout {
-        None => spawn(name, command, log),
-        Some(file) => spawn_to_file(name, command, log, file),
-    }
+    start_mesh_authz_with_env(name, config, log, stdout, &[])
 }
 
-/// Like [`start_mesh_authz`], with `env` added to its environment.
+/// Like [`start_mesh_authz`], with `env` added to its environment (the `OTEL_*`
+/// variables of the traces part).
 pub fn start_mesh_authz_with_env(
     name: &'static str,
     config: &Path,
     log: &Path,
-    stdout: &Path,
+    stdout: Option<&Path>,
     env: &[(&str, String)],
 ) -> ServerProcess {
     let mut command = Command::new(mesh_authz_binary());
@@ -103,7 +99,10 @@ pub fn start_mesh_authz_with_env(
     for (key, value) in env {
         command.env(key, value);
     }
-    spawn_to_file(name, command, log, stdout)
+    match stdout {
+        None => spawn(name, command, log),
+        Some(file) => spawn_to_file(name, command, log, file),
+    }
 }
 
 /// The argument that makes the bench binary serve an OTLP collector that counts and

@@ -91,16 +91,13 @@ impl Served {
 
     /// The value of one sample in `/metrics` (0 when absent).
     pub async fn metric(&self, sample: &str) -> f64 {
-        reqwest::get(format!("http://{}/metrics", self.admin))
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap()
-            .lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+            .unwrap();
+        super::server::sample_value(&text, sample)
     }
 
     /// The server's log so far.

@@ -87,13 +87,18 @@ impl TestServer {
     /// The value of one sample in `/metrics`, named with its labels as exposed (e.g.
     /// `mesh_authz_group_cache_lookups_total{result="miss"}`); 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+        sample_value(&self.metrics().await, sample)
     }
+}
+
+/// The value of `sample` (a metric name with its labels as exposed) in `/metrics` text;
+/// 0 when absent.
+pub fn sample_value(metrics: &str, sample: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
 }
 
 /// Writes `yaml` as `config.yaml` into a temp dir, with `files` beside it, and loads it
