@@ -136,12 +136,10 @@ fn without_dynamic_metadata() -> mesh_authz::authorize::Authorizer {
         .expect("authorizer builds")
 }
 
-/// Trace export as `serve` installs it (the layer, the bounded batch queue), a `ratio` of
+/// Trace export as `serve` installs it (the bounded batch queue), a `ratio` of
 /// Checks sampled, with an exporter that discards what it is handed.
 fn install_traces(ratio: f64) -> opentelemetry_sdk::trace::SdkTracerProvider {
-    use mesh_authz::telemetry::traces::{layer, TraceExport};
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
+    use mesh_authz::telemetry::traces::TraceExport;
     #[derive(Debug)]
     struct Discard;
     impl opentelemetry_sdk::trace::SpanExporter for Discard {
@@ -161,7 +159,5 @@ fn install_traces(ratio: f64) -> opentelemetry_sdk::trace::SdkTracerProvider {
     let export = TraceExport::resolve(&settings, |_| None)
         .expect("settings resolve")
         .expect("export on");
-    let provider = export.provider(Discard);
-    tracing_subscriber::registry().with(layer(&provider)).init();
-    provider
+    export.provider(Discard)
 }

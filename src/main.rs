@@ -260,7 +260,7 @@ async fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<E
     let traces =
         telemetry::traces::TraceExport::resolve(&config.traces, |name| std::env::var(name).ok())?;
     let provider = traces.as_ref().map(|t| t.start()).transpose()?;
-    telemetry::init_logging(log_format, provider.as_ref());
+    telemetry::init_logging(log_format);
     if let Some(t) = &traces {
         tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, "exporting traces");
     }

@@ -1,22 +1,29 @@
 //! Trace context: the parent a Check's span joins (what Envoy sent, W3C or B3), the
 //! spans of the request path, and the `traceparent` that Gerrit and IdP requests carry.
 //!
-//! Spans are `tracing` spans with target [`TARGET`]. Only the OTLP layer
-//! (`telemetry::traces`) enables that target, so with export off every span here is a
-//! disabled callsite: one relaxed load, no allocation.
+//! Spans are the OpenTelemetry SDK's, made here directly rather than as `tracing` spans
+//! through `tracing-opentelemetry`: the `tracing` registry and that layer cost about
+//! 10,000 instructions per Check for its two spans (callgrind, docs/performance.md),
+//! most of the cost of tracing at 100 % sampling. The current span travels as the
+//! OpenTelemetry [`Context`] of the future that runs inside it ([`TraceSpan::run`]).
+//!
+//! With export off no tracer is set: each function here returns after one load, and
+//! nothing is allocated.
 
+use futures_util::future::Either;
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use opentelemetry::Context;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// The `tracing` target of every span exported as OTLP.
-pub const TARGET: &str = "mesh_authz::trace";
+use opentelemetry_sdk::trace::SdkTracer;
+use std::future::Future;
+use std::sync::OnceLock;
 
 /// How Checks are sampled. Decided here, before any span exists, so that an unsampled
-/// Check costs what it costs with export off (a span in `tracing` costs even when the
-/// SDK would drop it).
+/// Check costs what it costs with export off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
     /// Share of Checks traced, 0 to 1: of all of them, or of those whose caller's trace
@@ -38,51 +45,139 @@ impl Sampling {
     }
 }
 
-/// Set once, when export starts; unset, nothing is traced.
-static SAMPLING: std::sync::OnceLock<Sampling> = std::sync::OnceLock::new();
-
-/// Turns tracing on with `sampling` (once per process; later calls change nothing).
-pub fn start_sampling(sampling: Sampling) {
-    let _ = SAMPLING.set(sampling);
+/// What makes spans once export is on.
+struct Tracing {
+    sampling: Sampling,
+    tracer: SdkTracer,
 }
 
-/// The span of one Check call when it is sampled (else a disabled span), a child of the
-/// span `parent` names. `parent` is only read with export on. Its attributes are
-/// recorded when the decision is known ([`record_decision`]).
-pub fn check_span(parent: impl FnOnce() -> Option<Context>) -> tracing::Span {
-    let Some(sampling) = SAMPLING.get() else {
-        return tracing::Span::none();
+/// Set once, when export starts; unset, nothing is traced.
+static TRACING: OnceLock<Tracing> = OnceLock::new();
+
+/// Turns tracing on: Checks sampled by `sampling` make spans through `tracer` (once per
+/// process; later calls change nothing).
+pub fn start(sampling: Sampling, tracer: SdkTracer) {
+    let _ = TRACING.set(Tracing { sampling, tracer });
+}
+
+/// One span of the request path, or none (export off, Check not sampled, or no traced
+/// Check around it). Ends when dropped.
+#[must_use = "a span ends when dropped"]
+pub struct TraceSpan {
+    /// The context whose current span this is.
+    cx: Option<Context>,
+}
+
+impl TraceSpan {
+    /// No span: what every function here returns with export off.
+    pub const fn none() -> Self {
+        Self { cx: None }
+    }
+
+    fn start(
+        tracing: &Tracing,
+        name: &'static str,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+        parent: &Context,
+    ) -> Self {
+        let builder = tracing
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes);
+        let span = tracing.tracer.build_with_context(builder, parent);
+        Self {
+            cx: Some(parent.with_span(span)),
+        }
+    }
+
+    /// Whether this is a span (not [`TraceSpan::none`]).
+    pub fn is_traced(&self) -> bool {
+        self.cx.is_some()
+    }
+
+    /// Sets attribute `key` (a no-op without a span; `value` is copied only with one).
+    pub fn record(&self, key: &'static str, value: &str) {
+        if let Some(cx) = &self.cx {
+            cx.span()
+                .set_attribute(KeyValue::new(key, value.to_owned()));
+        }
+    }
+
+    /// `future` inside this span: spans started and requests sent while it runs are its
+    /// children. Without a span, `future` as it is.
+    pub fn run<F: Future>(&self, future: F) -> Either<WithContext<F>, F> {
+        match &self.cx {
+            Some(cx) => Either::Left(future.with_context(cx.clone())),
+            None => Either::Right(future),
+        }
+    }
+}
+
+impl Drop for TraceSpan {
+    fn drop(&mut self) {
+        if let Some(cx) = &self.cx {
+            // Ends it now, even while a task spawned inside it still holds the context.
+            cx.span().end();
+        }
+    }
+}
+
+impl std::fmt::Debug for TraceSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cx {
+            Some(cx) => {
+                let span = cx.span();
+                let context = span.span_context();
+                write!(f, "TraceSpan({}-{})", context.trace_id(), context.span_id())
+            }
+            None => f.write_str("TraceSpan(none)"),
+        }
+    }
+}
+
+/// The span of one Check call when it is sampled, a child of the span `parent` names.
+/// `parent` is only read with export on. Its attributes are recorded when the decision
+/// is known ([`record_decision`]).
+pub fn check_span(parent: impl FnOnce() -> Option<Context>) -> TraceSpan {
+    let Some(tracing) = TRACING.get() else {
+        return TraceSpan::none();
     };
     let parent = parent();
-    if !sampling.samples(parent.as_ref()) {
-        return tracing::Span::none();
+    if !tracing.sampling.samples(parent.as_ref()) {
+        return TraceSpan::none();
     }
-    let span = tracing::info_span!(
-        target: TARGET,
+    TraceSpan::start(
+        tracing,
         "envoy.service.auth.v3.Authorization/Check",
-        otel.kind = "server",
-        mesh_authz.route = tracing::field::Empty,
-        mesh_authz.rule = tracing::field::Empty,
-        mesh_authz.decision = tracing::field::Empty,
-        mesh_authz.reason = tracing::field::Empty,
-        mesh_authz.dry_run = tracing::field::Empty,
-        enduser.id = tracing::field::Empty,
-    );
-    if let Some(parent) = parent {
-        // Fails only for a disabled span, where there is nothing to join.
-        let _ = span.set_parent(parent);
-    }
-    span
+        SpanKind::Server,
+        Vec::with_capacity(DECISION_ATTRIBUTES),
+        &parent.unwrap_or_default(),
+    )
 }
 
-/// A span inside a traced Check: `make`'s span when the current span is one (the Check
-/// is sampled), else a disabled span. Work outside a Check (the JWKS refresher) and in
+/// A span inside the current traced Check, with the attributes `attributes` makes (only
+/// called when there is a span). Work outside a Check (the JWKS refresher) and in
 /// unsampled Checks makes none.
-pub fn child(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if SAMPLING.get().is_none() || tracing::Span::current().is_none() {
-        return tracing::Span::none();
-    }
-    make()
+pub fn child(
+    name: &'static str,
+    kind: SpanKind,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) -> TraceSpan {
+    let Some(tracing) = TRACING.get() else {
+        return TraceSpan::none();
+    };
+    let Some(parent) = Context::map_current(|cx| cx.has_active_span().then(|| cx.clone())) else {
+        return TraceSpan::none();
+    };
+    TraceSpan::start(tracing, name, kind, attributes(), &parent)
+}
+
+/// `future` in the current span, for a task spawned inside a Check: its spans join the
+/// Check's trace even when it outlives the Check.
+pub fn in_current_span<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    future.with_current_context()
 }
 
 /// What a decision records on its Check span. No header value, token or cookie:
@@ -94,42 +189,38 @@ pub struct DecisionAttributes<'a> {
     /// The rule or grant that decided, if any.
     pub rule: Option<&'a str>,
     /// `allow`, `deny`, `unavailable`, ...
-    pub decision: &'a str,
+    pub decision: &'static str,
     /// The reason code.
-    pub reason: &'a str,
+    pub reason: &'static str,
     /// Whether the route only observes.
     pub dry_run: bool,
     /// The caller, only when the config lets traces carry it (personal data).
     pub user: Option<&'a str>,
 }
 
-/// Records the decision's attributes on `span` in one callback (a no-op on a disabled
-/// span).
-pub fn record_decision(span: &tracing::Span, attributes: DecisionAttributes<'_>) {
-    use tracing::field::Value;
-    let Some(metadata) = span.metadata() else {
+/// How many attributes [`record_decision`] sets, at most: room for them is made when the
+/// Check span starts.
+const DECISION_ATTRIBUTES: usize = 6;
+
+/// Records the decision's attributes on `span` (a no-op without a span).
+pub fn record_decision(span: &TraceSpan, attributes: DecisionAttributes<'_>) {
+    let Some(cx) = &span.cx else {
         return;
     };
-    let fields = metadata.fields();
-    let field = |name: &str| fields.field(name);
-    let (Some(route), Some(rule), Some(decision), Some(reason), Some(dry_run), Some(user)) = (
-        field("mesh_authz.route"),
-        field("mesh_authz.rule"),
-        field("mesh_authz.decision"),
-        field("mesh_authz.reason"),
-        field("mesh_authz.dry_run"),
-        field("enduser.id"),
-    ) else {
-        return;
-    };
-    span.record_all(&fields.value_set(&[
-        (&route, attributes.route.as_ref().map(|v| v as &dyn Value)),
-        (&rule, attributes.rule.as_ref().map(|v| v as &dyn Value)),
-        (&decision, Some(&attributes.decision as &dyn Value)),
-        (&reason, Some(&attributes.reason as &dyn Value)),
-        (&dry_run, Some(&attributes.dry_run as &dyn Value)),
-        (&user, attributes.user.as_ref().map(|v| v as &dyn Value)),
-    ]));
+    let mut values = Vec::with_capacity(DECISION_ATTRIBUTES);
+    if let Some(route) = attributes.route {
+        values.push(KeyValue::new("mesh_authz.route", route.to_owned()));
+    }
+    if let Some(rule) = attributes.rule {
+        values.push(KeyValue::new("mesh_authz.rule", rule.to_owned()));
+    }
+    values.push(KeyValue::new("mesh_authz.decision", attributes.decision));
+    values.push(KeyValue::new("mesh_authz.reason", attributes.reason));
+    values.push(KeyValue::new("mesh_authz.dry_run", attributes.dry_run));
+    if let Some(user) = attributes.user {
+        values.push(KeyValue::new("enduser.id", user.to_owned()));
+    }
+    cx.span().set_attributes(values);
 }
 
 /// The parent named by trace headers: W3C `traceparent` (with `tracestate`) first, then
@@ -215,24 +306,23 @@ fn is_lower_hex(s: &str) -> bool {
 }
 
 /// The `traceparent` for an outgoing request made inside the current span, so the
-/// Gerrit's or IdP's own trace joins this one. `None` with export off.
+/// Gerrit's or IdP's own trace joins this one. `None` with export off or outside a span.
 pub fn traceparent() -> Option<http::HeaderValue> {
-    let span = tracing::Span::current();
-    if span.is_disabled() {
-        return None;
-    }
-    let cx = span.context();
-    let context = cx.span().span_context().clone();
-    if !context.is_valid() {
-        return None;
-    }
-    let value = format!(
-        "00-{}-{}-{:02x}",
-        context.trace_id(),
-        context.span_id(),
-        context.trace_flags().to_u8()
-    );
-    http::HeaderValue::from_str(&value).ok()
+    TRACING.get()?;
+    Context::map_current(|cx| {
+        let span = cx.span();
+        let context = span.span_context();
+        if !context.is_valid() {
+            return None;
+        }
+        let value = format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        );
+        http::HeaderValue::from_str(&value).ok()
+    })
 }
 
 /// Adds [`traceparent`] to an outgoing request, when there is one.
@@ -329,8 +419,7 @@ mod tests {
     #[test]
     fn without_export_nothing_is_propagated() {
         let span = check_span(|| panic!("the parent is not read with export off"));
-        let _entered = span.enter();
-        assert!(span.is_disabled());
+        assert!(!span.is_traced());
         assert!(traceparent().is_none());
     }
 

@@ -2,13 +2,14 @@
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 use url::Url;
 
 /// Why a JWKS could not be loaded.
@@ -476,9 +477,9 @@ impl JwksStore {
         let kid = kid.map(str::to_owned);
         // In the Check's span, so the fetch is its child in the trace even when it
         // outlives the Check.
-        let fetch = tokio::spawn(
-            async move { store.refetch(kid.as_deref()).await }.instrument(tracing::Span::current()),
-        );
+        let fetch = tokio::spawn(crate::trace::in_current_span(async move {
+            store.refetch(kid.as_deref()).await
+        }));
         match tokio::time::timeout(self.timing.check_timeout, fetch).await {
             Ok(Ok(set)) => Ok(set),
             // The task panicked (it does not): the set as it is.
@@ -515,16 +516,10 @@ impl JwksStore {
     }
 
     async fn fetch_and_store(&self) -> Result<Option<Duration>, JwksError> {
-        let span = crate::trace::child(|| {
-            tracing::info_span!(
-                target: crate::trace::TARGET,
-                "JWKS fetch",
-                otel.kind = "client",
-                mesh_authz.issuer = %self.issuer,
-                mesh_authz.outcome = tracing::field::Empty,
-            )
+        let span = crate::trace::child("JWKS fetch", SpanKind::Client, || {
+            vec![KeyValue::new("mesh_authz.issuer", self.issuer.to_string())]
         });
-        let fetched = self.fetch().instrument(span.clone()).await;
+        let fetched = span.run(self.fetch()).await;
         span.record(
             "mesh_authz.outcome",
             if fetched.is_ok() { "ok" } else { "error" },

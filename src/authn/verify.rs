@@ -4,14 +4,16 @@ use super::jwks::{JwksStore, KeySet, VerifyKey};
 use super::token_cache::{token_key, unix_now, TokenKey, VerifiedTokenCache};
 use super::{AuthnError, Identity};
 use crate::identity::{AccountForm, GerritAccount};
+use crate::trace::TraceSpan;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument as _;
 
 /// Compiled settings of one issuer.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,9 +121,7 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns the caller's identity.
     ///
-    /// With trace export on, each call has a span (`verify token`), cache hit or not. A
-    /// hit's span is opened and closed around the lookup, never entered: it is most
-    /// checks, and each callback into the trace layer costs.
+    /// With trace export on, each call has a span (`verify token`), cache hit or not.
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthnError::TooLarge);
@@ -129,37 +129,24 @@ impl TokenVerifier {
         let cached = self.cache.as_ref().map(|c| (c, token_key(token)));
         if let Some((cache, key)) = &cached {
             if let Some(identity) = cache.get(key, unix_now()) {
-                let _span = crate::trace::child(|| {
-                    tracing::info_span!(
-                        target: crate::trace::TARGET,
-                        "verify token",
-                        mesh_authz.token_cache = "hit",
-                    )
+                let _span = crate::trace::child("verify token", SpanKind::Internal, || {
+                    vec![KeyValue::new("mesh_authz.token_cache", "hit")]
                 });
                 return Ok(identity);
             }
         }
-        let span = crate::trace::child(|| {
-            tracing::info_span!(
-                target: crate::trace::TARGET,
-                "verify token",
-                mesh_authz.token_cache = if cached.is_some() { "miss" } else { "off" },
-                mesh_authz.issuer = tracing::field::Empty,
-            )
+        let span = crate::trace::child("verify token", SpanKind::Internal, || {
+            let cache = if cached.is_some() { "miss" } else { "off" };
+            vec![KeyValue::new("mesh_authz.token_cache", cache)]
         });
-        if span.is_disabled() {
-            return self.verify_uncached(token, cached, &span).await;
-        }
-        self.verify_uncached(token, cached, &span)
-            .instrument(span.clone())
-            .await
+        span.run(self.verify_uncached(token, cached, &span)).await
     }
 
     async fn verify_uncached(
         &self,
         token: &str,
         cached: Option<(&VerifiedTokenCache, TokenKey)>,
-        span: &tracing::Span,
+        span: &TraceSpan,
     ) -> Result<Arc<Identity>, AuthnError> {
         reject_critical_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| header_error(token))?;
@@ -168,7 +155,7 @@ impl TokenVerifier {
         let iss = unverified_issuer(token)?;
         let issuer = self.issuers.get(&iss).ok_or(AuthnError::UnknownIssuer)?;
         // A configured issuer's name, never the token's text.
-        span.record("mesh_authz.issuer", iss.as_str());
+        span.record("mesh_authz.issuer", &iss);
         let validation = issuer
             .validations
             .get(&header.alg)

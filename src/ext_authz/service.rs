@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 /// The Check service.
 #[derive(Debug, Clone)]
@@ -88,7 +87,7 @@ impl CheckService {
             crate::trace::parent_from(|name| metadata.get(name)?.to_str().ok())
                 .or_else(|| crate::trace::parent_from(|name| view.header(name)))
         });
-        let decision = authorizer.decide(&view).instrument(span.clone()).await;
+        let decision = span.run(authorizer.decide(&view)).await;
         let elapsed = started.elapsed();
         self.metrics.observe(&decision, elapsed);
         let request_id = view.header("x-request-id");

@@ -5,13 +5,14 @@
 
 use super::{GerritAccount, GerritError, GerritMetrics, Secret};
 use crate::identity::Group;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderName, HeaderValue};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tracing::Instrument as _;
 use url::Url;
 
 /// Gerrit prefixes JSON with this line to defeat XSSI; it must be stripped.
@@ -407,20 +408,16 @@ impl GerritClient {
     ) -> Result<Option<T>, GerritError> {
         let started = tokio::time::Instant::now();
         // Named by the REST collection only: the rest of the path names accounts.
-        let span = crate::trace::child(|| {
-            tracing::info_span!(
-                target: crate::trace::TARGET,
-                "Gerrit GET",
-                otel.kind = "client",
-                http.request.method = "GET",
-                mesh_authz.gerrit_collection = collection(url),
-                mesh_authz.outcome = tracing::field::Empty,
-            )
+        let span = crate::trace::child("Gerrit GET", SpanKind::Client, || {
+            vec![
+                KeyValue::new("http.request.method", "GET"),
+                KeyValue::new("mesh_authz.gerrit_collection", collection(url)),
+            ]
         });
         // The timeout covers the body too: a Gerrit that sends headers and then stalls
         // must not hold the check.
         let attempt = tokio::time::timeout(self.settings.timeout, self.get_once(url));
-        let result = match attempt.instrument(span.clone()).await {
+        let result = match span.run(attempt).await {
             Ok(Ok(Some(body))) => parse(&body).map(Some),
             Ok(other) => other.map(|_| None),
             Err(_) => Err(GerritError::Unreachable("request timed out".into())),

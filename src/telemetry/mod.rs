@@ -16,22 +16,14 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber: log lines on stderr (`RUST_LOG` overrides
-/// the default `info`), and OTLP spans through `traces` when export is on.
-pub fn init_logging(
-    format: LogFormat,
-    traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
-) {
+/// the default `info`). Spans are not logged: those of the request path are OTLP's
+/// ([`crate::trace`]).
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The request path's spans are for the OTLP layer only: in log lines they would
-    // prefix every event and cost on every check.
-    let filter = match format!("{}=off", crate::trace::TARGET).parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal; in a pod they would litter the log.
@@ -41,8 +33,5 @@ pub fn init_logging(
         LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
     };
     // `try_init`: a second call (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(fmt)
-        .with(traces.map(traces::layer))
-        .try_init();
+    let _ = tracing_subscriber::registry().with(fmt).try_init();
 }

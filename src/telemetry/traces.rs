@@ -1,6 +1,6 @@
 //! OTLP trace export: the config's `telemetry.traces` merged with the standard `OTEL_*`
-//! variables (the config wins), the SDK's batch exporter behind a bounded, counted
-//! queue, and the `tracing` layer that turns [`crate::trace`]'s spans into OTLP spans.
+//! variables (the config wins), and the SDK's batch exporter behind a bounded, counted
+//! queue, from which [`crate::trace`] makes its spans.
 
 use crate::config::{OtlpProtocol, TracesSettings};
 use crate::trace::Sampling;
@@ -196,8 +196,9 @@ impl TraceExport {
             .with_resource(resource.build());
         // Which Checks are traced is decided before their spans exist (crate::trace);
         // every span that exists is exported.
-        crate::trace::start_sampling(self.sampling);
-        provider.with_sampler(Sampler::AlwaysOn).build()
+        let provider = provider.with_sampler(Sampler::AlwaysOn).build();
+        crate::trace::start(self.sampling, provider.tracer("mesh-authz"));
+        provider
     }
 }
 
@@ -238,26 +239,6 @@ fn env_sampling(set: &impl Fn(&str) -> Option<String>) -> Result<Sampling, Trace
         ratio,
         follow_parent,
     })
-}
-
-/// The `tracing` layer exporting [`crate::trace::TARGET`]'s spans through `provider`,
-/// and nothing else (no log events, no other crate's spans).
-pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    use tracing_subscriber::Layer as _;
-    tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("mesh-authz"))
-        // Each of these would add attributes or clock reads to every span.
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_level(false)
-        .with_tracked_inactivity(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.is_span() && meta.target() == crate::trace::TARGET
-        }))
 }
 
 /// Trace export's own counters, shown on `/metrics` whether export is on or not.
