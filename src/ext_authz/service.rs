@@ -73,6 +73,7 @@ impl CheckService {
             ));
         }
         let (metadata, _, CheckCall(bytes)) = request.into_parts();
+        let metadata = metadata.into_headers();
 
         let fields = CheckFields::parse(&bytes).map_err(|e| {
             Status::invalid_argument(format!("not an envoy.service.auth.v3.CheckRequest: {e}"))
@@ -84,7 +85,7 @@ impl CheckService {
         // Envoy's ext_authz span (in the call's metadata when Envoy traces) first, else
         // the span the request itself carries; read only with export on.
         let span = crate::trace::check_span(|| {
-            crate::trace::parent_from(|name| metadata.get(name)?.to_str().ok())
+            crate::trace::parent_from(|name| trace_metadata(&metadata, name))
                 .or_else(|| crate::trace::parent_from(|name| view.header(name)))
         });
         let decision = span.run(authorizer.decide(&view)).await;
@@ -122,7 +123,7 @@ impl CheckService {
                 request_id,
                 // Envoy's own span (in the call's metadata when it traces) first: when
                 // the gateway starts the trace, the request's headers carry none.
-                trace_id: audit::trace_id(|name| metadata.get(name)?.to_str().ok())
+                trace_id: audit::trace_id(|name| trace_metadata(&metadata, name))
                     .or_else(|| audit::trace_id(|name| view.header(name))),
                 user,
                 issuer: decision.caller.as_ref().map(|i| i.issuer.as_str()),
@@ -157,4 +158,28 @@ impl CheckService {
         }
         super::render(decision, request_id).map(Response::new)
     }
+}
+/// A trace header of the call's gRPC metadata. The trace headers' names are parsed once
+/// here: a lookup by `&str` parses (and lowercases) the name each time, and a Check makes
+/// up to six.
+fn trace_metadata<'a>(metadata: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    use http::HeaderName;
+    static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+    static B3: HeaderName = HeaderName::from_static("b3");
+    static B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+    static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+    static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+    static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+    let value = match name {
+        "traceparent" => metadata.get(&TRACEPARENT),
+        "tracestate" => metadata.get(&TRACESTATE),
+        "b3" => metadata.get(&B3),
+        "x-b3-traceid" => metadata.get(&B3_TRACE_ID),
+        "x-b3-spanid" => metadata.get(&B3_SPAN_ID),
+        "x-b3-sampled" => metadata.get(&B3_SAMPLED),
+        "x-b3-flags" => metadata.get(&B3_FLAGS),
+        other => metadata.get(other),
+    };
+    value?.to_str().ok()
 }
