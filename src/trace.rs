@@ -175,9 +175,12 @@ pub fn child(
 }
 
 /// `future` in the current span, for a task spawned inside a Check: its spans join the
-/// Check's trace even when it outlives the Check.
-pub fn in_current_span<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    future.with_current_context()
+/// Check's trace even when it outlives the Check. With export off, `future` as it is.
+pub fn in_current_span<F: Future>(future: F) -> Either<WithContext<F>, F> {
+    match TRACING.get() {
+        Some(_) => Either::Left(future.with_current_context()),
+        None => Either::Right(future),
+    }
 }
 
 /// What a decision records on its Check span. No header value, token or cookie:
