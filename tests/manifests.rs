@@ -1811,28 +1811,25 @@ fn kube_gateway_namespace() -> String {
 /// routes appended. Nothing else may be in the fragment (the merge would drop it).
 fn kube_config_text() -> String {
     let fragment = kube_load("config-routes.yaml");
-    let keys: BTreeSet<&str> = fragment
-        .as_mapping()
-        .expect("kube/config-routes.yaml: a mapping")
-        .keys()
-        .map(|k| str_of(k, "key"))
-        .collect();
+    /// The keys of a mapping in the fragment.
+    fn keys_of<'a>(value: &'a Value, what: &str) -> BTreeSet<&'a str> {
+        value
+            .as_mapping()
+            .unwrap_or_else(|| panic!("kube/config-routes.yaml: {what} is a mapping"))
+            .keys()
+            .map(|k| str_of(k, "key"))
+            .collect()
+    }
     assert_eq!(
-        keys,
+        keys_of(&fragment, "the file"),
         BTreeSet::from(["issuers", "routes"]),
         "kube/config-routes.yaml: only `issuers` (audiences) and `routes` are merged"
     );
     let mut merged: Value = serde_yaml::from_str(&read(&base().join("config.yaml")))
         .unwrap_or_else(|e| panic!("manifests/base/config.yaml: {e}"));
     for issuer in seq(&fragment["issuers"], "kube/config-routes.yaml issuers") {
-        let fields: BTreeSet<&str> = issuer
-            .as_mapping()
-            .expect("kube/config-routes.yaml: an issuer entry is a mapping")
-            .keys()
-            .map(|k| str_of(k, "key"))
-            .collect();
         assert_eq!(
-            fields,
+            keys_of(issuer, "an issuer entry"),
             BTreeSet::from(["issuer", "audiences"]),
             "kube/config-routes.yaml: an issuer entry only adds audiences"
         );
