@@ -16,6 +16,10 @@
 //! # OTLP traces on, every Check sampled, spans discarded where the exporter would send them
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces10  # 10 %
+//! # the same, each batch encoded as `serve` does before sending (telemetry::otlp::wire)
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces otlp
+//! # ... or as the opentelemetry-otlp exporter does (opentelemetry-proto's conversion)
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces otlpcrate
 //! ```
 
 #[path = "../benches/common/mod.rs"]
@@ -74,9 +78,9 @@ fn main() {
     }
     let bytes = bytes::Bytes::from(request.encode_to_vec());
     let _provider = if has("traces") {
-        Some(install_traces(1.0))
+        Some(install_traces(1.0, encoding(&has)))
     } else if has("traces10") {
-        Some(install_traces(0.1))
+        Some(install_traces(0.1, encoding(&has)))
     } else {
         None
     };
@@ -138,26 +142,75 @@ fn without_dynamic_metadata() -> mesh_authz::authorize::Authorizer {
 
 /// Trace export as `serve` installs it (the bounded batch queue), a `ratio` of
 /// Checks sampled, with an exporter that discards what it is handed.
-fn install_traces(ratio: f64) -> opentelemetry_sdk::trace::SdkTracerProvider {
+/// How the discarding exporter treats a batch first.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    /// Not at all.
+    None,
+    /// Encoded as `serve` encodes it (`telemetry::otlp::wire`): `otlp`.
+    Ours,
+    /// Converted to `opentelemetry-proto` messages and prost-encoded, as the
+    /// `opentelemetry-otlp` exporter does: `otlpcrate`.
+    Crate,
+}
+
+fn encoding(has: &impl Fn(&str) -> bool) -> Encoding {
+    if has("otlp") {
+        Encoding::Ours
+    } else if has("otlpcrate") {
+        Encoding::Crate
+    } else {
+        Encoding::None
+    }
+}
+
+fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use mesh_authz::telemetry::otlp::wire::{export_request, EncodedResource};
     use mesh_authz::telemetry::traces::TraceExport;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    /// Discards each batch, first encoding it as `encoding` says.
     #[derive(Debug)]
-    struct Discard;
+    struct Discard {
+        encoding: Encoding,
+        resource: opentelemetry_sdk::Resource,
+    }
     impl opentelemetry_sdk::trace::SpanExporter for Discard {
         async fn export(
             &self,
             batch: Vec<opentelemetry_sdk::trace::SpanData>,
         ) -> opentelemetry_sdk::error::OTelSdkResult {
-            drop(batch);
+            match self.encoding {
+                Encoding::None => {}
+                Encoding::Ours => {
+                    let resource = EncodedResource::new(&self.resource);
+                    std::hint::black_box(export_request(&batch, &resource));
+                }
+                Encoding::Crate => {
+                    let resource = ResourceAttributesWithSchema::from(&self.resource);
+                    let request = ExportTraceServiceRequest {
+                        resource_spans: group_spans_by_resource_and_scope(batch, &resource),
+                    };
+                    std::hint::black_box(request.encode_to_vec());
+                }
+            }
             Ok(())
         }
     }
     let settings = mesh_authz::config::TracesSettings {
         enabled: Some(true),
         sample_ratio: Some(ratio),
+        // Valgrind runs one thread at a time: a queue that holds every span, so that
+        // none is dropped while the batch thread waits its turn.
+        max_queue_size: Some(1 << 20),
         ..Default::default()
     };
     let export = TraceExport::resolve(&settings, |_| None)
         .expect("settings resolve")
         .expect("export on");
-    export.provider(Discard)
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("mesh-authz")
+        .build();
+    export.provider(Discard { encoding, resource })
 }

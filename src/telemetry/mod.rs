@@ -2,6 +2,7 @@
 
 pub mod audit;
 mod metrics;
+pub mod otlp;
 pub mod traces;
 
 pub use metrics::Metrics;

@@ -3,9 +3,9 @@
 //! queue, from which [`crate::trace`] makes its spans.
 
 use crate::config::{OtlpProtocol, TracesSettings};
+use crate::telemetry::otlp::{ExportHeaders, OtlpExporter};
 use crate::trace::Sampling;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
@@ -47,14 +47,21 @@ pub struct TraceExport {
     pub sampling: Sampling,
     /// Spans waiting for export, at most.
     pub max_queue_size: usize,
-    /// The config's export timeout (else `OTEL_EXPORTER_OTLP_TIMEOUT`, read by the SDK).
-    pub export_timeout: Option<Duration>,
+    /// How long one export may take: the config's, else `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`
+    /// or `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else 10 s.
+    pub export_timeout: Duration,
+    /// Headers each export carries: `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,...`, values percent-decoded).
+    pub headers: ExportHeaders,
     /// Whether Check spans name the user.
     pub include_user: bool,
 }
 
 /// The SDK's default queue (`OTEL_BSP_MAX_QUEUE_SIZE`).
 const DEFAULT_QUEUE: usize = 2048;
+
+/// The OTLP exporter specification's default export timeout.
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TraceExport {
     /// What `settings` and the variables `env` reads say; `None` when export is off.
@@ -133,7 +140,11 @@ impl TraceExport {
                 None => env_sampling(&set)?,
             },
             max_queue_size,
-            export_timeout: settings.export_timeout,
+            export_timeout: match settings.export_timeout {
+                Some(timeout) => timeout,
+                None => env_timeout(&set)?,
+            },
+            headers: env_headers(&set)?,
             include_user: settings.include_user,
         }))
     }
@@ -141,26 +152,11 @@ impl TraceExport {
     /// Builds the exporter and its provider. Must run inside the tokio runtime: the gRPC
     /// and HTTP clients send from it, not from the batch thread.
     pub fn start(&self) -> Result<SdkTracerProvider, TracesError> {
+        let headers = self.headers.clone();
         let exporter = match self.protocol {
-            OtlpProtocol::Grpc => {
-                let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(&self.endpoint);
-                if let Some(timeout) = self.export_timeout {
-                    builder = builder.with_timeout(timeout);
-                }
-                builder.build()
-            }
+            OtlpProtocol::Grpc => OtlpExporter::grpc(&self.endpoint, headers, self.export_timeout),
             OtlpProtocol::HttpProtobuf => {
-                let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_http_client(RuntimeHttpClient::new())
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(&self.endpoint);
-                if let Some(timeout) = self.export_timeout {
-                    builder = builder.with_timeout(timeout);
-                }
-                builder.build()
+                OtlpExporter::http(&self.endpoint, headers, self.export_timeout)
             }
         }
         .map_err(|e| TracesError::Exporter(e.to_string()))?;
@@ -200,6 +196,62 @@ impl TraceExport {
         crate::trace::start(self.sampling, provider.tracer("mesh-authz"));
         provider
     }
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds.
+fn env_timeout(set: &impl Fn(&str) -> Option<String>) -> Result<Duration, TracesError> {
+    let Some((variable, value)) = [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .into_iter()
+    .find_map(|name| set(name).map(|v| (name, v))) else {
+        return Ok(DEFAULT_EXPORT_TIMEOUT);
+    };
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| TracesError::Variable {
+            variable,
+            problem: format!("{value:?} is not a positive number of milliseconds"),
+        })
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`: `key=value`
+/// pairs split by commas, values percent-decoded (W3C Baggage's format, as the OTLP
+/// exporter specification says). A pair that is not a valid header is refused by its
+/// position, never by its value, which may be a secret.
+fn env_headers(set: &impl Fn(&str) -> Option<String>) -> Result<ExportHeaders, TracesError> {
+    let Some((variable, value)) = [
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+    ]
+    .into_iter()
+    .find_map(|name| set(name).map(|v| (name, v))) else {
+        return Ok(ExportHeaders::default());
+    };
+    let mut headers = Vec::new();
+    for (n, pair) in value.split(',').map(str::trim).enumerate() {
+        if pair.is_empty() {
+            continue;
+        }
+        let bad = |what: &str| TracesError::Variable {
+            variable,
+            problem: format!("pair {} is not `key=value` with {what}", n + 1),
+        };
+        let (name, raw) = pair.split_once('=').ok_or_else(|| bad("an `=`"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| bad("a valid header name"))?;
+        let decoded = percent_encoding::percent_decode_str(raw.trim()).collect::<Vec<u8>>();
+        let mut value =
+            http::HeaderValue::from_bytes(&decoded).map_err(|_| bad("a valid header value"))?;
+        value.set_sensitive(true);
+        headers.push((name, value));
+    }
+    Ok(ExportHeaders(headers))
 }
 
 /// The sampler `OTEL_TRACES_SAMPLER` (and `OTEL_TRACES_SAMPLER_ARG`) names, as the SDK
@@ -329,54 +381,6 @@ impl<E: SpanExporter> SpanExporter for CountedExporter<E> {
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
-    }
-}
-
-/// OTLP/HTTP through the reqwest mesh-authz already uses. The batch processor exports
-/// from its own thread, where no tokio runtime runs, so each request is spawned onto
-/// the runtime the exporter was built in.
-#[derive(Debug)]
-struct RuntimeHttpClient {
-    http: reqwest::Client,
-    runtime: tokio::runtime::Handle,
-}
-
-impl RuntimeHttpClient {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            runtime: tokio::runtime::Handle::current(),
-        }
-    }
-}
-
-/// Collector answers are small; a larger one is not read.
-const MAX_COLLECTOR_ANSWER: usize = 64 * 1024;
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for RuntimeHttpClient {
-    async fn send_bytes(
-        &self,
-        request: http::Request<bytes::Bytes>,
-    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
-        let http = self.http.clone();
-        let request = reqwest::Request::try_from(request)?;
-        let sent = self.runtime.spawn(async move {
-            let mut response = http.execute(request).await?;
-            let mut answer = http::Response::builder().status(response.status());
-            for (name, value) in response.headers() {
-                answer = answer.header(name, value);
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await? {
-                if body.len() + chunk.len() > MAX_COLLECTOR_ANSWER {
-                    break;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok::<_, opentelemetry_http::HttpError>(answer.body(bytes::Bytes::from(body))?)
-        });
-        sent.await?
     }
 }
 
@@ -569,5 +573,52 @@ mod tests {
             sampling(&configured, &[("OTEL_TRACES_SAMPLER", "always_off")]),
             (0.5, true)
         );
+    }
+
+    #[test]
+    fn export_headers_and_timeout_come_from_the_variables_and_values_are_never_shown() {
+        let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317");
+        let export = resolve(
+            &TracesSettings::default(),
+            &[
+                on,
+                ("OTEL_EXPORTER_OTLP_HEADERS", "ignored=1"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                    " api-key = s%3Dcr3t ,, x-team=a b",
+                ),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        let headers: Vec<_> = export
+            .headers
+            .0
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(headers, [("api-key", "s=cr3t"), ("x-team", "a b")]);
+        assert_eq!(export.export_timeout, Duration::from_millis(2500));
+        let shown = format!("{export:?}");
+        assert!(
+            shown.contains("api-key") && !shown.contains("cr3t"),
+            "{shown}"
+        );
+
+        let plain = resolve(&TracesSettings::default(), &[on]).unwrap().unwrap();
+        assert_eq!(plain.export_timeout, Duration::from_secs(10));
+        assert!(plain.headers.0.is_empty());
+
+        for (variable, value) in [
+            ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=s3cret"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "k=s3cret%0A"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+        ] {
+            let e = resolve(&TracesSettings::default(), &[on, (variable, value)]).unwrap_err();
+            assert!(e.to_string().starts_with(variable), "{e}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 }
