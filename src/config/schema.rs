@@ -102,7 +102,8 @@ pub struct RawTraces {
     /// 2048.
     pub max_queue_size: Option<usize>,
     /// Time an export may take before it is abandoned (its spans dropped). Default:
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, then `10s`.
+    /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, then `OTEL_EXPORTER_OTLP_TIMEOUT` (both in
+    /// milliseconds), then `10s`.
     #[serde(default, with = "humantime_serde::option")]
     pub export_timeout: Option<Duration>,
 }
