@@ -198,14 +198,26 @@ impl TraceExport {
     }
 }
 
+/// The first of `variables` that is set (the signal's own before the general one), and
+/// its value.
+fn first_set(
+    set: &impl Fn(&str) -> Option<String>,
+    variables: [&'static str; 2],
+) -> Option<(&'static str, String)> {
+    variables
+        .into_iter()
+        .find_map(|name| set(name).map(|value| (name, value)))
+}
+
 /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds.
 fn env_timeout(set: &impl Fn(&str) -> Option<String>) -> Result<Duration, TracesError> {
-    let Some((variable, value)) = [
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-    ]
-    .into_iter()
-    .find_map(|name| set(name).map(|v| (name, v))) else {
+    let Some((variable, value)) = first_set(
+        set,
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ],
+    ) else {
         return Ok(DEFAULT_EXPORT_TIMEOUT);
     };
     value
@@ -225,12 +237,13 @@ fn env_timeout(set: &impl Fn(&str) -> Option<String>) -> Result<Duration, Traces
 /// exporter specification says). A pair that is not a valid header is refused by its
 /// position, never by its value, which may be a secret.
 fn env_headers(set: &impl Fn(&str) -> Option<String>) -> Result<ExportHeaders, TracesError> {
-    let Some((variable, value)) = [
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        "OTEL_EXPORTER_OTLP_HEADERS",
-    ]
-    .into_iter()
-    .find_map(|name| set(name).map(|v| (name, v))) else {
+    let Some((variable, value)) = first_set(
+        set,
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ],
+    ) else {
         return Ok(ExportHeaders::default());
     };
     let mut headers = Vec::new();

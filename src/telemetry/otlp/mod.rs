@@ -171,12 +171,20 @@ async fn send(transport: Transport, headers: ExportHeaders, body: Bytes) -> Resu
             for (name, value) in headers.0 {
                 request = request.header(name, value);
             }
-            let response = request
+            let mut response = request
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| format!("collector unreachable: {e}"))?;
+                .map_err(|e| format!("collector unreachable: {}", e.without_url()))?;
             let status = response.status();
+            // The answer is read (up to a bound) so that the connection can be reused.
+            let mut read = 0;
+            while let Ok(Some(chunk)) = response.chunk().await {
+                read += chunk.len();
+                if read > MAX_COLLECTOR_ANSWER {
+                    break;
+                }
+            }
             if status.is_success() {
                 Ok(())
             } else {
@@ -185,6 +193,9 @@ async fn send(transport: Transport, headers: ExportHeaders, body: Bytes) -> Resu
         }
     }
 }
+
+/// Collector answers are small; past this much, the rest of one is not read.
+const MAX_COLLECTOR_ANSWER: usize = 64 * 1024;
 
 fn user_agent() -> HeaderValue {
     HeaderValue::from_static(concat!("mesh-authz/", env!("CARGO_PKG_VERSION")))
