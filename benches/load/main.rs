@@ -37,7 +37,8 @@
 //! back to back, so a drift of the shared machine's speed mostly cancels within a pair.
 //! - **traces**: the quickstart as shipped (audit on) with OTLP trace export on, every
 //!   Check sampled (`OTEL_TRACES_SAMPLER=always_on`), to a collector in a process of its
-//!   own, against the same config with export off and the no-op: what traces cost.
+//!   own, against the same config with export off and the no-op: what traces cost, at
+//!   saturation and at a fixed rate of half the traced-off capacity.
 //! - **memory**: RSS of mesh-authz with default cache bounds after a million distinct
 //!   EdDSA tokens from 100,000 users, groups from a fake Gerrit.
 //!
@@ -1210,6 +1211,36 @@ fn traces_part(bench: &mut Bench) {
     bench.rows.extend([
         Row::rps(part, off_runs, noop_runs, Target::None),
         Row::cpu(part, off_runs, noop_runs, Target::None),
+    ]);
+    // At saturation the collector process takes its share of this machine's two cores
+    // from the server and h2load. At a fixed offered rate, as a gateway's authorizer
+    // runs, there is room for it: what traces cost a check shows without that.
+    let capacity = report::median_by_rps(off_runs.clone()).rps;
+    let rate = h2load::Rate {
+        settings: bench.scale.h2load,
+        rps: (capacity * 0.5) as u32,
+        seconds: bench.scale.rate_seconds,
+    };
+    let pair = [&all, &off];
+    let mut at_rate: [Vec<Stats>; 2] = Default::default();
+    for round in 0..bench.scale.rounds * 2 {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            at_rate[i].push(bench.h2load_rate(pair[i], rate, &body));
+        }
+    }
+    for (server, runs) in pair.iter().zip(&at_rate) {
+        let title = format!(
+            "traces part, rate 50 % of traces-off capacity ({} checks/s offered), h2load: {}",
+            rate.rps, server.name
+        );
+        println!("{}", report::rounds_block(&title, runs, note));
+    }
+    let part = "traces on at 100 % / traces off, at 50 % of traces-off capacity (baseline column: traces off)";
+    bench.rows.extend([
+        Row::p50(part, &at_rate[0], &at_rate[1], Target::AtMost(1.10)),
+        Row::p99(part, &at_rate[0], &at_rate[1], Target::None),
+        Row::cpu(part, &at_rate[0], &at_rate[1], Target::AtMost(1.10)),
     ]);
     std::thread::sleep(Duration::from_secs(6));
     for server in [&all, &tenth] {

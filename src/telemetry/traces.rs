@@ -5,7 +5,6 @@
 use crate::config::{OtlpProtocol, TracesSettings};
 use crate::telemetry::otlp::{ExportHeaders, OtlpExporter};
 use crate::trace::Sampling;
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
@@ -166,34 +165,39 @@ impl TraceExport {
     /// The provider exporting through `exporter` (the OTLP one in [`TraceExport::start`];
     /// another for profiling).
     pub fn provider(&self, exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
-        let in_queue = Arc::new(AtomicUsize::new(0));
-        let batch = BatchSpanProcessor::builder(CountedExporter {
-            inner: exporter,
-            in_queue: in_queue.clone(),
-        })
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(self.max_queue_size)
-                .build(),
-        )
-        .build();
         let mut resource = opentelemetry_sdk::Resource::builder().with_attribute(
             opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         );
         if let Some(name) = &self.service_name {
             resource = resource.with_service_name(name.clone());
         }
+        let resource = resource.build();
+        let in_queue = Arc::new(AtomicUsize::new(0));
+        let mut exporter = CountedExporter {
+            inner: exporter,
+            in_queue: in_queue.clone(),
+        };
+        exporter.set_resource(&resource);
+        let batch = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(self.max_queue_size)
+                    .build(),
+            )
+            .build();
+        let queue = Arc::new(BoundedQueue {
+            inner: batch,
+            in_queue,
+            capacity: self.max_queue_size,
+        });
+        // crate::trace hands its spans to the queue itself; the provider is kept for
+        // shutting the batch thread down (which sends what is queued).
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(BoundedQueue {
-                inner: batch,
-                in_queue,
-                capacity: self.max_queue_size,
-            })
-            .with_resource(resource.build());
-        // Which Checks are traced is decided before their spans exist (crate::trace);
-        // every span that exists is exported.
-        let provider = provider.with_sampler(Sampler::AlwaysOn).build();
-        crate::trace::start(self.sampling, provider.tracer("mesh-authz"));
+            .with_span_processor(Shared(queue.clone()))
+            .with_resource(resource)
+            .with_sampler(Sampler::AlwaysOn)
+            .build();
+        crate::trace::start(self.sampling, queue);
         provider
     }
 }
@@ -359,6 +363,29 @@ impl SpanProcessor for BoundedQueue {
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// The queue as the provider holds it, to shut it down; the resource was given to the
+/// exporter when it was made.
+#[derive(Debug)]
+struct Shared(Arc<BoundedQueue>);
+
+impl SpanProcessor for Shared {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
     }
 }
 
