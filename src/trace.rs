@@ -280,8 +280,8 @@ pub fn in_current_span<F: Future>(future: F) -> Either<WithContext<F>, F> {
 /// the route and rule are the config's names, the reason one of mesh-authz's codes.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionAttributes<'a> {
-    /// The route's name, if one matched.
-    pub route: Option<&'a str>,
+    /// The route's name, if one matched (shared with the compiled route, not copied).
+    pub route: Option<&'a Arc<str>>,
     /// The rule or grant that decided, if any.
     pub rule: Option<&'a str>,
     /// `allow`, `deny`, `unavailable`, ...
@@ -305,7 +305,7 @@ pub fn record_decision(span: &TraceSpan, attributes: DecisionAttributes<'_>) {
 fn decision_attributes(attributes: DecisionAttributes<'_>) -> Vec<KeyValue> {
     let mut values = Vec::with_capacity(DECISION_ATTRIBUTES);
     if let Some(route) = attributes.route {
-        values.push(KeyValue::new("mesh_authz.route", route.to_owned()));
+        values.push(KeyValue::new("mesh_authz.route", Arc::clone(route)));
     }
     if let Some(rule) = attributes.rule {
         values.push(KeyValue::new("mesh_authz.rule", rule.to_owned()));

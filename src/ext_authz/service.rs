@@ -109,7 +109,7 @@ impl CheckService {
         crate::trace::record_decision(
             &span,
             crate::trace::DecisionAttributes {
-                route,
+                route: decision.route.as_ref().map(|r| &r.name),
                 rule: decision.rule.as_deref(),
                 decision: decision.verdict.kind(),
                 reason: decision.verdict.reason(),

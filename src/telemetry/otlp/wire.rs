@@ -36,7 +36,7 @@ impl EncodedResource {
     pub fn new(resource: &Resource) -> Self {
         let mut message = Vec::new();
         for (key, value) in resource.iter() {
-            message_field(&mut message, 1, |b| key_value(b, key.as_str(), value));
+            attribute(&mut message, 1, key.as_str(), value);
         }
         Self {
             message,
@@ -73,7 +73,7 @@ fn scope_spans(buf: &mut Vec<u8>, scope: &InstrumentationScope, spans: &[SpanDat
         string_field(b, 1, scope.name());
         string_field(b, 2, scope.version().unwrap_or_default());
         for kv in scope.attributes() {
-            message_field(b, 3, |b| key_value(b, kv.key.as_str(), &kv.value));
+            attribute(b, 3, kv.key.as_str(), &kv.value);
         }
     });
     for span in spans {
@@ -95,7 +95,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {
     fixed64_field(buf, 7, nanos(span.start_time));
     fixed64_field(buf, 8, nanos(span.end_time));
     for kv in &span.attributes {
-        message_field(buf, 9, |b| key_value(b, kv.key.as_str(), &kv.value));
+        attribute(buf, 9, kv.key.as_str(), &kv.value);
     }
     varint_field(buf, 10, u64::from(span.dropped_attributes_count));
     for event in span.events.iter() {
@@ -103,7 +103,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {
             fixed64_field(b, 1, nanos(event.timestamp));
             string_field(b, 2, &event.name);
             for kv in &event.attributes {
-                message_field(b, 3, |b| key_value(b, kv.key.as_str(), &kv.value));
+                attribute(b, 3, kv.key.as_str(), &kv.value);
             }
             varint_field(b, 4, u64::from(event.dropped_attributes_count));
         });
@@ -116,7 +116,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {
             bytes_field(b, 2, &context.span_id().to_bytes());
             string_field(b, 3, &context.trace_state().header());
             for kv in &link.attributes {
-                message_field(b, 4, |b| key_value(b, kv.key.as_str(), &kv.value));
+                attribute(b, 4, kv.key.as_str(), &kv.value);
             }
             varint_field(b, 5, u64::from(link.dropped_attributes_count));
             fixed32_field(b, 6, flags(context.is_remote(), context.trace_flags()));
@@ -159,6 +159,39 @@ fn span_kind(kind: &SpanKind) -> u64 {
 fn nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A `KeyValue` message as field `field`. A string or number value's lengths are known
+/// before writing, so they are written first; an array goes through [`message_field`].
+fn attribute(buf: &mut Vec<u8>, field: u32, name: &str, value: &Value) {
+    let any_len = match value {
+        Value::Bool(_) => 2,
+        Value::I64(v) => 1 + varint_len(*v as u64),
+        Value::F64(_) => 9,
+        Value::String(v) => {
+            let len = v.as_str().len();
+            1 + varint_len(len as u64) + len
+        }
+        _ => return message_field(buf, field, |b| key_value(b, name, value)),
+    };
+    let name_len = match name.len() {
+        0 => 0,
+        len => 1 + varint_len(len as u64) + len,
+    };
+    key(buf, field, LEN);
+    varint(
+        buf,
+        (name_len + 1 + varint_len(any_len as u64) + any_len) as u64,
+    );
+    string_field(buf, 1, name);
+    key(buf, 2, LEN);
+    varint(buf, any_len as u64);
+    any_value(buf, value);
+}
+
+fn varint_len(value: u64) -> usize {
+    // 7 bits a byte; 0 takes one.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A `KeyValue` message's fields.
