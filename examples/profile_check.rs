@@ -140,8 +140,6 @@ fn without_dynamic_metadata() -> mesh_authz::authorize::Authorizer {
         .expect("authorizer builds")
 }
 
-/// Trace export as `serve` installs it (the bounded batch queue), a `ratio` of
-/// Checks sampled, with an exporter that discards what it is handed.
 /// How the discarding exporter treats a batch first.
 #[derive(Debug, Clone, Copy)]
 enum Encoding {
@@ -164,6 +162,8 @@ fn encoding(has: &impl Fn(&str) -> bool) -> Encoding {
     }
 }
 
+/// Trace export as `serve` installs it (the bounded batch queue), a `ratio` of
+/// Checks sampled, with an exporter that discards what it is handed.
 fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::SdkTracerProvider {
     use mesh_authz::telemetry::otlp::wire::{export_request, EncodedResource};
     use mesh_authz::telemetry::traces::TraceExport;
@@ -174,7 +174,9 @@ fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::S
     #[derive(Debug)]
     struct Discard {
         encoding: Encoding,
-        resource: opentelemetry_sdk::Resource,
+        /// The resource as each encoding needs it, made once, as the exporter does.
+        ours: EncodedResource,
+        theirs: ResourceAttributesWithSchema,
     }
     impl opentelemetry_sdk::trace::SpanExporter for Discard {
         async fn export(
@@ -184,13 +186,11 @@ fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::S
             match self.encoding {
                 Encoding::None => {}
                 Encoding::Ours => {
-                    let resource = EncodedResource::new(&self.resource);
-                    std::hint::black_box(export_request(&batch, &resource));
+                    std::hint::black_box(export_request(&batch, &self.ours));
                 }
                 Encoding::Crate => {
-                    let resource = ResourceAttributesWithSchema::from(&self.resource);
                     let request = ExportTraceServiceRequest {
-                        resource_spans: group_spans_by_resource_and_scope(batch, &resource),
+                        resource_spans: group_spans_by_resource_and_scope(batch, &self.theirs),
                     };
                     std::hint::black_box(request.encode_to_vec());
                 }
@@ -212,5 +212,9 @@ fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::S
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name("mesh-authz")
         .build();
-    export.provider(Discard { encoding, resource })
+    export.provider(Discard {
+        encoding,
+        ours: EncodedResource::new(&resource),
+        theirs: ResourceAttributesWithSchema::from(&resource),
+    })
 }

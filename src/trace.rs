@@ -16,9 +16,8 @@
 use futures_util::future::Either;
 use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::Status;
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;

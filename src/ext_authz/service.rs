@@ -159,6 +159,7 @@ impl CheckService {
         super::render(decision, request_id).map(Response::new)
     }
 }
+
 /// A trace header of the call's gRPC metadata. The trace headers' names are parsed once
 /// here: a lookup by `&str` parses (and lowercases) the name each time, and a Check makes
 /// up to six.
