@@ -13,13 +13,16 @@
 //! # browser sign-in: the same server config, alice by session cookie, then by token
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit session
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit session bearer
-//! # OTLP traces on, every Check sampled, spans discarded where the exporter would send them
+//! # OTLP traces on, every Check sampled, as `serve` exports them (each span encoded into
+//! # the export queue as it ends, each batch framed), discarded where they would be sent
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces
 //! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces10  # 10 %
-//! # the same, each batch encoded as `serve` does before sending (telemetry::otlp::wire)
-//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces otlp
-//! # ... or as the opentelemetry-otlp exporter does (opentelemetry-proto's conversion)
-//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces otlpcrate
+//! # for comparison, the SDK's batch span processor instead of the export queue, its
+//! # batches not encoded, encoded by telemetry::otlp::wire, or converted as the
+//! # opentelemetry-otlp exporter does (opentelemetry-proto)
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces sdk
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces sdk otlp
+//! valgrind --tool=callgrind target/release/examples/profile_check 11000 audit traces sdk otlpcrate
 //! ```
 
 #[path = "../benches/common/mod.rs"]
@@ -77,13 +80,21 @@ fn main() {
         http.headers.remove("authorization");
     }
     let bytes = bytes::Bytes::from(request.encode_to_vec());
-    let _provider = if has("traces") {
-        Some(install_traces(1.0, encoding(&has)))
+    let ratio = if has("traces") {
+        Some(1.0)
     } else if has("traces10") {
-        Some(install_traces(0.1, encoding(&has)))
+        Some(0.1)
     } else {
         None
     };
+    let _export = ratio.map(|ratio| {
+        let _runtime = rt.enter();
+        if has("sdk") {
+            Export::Sdk(install_sdk_processor(ratio, encoding(&has)))
+        } else {
+            Export::Queue(install_traces(ratio))
+        }
+    });
     // As the quickstart ships: audit on (to /dev/null here, so only its cost counts).
     let audit = has("audit").then(|| {
         AuditLog::start(AuditOutput::File("/dev/null".into())).expect("audit to /dev/null")
@@ -104,7 +115,7 @@ fn main() {
     let noop = has("noop");
     rt.block_on(async {
         let mut total = 0usize;
-        for _ in 0..n {
+        for i in 0..n {
             if noop {
                 // The floor: what a Check server on the generated types does (decode, an
                 // empty OK, encode).
@@ -124,6 +135,10 @@ fn main() {
                 .unwrap()
                 .into_inner();
             total += response.encode_to_vec().len();
+            if i % 64 == 63 {
+                // Lets other tasks (the trace export's) run, as a server's would.
+                tokio::task::yield_now().await;
+            }
         }
         println!("{n} checks, {total} bytes");
     });
@@ -140,12 +155,46 @@ fn without_dynamic_metadata() -> mesh_authz::authorize::Authorizer {
         .expect("authorizer builds")
 }
 
-/// How the discarding exporter treats a batch first.
+/// What exports the spans, kept until the end.
+#[allow(dead_code)]
+enum Export {
+    Queue(mesh_authz::telemetry::otlp::queue::ExportTask),
+    Sdk(Arc<SdkProcessor>),
+}
+
+/// Trace export as `serve` installs it (the export queue and its task), a `ratio` of
+/// Checks sampled, each export request discarded where it would be sent.
+fn install_traces(ratio: f64) -> mesh_authz::telemetry::otlp::queue::ExportTask {
+    struct Discard;
+    impl mesh_authz::telemetry::otlp::queue::Collector for Discard {
+        async fn export(&self, body: bytes::Bytes) -> Result<(), String> {
+            std::hint::black_box(body);
+            Ok(())
+        }
+    }
+    trace_export(ratio).start_with(Discard)
+}
+
+/// `serve`'s trace settings, with a queue that holds every span: valgrind runs one
+/// thread at a time, and none should be dropped while the export waits its turn.
+fn trace_export(ratio: f64) -> mesh_authz::telemetry::traces::TraceExport {
+    let settings = mesh_authz::config::TracesSettings {
+        enabled: Some(true),
+        sample_ratio: Some(ratio),
+        max_queue_size: Some(1 << 20),
+        ..Default::default()
+    };
+    mesh_authz::telemetry::traces::TraceExport::resolve(&settings, |_| None)
+        .expect("settings resolve")
+        .expect("export on")
+}
+
+/// How the discarding exporter behind the SDK's processor treats a batch first.
 #[derive(Debug, Clone, Copy)]
 enum Encoding {
     /// Not at all.
     None,
-    /// Encoded as `serve` encodes it (`telemetry::otlp::wire`): `otlp`.
+    /// Encoded by `telemetry::otlp::wire`: `otlp`.
     Ours,
     /// Converted to `opentelemetry-proto` messages and prost-encoded, as the
     /// `opentelemetry-otlp` exporter does: `otlpcrate`.
@@ -162,19 +211,36 @@ fn encoding(has: &impl Fn(&str) -> bool) -> Encoding {
     }
 }
 
-/// Trace export as `serve` installs it (the bounded batch queue), a `ratio` of
-/// Checks sampled, with an exporter that discards what it is handed.
-fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::SdkTracerProvider {
-    use mesh_authz::telemetry::otlp::wire::{export_request, EncodedResource};
-    use mesh_authz::telemetry::traces::TraceExport;
+/// The SDK's batch span processor as the span sink (what `serve` used before the export
+/// queue).
+#[derive(Debug)]
+struct SdkProcessor(opentelemetry_sdk::trace::BatchSpanProcessor);
+
+impl mesh_authz::trace::SpanSink for SdkProcessor {
+    fn end(&self, span: opentelemetry_sdk::trace::SpanData) {
+        use opentelemetry_sdk::trace::SpanProcessor;
+        self.0.on_end(span);
+    }
+}
+
+impl Drop for SdkProcessor {
+    fn drop(&mut self) {
+        use opentelemetry_sdk::trace::SpanProcessor;
+        let _ = self.0.shutdown();
+    }
+}
+
+/// The SDK's batch span processor with an exporter that discards each batch after
+/// encoding it as `encoding` says.
+fn install_sdk_processor(ratio: f64, encoding: Encoding) -> Arc<SdkProcessor> {
+    use mesh_authz::telemetry::otlp::wire::{spans_request, EncodedResource};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-    /// Discards each batch, first encoding it as `encoding` says.
     #[derive(Debug)]
     struct Discard {
         encoding: Encoding,
-        /// The resource as each encoding needs it, made once, as the exporter does.
+        /// The resource as each encoding needs it, made once, as an exporter does.
         ours: EncodedResource,
         theirs: ResourceAttributesWithSchema,
     }
@@ -186,7 +252,7 @@ fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::S
             match self.encoding {
                 Encoding::None => {}
                 Encoding::Ours => {
-                    std::hint::black_box(export_request(&batch, &self.ours));
+                    std::hint::black_box(spans_request(&batch, &self.ours));
                 }
                 Encoding::Crate => {
                     let request = ExportTraceServiceRequest {
@@ -198,23 +264,22 @@ fn install_traces(ratio: f64, encoding: Encoding) -> opentelemetry_sdk::trace::S
             Ok(())
         }
     }
-    let settings = mesh_authz::config::TracesSettings {
-        enabled: Some(true),
-        sample_ratio: Some(ratio),
-        // Valgrind runs one thread at a time: a queue that holds every span, so that
-        // none is dropped while the batch thread waits its turn.
-        max_queue_size: Some(1 << 20),
-        ..Default::default()
-    };
-    let export = TraceExport::resolve(&settings, |_| None)
-        .expect("settings resolve")
-        .expect("export on");
+    let export = trace_export(ratio);
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name("mesh-authz")
         .build();
-    export.provider(Discard {
+    let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(Discard {
         encoding,
         ours: EncodedResource::new(&resource),
         theirs: ResourceAttributesWithSchema::from(&resource),
     })
+    .with_batch_config(
+        opentelemetry_sdk::trace::BatchConfigBuilder::default()
+            .with_max_queue_size(export.max_queue_size)
+            .build(),
+    )
+    .build();
+    let sink = Arc::new(SdkProcessor(processor));
+    mesh_authz::trace::start(export.sampling, sink.clone());
+    sink
 }

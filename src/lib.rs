@@ -53,8 +53,9 @@
 //!   `/metrics`, authenticated group cache invalidation and Gerrit's group events, passed
 //!   on to the other replicas first and retried (`admin::Peers`).
 //! - [`telemetry`]: logging setup, Prometheus metrics, the audit log, OTLP trace export
-//!   (`traces.rs`: the config over the `OTEL_*` variables, the bounded batch queue;
-//!   `otlp/`: the exporter, gRPC or HTTP, and `wire.rs`, OTLP's protobuf encoding).
+//!   (`traces.rs`: the config over the `OTEL_*` variables; `otlp/`: `wire.rs`, OTLP's
+//!   protobuf encoding, `queue.rs`, the bounded queue of encoded spans and the task that
+//!   sends its batches, and the exporter, gRPC or HTTP).
 //! - [`outbound`]: what mesh-authz's own requests share (how their errors read).
 //! - [`trace`]: the request path's spans and their sampling, the parent Envoy sends (W3C or
 //!   B3), the `traceparent` of Gerrit and IdP requests; used by the modules above, imports

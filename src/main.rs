@@ -255,11 +255,14 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
+/// How long shutdown waits for queued spans to reach the collector (the SDK's default).
+const TRACE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     let config = load(path.as_ref())?;
     let traces =
         telemetry::traces::TraceExport::resolve(&config.traces, |name| std::env::var(name).ok())?;
-    let provider = traces.as_ref().map(|t| t.start()).transpose()?;
+    let export = traces.as_ref().map(|t| t.start()).transpose()?;
     telemetry::init_logging(log_format);
     if let Some(t) = &traces {
         tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, "exporting traces");
@@ -281,9 +284,9 @@ async fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<E
     shutdown_signal().await;
     tracing::info!("signal received");
     server.shutdown().await?;
-    if let Some(provider) = provider {
-        // Sends what is queued; the batch thread blocks, so not on a runtime thread.
-        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    if let Some(export) = export {
+        // Sends what is queued, as the drained Checks' spans are.
+        export.shutdown(TRACE_FLUSH_TIMEOUT).await;
     }
     Ok(ExitCode::SUCCESS)
 }

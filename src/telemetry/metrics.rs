@@ -211,7 +211,7 @@ impl Metrics {
             "Checks answered DEADLINE_EXCEEDED without a decision: they waited past their grpc-timeout (Envoy had given up on them)",
             expired.clone(),
         );
-        let traces = &super::traces::COUNTERS;
+        let traces = &super::otlp::queue::COUNTERS;
         registry.register(
             "trace_spans_dropped",
             "Spans dropped because telemetry.traces.max_queue_size spans were waiting for export (the collector is slow or down); decisions are unaffected",

@@ -1,18 +1,13 @@
 //! OTLP trace export: the config's `telemetry.traces` merged with the standard `OTEL_*`
-//! variables (the config wins), and the SDK's batch exporter behind a bounded, counted
-//! queue, from which [`crate::trace`] makes its spans.
+//! variables (the config wins), and the export queue and task they start, into which
+//! [`crate::trace`] puts its spans.
 
 use crate::config::{OtlpProtocol, TracesSettings};
+use crate::telemetry::otlp::queue::{Collector, ExportTask, QueueSettings, SpanQueue};
+use crate::telemetry::otlp::wire::{EncodedResource, EncodedScope};
 use crate::telemetry::otlp::{ExportHeaders, OtlpExporter};
 use crate::trace::Sampling;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-    SpanProcessor,
-};
-use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why trace export cannot start.
@@ -44,8 +39,15 @@ pub struct TraceExport {
     /// Which Checks are traced: the config's ratio (parent-based), else
     /// `OTEL_TRACES_SAMPLER`/`_ARG`, else every Check whose caller does not say no.
     pub sampling: Sampling,
-    /// Spans waiting for export, at most.
+    /// Spans waiting for export, at most: the config's, else `OTEL_BSP_MAX_QUEUE_SIZE`,
+    /// else 2048.
     pub max_queue_size: usize,
+    /// Spans in one export, at most: `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (no more than
+    /// the queue), else 512.
+    pub max_export_batch_size: usize,
+    /// How long a batch that is not full waits: `OTEL_BSP_SCHEDULE_DELAY`
+    /// (milliseconds), else 5 s.
+    pub schedule_delay: Duration,
     /// How long one export may take: the config's, else `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`
     /// or `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else 10 s.
     pub export_timeout: Duration,
@@ -56,8 +58,14 @@ pub struct TraceExport {
     pub include_user: bool,
 }
 
-/// The SDK's default queue (`OTEL_BSP_MAX_QUEUE_SIZE`).
+/// The specification's default queue (`OTEL_BSP_MAX_QUEUE_SIZE`).
 const DEFAULT_QUEUE: usize = 2048;
+
+/// The specification's default batch (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
+const DEFAULT_BATCH: usize = 512;
+
+/// The specification's default schedule delay (`OTEL_BSP_SCHEDULE_DELAY`).
+const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_secs(5);
 
 /// The OTLP exporter specification's default export timeout.
 const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,16 +121,15 @@ impl TraceExport {
         });
         let max_queue_size = match settings.max_queue_size {
             Some(n) => n,
-            None => match set("OTEL_BSP_MAX_QUEUE_SIZE") {
-                Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    TracesError::Variable {
-                        variable: "OTEL_BSP_MAX_QUEUE_SIZE",
-                        problem: format!("{v:?} is not a positive number"),
-                    }
-                })?,
-                None => DEFAULT_QUEUE,
-            },
+            None => env_positive(&set, "OTEL_BSP_MAX_QUEUE_SIZE")?.unwrap_or(DEFAULT_QUEUE),
         };
+        let max_export_batch_size = env_positive(&set, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")?
+            .unwrap_or(DEFAULT_BATCH)
+            .min(max_queue_size);
+        let schedule_delay = env_positive(&set, "OTEL_BSP_SCHEDULE_DELAY")?
+            .map_or(DEFAULT_SCHEDULE_DELAY, |ms| {
+                Duration::from_millis(ms as u64)
+            });
         Ok(Some(Self {
             endpoint,
             protocol,
@@ -139,6 +146,8 @@ impl TraceExport {
                 None => env_sampling(&set)?,
             },
             max_queue_size,
+            max_export_batch_size,
+            schedule_delay,
             export_timeout: match settings.export_timeout {
                 Some(timeout) => timeout,
                 None => env_timeout(&set)?,
@@ -148,9 +157,9 @@ impl TraceExport {
         }))
     }
 
-    /// Builds the exporter and its provider. Must run inside the tokio runtime: the gRPC
-    /// and HTTP clients send from it, not from the batch thread.
-    pub fn start(&self) -> Result<SdkTracerProvider, TracesError> {
+    /// Builds the exporter, starts the export task and turns tracing on. Must run
+    /// inside the tokio runtime, from which the task sends.
+    pub fn start(&self) -> Result<ExportTask, TracesError> {
         let headers = self.headers.clone();
         let exporter = match self.protocol {
             OtlpProtocol::Grpc => OtlpExporter::grpc(&self.endpoint, headers, self.export_timeout),
@@ -159,47 +168,53 @@ impl TraceExport {
             }
         }
         .map_err(|e| TracesError::Exporter(e.to_string()))?;
-        Ok(self.provider(exporter))
+        Ok(self.start_with(exporter))
     }
 
-    /// The provider exporting through `exporter` (the OTLP one in [`TraceExport::start`];
-    /// another for profiling).
-    pub fn provider(&self, exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
+    /// Like [`TraceExport::start`], sending to `collector` (the OTLP exporter there;
+    /// another when profiling).
+    pub fn start_with(&self, collector: impl Collector) -> ExportTask {
         let mut resource = opentelemetry_sdk::Resource::builder().with_attribute(
             opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         );
         if let Some(name) = &self.service_name {
             resource = resource.with_service_name(name.clone());
         }
-        let resource = resource.build();
-        let in_queue = Arc::new(AtomicUsize::new(0));
-        let mut exporter = CountedExporter {
-            inner: exporter,
-            in_queue: in_queue.clone(),
-        };
-        exporter.set_resource(&resource);
-        let batch = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_max_queue_size(self.max_queue_size)
-                    .build(),
-            )
-            .build();
-        let queue = Arc::new(BoundedQueue {
-            inner: batch,
-            in_queue,
+        let queue = Arc::new(SpanQueue::new(QueueSettings {
             capacity: self.max_queue_size,
-        });
-        // crate::trace hands its spans to the queue itself; the provider is kept for
-        // shutting the batch thread down (which sends what is queued).
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(Shared(queue.clone()))
-            .with_resource(resource)
-            .with_sampler(Sampler::AlwaysOn)
-            .build();
+            batch_size: self.max_export_batch_size,
+            delay: self.schedule_delay,
+        }));
+        let task = ExportTask::spawn(
+            queue.clone(),
+            collector,
+            EncodedResource::new(&resource.build()),
+            EncodedScope::new(
+                &opentelemetry::InstrumentationScope::builder(crate::trace::SCOPE).build(),
+            ),
+        );
         crate::trace::start(self.sampling, queue);
-        provider
+        task
     }
+}
+
+/// The positive number variable `variable` holds, if it is set.
+fn env_positive(
+    set: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<usize>, TracesError> {
+    set(variable)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| TracesError::Variable {
+                    variable,
+                    problem: format!("{v:?} is not a positive number"),
+                })
+        })
+        .transpose()
 }
 
 /// The first of `variables` that is set (the signal's own before the general one), and
@@ -310,120 +325,6 @@ fn env_sampling(set: &impl Fn(&str) -> Option<String>) -> Result<Sampling, Trace
     })
 }
 
-/// Trace export's own counters, shown on `/metrics` whether export is on or not.
-#[derive(Debug, Default)]
-pub struct TraceCounters {
-    /// Spans dropped because the queue was full.
-    pub dropped: Counter,
-    /// Spans the collector accepted.
-    pub exported: Counter,
-    /// Spans in exports that failed (collector down, refused, timed out).
-    pub failed: Counter,
-}
-
-/// The process's trace counters (one exporter per process).
-pub static COUNTERS: LazyLock<TraceCounters> = LazyLock::new(TraceCounters::default);
-
-/// The SDK's batch processor, behind a count of the spans it holds: a span beyond
-/// `capacity` is dropped here, where it can be counted. The batch processor's own
-/// queue has the same size, so it never drops one itself.
-#[derive(Debug)]
-struct BoundedQueue {
-    inner: BatchSpanProcessor,
-    in_queue: Arc<AtomicUsize>,
-    capacity: usize,
-}
-
-impl SpanProcessor for BoundedQueue {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
-        self.inner.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        let taken = self
-            .in_queue
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.capacity).then_some(n + 1)
-            });
-        match taken {
-            Ok(_) => self.inner.on_end(span),
-            Err(_) => {
-                COUNTERS.dropped.inc();
-            }
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-/// The queue as the provider holds it, to shut it down; the resource was given to the
-/// exporter when it was made.
-#[derive(Debug)]
-struct Shared(Arc<BoundedQueue>);
-
-impl SpanProcessor for Shared {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
-        self.0.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        self.0.on_end(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-}
-
-/// The OTLP exporter, releasing the queue's count of each batch once it is sent (or
-/// given up on) and counting the outcome.
-#[derive(Debug)]
-struct CountedExporter<E> {
-    inner: E,
-    in_queue: Arc<AtomicUsize>,
-}
-
-impl<E: SpanExporter> SpanExporter for CountedExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len();
-        let result = self.inner.export(batch).await;
-        self.in_queue.fetch_sub(n, Ordering::AcqRel);
-        let counter = if result.is_ok() {
-            &COUNTERS.exported
-        } else {
-            &COUNTERS.failed
-        };
-        counter.inc_by(n as u64);
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +362,8 @@ mod tests {
         assert_eq!(grpc.protocol, OtlpProtocol::Grpc);
         assert_eq!(grpc.service_name.as_deref(), Some("mesh-authz"));
         assert_eq!(grpc.max_queue_size, 2048);
+        assert_eq!(grpc.max_export_batch_size, 512);
+        assert_eq!(grpc.schedule_delay, Duration::from_secs(5));
         // HTTP appends the signal's path to the general endpoint, not to the specific one.
         let http = resolve(
             &TracesSettings::default(),
@@ -469,6 +372,8 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
                 ("OTEL_SERVICE_NAME", "authz-eu"),
                 ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "250"),
             ],
         )
         .unwrap()
@@ -478,6 +383,8 @@ mod tests {
         // The SDK reads OTEL_SERVICE_NAME itself.
         assert_eq!(http.service_name, None);
         assert_eq!(http.max_queue_size, 100);
+        assert_eq!(http.max_export_batch_size, 64);
+        assert_eq!(http.schedule_delay, Duration::from_millis(250));
         let specific = resolve(
             &TracesSettings::default(),
             &[
@@ -512,6 +419,7 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
                 ("OTEL_SERVICE_NAME", "env-name"),
                 ("OTEL_BSP_MAX_QUEUE_SIZE", "99"),
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
             ],
         )
         .unwrap()
@@ -520,6 +428,8 @@ mod tests {
         assert_eq!(export.protocol, OtlpProtocol::Grpc);
         assert_eq!(export.service_name.as_deref(), Some("authz"));
         assert_eq!(export.max_queue_size, 10);
+        // A batch is never larger than the queue.
+        assert_eq!(export.max_export_batch_size, 10);
         let off = TracesSettings {
             enabled: Some(false),
             ..TracesSettings::default()
@@ -570,6 +480,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("OTEL_BSP_MAX_QUEUE_SIZE"), "{e}");
+        let e = resolve(
+            &TracesSettings::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "5s"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OTEL_BSP_SCHEDULE_DELAY"), "{e}");
         let e = resolve(
             &TracesSettings::default(),
             &[

@@ -1,20 +1,19 @@
-//! The OTLP span exporter the SDK's batch processor hands its batches to: each batch is
-//! encoded on the batch thread ([`wire`]) and sent from the tokio runtime, over gRPC
+//! OTLP trace export: spans encoded as they end ([`wire`]), queued in batches
+//! ([`queue`]), and sent by [`OtlpExporter`] from the tokio runtime, over gRPC
 //! (`TraceService/Export`) or HTTP (`POST /v1/traces`, `application/x-protobuf`).
 //!
-//! It replaces `opentelemetry-otlp`'s exporter for a measured reason: that crate's
-//! conversion of each span cost more than the span (see [`wire`]). What it read from
-//! the environment is read in [`crate::telemetry::traces`]: endpoint, protocol, timeout
-//! and headers.
+//! It replaces `opentelemetry-otlp`'s exporter and the SDK's batch processor for measured
+//! reasons: that crate's conversion of each span cost more than the span (see [`wire`]),
+//! and the processor's moving of spans more than their encoding (see [`queue`]). What
+//! the crate read from the environment is read in [`crate::telemetry::traces`]:
+//! endpoint, protocol, timeout and headers.
 
+pub mod queue;
 pub mod wire;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use http::header::{HeaderName, HeaderValue};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::time::Duration;
-use wire::EncodedResource;
 
 /// Why an exporter cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -55,19 +54,18 @@ enum Transport {
 /// gRPC's method for trace export.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// The exporter; see the module's text.
+/// The client that sends export requests to the collector, each within the export
+/// timeout.
 #[derive(Debug)]
 pub struct OtlpExporter {
     transport: Transport,
     headers: ExportHeaders,
     timeout: Duration,
-    resource: EncodedResource,
-    runtime: tokio::runtime::Handle,
 }
 
 impl OtlpExporter {
-    /// OTLP/gRPC to `endpoint` (`http://host:4317`). Must run inside the tokio runtime,
-    /// from which it then sends; the connection is made at the first export.
+    /// OTLP/gRPC to `endpoint` (`http://host:4317`). Must run inside the tokio runtime;
+    /// the connection is made at the first export.
     pub fn grpc(
         endpoint: &str,
         headers: ExportHeaders,
@@ -88,7 +86,6 @@ impl OtlpExporter {
     }
 
     /// OTLP/HTTP with protobuf bodies, posted to `url` (`http://host:4318/v1/traces`).
-    /// Must run inside the tokio runtime, from which it then sends.
     pub fn http(url: &str, headers: ExportHeaders, timeout: Duration) -> Result<Self, OtlpError> {
         reqwest::Url::parse(url).map_err(|e| OtlpError::Endpoint {
             endpoint: url.to_owned(),
@@ -109,32 +106,20 @@ impl OtlpExporter {
             transport,
             headers,
             timeout,
-            resource: EncodedResource::default(),
-            runtime: tokio::runtime::Handle::current(),
         }
     }
 }
 
-impl SpanExporter for OtlpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        // Encoded here, on the batch processor's thread; sent from the runtime, where
-        // the connection and the timer live.
-        let body = Bytes::from(wire::export_request(&batch, &self.resource));
-        drop(batch);
+impl queue::Collector for OtlpExporter {
+    async fn export(&self, body: Bytes) -> Result<(), String> {
         let send = send(self.transport.clone(), self.headers.clone(), body);
-        let timeout = self.timeout;
-        let sent = self
-            .runtime
-            .spawn(async move { tokio::time::timeout(timeout, send).await });
-        match sent.await {
-            Ok(Ok(result)) => result.map_err(OTelSdkError::InternalFailure),
-            Ok(Err(_)) => Err(OTelSdkError::Timeout(timeout)),
-            Err(e) => Err(OTelSdkError::InternalFailure(e.to_string())),
+        match tokio::time::timeout(self.timeout, send).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no answer from the collector within {} ms",
+                self.timeout.as_millis()
+            )),
         }
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.resource = EncodedResource::new(resource);
     }
 }
 

@@ -1,5 +1,6 @@
-//! OTLP's protobuf encoding of a batch of spans (`ExportTraceServiceRequest`), written
-//! straight from the SDK's [`SpanData`] into one buffer.
+//! OTLP's protobuf encoding of spans: each span as an entry of `ScopeSpans.spans`,
+//! written from the SDK's [`SpanData`] when it ends ([`span_entry`]), and the
+//! `ExportTraceServiceRequest` around a batch of entries ([`export_request`]).
 //!
 //! The OTLP exporter crate converts each span into `opentelemetry-proto` messages first:
 //! a SipHash of the span's scope, a `String` for every key and value (through `fmt`),
@@ -45,41 +46,95 @@ impl EncodedResource {
     }
 }
 
-/// The `ExportTraceServiceRequest` carrying `spans` from `resource`.
-pub fn export_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(64 + spans.len() * 256);
-    message_field(&mut buf, 1, |b| {
-        // ResourceSpans
-        bytes_field_always(b, 1, &resource.message);
-        let mut rest = spans;
-        while let Some(first) = rest.first() {
-            // Spans of one scope, in order (one tracer makes all of mesh-authz's).
-            let scope = &first.instrumentation_scope;
-            let n = rest
-                .iter()
-                .position(|s| s.instrumentation_scope != *scope)
-                .unwrap_or(rest.len());
-            let (group, tail) = rest.split_at(n);
-            message_field(b, 2, |b| scope_spans(b, scope, group));
-            rest = tail;
+/// An `InstrumentationScope` message, encoded once.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedScope {
+    message: Vec<u8>,
+    schema_url: String,
+}
+
+impl EncodedScope {
+    /// The encoding of `scope`.
+    pub fn new(scope: &InstrumentationScope) -> Self {
+        let mut message = Vec::new();
+        string_field(&mut message, 1, scope.name());
+        string_field(&mut message, 2, scope.version().unwrap_or_default());
+        for kv in scope.attributes() {
+            attribute(&mut message, 3, kv.key.as_str(), &kv.value);
         }
-        string_field(b, 3, &resource.schema_url);
-    });
+        Self {
+            message,
+            schema_url: scope.schema_url().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+/// Appends `span` as one entry of `ScopeSpans.spans` (its field key, length and body):
+/// what the export queue keeps of a span from the moment it ends until its batch goes.
+pub fn span_entry(buf: &mut Vec<u8>, span: &SpanData) {
+    message_field(buf, 2, |b| encode_span(b, span));
+}
+
+/// The `ExportTraceServiceRequest` from `resource` carrying, for each scope, the span
+/// entries [`span_entry`] wrote. The lengths are known, so each entry is copied once.
+pub fn export_request(resource: &EncodedResource, scopes: &[(&EncodedScope, &[u8])]) -> Vec<u8> {
+    let scope_spans_len = |(scope, entries): &(&EncodedScope, &[u8])| {
+        field_len(1, scope.message.len(), true)
+            + entries.len()
+            + field_len(3, scope.schema_url.len(), false)
+    };
+    let resource_spans_len = field_len(1, resource.message.len(), true)
+        + scopes
+            .iter()
+            .map(|s| field_len(2, scope_spans_len(s), true))
+            .sum::<usize>()
+        + field_len(3, resource.schema_url.len(), false);
+    let mut buf = Vec::with_capacity(field_len(1, resource_spans_len, true));
+    key(&mut buf, 1, LEN);
+    varint(&mut buf, resource_spans_len as u64);
+    bytes_field_always(&mut buf, 1, &resource.message);
+    for s in scopes {
+        let (scope, entries) = s;
+        key(&mut buf, 2, LEN);
+        varint(&mut buf, scope_spans_len(s) as u64);
+        bytes_field_always(&mut buf, 1, &scope.message);
+        buf.extend_from_slice(entries);
+        string_field(&mut buf, 3, &scope.schema_url);
+    }
+    string_field(&mut buf, 3, &resource.schema_url);
     buf
 }
 
-fn scope_spans(buf: &mut Vec<u8>, scope: &InstrumentationScope, spans: &[SpanData]) {
-    message_field(buf, 1, |b| {
-        string_field(b, 1, scope.name());
-        string_field(b, 2, scope.version().unwrap_or_default());
-        for kv in scope.attributes() {
-            attribute(b, 3, kv.key.as_str(), &kv.value);
+/// The `ExportTraceServiceRequest` carrying `spans` from `resource`, grouped by scope as
+/// they come (what [`export_request`] makes of [`span_entry`]'s for each of them).
+pub fn spans_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8> {
+    let mut groups = Vec::new();
+    let mut rest = spans;
+    while let Some(first) = rest.first() {
+        let scope = &first.instrumentation_scope;
+        let n = rest
+            .iter()
+            .position(|s| s.instrumentation_scope != *scope)
+            .unwrap_or(rest.len());
+        let (group, tail) = rest.split_at(n);
+        let mut entries = Vec::new();
+        for span in group {
+            span_entry(&mut entries, span);
         }
-    });
-    for span in spans {
-        message_field(buf, 2, |b| encode_span(b, span));
+        groups.push((EncodedScope::new(scope), entries));
+        rest = tail;
     }
-    string_field(buf, 3, scope.schema_url().unwrap_or_default());
+    let scopes: Vec<_> = groups.iter().map(|(s, e)| (s, e.as_slice())).collect();
+    export_request(resource, &scopes)
+}
+
+/// The encoded length of field `field` holding `len` bytes; proto3 leaves an empty
+/// one out unless it is a message that is always written.
+fn field_len(field: u32, len: usize, always: bool) -> usize {
+    if len == 0 && !always {
+        return 0;
+    }
+    varint_len(u64::from(field << 3 | LEN)) + varint_len(len as u64) + len
 }
 
 fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {

@@ -102,7 +102,7 @@ fn both(
     spans: Vec<SpanData>,
     resource: &Resource,
 ) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
-    let ours = export_request(&spans, &EncodedResource::new(resource));
+    let ours = spans_request(&spans, &EncodedResource::new(resource));
     let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).expect("our bytes decode");
     let expected = ExportTraceServiceRequest {
         resource_spans: group_spans_by_resource_and_scope(
