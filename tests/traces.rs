@@ -371,3 +371,44 @@ async fn with_no_collector_listening_checks_are_answered_and_failed_exports_coun
     }
     assert!(served.stop().await, "SIGTERM with an unreachable collector");
 }
+
+#[tokio::test]
+async fn spans_still_queued_at_sigterm_reach_the_collector_before_the_process_exits() {
+    let receiver = Receiver::start().await;
+    let gerrit = FakeGerrit::start().await;
+    gerrit.add_account("alice", &["team-a"]);
+    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let served = Served::start(
+        &config(&idp, &gerrit, ""),
+        &[("gerrit-password", gerrit::PASSWORD)],
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://{}", receiver.grpc),
+            ),
+            // Nothing is sent on schedule during the test: only shutdown sends.
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    )
+    .await;
+    let envoy_span = format!("00-{TRACE}-{ENVOY_SPAN}-01");
+    let answer = served
+        .client()
+        .await
+        .check(team_a_check(&tokens::token_for("alice"), Some(&envoy_span)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status.unwrap().code, 0, "allowed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.spans().is_empty(), "nothing sent before the delay");
+    assert!(served.stop().await, "SIGTERM");
+    let spans = receiver.spans();
+    let check = named(&spans, "envoy.service.auth.v3.Authorization/Check");
+    assert_eq!(
+        check.len(),
+        1,
+        "the Check span, sent at shutdown: {spans:#?}"
+    );
+    assert_eq!(check[0].trace_id, TRACE);
+}
