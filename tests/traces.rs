@@ -64,21 +64,36 @@ fn team_a_check(
     request
 }
 
-#[tokio::test]
-async fn the_check_span_joins_envoys_trace_with_token_jwks_and_gerrit_spans_below_it() {
-    let receiver = Receiver::start().await;
+/// `serve` with alice in team-a at a fake Gerrit, keys from a fake IdP, exporting over
+/// gRPC to `receiver` with the variables `env` added.
+async fn serve_exporting_to(
+    receiver: &Receiver,
+    env: &[(&str, &str)],
+) -> (Served, FakeGerrit, FakeIdp) {
     let gerrit = FakeGerrit::start().await;
     gerrit.add_account("alice", &["team-a"]);
     let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
+    let endpoint = format!("http://{}", receiver.grpc);
+    let mut all = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ];
+    all.extend_from_slice(env);
     let served = Served::start(
         &config(&idp, &gerrit, ""),
         &[("gerrit-password", gerrit::PASSWORD)],
+        &all,
+    )
+    .await;
+    (served, gerrit, idp)
+}
+
+#[tokio::test]
+async fn the_check_span_joins_envoys_trace_with_token_jwks_and_gerrit_spans_below_it() {
+    let receiver = Receiver::start().await;
+    let (served, gerrit, idp) = serve_exporting_to(
+        &receiver,
         &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                &format!("http://{}", receiver.grpc),
-            ),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_SERVICE_NAME", "authz-under-test"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
@@ -375,22 +390,9 @@ async fn with_no_collector_listening_checks_are_answered_and_failed_exports_coun
 #[tokio::test]
 async fn spans_still_queued_at_sigterm_reach_the_collector_before_the_process_exits() {
     let receiver = Receiver::start().await;
-    let gerrit = FakeGerrit::start().await;
-    gerrit.add_account("alice", &["team-a"]);
-    let idp = FakeIdp::start(tokens::jwks(&["rsa-a"])).await;
-    let served = Served::start(
-        &config(&idp, &gerrit, ""),
-        &[("gerrit-password", gerrit::PASSWORD)],
-        &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                &format!("http://{}", receiver.grpc),
-            ),
-            // Nothing is sent on schedule during the test: only shutdown sends.
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-        ],
-    )
-    .await;
+    // Nothing is sent on schedule during the test: only shutdown sends.
+    let (served, _gerrit, _idp) =
+        serve_exporting_to(&receiver, &[("OTEL_BSP_SCHEDULE_DELAY", "600000")]).await;
     let envoy_span = format!("00-{TRACE}-{ENVOY_SPAN}-01");
     let answer = served
         .client()
