@@ -177,3 +177,18 @@ async fn shutdown_sends_what_is_queued_and_takes_no_more() {
     assert_eq!(counters.dropped.get(), 1);
     assert!(queue.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_queues_debug_output_shows_sizes_not_the_spans_it_holds() {
+    let (queue, _kept, _counters, _task) = started(100, 50);
+    let mut named = span(0);
+    named
+        .attributes
+        .push(KeyValue::new("enduser.id", "alice@example.com"));
+    queue.end(named);
+    let shown = format!("{queue:?}");
+    assert!(shown.contains("spans: 1"), "{shown}");
+    // Neither as text nor as the list of byte values a derived `Debug` would print.
+    assert!(!shown.contains("alice"), "{shown}");
+    assert!(!shown.contains("97, 108, 105, 99, 101"), "{shown}");
+}
