@@ -87,12 +87,13 @@ fn main() {
     } else {
         None
     };
-    let _export = ratio.map(|ratio| {
+    // Kept until the end: what exports the spans.
+    let _export = ratio.map(|ratio| -> Box<dyn std::any::Any> {
         let _runtime = rt.enter();
         if has("sdk") {
-            Export::Sdk(install_sdk_processor(ratio, encoding(&has)))
+            Box::new(install_sdk_processor(ratio, encoding(&has)))
         } else {
-            Export::Queue(install_traces(ratio))
+            Box::new(install_traces(ratio))
         }
     });
     // As the quickstart ships: audit on (to /dev/null here, so only its cost counts).
@@ -153,13 +154,6 @@ fn without_dynamic_metadata() -> mesh_authz::authorize::Authorizer {
         .expect("compiles");
     mesh_authz::authorize::Authorizer::from_config(&config, reqwest::Client::new())
         .expect("authorizer builds")
-}
-
-/// What exports the spans, kept until the end.
-#[allow(dead_code)]
-enum Export {
-    Queue(mesh_authz::telemetry::otlp::queue::ExportTask),
-    Sdk(Arc<SdkProcessor>),
 }
 
 /// Trace export as `serve` installs it (the export queue and its task), a `ratio` of

@@ -2,10 +2,11 @@
 //! spans of the request path, and the `traceparent` that Gerrit and IdP requests carry.
 //!
 //! A span is recorded here and handed, when it ends, to a [`SpanSink`] as the SDK's
-//! [`SpanData`]: the export queue, which encodes it at once (`telemetry::otlp::queue`). Not as `tracing` spans through `tracing-opentelemetry` (the `tracing`
-//! registry and that layer were 9,500 of the 14,800 instructions a traced Check cost for
-//! its two spans), nor through the SDK's tracer, whose span sits behind a `Box<dyn>` in
-//! a mutex in an `Arc` and costs about 1,700 instructions to make and end (callgrind,
+//! [`SpanData`]: the export queue, which encodes it at once (`telemetry::otlp::queue`).
+//! Not as `tracing` spans through `tracing-opentelemetry` (the `tracing` registry and
+//! that layer were 9,500 of the 14,800 instructions a traced Check cost for its two
+//! spans), nor through the SDK's tracer, whose span sits behind a `Box<dyn>` in a mutex
+//! in an `Arc` and costs about 1,700 instructions to make and end (callgrind,
 //! docs/performance.md). The current span travels as the OpenTelemetry [`Context`] of
 //! the future that runs inside it ([`TraceSpan::run`]), so the API's propagation and
 //! context functions work unchanged.
@@ -57,8 +58,10 @@ pub trait SpanSink: Send + Sync {
     fn end(&self, span: SpanData);
 }
 
-/// The name of the instrumentation scope of every span made here.
-pub const SCOPE: &str = "mesh-authz";
+/// The instrumentation scope of every span made here.
+pub fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("mesh-authz").build()
+}
 
 /// What makes spans once export is on.
 struct Tracing {
@@ -77,7 +80,7 @@ pub fn start(sampling: Sampling, sink: Arc<dyn SpanSink>) {
     let _ = TRACING.set(Tracing {
         sampling,
         sink,
-        scope: InstrumentationScope::builder(SCOPE).build(),
+        scope: scope(),
     });
 }
 

@@ -189,9 +189,7 @@ impl TraceExport {
             queue.clone(),
             collector,
             EncodedResource::new(&resource.build()),
-            EncodedScope::new(
-                &opentelemetry::InstrumentationScope::builder(crate::trace::SCOPE).build(),
-            ),
+            EncodedScope::new(&crate::trace::scope()),
         );
         crate::trace::start(self.sampling, queue);
         task

@@ -126,18 +126,10 @@ impl SpanQueue {
             None => None,
         }
     }
-
-    /// Spans waiting for export, the one under way included.
-    pub fn len(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
-
-    /// Whether no span is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
+/// Every span is one of [`crate::trace`]'s, of its one scope: batches are framed with
+/// that scope, encoded once ([`ExportTask::spawn`]), not with each span's.
 impl SpanSink for SpanQueue {
     fn end(&self, span: SpanData) {
         let capacity = self.settings.capacity;
