@@ -427,6 +427,7 @@ async fn envoys_ext_authz_span_is_the_parent_of_the_check_span_mesh_authz_export
         ],
     )
     .await;
+    served.wait_ready().await;
     let (upstream, seen) = start_upstream().await;
     let envoy = Envoy::start_with_tracing_to(&binary, served.grpc, upstream, receiver.grpc).await;
     let resp = reqwest::Client::new()

@@ -38,6 +38,7 @@ async fn serve_with_telemetry(telemetry: &str) -> (Served, FakeGerrit, FakeIdp) 
         &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
     )
     .await;
+    served.wait_ready().await;
     (served, gerrit, idp)
 }
 
@@ -85,6 +86,7 @@ async fn serve_exporting_to(
         &all,
     )
     .await;
+    served.wait_ready().await;
     (served, gerrit, idp)
 }
 
@@ -265,6 +267,7 @@ async fn over_http_the_config_wins_and_a_b3_request_header_names_the_parent() {
         ],
     )
     .await;
+    served.wait_ready().await;
     // No trace context in the call's metadata (Envoy not tracing); the request carries B3.
     let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
     let request = check_request(

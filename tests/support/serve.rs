@@ -82,6 +82,22 @@ impl Served {
         }
     }
 
+    /// Waits until `/readyz` says 200 (the issuers' keys are loaded), as the mesh waits
+    /// before it routes Checks here; panics with the last answer after 10 s.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.admin);
+        let mut last = String::new();
+        for _ in 0..200 {
+            match reqwest::get(&url).await {
+                Ok(r) if r.status() == 200 => return,
+                Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("/readyz never turned 200: {last}; log:\n{}", self.log());
+    }
+
     /// A Check client.
     pub async fn client(&self) -> AuthorizationClient<Channel> {
         AuthorizationClient::connect(format!("http://{}", self.grpc))
